@@ -1,0 +1,13 @@
+"""The ``rasterlearn`` command line: a thin typer layer over the library.
+
+Each stage registers its commands from its own module (``cli/<stage>.py``) on the shared :data:`app`.
+Library errors (:class:`rasterlearn.errors.RasterlearnError`) are printed without a traceback and exit
+with code 2; ``-v`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+from rasterlearn.cli._app import app, console, main
+from rasterlearn.cli import info as _info  # noqa: F401  (registers commands)
+
+__all__ = ["app", "console", "main"]

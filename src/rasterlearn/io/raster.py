@@ -1,0 +1,391 @@
+"""Windowed, nodata-aware raster reading over rasterio/GDAL.
+
+:class:`RasterReader` opens any GDAL raster, selects bands by 1-based index or by description, and reads
+windows that may extend past the raster (boundless: the outside is filled and marked invalid). Each read
+returns the data in the file's own dtype (never rescaled) and a validity mask that honours declared
+nodata, NaN/inf, alpha bands and per-dataset masks.
+
+Threading: a GDAL dataset handle must not be shared between threads. Open one :class:`RasterReader` per
+worker thread or process (opening is cheap); :meth:`RasterReader.reopen` gives a new handle on the same
+file and band selection.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.errors
+from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.windows import Window as RioWindow
+
+from rasterlearn.errors import InputError, InputNotFoundError, ReadError
+from rasterlearn.grid import Grid, Window
+
+__all__ = ["BandInfo", "BandStats", "RasterBlock", "RasterReader", "band_statistics", "open_raster"]
+
+log = logging.getLogger(__name__)
+
+BandSelector = int | str
+
+
+@dataclass(frozen=True, slots=True)
+class BandInfo:
+    """One band of a raster: 1-based ``index`` in the file, ``dtype``, ``description``, ``nodata``."""
+
+    index: int
+    dtype: str
+    description: str | None
+    nodata: float | None
+    color_interp: str
+    block_shape: tuple[int, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["block_shape"] = list(self.block_shape)
+        d["nodata"] = _json_number(self.nodata)
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class RasterBlock:
+    """Data read from a window: ``data`` (bands, rows, cols) in the file dtype and ``valid`` (rows, cols).
+
+    ``valid`` is True where every selected band holds a valid value. ``band_valid`` (bands, rows, cols)
+    is present when asked for.
+    """
+
+    window: Window
+    data: np.ndarray
+    valid: np.ndarray
+    band_valid: np.ndarray | None = None
+
+    @property
+    def any_valid(self) -> bool:
+        return bool(self.valid.any())
+
+
+def _json_number(value: float | None) -> float | str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return float(value)
+
+
+def _rio(window: Window) -> RioWindow:
+    return RioWindow(window.col_off, window.row_off, window.width, window.height)  # type: ignore[call-arg]
+
+
+def open_raster(path: str | Path, bands: Sequence[BandSelector] | None = None) -> RasterReader:
+    """Open a raster for windowed reading (see :class:`RasterReader`)."""
+    return RasterReader(path, bands)
+
+
+class RasterReader:
+    """A read-only handle on one raster with a fixed band selection.
+
+    Args:
+        path: any GDAL-readable raster (file path, ``/vsi...`` path or URL GDAL understands).
+        bands: 1-based band indexes or band descriptions, in the order wanted. Default: every band
+            except alpha bands (which become part of the validity mask).
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, path: str | Path, bands: Sequence[BandSelector] | None = None) -> None:
+        self.path = str(path)
+        if "://" not in self.path and not self.path.startswith("/vsi") and not Path(self.path).exists():
+            raise InputNotFoundError(f"Raster not found: {self.path}. Check the path (relative paths are "
+                                     f"resolved from {Path.cwd()}).")
+        try:
+            self._ds = rasterio.open(self.path)
+        except rasterio.errors.RasterioIOError as exc:
+            raise ReadError(f"Cannot open {self.path} as a raster: {exc}. Is it a GDAL-readable image?") from exc
+        ds = self._ds
+        self._requested = None if bands is None else list(bands)
+        self.grid = Grid(ds.height, ds.width, ds.transform, ds.crs.to_wkt() if ds.crs else None)
+        self._alpha = [i + 1 for i, ci in enumerate(ds.colorinterp) if ci == ColorInterp.alpha]
+        self.band_indexes: list[int] = self._resolve_bands(bands)
+        self._all_bands = self._describe_bands()
+        self.bands: list[BandInfo] = [self._all_bands[i - 1] for i in self.band_indexes]
+        self._fill = self._default_fill()
+        flags = [ds.mask_flag_enums[i - 1] for i in self.band_indexes]
+        # A mask that GDAL derives from the data alone (nodata value or all-valid) is computed here from the
+        # array we already read; alpha bands and per-dataset masks are read from GDAL.
+        self._gdal_mask = any(
+            MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags
+        ) or any(not f for f in flags)
+
+    # -- description ----------------------------------------------------------------------------
+    def _resolve_bands(self, bands: Sequence[BandSelector] | None) -> list[int]:
+        ds = self._ds
+        if bands is None:
+            chosen = [i for i in range(1, ds.count + 1) if i not in self._alpha]
+            return chosen or list(range(1, ds.count + 1))
+        if len(bands) == 0:
+            raise InputError(f"Empty band selection for {self.path}: name at least one band")
+        out: list[int] = []
+        descriptions = list(ds.descriptions)
+        for b in bands:
+            if isinstance(b, str) and b.strip().lstrip("-").isdigit():
+                b = int(b)
+            if isinstance(b, int | np.integer):
+                if not 1 <= int(b) <= ds.count:
+                    raise InputError(f"Band {b} does not exist in {self.path}, which has bands 1..{ds.count} "
+                                     f"(band indexes are 1-based)")
+                out.append(int(b))
+            else:
+                matches = [i + 1 for i, d in enumerate(descriptions) if d is not None and d.lower() == str(b).lower()]
+                if not matches:
+                    listed = ", ".join(f"{i + 1}={d!r}" for i, d in enumerate(descriptions))
+                    raise InputError(f"No band described as {b!r} in {self.path}. Its bands are: {listed}. "
+                                     f"Select by description or by 1-based index.")
+                out.append(matches[0])
+        return out
+
+    def _describe_bands(self) -> list[BandInfo]:
+        ds = self._ds
+        nodatavals = ds.nodatavals
+        return [
+            BandInfo(
+                index=i + 1,
+                dtype=ds.dtypes[i],
+                description=ds.descriptions[i],
+                nodata=None if nodatavals[i] is None else float(nodatavals[i]),
+                color_interp=ds.colorinterp[i].name,
+                block_shape=tuple(ds.block_shapes[i]),  # type: ignore[arg-type]
+            )
+            for i in range(ds.count)
+        ]
+
+    def _default_fill(self) -> float:
+        nd = self.bands[0].nodata
+        if nd is not None:
+            return nd
+        return math.nan if np.issubdtype(np.dtype(self.dtype), np.floating) else 0
+
+    @property
+    def dataset(self) -> rasterio.DatasetReader:
+        """The underlying rasterio dataset (owned by this reader; do not close it yourself)."""
+        return self._ds
+
+    @property
+    def count(self) -> int:
+        return len(self.band_indexes)
+
+    @property
+    def dtype(self) -> str:
+        """The common dtype of the selected bands (numpy promotion when they differ)."""
+        return str(np.result_type(*[np.dtype(b.dtype) for b in self.bands]))
+
+    @property
+    def nodata(self) -> float | None:
+        """The first selected band's declared nodata (rasterio reports one per band)."""
+        return self.bands[0].nodata
+
+    @property
+    def band_names(self) -> list[str]:
+        """Descriptions of the selected bands, or ``band_<index>`` when a band has none."""
+        return [b.description or f"band_{b.index}" for b in self.bands]
+
+    @property
+    def all_bands(self) -> list[BandInfo]:
+        return list(self._all_bands)
+
+    @property
+    def alpha_bands(self) -> list[int]:
+        return list(self._alpha)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-friendly description: grid, CRS, resolution, bands, nodata, block layout, driver."""
+        ds = self._ds
+        crs = self.grid.crs
+        return {
+            "path": self.path,
+            "driver": ds.driver,
+            "width": ds.width,
+            "height": ds.height,
+            "count": ds.count,
+            "crs": None if crs is None else crs.to_wkt(),
+            "crs_name": None if crs is None else crs.name,
+            "epsg": self.grid.epsg,
+            "crs_units": None if crs is None else (crs.axis_info[0].unit_name if crs.axis_info else None),
+            "is_geographic": self.grid.is_geographic,
+            "transform": [float(v) for v in tuple(ds.transform)[:6]],
+            "res": list(self.grid.res),
+            "bounds": list(self.grid.bounds),
+            "nodata": _json_number(ds.nodata),
+            "dtypes": sorted(set(ds.dtypes)),
+            "block_shapes": [list(s) for s in sorted(set(ds.block_shapes))],
+            "tiled": bool(ds.profile.get("tiled", False)),
+            "interleave": None if ds.interleaving is None else ds.interleaving.name.lower(),
+            "compression": None if ds.compression is None else ds.compression.name.lower(),
+            "overviews": ds.overviews(1) if ds.count else [],
+            "mask_flags": [[f.name for f in flags] for flags in ds.mask_flag_enums],
+            "alpha_bands": self._alpha,
+            "bands": [b.to_dict() for b in self._all_bands],
+            "tags": ds.tags(),
+        }
+
+    # -- reading ----------------------------------------------------------------------------------
+    def read(self, window: Window | None = None, *, band_masks: bool = False,
+             fill: float | None = None) -> RasterBlock:
+        """Read a window (default: the whole raster) of the selected bands, boundless.
+
+        Pixels outside the raster are filled with ``fill`` (default: the declared nodata, else NaN for
+        float data, else 0) and marked invalid. Data keeps the file's dtype.
+
+        Args:
+            window: pixels to read; may extend past the raster on any side.
+            band_masks: also return per-band validity (``RasterBlock.band_valid``).
+            fill: value for pixels outside the raster.
+        """
+        window = window or self.grid.window
+        fill = self._fill if fill is None else fill
+        dtype = np.dtype(self.dtype)
+        inner = window.intersection(self.grid.window)
+        nb = self.count
+        if inner is not None and inner == window:
+            data = self._ds.read(self.band_indexes, window=_rio(window), out_dtype=dtype)
+            band_valid = self._band_validity(data, window)
+        else:
+            data = np.empty((nb, window.height, window.width), dtype=dtype)
+            data[...] = _cast_fill(fill, dtype)
+            band_valid = np.zeros((nb, window.height, window.width), dtype=bool)
+            if inner is not None:
+                sub = inner.relative_to(window)
+                part = self._ds.read(self.band_indexes, window=_rio(inner), out_dtype=dtype)
+                data[:, sub.slices()[0], sub.slices()[1]] = part
+                band_valid[:, sub.slices()[0], sub.slices()[1]] = self._band_validity(part, inner)
+        valid = band_valid.all(axis=0)
+        return RasterBlock(window, data, valid, band_valid if band_masks else None)
+
+    def _band_validity(self, data: np.ndarray, window: Window) -> np.ndarray:
+        if self._gdal_mask:
+            valid = self._ds.read_masks(self.band_indexes, window=_rio(window)) > 0
+        else:
+            valid = np.ones(data.shape, dtype=bool)
+            for k, band in enumerate(self.bands):
+                nd = band.nodata
+                if nd is not None and not math.isnan(nd):
+                    valid[k] &= data[k] != np.asarray(nd).astype(data.dtype)
+        if np.issubdtype(data.dtype, np.floating):
+            valid &= np.isfinite(data)
+        return valid
+
+    def read_valid(self, window: Window | None = None) -> np.ndarray:
+        """Only the validity mask of a window."""
+        return self.read(window).valid
+
+    def reopen(self) -> RasterReader:
+        """A new, independent handle on the same file and band selection (one per thread)."""
+        return RasterReader(self.path, self.band_indexes)
+
+    def close(self) -> None:
+        self._ds.close()
+
+    def __enter__(self) -> RasterReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"RasterReader({self.path!r}, bands={self.band_indexes}, {self.grid.height}x{self.grid.width}, "
+                f"{self.dtype})")
+
+
+def _cast_fill(fill: float, dtype: np.dtype) -> Any:
+    if np.issubdtype(dtype, np.floating):
+        return fill
+    if math.isnan(fill):
+        return 0
+    info = np.iinfo(dtype)
+    return int(min(max(fill, info.min), info.max))
+
+
+# -- statistics ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BandStats:
+    """Nodata-aware statistics of one band, estimated from a random sample of valid pixels."""
+
+    band: str
+    count: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    p2: float
+    p98: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def band_statistics(
+    reader: RasterReader,
+    *,
+    sample_size: int = 200_000,
+    window_size: int = 256,
+    max_windows: int = 64,
+    seed: int = 0,
+    windows: Sequence[Window] | None = None,
+) -> list[BandStats]:
+    """Per-band statistics from a bounded random sample of valid pixels (fixed seed, reproducible).
+
+    Reads at most ``max_windows`` windows of ``window_size`` pixels (or the given ``windows``), never the
+    whole raster; keeps at most ``sample_size`` valid values per band. Validity is per band.
+
+    Raises:
+        EmptyInputError: no valid pixel was found in the sampled windows.
+    """
+    from rasterlearn.errors import EmptyInputError
+
+    rng = np.random.default_rng(seed)
+    grid = reader.grid
+    if windows is None:
+        windows = _sample_windows(grid, window_size, max_windows, rng)
+    per_window = max(1, sample_size // max(1, len(windows)))
+    samples: list[list[np.ndarray]] = [[] for _ in range(reader.count)]
+    for win in windows:
+        block = reader.read(win, band_masks=True)
+        assert block.band_valid is not None
+        for k in range(reader.count):
+            vals = block.data[k][block.band_valid[k]]
+            if vals.size > per_window:
+                vals = rng.choice(vals, per_window, replace=False)
+            samples[k].append(vals.astype("float64"))
+    out: list[BandStats] = []
+    for k, name in enumerate(reader.band_names):
+        vals = np.concatenate(samples[k]) if samples[k] else np.empty(0)
+        if vals.size == 0:
+            raise EmptyInputError(f"No valid pixels found in band {name!r} of {reader.path} (nodata="
+                                  f"{reader.bands[k].nodata}). Check the nodata value or the band selection.")
+        p2, p98 = np.percentile(vals, [2, 98])
+        out.append(BandStats(name, int(vals.size), float(vals.mean()), float(vals.std()), float(vals.min()),
+                             float(vals.max()), float(p2), float(p98)))
+    return out
+
+
+def _sample_windows(grid: Grid, size: int, max_windows: int, rng: np.random.Generator) -> list[Window]:
+    """Non-overlapping random windows on a regular lattice (all of them when the raster is small)."""
+    rows = max(1, math.ceil(grid.height / size))
+    cols = max(1, math.ceil(grid.width / size))
+    cells = rows * cols
+    pick = np.arange(cells) if cells <= max_windows else np.sort(rng.choice(cells, max_windows, replace=False))
+    out = []
+    for cell in pick:
+        r, c = divmod(int(cell), cols)
+        win = Window(r * size, c * size, size, size).clip(grid.height, grid.width)
+        if not win.is_empty:
+            out.append(win)
+    return out

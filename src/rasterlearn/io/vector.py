@@ -1,0 +1,223 @@
+"""Vector reading with pyogrio/geopandas: CRS checks, reprojection, geometry repair, extent filters.
+
+Every function logs what it changed (features reprojected, geometries repaired or dropped) so that
+nothing is silently altered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import shapely
+from pyproj import CRS
+from pyproj.exceptions import CRSError as PyprojCRSError
+from shapely.geometry import box
+
+from rasterlearn.errors import (
+    AttributeNotFoundError,
+    CRSError,
+    EmptyInputError,
+    InputNotFoundError,
+    NoOverlapError,
+    ReadError,
+)
+from rasterlearn.grid import Bounds, Grid
+
+__all__ = [
+    "check_attribute",
+    "check_overlap",
+    "list_layers",
+    "read_vector",
+    "repair_geometries",
+    "transform_bounds",
+    "write_vector",
+]
+
+log = logging.getLogger(__name__)
+
+_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".fgb": "FlatGeobuf",
+            ".shp": "ESRI Shapefile", ".parquet": "Parquet"}
+
+
+def list_layers(path: str | Path) -> list[str]:
+    """Layer names of a vector data source."""
+    _check_exists(path)
+    return [str(name) for name, _ in pyogrio.list_layers(path)]
+
+
+def _check_exists(path: str | Path) -> None:
+    p = str(path)
+    if "://" not in p and not p.startswith("/vsi") and not Path(p).exists():
+        raise InputNotFoundError(f"Vector file not found: {p}. Check the path (relative paths are resolved "
+                                 f"from {Path.cwd()}).")
+
+
+def read_vector(
+    path: str | Path,
+    *,
+    layer: str | int | None = None,
+    columns: Sequence[str] | None = None,
+    attribute: str | None = None,
+    crs: CRS | str | None = None,
+    bounds: Bounds | None = None,
+    bounds_crs: CRS | str | None = None,
+    repair: bool = True,
+    allow_empty: bool = False,
+) -> gpd.GeoDataFrame:
+    """Read a vector layer (GPKG, Shapefile, GeoJSON, FlatGeobuf, ...), checked and optionally reprojected.
+
+    Args:
+        path: the data source.
+        layer: layer name or index (default: the first layer).
+        columns: attribute columns to keep (default: all).
+        attribute: a column that must exist (its absence is an :class:`AttributeNotFoundError` that lists
+            the available columns).
+        crs: reproject the features to this CRS (logged when it differs).
+        bounds: keep only features intersecting these bounds, given in ``bounds_crs`` (default: ``crs``).
+        repair: make invalid geometries valid (count logged); empty/null geometries are dropped (logged).
+        allow_empty: return an empty frame instead of raising when the layer has no features.
+
+    Raises:
+        InputNotFoundError, ReadError, EmptyInputError, AttributeNotFoundError, CRSError.
+    """
+    _check_exists(path)
+    try:
+        info = pyogrio.read_info(path, layer=layer)
+    except Exception as exc:
+        raise ReadError(f"Cannot open {path} as a vector layer (layer={layer!r}): {exc}") from exc
+    available = [str(c) for c in info["fields"]]
+    if attribute is not None and attribute not in available:
+        raise AttributeNotFoundError(
+            f"Attribute {attribute!r} not found in {path}. Available attributes: {', '.join(available) or '(none)'}"
+        )
+    if info.get("crs") is None:
+        raise CRSError(f"{path} has no coordinate reference system. Assign one (e.g. in QGIS, or with "
+                       f"ogr2ogr -a_srs EPSG:xxxx) so labels can be aligned with the raster.")
+    src_crs = CRS.from_user_input(info["crs"])
+    read_bbox = None
+    if bounds is not None:
+        bcrs = _to_crs(bounds_crs if bounds_crs is not None else (crs if crs is not None else src_crs), "bounds_crs")
+        read_bbox = transform_bounds(bounds, bcrs, src_crs) if not bcrs.equals(src_crs) else tuple(bounds)
+    keep = list(columns) if columns is not None else None
+    if keep is not None and attribute is not None and attribute not in keep:
+        keep.append(attribute)
+    try:
+        gdf = gpd.read_file(path, layer=layer, columns=keep, bbox=read_bbox, engine="pyogrio")
+    except Exception as exc:
+        raise ReadError(f"Cannot read features from {path}: {exc}") from exc
+    total = int(info.get("features", -1))
+    if len(gdf) == 0 and read_bbox is None and not allow_empty:
+        raise EmptyInputError(f"The vector layer {path} (layer={layer!r}) has no features. Choose another layer "
+                              f"(layers: {', '.join(list_layers(path))}) or file.")
+    if gdf.crs is None:
+        gdf = gdf.set_crs(src_crs)
+    if repair:
+        gdf = repair_geometries(gdf, source=str(path))
+    if crs is not None:
+        target = _to_crs(crs, "crs")
+        if not CRS.from_user_input(gdf.crs).equals(target):
+            log.info("Reprojecting %d features of %s from %s to %s", len(gdf), path,
+                     _crs_label(gdf.crs), _crs_label(target))
+            gdf = gdf.to_crs(target)
+    if read_bbox is not None:
+        log.debug("Read %d of %d features of %s intersecting %s", len(gdf), total, path, bounds)
+    gdf.attrs["source"] = str(path)
+    return gdf
+
+
+def _to_crs(value: Any, name: str) -> CRS:
+    try:
+        return CRS.from_user_input(value)
+    except PyprojCRSError as exc:
+        raise CRSError(f"{name}={value!r} is not a CRS: give an EPSG code ('EPSG:4326') or WKT") from exc
+
+
+def _crs_label(crs: Any) -> str:
+    c = CRS.from_user_input(crs)
+    epsg = c.to_epsg()
+    return f"EPSG:{epsg}" if epsg else c.name
+
+
+def repair_geometries(gdf: gpd.GeoDataFrame, source: str = "layer") -> gpd.GeoDataFrame:
+    """Drop null/empty geometries and make invalid ones valid, logging both counts."""
+    geoms = gdf.geometry.values
+    missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    if missing.any():
+        log.warning("%s: dropped %d features with empty or missing geometry", source, int(missing.sum()))
+        gdf = gdf.loc[~np.asarray(missing)].copy()
+        geoms = gdf.geometry.values
+    invalid = ~shapely.is_valid(geoms)
+    if invalid.any():
+        reasons = shapely.is_valid_reason(geoms[invalid])
+        log.warning("%s: repaired %d invalid geometries (first: %s)", source, int(invalid.sum()), reasons[0])
+        fixed = shapely.make_valid(geoms[invalid])
+        gdf = gdf.copy()
+        gdf.loc[np.asarray(invalid), gdf.geometry.name] = fixed
+    gdf.attrs["n_repaired"] = int(invalid.sum())
+    gdf.attrs["n_dropped_empty"] = int(missing.sum())
+    return gdf
+
+
+def check_attribute(gdf: gpd.GeoDataFrame, attribute: str, source: str | None = None) -> None:
+    """Raise :class:`AttributeNotFoundError` listing the available columns when ``attribute`` is missing."""
+    if attribute not in gdf.columns:
+        cols = [c for c in gdf.columns if c != gdf.geometry.name]
+        raise AttributeNotFoundError(f"Attribute {attribute!r} not found in {source or gdf.attrs.get('source', 'layer')}. "
+                                     f"Available attributes: {', '.join(map(str, cols)) or '(none)'}")
+
+
+def transform_bounds(bounds: Bounds, src: CRS | str, dst: CRS | str) -> Bounds:
+    """Reproject bounds, densifying edges so curved boundaries are enclosed."""
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs(CRS.from_user_input(src), CRS.from_user_input(dst), always_xy=True)
+    out = tr.transform_bounds(*bounds, densify_pts=21)
+    return (float(out[0]), float(out[1]), float(out[2]), float(out[3]))
+
+
+def check_overlap(gdf: gpd.GeoDataFrame, grid: Grid, *, what: str = "labels", raster: str = "raster") -> None:
+    """Raise :class:`NoOverlapError` when no feature intersects the grid's footprint.
+
+    The message gives both extents in the raster's CRS.
+    """
+    if grid.crs is None:
+        raise CRSError(f"{raster} has no CRS, so {what} cannot be placed on it. Assign the raster a CRS first.")
+    frame = gdf if CRS.from_user_input(gdf.crs).equals(grid.crs) else gdf.to_crs(grid.crs)
+    footprint = box(*grid.bounds)
+    if len(frame) == 0 or not frame.geometry.intersects(footprint).any():
+        vb = tuple(round(v, 3) for v in frame.total_bounds) if len(frame) else "(empty)"
+        rb = tuple(round(v, 3) for v in grid.bounds)
+        raise NoOverlapError(
+            f"The {what} ({gdf.attrs.get('source', 'vector')}) do not overlap the {raster}. In {_crs_label(grid.crs)}: "
+            f"{what} extent {vb}, raster extent {rb}. Check that both cover the same area and that the vector's "
+            f"declared CRS is right."
+        )
+
+
+def write_vector(gdf: gpd.GeoDataFrame, path: str | Path, *, layer: str | None = None) -> Path:
+    """Write a frame atomically (temporary name, then rename); the driver follows the extension."""
+    import os
+
+    path = Path(path)
+    driver = _DRIVERS.get(path.suffix.lower())
+    if driver is None:
+        raise ReadError(f"Unsupported vector output extension {path.suffix!r} for {path}; use one of "
+                        f"{', '.join(sorted(_DRIVERS))}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    for stale in tmp.parent.glob(f".{path.stem}.tmp.*"):
+        stale.unlink()
+    if driver == "Parquet":
+        gdf.to_parquet(tmp)
+    else:
+        gdf.to_file(tmp, driver=driver, layer=layer or path.stem, engine="pyogrio")
+    # a Shapefile is several files: move every sidecar (.shx, .dbf, .prj, .cpg) with the main file
+    for part in sorted(tmp.parent.glob(f".{path.stem}.tmp.*")):
+        os.replace(part, path.with_suffix(part.suffix))
+    return path
