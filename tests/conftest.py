@@ -73,3 +73,12 @@ def coord_image(height: int, width: int, dtype: str = "uint16") -> np.ndarray:
 def coord_raster(make_raster: RasterFactory) -> Path:
     """A 37 x 53 px, 2-band uint16 raster whose band 1 = row and band 2 = col (odd, non-square)."""
     return make_raster(coord_image(37, 53), name="coords.tif", nodata=65535)
+
+# Shared machines are slow and noisy: no per-example deadline for property-based tests.
+try:
+    from hypothesis import settings as _hyp_settings
+
+    _hyp_settings.register_profile("rasterlearn", deadline=None)
+    _hyp_settings.load_profile("rasterlearn")
+except ImportError:  # pragma: no cover
+    pass

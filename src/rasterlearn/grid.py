@@ -218,7 +218,7 @@ class Grid:
     # -- windows <-> coordinates ----------------------------------------------------------------
     def window_transform(self, window: Window) -> Affine:
         """The affine transform of a window's top-left pixel."""
-        return self.transform * Affine.translation(window.col_off, window.row_off)
+        return self.transform @ Affine.translation(window.col_off, window.row_off)
 
     def window_bounds(self, window: Window) -> Bounds:
         """``(left, bottom, right, top)`` of a window, for any (also rotated) transform."""
@@ -226,7 +226,7 @@ class Grid:
         xs, ys = [], []
         for r, c in ((window.row_off, window.col_off), (window.row_off, window.col_stop),
                      (window.row_stop, window.col_off), (window.row_stop, window.col_stop)):
-            x, y = t * (c, r)
+            x, y = t @ (c, r)
             xs.append(x)
             ys.append(y)
         return (min(xs), min(ys), max(xs), max(ys))
@@ -249,7 +249,7 @@ class Grid:
         inv = ~self.transform
         cols, rows = [], []
         for x, y in ((left, top), (right, top), (left, bottom), (right, bottom)):
-            c, r = inv * (x, y)
+            c, r = inv @ (x, y)
             cols.append(c)
             rows.append(r)
         r0, r1, c0, c1 = min(rows), max(rows), min(cols), max(cols)
@@ -266,7 +266,7 @@ class Grid:
     def xy(self, row: float, col: float, offset: Literal["center", "ul"] = "center") -> tuple[float, float]:
         """CRS coordinates of a pixel (its centre by default)."""
         d = 0.5 if offset == "center" else 0.0
-        x, y = self.transform * (col + d, row + d)
+        x, y = self.transform @ (col + d, row + d)
         return (float(x), float(y))
 
     def rowcol(self, x: np.ndarray | float, y: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
@@ -285,14 +285,14 @@ class Grid:
         if not (math.isclose(a.a, b.a, rel_tol=1e-9) and math.isclose(a.e, b.e, rel_tol=1e-9)
                 and abs(a.b - b.b) < 1e-12 and abs(a.d - b.d) < 1e-12):
             return False
-        c, r = (~self.transform) * (b.c, b.f)
+        c, r = (~self.transform) @ (b.c, b.f)
         return abs(c - round(c)) < 1e-6 and abs(r - round(r)) < 1e-6
 
     def window_of(self, other: Grid) -> Window:
         """The window that an aligned ``other`` grid occupies on this grid."""
         if not self.is_aligned_with(other):
             raise InputError("Grids are not aligned (different CRS, resolution or pixel edges); resample first")
-        c, r = (~self.transform) * (other.transform.c, other.transform.f)
+        c, r = (~self.transform) @ (other.transform.c, other.transform.f)
         return Window(round(r), round(c), other.height, other.width)
 
     def scaled(self, factor: float) -> Grid:
@@ -304,7 +304,7 @@ class Grid:
             raise InputError(f"scale factor must be positive, got {factor}")
         h = max(1, math.ceil(self.height / factor - 1e-9))
         w = max(1, math.ceil(self.width / factor - 1e-9))
-        return Grid(h, w, self.transform * Affine.scale(factor), self.crs)
+        return Grid(h, w, self.transform @ Affine.scale(factor), self.crs)
 
     def snap_window(self, window: Window, multiple: int) -> Window:
         """Grow ``window`` so its offsets and far edges fall on multiples of ``multiple`` pixels."""
