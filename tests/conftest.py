@@ -22,7 +22,9 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def shared_data() -> Path:
     """``../shared/data`` beside the project; tests using it skip when it is absent (a user's fresh clone)."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real sample data not found at {SHARED_DATA} (only present on developer machines and CI)")
+        pytest.skip(
+            f"real sample data not found at {SHARED_DATA} (only present on developer machines and CI)"
+        )
     return SHARED_DATA
 
 
@@ -42,8 +44,16 @@ def write_tif(
     """Write ``data`` ((bands,) rows, cols) as a GeoTIFF; default grid: 10 m pixels in UTM 33N."""
     arr = data if data.ndim == 3 else data[np.newaxis]
     transform = transform or Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 4_000_000.0)
-    prof = {"driver": "GTiff", "width": arr.shape[2], "height": arr.shape[1], "count": arr.shape[0],
-            "dtype": arr.dtype.name, "crs": crs, "transform": transform, "nodata": nodata}
+    prof = {
+        "driver": "GTiff",
+        "width": arr.shape[2],
+        "height": arr.shape[1],
+        "count": arr.shape[0],
+        "dtype": arr.dtype.name,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+    }
     prof.update(profile)
     with rasterio.open(path, "w", **prof) as ds:
         ds.write(arr)
@@ -73,6 +83,7 @@ def coord_image(height: int, width: int, dtype: str = "uint16") -> np.ndarray:
 def coord_raster(make_raster: RasterFactory) -> Path:
     """A 37 x 53 px, 2-band uint16 raster whose band 1 = row and band 2 = col (odd, non-square)."""
     return make_raster(coord_image(37, 53), name="coords.tif", nodata=65535)
+
 
 # Shared machines are slow and noisy: no per-example deadline for property-based tests.
 try:

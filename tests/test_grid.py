@@ -178,7 +178,9 @@ def test_grid_dict_roundtrip_and_equality() -> None:
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.integers(1, 160), st.integers(1, 160), st.integers(1, 48), st.data(), st.sampled_from(["pad", "shift"]))
+@given(
+    st.integers(1, 160), st.integers(1, 160), st.integers(1, 48), st.data(), st.sampled_from(["pad", "shift"])
+)
 def test_tiles_cover_every_pixel_and_align(h: int, w: int, size: int, data: st.DataObject, edge: str) -> None:
     stride = data.draw(st.integers(1, size))
     grid = Grid(h, w, Affine(1, 0, 0, 0, -1, 0))

@@ -111,7 +111,9 @@ class Window:
             and self.col_stop >= other.col_stop
         )
 
-    def pad(self, top: int, left: int | None = None, bottom: int | None = None, right: int | None = None) -> Window:
+    def pad(
+        self, top: int, left: int | None = None, bottom: int | None = None, right: int | None = None
+    ) -> Window:
         """Grow (or, with negative values, shrink) the window on each side. One value pads all sides."""
         left = top if left is None else left
         bottom = top if bottom is None else bottom
@@ -133,7 +135,11 @@ class Window:
     def clip(self, height: int, width: int) -> Window:
         """The part of the window inside an array of ``height`` x ``width`` (may be empty)."""
         inter = self.intersection(Window(0, 0, height, width))
-        return inter if inter is not None else Window(max(0, min(self.row_off, height)), max(0, min(self.col_off, width)), 0, 0)
+        return (
+            inter
+            if inter is not None
+            else Window(max(0, min(self.row_off, height)), max(0, min(self.col_off, width)), 0, 0)
+        )
 
     def scale(self, factor: int) -> Window:
         """Integer down-scaling by ``factor`` (e.g. to a feature grid); offsets/sizes must divide evenly."""
@@ -224,8 +230,12 @@ class Grid:
         """``(left, bottom, right, top)`` of a window, for any (also rotated) transform."""
         t = self.transform
         xs, ys = [], []
-        for r, c in ((window.row_off, window.col_off), (window.row_off, window.col_stop),
-                     (window.row_stop, window.col_off), (window.row_stop, window.col_stop)):
+        for r, c in (
+            (window.row_off, window.col_off),
+            (window.row_off, window.col_stop),
+            (window.row_stop, window.col_off),
+            (window.row_stop, window.col_stop),
+        ):
             x, y = t @ (c, r)
             xs.append(x)
             ys.append(y)
@@ -245,7 +255,9 @@ class Grid:
         """
         left, bottom, right, top = bounds
         if right < left or top < bottom:
-            raise InputError(f"Bounds must be (left, bottom, right, top) with left<=right, bottom<=top; got {bounds}")
+            raise InputError(
+                f"Bounds must be (left, bottom, right, top) with left<=right, bottom<=top; got {bounds}"
+            )
         inv = ~self.transform
         cols, rows = [], []
         for x, y in ((left, top), (right, top), (left, bottom), (right, bottom)):
@@ -254,9 +266,19 @@ class Grid:
             rows.append(r)
         r0, r1, c0, c1 = min(rows), max(rows), min(cols), max(cols)
         if snap == "out":
-            fr0, fc0, fr1, fc1 = math.floor(r0 + 1e-6), math.floor(c0 + 1e-6), math.ceil(r1 - 1e-6), math.ceil(c1 - 1e-6)
+            fr0, fc0, fr1, fc1 = (
+                math.floor(r0 + 1e-6),
+                math.floor(c0 + 1e-6),
+                math.ceil(r1 - 1e-6),
+                math.ceil(c1 - 1e-6),
+            )
         elif snap == "in":
-            fr0, fc0, fr1, fc1 = math.ceil(r0 - 1e-6), math.ceil(c0 - 1e-6), math.floor(r1 + 1e-6), math.floor(c1 + 1e-6)
+            fr0, fc0, fr1, fc1 = (
+                math.ceil(r0 - 1e-6),
+                math.ceil(c0 - 1e-6),
+                math.floor(r1 + 1e-6),
+                math.floor(c1 + 1e-6),
+            )
         elif snap == "nearest":
             fr0, fc0, fr1, fc1 = round(r0), round(c0), round(r1), round(c1)
         else:
@@ -282,8 +304,12 @@ class Grid:
         if not _crs_equal(self.crs, other.crs):
             return False
         a, b = self.transform, other.transform
-        if not (math.isclose(a.a, b.a, rel_tol=1e-9) and math.isclose(a.e, b.e, rel_tol=1e-9)
-                and abs(a.b - b.b) < 1e-12 and abs(a.d - b.d) < 1e-12):
+        if not (
+            math.isclose(a.a, b.a, rel_tol=1e-9)
+            and math.isclose(a.e, b.e, rel_tol=1e-9)
+            and abs(a.b - b.b) < 1e-12
+            and abs(a.d - b.d) < 1e-12
+        ):
             return False
         c, r = (~self.transform) @ (b.c, b.f)
         return abs(c - round(c)) < 1e-6 and abs(r - round(r)) < 1e-6
@@ -291,7 +317,9 @@ class Grid:
     def window_of(self, other: Grid) -> Window:
         """The window that an aligned ``other`` grid occupies on this grid."""
         if not self.is_aligned_with(other):
-            raise InputError("Grids are not aligned (different CRS, resolution or pixel edges); resample first")
+            raise InputError(
+                "Grids are not aligned (different CRS, resolution or pixel edges); resample first"
+            )
         c, r = (~self.transform) @ (other.transform.c, other.transform.f)
         return Window(round(r), round(c), other.height, other.width)
 
@@ -327,11 +355,17 @@ class Grid:
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Grid:
         crs = data.get("crs")
-        return cls(int(data["height"]), int(data["width"]), Affine(*data["transform"]),  # type: ignore[arg-type,misc]
-                   None if crs is None else CRS.from_user_input(crs))
+        return cls(
+            int(data["height"]),
+            int(data["width"]),
+            Affine(*data["transform"]),  # type: ignore[arg-type,misc]
+            None if crs is None else CRS.from_user_input(crs),
+        )
 
     @classmethod
-    def from_bounds(cls, bounds: Bounds, res: float | tuple[float, float], crs: CRS | str | None = None) -> Grid:
+    def from_bounds(
+        cls, bounds: Bounds, res: float | tuple[float, float], crs: CRS | str | None = None
+    ) -> Grid:
         """A north-up grid covering ``bounds`` at resolution ``res`` (edges snapped outwards)."""
         rx, ry = (res, res) if isinstance(res, int | float) else res
         left, bottom, right, top = bounds
@@ -476,6 +510,8 @@ def plan_tiles(
         win = extent if isinstance(extent, Window) else grid.window_for_bounds(tuple(extent), snap="out")  # type: ignore[arg-type]
         clipped = win.intersection(grid.window)
         if clipped is None:
-            raise InputError(f"extent {extent} does not overlap the grid {grid.window} / bounds {grid.bounds}")
+            raise InputError(
+                f"extent {extent} does not overlap the grid {grid.window} / bounds {grid.bounds}"
+            )
         win = clipped
     return TilePlan(grid, size_p, stride_p, edge, win)

@@ -20,8 +20,9 @@ from rasterlearn.errors import InputError
 __all__ = ["confusion_matrix", "metrics_from_confusion", "metrics_table"]
 
 
-def confusion_matrix(truth: np.ndarray, pred: np.ndarray, num_classes: int,
-                     valid: np.ndarray | None = None) -> np.ndarray:
+def confusion_matrix(
+    truth: np.ndarray, pred: np.ndarray, num_classes: int, valid: np.ndarray | None = None
+) -> np.ndarray:
     """Confusion matrix of contiguous class indices ``0..num_classes-1`` (int64).
 
     Pixels where ``valid`` is False, or where truth/pred fall outside the index range (e.g. an ignore
@@ -108,8 +109,20 @@ def metrics_table(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for name, m in metrics["per_class"].items():
         rows.append({"class": name, **m})
-    rows.append({"class": "overall", "code": None, "iou": metrics["mean_iou"], "f1": metrics["mean_f1"],
-                 "precision": None, "recall": None, "producers_accuracy": None, "users_accuracy": None,
-                 "support": metrics["pixels"], "predicted": metrics["pixels"],
-                 "overall_accuracy": metrics["overall_accuracy"], "kappa": metrics["kappa"]})
+    rows.append(
+        {
+            "class": "overall",
+            "code": None,
+            "iou": metrics["mean_iou"],
+            "f1": metrics["mean_f1"],
+            "precision": None,
+            "recall": None,
+            "producers_accuracy": None,
+            "users_accuracy": None,
+            "support": metrics["pixels"],
+            "predicted": metrics["pixels"],
+            "overall_accuracy": metrics["overall_accuracy"],
+            "kappa": metrics["kappa"],
+        }
+    )
     return rows

@@ -39,7 +39,9 @@ class Normalization:
 
     def __post_init__(self) -> None:
         if self.method not in _METHODS:
-            raise InputError(f"normalization method must be one of {', '.join(_METHODS)}; got {self.method!r}")
+            raise InputError(
+                f"normalization method must be one of {', '.join(_METHODS)}; got {self.method!r}"
+            )
         if len(self.offset) != len(self.scale):
             raise InputError(f"normalization has {len(self.offset)} offsets but {len(self.scale)} scales")
         object.__setattr__(self, "offset", tuple(float(v) for v in self.offset))
@@ -54,8 +56,11 @@ class Normalization:
         return cls("none", (0.0,) * bands, (1.0,) * bands)
 
     @classmethod
-    def from_stats(cls, stats: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[float]],
-                   method: NormalizationMethod = "zscore") -> Normalization:
+    def from_stats(
+        cls,
+        stats: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[float]],
+        method: NormalizationMethod = "zscore",
+    ) -> Normalization:
         """Build from per-band statistics: a list of ``{mean, std, min, max, p2, p98}`` dicts (as written by
         :func:`rasterlearn.io.raster.band_statistics`) or a dict of lists with those keys."""
         if isinstance(stats, Mapping):
@@ -83,7 +88,9 @@ class Normalization:
         inv = (1.0 / np.asarray(self.scale, dtype="float64")).astype(dtype).reshape(shape)
         out = (data.astype(dtype, copy=False) - off) * inv
         if valid is not None:
-            out = np.where(valid[np.newaxis] if valid.ndim == data.ndim - 1 else valid, out, np.asarray(self.fill, dtype))
+            out = np.where(
+                valid[np.newaxis] if valid.ndim == data.ndim - 1 else valid, out, np.asarray(self.fill, dtype)
+            )
         elif np.issubdtype(out.dtype, np.floating):
             out = np.nan_to_num(out, nan=self.fill, posinf=self.fill, neginf=self.fill)
         return out.astype(dtype, copy=False)
@@ -93,7 +100,12 @@ class Normalization:
         return data * np.asarray(self.scale).reshape(shape) + np.asarray(self.offset).reshape(shape)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "offset": list(self.offset), "scale": list(self.scale), "fill": self.fill}
+        return {
+            "method": self.method,
+            "offset": list(self.offset),
+            "scale": list(self.scale),
+            "fill": self.fill,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Normalization:

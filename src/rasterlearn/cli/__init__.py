@@ -7,7 +7,8 @@ with code 2; ``-v`` shows the traceback.
 
 from __future__ import annotations
 
-from rasterlearn.cli._app import app, console, main
 from rasterlearn.cli import info as _info  # noqa: F401  (registers commands)
+from rasterlearn.cli import predict as _predict  # noqa: F401  (registers predict, vectorize, evaluate)
+from rasterlearn.cli._app import app, console, main
 
 __all__ = ["app", "console", "main"]

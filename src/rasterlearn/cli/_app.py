@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -60,10 +59,15 @@ def setup_logging(verbosity: int, quiet: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True,
-                                          help="Print the version and exit.")] = False,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
-                                         help="More output: -v debug details and tracebacks.")] = 0,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More output: -v debug details and tracebacks.")
+    ] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
 ) -> None:
     """rasterlearn command line."""
@@ -75,8 +79,14 @@ def _root(
 @contextmanager
 def progress_bar(description: str, total: float | None, unit: str = "") -> Iterator[Callable[..., None]]:
     """A rich progress bar; yields a callback ``advance(n=1, total=None)`` for library progress hooks."""
-    columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn(unit), TimeElapsedColumn(), TimeRemainingColumn()]
+    columns = [
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, console=console, disable=state.get("quiet", False), transient=False) as prog:
         task = prog.add_task(description, total=total)
 
@@ -89,19 +99,16 @@ def progress_bar(description: str, total: float | None, unit: str = "") -> Itera
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point: runs the app and turns library errors into a message and exit code 2."""
+    """Console entry point: runs the app and turns library errors into a message and exit code 2.
+
+    Usage errors are reported by typer/click (exit code 2); library errors print their message without a
+    traceback (with ``-v``, with one).
+    """
     try:
-        rv = app(args=list(argv) if argv is not None else None, prog_name="rasterlearn", standalone_mode=False)
-        if isinstance(rv, int):
-            return rv
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code or 0)
-    except click.ClickException as exc:
-        exc.show()
-        return int(exc.exit_code)
-    except click.exceptions.Abort:
-        console.print("Aborted.")
-        return 130
+        app(args=list(argv) if argv is not None else None, prog_name="rasterlearn")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except RasterlearnError as exc:
         if state.get("verbosity", 0) > 0:
             console.print_exception()

@@ -17,7 +17,9 @@ from rasterlearn.io.raster import RasterReader, band_statistics
 def info(
     raster: Annotated[Path, typer.Argument(help="Any GDAL-readable raster.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
-    stats: Annotated[bool, typer.Option("--stats", help="Add nodata-aware per-band statistics (sampled).")] = False,
+    stats: Annotated[
+        bool, typer.Option("--stats", help="Add nodata-aware per-band statistics (sampled).")
+    ] = False,
     sample_size: Annotated[int, typer.Option(help="Valid pixels sampled per band for --stats.")] = 200_000,
 ) -> None:
     """Grid, CRS, resolution, bands, nodata, block layout and (optionally) statistics of a raster."""
@@ -26,7 +28,9 @@ def info(
         if stats:
             all_reader = RasterReader(raster, list(range(1, reader.dataset.count + 1)))
             with all_reader:
-                desc["statistics"] = [s.to_dict() for s in band_statistics(all_reader, sample_size=sample_size)]
+                desc["statistics"] = [
+                    s.to_dict() for s in band_statistics(all_reader, sample_size=sample_size)
+                ]
     if as_json:
         typer.echo(json.dumps(desc, indent=2, default=str))
         return
@@ -45,20 +49,33 @@ def _print_tables(desc: dict) -> None:
     head.add_row("bounds", ", ".join(f"{v:.6f}" for v in desc["bounds"]))
     head.add_row("transform", ", ".join(f"{v:.6g}" for v in desc["transform"]))
     head.add_row("nodata", str(desc["nodata"]))
-    head.add_row("blocks", f"{desc['block_shapes']} {'tiled' if desc['tiled'] else 'striped'}, "
-                 f"interleave {desc['interleave']}, compression {desc['compression']}, overviews {desc['overviews']}")
+    head.add_row(
+        "blocks",
+        f"{desc['block_shapes']} {'tiled' if desc['tiled'] else 'striped'}, "
+        f"interleave {desc['interleave']}, compression {desc['compression']}, overviews {desc['overviews']}",
+    )
     console.print(head)
     table = Table(title="bands")
     for col in ("index", "description", "dtype", "nodata", "colour", "mask"):
         table.add_column(col)
     for b, flags in zip(desc["bands"], desc["mask_flags"], strict=True):
-        table.add_row(str(b["index"]), b["description"] or "", b["dtype"], str(b["nodata"]), b["color_interp"],
-                      ",".join(flags))
+        table.add_row(
+            str(b["index"]),
+            b["description"] or "",
+            b["dtype"],
+            str(b["nodata"]),
+            b["color_interp"],
+            ",".join(flags),
+        )
     console.print(table)
     if "statistics" in desc:
         st = Table(title="statistics (sampled valid pixels)")
         for col in ("band", "count", "mean", "std", "min", "p2", "p98", "max"):
             st.add_column(col, justify="right")
         for s in desc["statistics"]:
-            st.add_row(s["band"], str(s["count"]), *(f"{s[k]:.4g}" for k in ("mean", "std", "min", "p2", "p98", "max")))
+            st.add_row(
+                s["band"],
+                str(s["count"]),
+                *(f"{s[k]:.4g}" for k in ("mean", "std", "min", "p2", "p98", "max")),
+            )
         console.print(st)

@@ -102,12 +102,16 @@ class RasterReader:
     def __init__(self, path: str | Path, bands: Sequence[BandSelector] | None = None) -> None:
         self.path = str(path)
         if "://" not in self.path and not self.path.startswith("/vsi") and not Path(self.path).exists():
-            raise InputNotFoundError(f"Raster not found: {self.path}. Check the path (relative paths are "
-                                     f"resolved from {Path.cwd()}).")
+            raise InputNotFoundError(
+                f"Raster not found: {self.path}. Check the path (relative paths are "
+                f"resolved from {Path.cwd()})."
+            )
         try:
             self._ds = rasterio.open(self.path)
         except rasterio.errors.RasterioIOError as exc:
-            raise ReadError(f"Cannot open {self.path} as a raster: {exc}. Is it a GDAL-readable image?") from exc
+            raise ReadError(
+                f"Cannot open {self.path} as a raster: {exc}. Is it a GDAL-readable image?"
+            ) from exc
         ds = self._ds
         self._requested = None if bands is None else list(bands)
         self.grid = Grid(ds.height, ds.width, ds.transform, ds.crs.to_wkt() if ds.crs else None)
@@ -119,9 +123,9 @@ class RasterReader:
         flags = [ds.mask_flag_enums[i - 1] for i in self.band_indexes]
         # A mask that GDAL derives from the data alone (nodata value or all-valid) is computed here from the
         # array we already read; alpha bands and per-dataset masks are read from GDAL.
-        self._gdal_mask = any(
-            MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags
-        ) or any(not f for f in flags)
+        self._gdal_mask = any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags) or any(
+            not f for f in flags
+        )
 
     # -- description ----------------------------------------------------------------------------
     def _resolve_bands(self, bands: Sequence[BandSelector] | None) -> list[int]:
@@ -138,15 +142,21 @@ class RasterReader:
                 b = int(b)
             if isinstance(b, int | np.integer):
                 if not 1 <= int(b) <= ds.count:
-                    raise InputError(f"Band {b} does not exist in {self.path}, which has bands 1..{ds.count} "
-                                     f"(band indexes are 1-based)")
+                    raise InputError(
+                        f"Band {b} does not exist in {self.path}, which has bands 1..{ds.count} "
+                        f"(band indexes are 1-based)"
+                    )
                 out.append(int(b))
             else:
-                matches = [i + 1 for i, d in enumerate(descriptions) if d is not None and d.lower() == str(b).lower()]
+                matches = [
+                    i + 1 for i, d in enumerate(descriptions) if d is not None and d.lower() == str(b).lower()
+                ]
                 if not matches:
                     listed = ", ".join(f"{i + 1}={d!r}" for i, d in enumerate(descriptions))
-                    raise InputError(f"No band described as {b!r} in {self.path}. Its bands are: {listed}. "
-                                     f"Select by description or by 1-based index.")
+                    raise InputError(
+                        f"No band described as {b!r} in {self.path}. Its bands are: {listed}. "
+                        f"Select by description or by 1-based index."
+                    )
                 out.append(matches[0])
         return out
 
@@ -224,7 +234,7 @@ class RasterReader:
             "nodata": _json_number(ds.nodata),
             "dtypes": sorted(set(ds.dtypes)),
             "block_shapes": [list(s) for s in sorted(set(ds.block_shapes))],
-            "tiled": bool(ds.profile.get("tiled", False)),
+            "tiled": bool(ds.block_shapes and ds.block_shapes[0][1] < ds.width),  # strips span the full width
             "interleave": None if ds.interleaving is None else ds.interleaving.name.lower(),
             "compression": None if ds.compression is None else ds.compression.name.lower(),
             "overviews": ds.overviews(1) if ds.count else [],
@@ -235,8 +245,9 @@ class RasterReader:
         }
 
     # -- reading ----------------------------------------------------------------------------------
-    def read(self, window: Window | None = None, *, band_masks: bool = False,
-             fill: float | None = None) -> RasterBlock:
+    def read(
+        self, window: Window | None = None, *, band_masks: bool = False, fill: float | None = None
+    ) -> RasterBlock:
         """Read a window (default: the whole raster) of the selected bands, boundless.
 
         Pixels outside the raster are filled with ``fill`` (default: the declared nodata, else NaN for
@@ -254,31 +265,50 @@ class RasterReader:
         nb = self.count
         if inner is not None and inner == window:
             data = self._ds.read(self.band_indexes, window=_rio(window), out_dtype=dtype)
-            band_valid = self._band_validity(data, window)
+            valid, band_valid = self._validity(data, window, band_masks)
         else:
             data = np.empty((nb, window.height, window.width), dtype=dtype)
             data[...] = _cast_fill(fill, dtype)
-            band_valid = np.zeros((nb, window.height, window.width), dtype=bool)
+            valid = np.zeros((window.height, window.width), dtype=bool)
+            band_valid = np.zeros((nb, window.height, window.width), dtype=bool) if band_masks else None
             if inner is not None:
-                sub = inner.relative_to(window)
+                rs, cs = inner.relative_to(window).slices()
                 part = self._ds.read(self.band_indexes, window=_rio(inner), out_dtype=dtype)
-                data[:, sub.slices()[0], sub.slices()[1]] = part
-                band_valid[:, sub.slices()[0], sub.slices()[1]] = self._band_validity(part, inner)
-        valid = band_valid.all(axis=0)
-        return RasterBlock(window, data, valid, band_valid if band_masks else None)
+                data[:, rs, cs] = part
+                valid[rs, cs], part_bands = self._validity(part, inner, band_masks)
+                if band_valid is not None:
+                    band_valid[:, rs, cs] = part_bands
+        return RasterBlock(window, data, valid, band_valid)
 
-    def _band_validity(self, data: np.ndarray, window: Window) -> np.ndarray:
+    def _validity(
+        self, data: np.ndarray, window: Window, band_masks: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Pixel validity (all bands valid) and, when asked, per-band validity of data read at ``window``."""
+        floating = np.issubdtype(data.dtype, np.floating)
         if self._gdal_mask:
-            valid = self._ds.read_masks(self.band_indexes, window=_rio(window)) > 0
-        else:
-            valid = np.ones(data.shape, dtype=bool)
-            for k, band in enumerate(self.bands):
-                nd = band.nodata
-                if nd is not None and not math.isnan(nd):
-                    valid[k] &= data[k] != np.asarray(nd).astype(data.dtype)
-        if np.issubdtype(data.dtype, np.floating):
-            valid &= np.isfinite(data)
-        return valid
+            per_band = self._ds.read_masks(self.band_indexes, window=_rio(window)) > 0
+            if floating:
+                per_band &= np.isfinite(data)
+            return per_band.all(axis=0), (per_band if band_masks else None)
+        if band_masks:
+            per_band = np.ones(data.shape, dtype=bool)
+            for k in range(data.shape[0]):
+                per_band[k] = self._band_valid(data[k], k, floating)
+            return per_band.all(axis=0), per_band
+        # one pass per band straight into the pixel mask: no (bands, rows, cols) temporary
+        valid = self._band_valid(data[0], 0, floating)
+        for k in range(1, data.shape[0]):
+            valid &= self._band_valid(data[k], k, floating)
+        return valid, None
+
+    def _band_valid(self, band: np.ndarray, k: int, floating: bool) -> np.ndarray:
+        nd = self.bands[k].nodata
+        if nd is not None and not math.isnan(nd):
+            valid = band != np.asarray(nd).astype(band.dtype)
+            if floating:
+                valid &= np.isfinite(band)
+            return valid
+        return np.isfinite(band) if floating else np.ones(band.shape, dtype=bool)
 
     def read_valid(self, window: Window | None = None) -> np.ndarray:
         """Only the validity mask of a window."""
@@ -298,8 +328,10 @@ class RasterReader:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"RasterReader({self.path!r}, bands={self.band_indexes}, {self.grid.height}x{self.grid.width}, "
-                f"{self.dtype})")
+        return (
+            f"RasterReader({self.path!r}, bands={self.band_indexes}, {self.grid.height}x{self.grid.width}, "
+            f"{self.dtype})"
+        )
 
 
 def _cast_fill(fill: float, dtype: np.dtype) -> Any:
@@ -368,11 +400,23 @@ def band_statistics(
     for k, name in enumerate(reader.band_names):
         vals = np.concatenate(samples[k]) if samples[k] else np.empty(0)
         if vals.size == 0:
-            raise EmptyInputError(f"No valid pixels found in band {name!r} of {reader.path} (nodata="
-                                  f"{reader.bands[k].nodata}). Check the nodata value or the band selection.")
+            raise EmptyInputError(
+                f"No valid pixels found in band {name!r} of {reader.path} (nodata="
+                f"{reader.bands[k].nodata}). Check the nodata value or the band selection."
+            )
         p2, p98 = np.percentile(vals, [2, 98])
-        out.append(BandStats(name, int(vals.size), float(vals.mean()), float(vals.std()), float(vals.min()),
-                             float(vals.max()), float(p2), float(p98)))
+        out.append(
+            BandStats(
+                name,
+                int(vals.size),
+                float(vals.mean()),
+                float(vals.std()),
+                float(vals.min()),
+                float(vals.max()),
+                float(p2),
+                float(p98),
+            )
+        )
     return out
 
 
@@ -381,7 +425,9 @@ def _sample_windows(grid: Grid, size: int, max_windows: int, rng: np.random.Gene
     rows = max(1, math.ceil(grid.height / size))
     cols = max(1, math.ceil(grid.width / size))
     cells = rows * cols
-    pick = np.arange(cells) if cells <= max_windows else np.sort(rng.choice(cells, max_windows, replace=False))
+    pick = (
+        np.arange(cells) if cells <= max_windows else np.sort(rng.choice(cells, max_windows, replace=False))
+    )
     out = []
     for cell in pick:
         r, c = divmod(int(cell), cols)

@@ -41,8 +41,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".fgb": "FlatGeobuf",
-            ".shp": "ESRI Shapefile", ".parquet": "Parquet"}
+_DRIVERS = {
+    ".gpkg": "GPKG",
+    ".geojson": "GeoJSON",
+    ".json": "GeoJSON",
+    ".fgb": "FlatGeobuf",
+    ".shp": "ESRI Shapefile",
+    ".parquet": "Parquet",
+}
 
 
 def list_layers(path: str | Path) -> list[str]:
@@ -54,8 +60,9 @@ def list_layers(path: str | Path) -> list[str]:
 def _check_exists(path: str | Path) -> None:
     p = str(path)
     if "://" not in p and not p.startswith("/vsi") and not Path(p).exists():
-        raise InputNotFoundError(f"Vector file not found: {p}. Check the path (relative paths are resolved "
-                                 f"from {Path.cwd()}).")
+        raise InputNotFoundError(
+            f"Vector file not found: {p}. Check the path (relative paths are resolved from {Path.cwd()})."
+        )
 
 
 def read_vector(
@@ -97,12 +104,16 @@ def read_vector(
             f"Attribute {attribute!r} not found in {path}. Available attributes: {', '.join(available) or '(none)'}"
         )
     if info.get("crs") is None:
-        raise CRSError(f"{path} has no coordinate reference system. Assign one (e.g. in QGIS, or with "
-                       f"ogr2ogr -a_srs EPSG:xxxx) so labels can be aligned with the raster.")
+        raise CRSError(
+            f"{path} has no coordinate reference system. Assign one (e.g. in QGIS, or with "
+            f"ogr2ogr -a_srs EPSG:xxxx) so labels can be aligned with the raster."
+        )
     src_crs = CRS.from_user_input(info["crs"])
     read_bbox = None
     if bounds is not None:
-        bcrs = _to_crs(bounds_crs if bounds_crs is not None else (crs if crs is not None else src_crs), "bounds_crs")
+        bcrs = _to_crs(
+            bounds_crs if bounds_crs is not None else (crs if crs is not None else src_crs), "bounds_crs"
+        )
         read_bbox = transform_bounds(bounds, bcrs, src_crs) if not bcrs.equals(src_crs) else tuple(bounds)
     keep = list(columns) if columns is not None else None
     if keep is not None and attribute is not None and attribute not in keep:
@@ -113,8 +124,10 @@ def read_vector(
         raise ReadError(f"Cannot read features from {path}: {exc}") from exc
     total = int(info.get("features", -1))
     if len(gdf) == 0 and read_bbox is None and not allow_empty:
-        raise EmptyInputError(f"The vector layer {path} (layer={layer!r}) has no features. Choose another layer "
-                              f"(layers: {', '.join(list_layers(path))}) or file.")
+        raise EmptyInputError(
+            f"The vector layer {path} (layer={layer!r}) has no features. Choose another layer "
+            f"(layers: {', '.join(list_layers(path))}) or file."
+        )
     if gdf.crs is None:
         gdf = gdf.set_crs(src_crs)
     if repair:
@@ -122,8 +135,13 @@ def read_vector(
     if crs is not None:
         target = _to_crs(crs, "crs")
         if not CRS.from_user_input(gdf.crs).equals(target):
-            log.info("Reprojecting %d features of %s from %s to %s", len(gdf), path,
-                     _crs_label(gdf.crs), _crs_label(target))
+            log.info(
+                "Reprojecting %d features of %s from %s to %s",
+                len(gdf),
+                path,
+                _crs_label(gdf.crs),
+                _crs_label(target),
+            )
             gdf = gdf.to_crs(target)
     if read_bbox is not None:
         log.debug("Read %d of %d features of %s intersecting %s", len(gdf), total, path, bounds)
@@ -168,8 +186,10 @@ def check_attribute(gdf: gpd.GeoDataFrame, attribute: str, source: str | None = 
     """Raise :class:`AttributeNotFoundError` listing the available columns when ``attribute`` is missing."""
     if attribute not in gdf.columns:
         cols = [c for c in gdf.columns if c != gdf.geometry.name]
-        raise AttributeNotFoundError(f"Attribute {attribute!r} not found in {source or gdf.attrs.get('source', 'layer')}. "
-                                     f"Available attributes: {', '.join(map(str, cols)) or '(none)'}")
+        raise AttributeNotFoundError(
+            f"Attribute {attribute!r} not found in {source or gdf.attrs.get('source', 'layer')}. "
+            f"Available attributes: {', '.join(map(str, cols)) or '(none)'}"
+        )
 
 
 def transform_bounds(bounds: Bounds, src: CRS | str, dst: CRS | str) -> Bounds:
@@ -187,7 +207,9 @@ def check_overlap(gdf: gpd.GeoDataFrame, grid: Grid, *, what: str = "labels", ra
     The message gives both extents in the raster's CRS.
     """
     if grid.crs is None:
-        raise CRSError(f"{raster} has no CRS, so {what} cannot be placed on it. Assign the raster a CRS first.")
+        raise CRSError(
+            f"{raster} has no CRS, so {what} cannot be placed on it. Assign the raster a CRS first."
+        )
     frame = gdf if CRS.from_user_input(gdf.crs).equals(grid.crs) else gdf.to_crs(grid.crs)
     footprint = box(*grid.bounds)
     if len(frame) == 0 or not frame.geometry.intersects(footprint).any():
@@ -207,8 +229,10 @@ def write_vector(gdf: gpd.GeoDataFrame, path: str | Path, *, layer: str | None =
     path = Path(path)
     driver = _DRIVERS.get(path.suffix.lower())
     if driver is None:
-        raise ReadError(f"Unsupported vector output extension {path.suffix!r} for {path}; use one of "
-                        f"{', '.join(sorted(_DRIVERS))}")
+        raise ReadError(
+            f"Unsupported vector output extension {path.suffix!r} for {path}; use one of "
+            f"{', '.join(sorted(_DRIVERS))}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     for stale in tmp.parent.glob(f".{path.stem}.tmp.*"):

@@ -64,8 +64,9 @@ def _hidden(path: Path, suffix: str) -> Path:
     return path.with_name(f".{path.name}{suffix}")
 
 
-def cog_profile(dtype: str, compress: Compression = "auto", categorical: bool = False,
-                blocksize: int = 512) -> dict[str, Any]:
+def cog_profile(
+    dtype: str, compress: Compression = "auto", categorical: bool = False, blocksize: int = 512
+) -> dict[str, Any]:
     """Creation options for GDAL's COG driver, chosen for the data.
 
     ``auto``: DEFLATE for class rasters (every reader supports it, categorical data compresses well),
@@ -73,9 +74,13 @@ def cog_profile(dtype: str, compress: Compression = "auto", categorical: bool = 
     """
     if compress == "auto":
         compress = "deflate" if categorical else "zstd"
-    opts: dict[str, Any] = {"BLOCKSIZE": blocksize, "BIGTIFF": "IF_SAFER", "OVERVIEWS": "AUTO",
-                            "RESAMPLING": "NEAREST" if categorical else "AVERAGE",
-                            "NUM_THREADS": "ALL_CPUS"}
+    opts: dict[str, Any] = {
+        "BLOCKSIZE": blocksize,
+        "BIGTIFF": "IF_SAFER",
+        "OVERVIEWS": "AUTO",
+        "RESAMPLING": "NEAREST" if categorical else "AVERAGE",
+        "NUM_THREADS": "ALL_CPUS",
+    }
     if compress != "none":
         opts["COMPRESS"] = compress.upper()
         opts["PREDICTOR"] = "NO" if categorical else "YES"
@@ -158,7 +163,9 @@ class BlockWriter:
         if not self.path.parent.exists():
             raise OutputError(f"Output folder {self.path.parent} does not exist; create it first")
         if self.path.exists() and not overwrite:
-            raise OutputError(f"{self.path} exists; pass overwrite=True (CLI: --overwrite) or choose another name")
+            raise OutputError(
+                f"{self.path} exists; pass overwrite=True (CLI: --overwrite) or choose another name"
+            )
         self._meta = {
             "band_descriptions": list(band_descriptions) if band_descriptions else None,
             "tags": {k: _tag_value(v) for k, v in (tags or {}).items()},
@@ -191,7 +198,9 @@ class BlockWriter:
         except rasterio.errors.RasterioIOError:
             ok = False
         if not ok:
-            log.warning("Partial file %s is unreadable or has another shape; starting afresh", self.partial_path)
+            log.warning(
+                "Partial file %s is unreadable or has another shape; starting afresh", self.partial_path
+            )
             return False
         self._done = set(record.get("done", []))
         return True
@@ -204,10 +213,21 @@ class BlockWriter:
     def _create_partial(self) -> rasterio.io.DatasetWriter:
         g = self.grid
         profile = {
-            "driver": "GTiff", "width": g.width, "height": g.height, "count": self.count, "dtype": self.dtype,
-            "crs": None if g.crs is None else g.crs.to_wkt(), "transform": g.transform, "nodata": self.nodata,
-            "tiled": True, "blockxsize": self.blocksize, "blockysize": self.blocksize,
-            "compress": "zstd", "zstd_level": 1, "bigtiff": "IF_SAFER", "sparse_ok": True,
+            "driver": "GTiff",
+            "width": g.width,
+            "height": g.height,
+            "count": self.count,
+            "dtype": self.dtype,
+            "crs": None if g.crs is None else g.crs.to_wkt(),
+            "transform": g.transform,
+            "nodata": self.nodata,
+            "tiled": True,
+            "blockxsize": self.blocksize,
+            "blockysize": self.blocksize,
+            "compress": "zstd",
+            "zstd_level": 1,
+            "bigtiff": "IF_SAFER",
+            "sparse_ok": True,
             "interleave": "band" if self.count > 4 else "pixel",
         }
         try:
@@ -238,7 +258,9 @@ class BlockWriter:
             raise OutputError(f"Writer for {self.path} is closed")
         arr = data if data.ndim == 3 else data[np.newaxis]
         if arr.shape != (self.count, window.height, window.width):
-            raise InputError(f"Array of shape {arr.shape} does not match window {window} with {self.count} bands")
+            raise InputError(
+                f"Array of shape {arr.shape} does not match window {window} with {self.count} bands"
+            )
         inner = window.intersection(self.grid.window)
         if inner is None:
             return
@@ -271,8 +293,9 @@ class BlockWriter:
             os.fsync(fh.fileno())
         self._done |= self._pending
         self._pending.clear()
-        _atomic_write_text(self.progress_path, json.dumps({"fingerprint": self.fingerprint,
-                                                           "done": sorted(self._done)}))
+        _atomic_write_text(
+            self.progress_path, json.dumps({"fingerprint": self.fingerprint, "done": sorted(self._done)})
+        )
         self._ds = rasterio.open(self.partial_path, "r+")
         self._last_commit = time.monotonic()
 
@@ -298,14 +321,22 @@ class BlockWriter:
         aux = Path(f"{self.path}.aux.xml")
         if self.category_names:
             _atomic_write_text(aux, _pam_xml(self.category_names, self.colormap))
-            _atomic_write_text(self.path.with_suffix(".qml"), _qml(self.category_names, self.colormap, self.nodata))
+            _atomic_write_text(
+                self.path.with_suffix(".qml"), _qml(self.category_names, self.colormap, self.nodata)
+            )
         else:
             with contextlib.suppress(FileNotFoundError):
                 aux.unlink()  # a stale sidecar of an older output must not describe the new one
         os.replace(tmp, self.path)
         self._discard_partial()
-        log.info("Wrote %s (%dx%d, %d band(s), %s)", self.path, self.grid.width, self.grid.height, self.count,
-                 self.dtype)
+        log.info(
+            "Wrote %s (%dx%d, %d band(s), %s)",
+            self.path,
+            self.grid.width,
+            self.grid.height,
+            self.count,
+            self.dtype,
+        )
         return self.path
 
     def abort(self, keep_partial: bool = True) -> None:
@@ -339,8 +370,10 @@ def _safe_cast(arr: np.ndarray, dtype: np.dtype, path: Path) -> np.ndarray:
         info = np.iinfo(dtype)
         finite = arr[np.isfinite(arr)]
         if finite.size and (finite.min() < info.min or finite.max() > info.max):
-            raise InputError(f"Values {finite.min()}..{finite.max()} do not fit {dtype} for {path}; "
-                             f"scale them or choose a wider dtype")
+            raise InputError(
+                f"Values {finite.min()}..{finite.max()} do not fit {dtype} for {path}; "
+                f"scale them or choose a wider dtype"
+            )
         return np.rint(np.nan_to_num(arr)).astype(dtype)
     return arr.astype(dtype, copy=False)
 
@@ -369,32 +402,47 @@ def _pam_xml(names: Mapping[int, str], colors: Mapping[int, tuple[int, int, int,
     rows = []
     for i, v in enumerate(sorted(names)):
         r, g, b, a = colors.get(v, (0, 0, 0, 255))
-        rows.append(f'      <Row index="{i}"><F>{v}</F><F>{escape(names[v])}</F><F>{r}</F><F>{g}</F><F>{b}</F>'
-                    f"<F>{a}</F></Row>")
+        rows.append(
+            f'      <Row index="{i}"><F>{v}</F><F>{escape(names[v])}</F><F>{r}</F><F>{g}</F><F>{b}</F>'
+            f"<F>{a}</F></Row>"
+        )
     fields = "".join(
-        f"      <FieldDefn index=\"{i}\"><Name>{n}</Name><Type>{t}</Type><Usage>{u}</Usage></FieldDefn>\n"
-        for i, (n, t, u) in enumerate([("Value", 0, 5), ("Class_Name", 2, 2), ("Red", 0, 6), ("Green", 0, 7),
-                                       ("Blue", 0, 8), ("Alpha", 0, 9)])
+        f'      <FieldDefn index="{i}"><Name>{n}</Name><Type>{t}</Type><Usage>{u}</Usage></FieldDefn>\n'
+        for i, (n, t, u) in enumerate(
+            [
+                ("Value", 0, 5),
+                ("Class_Name", 2, 2),
+                ("Red", 0, 6),
+                ("Green", 0, 7),
+                ("Blue", 0, 8),
+                ("Alpha", 0, 9),
+            ]
+        )
     )
     return (
-        "<PAMDataset>\n  <PAMRasterBand band=\"1\">\n    <CategoryNames>\n"
+        '<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>\n'
         f"{cats}\n    </CategoryNames>\n"
-        "    <GDALRasterAttributeTable tableType=\"thematic\">\n"
-        f"{fields}" + "\n".join(rows) + "\n    </GDALRasterAttributeTable>\n  </PAMRasterBand>\n</PAMDataset>\n"
+        '    <GDALRasterAttributeTable tableType="thematic">\n'
+        f"{fields}"
+        + "\n".join(rows)
+        + "\n    </GDALRasterAttributeTable>\n  </PAMRasterBand>\n</PAMDataset>\n"
     )
 
 
-def _qml(names: Mapping[int, str], colors: Mapping[int, tuple[int, int, int, int]], nodata: float | None) -> str:
+def _qml(
+    names: Mapping[int, str], colors: Mapping[int, tuple[int, int, int, int]], nodata: float | None
+) -> str:
     """A QGIS paletted-renderer style so the map opens coloured and labelled."""
     entries = "\n".join(
         f'        <paletteEntry value="{v}" color="#{colors.get(v, (128, 128, 128, 255))[0]:02x}'
         f'{colors.get(v, (128, 128, 128, 255))[1]:02x}{colors.get(v, (128, 128, 128, 255))[2]:02x}" '
         f'alpha="{colors.get(v, (0, 0, 0, 255))[3]}" label="{escape(n, {chr(34): "&quot;"})}"/>'
-        for v, n in sorted(names.items()) if nodata is None or v != nodata
+        for v, n in sorted(names.items())
+        if nodata is None or v != nodata
     )
     return (
         "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n<qgis version=\"3.28\" styleCategories=\"Symbology\">\n"
-        "  <pipe>\n    <rasterrenderer type=\"paletted\" band=\"1\" opacity=\"1\" alphaBand=\"-1\">\n"
+        '  <pipe>\n    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1">\n'
         f"      <colorPalette>\n{entries}\n      </colorPalette>\n    </rasterrenderer>\n  </pipe>\n</qgis>\n"
     )
 

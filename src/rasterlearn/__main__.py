@@ -1,0 +1,7 @@
+"""``python -m rasterlearn``."""
+
+import sys
+
+from rasterlearn.cli import main
+
+sys.exit(main())
