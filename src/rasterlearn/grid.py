@@ -11,9 +11,9 @@ Conventions: rows/cols are integers; ``Window(row_off, col_off, height, width)``
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from affine import Affine
@@ -353,12 +353,12 @@ class Grid:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Grid:
+    def from_dict(cls, data: Mapping[str, Any]) -> Grid:
         crs = data.get("crs")
         return cls(
             int(data["height"]),
             int(data["width"]),
-            Affine(*data["transform"]),  # type: ignore[arg-type,misc]
+            Affine(*data["transform"][:6]),
             None if crs is None else CRS.from_user_input(crs),
         )
 

@@ -67,7 +67,7 @@ class Normalization:
             n = len(next(iter(stats.values())))
             rows = [{k: v[i] for k, v in stats.items()} for i in range(n)]
         else:
-            rows = [dict(s) if isinstance(s, Mapping) else s.to_dict() for s in stats]  # type: ignore[attr-defined]
+            rows = [dict(s) if isinstance(s, Mapping) else s.to_dict() for s in stats]
         if method == "none":
             return cls.identity(len(rows))
         keys = {"zscore": ("mean", "std"), "percentile": ("p2", "p98"), "minmax": ("min", "max")}[method]

@@ -80,7 +80,7 @@ def _json_number(value: float | None) -> float | str | None:
 
 
 def _rio(window: Window) -> RioWindow:
-    return RioWindow(window.col_off, window.row_off, window.width, window.height)  # type: ignore[call-arg]
+    return RioWindow(window.col_off, window.row_off, window.width, window.height)
 
 
 def open_raster(path: str | Path, bands: Sequence[BandSelector] | None = None) -> RasterReader:
@@ -170,7 +170,7 @@ class RasterReader:
                 description=ds.descriptions[i],
                 nodata=None if nodatavals[i] is None else float(nodatavals[i]),
                 color_interp=ds.colorinterp[i].name,
-                block_shape=tuple(ds.block_shapes[i]),  # type: ignore[arg-type]
+                block_shape=(int(ds.block_shapes[i][0]), int(ds.block_shapes[i][1])),
             )
             for i in range(ds.count)
         ]
@@ -289,12 +289,12 @@ class RasterReader:
             per_band = self._ds.read_masks(self.band_indexes, window=_rio(window)) > 0
             if floating:
                 per_band &= np.isfinite(data)
-            return per_band.all(axis=0), (per_band if band_masks else None)
+            return np.asarray(per_band.all(axis=0)), (per_band if band_masks else None)
         if band_masks:
             per_band = np.ones(data.shape, dtype=bool)
             for k in range(data.shape[0]):
                 per_band[k] = self._band_valid(data[k], k, floating)
-            return per_band.all(axis=0), per_band
+            return np.asarray(per_band.all(axis=0)), per_band
         # one pass per band straight into the pixel mask: no (bands, rows, cols) temporary
         valid = self._band_valid(data[0], 0, floating)
         for k in range(1, data.shape[0]):

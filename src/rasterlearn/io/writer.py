@@ -166,7 +166,7 @@ class BlockWriter:
             raise OutputError(
                 f"{self.path} exists; pass overwrite=True (CLI: --overwrite) or choose another name"
             )
-        self._meta = {
+        self._meta: dict[str, Any] = {
             "band_descriptions": list(band_descriptions) if band_descriptions else None,
             "tags": {k: _tag_value(v) for k, v in (tags or {}).items()},
             "band_tags": [{k: _tag_value(v) for k, v in t.items()} for t in band_tags] if band_tags else None,
@@ -268,7 +268,7 @@ class BlockWriter:
         part = arr[:, sub.slices()[0], sub.slices()[1]]
         if part.dtype != np.dtype(self.dtype):
             part = _safe_cast(part, np.dtype(self.dtype), self.path)
-        self._ds.write(part, window=RioWindow(inner.col_off, inner.row_off, inner.width, inner.height))  # type: ignore[call-arg]
+        self._ds.write(part, window=RioWindow(inner.col_off, inner.row_off, inner.width, inner.height))
 
     def is_done(self, key: str) -> bool:
         """Whether a unit of work (e.g. a block) was committed by an earlier or the current run."""
