@@ -46,7 +46,7 @@ def test_window_is_immutable() -> None:
 @given(windows, windows)
 def test_intersection_matches_pixel_sets(a: Window, b: Window) -> None:
     inter = a.intersection(b)
-    canvas = np.zeros((200, 200), dtype=np.uint8)
+    canvas = np.zeros((300, 300), dtype=np.uint8)
     off = 100
     for w in (a, b):
         if not w.is_empty:
