@@ -1,0 +1,409 @@
+"""``rasterlearn chips`` and ``rasterlearn analyze``: training chips from rasters + labels, and their analysis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rasterlearn.cli._app import app, console, progress_bar
+from rasterlearn.errors import ConfigError, InputError, InputNotFoundError
+
+
+class ChipsConfig(BaseModel):
+    """Options of ``rasterlearn chips`` (the fields of a ``--config`` YAML file; unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    raster: list[Path] = Field(default_factory=list)
+    labels: list[Path] = Field(default_factory=list)
+    label_raster: list[Path] = Field(default_factory=list)
+    scenes: Path | None = None
+    out: Path | None = None
+    attribute: str | None = None
+    burn_value: int = 1
+    layer: str | None = None
+    size: int = Field(256, gt=0)
+    stride: int | None = Field(None, gt=0)
+    bands: list[int | str] | None = None
+    schema_file: Path | None = Field(None, alias="schema")
+    ignore_index: int | None = Field(None, ge=0)
+    all_touched: bool = False
+    overlap: Literal["last", "priority"] = "last"
+    priority: list[int] | None = None
+    label_areas: str | None = None
+    unknown_classes: Literal["error", "ignore"] = "error"
+    label_band: int = Field(1, ge=1)
+    split_method: Literal["auto", "blocks", "random", "stratified", "scene"] = "auto"
+    val: float = Field(0.2, ge=0.0, lt=1.0)
+    test: float = Field(0.0, ge=0.0, lt=1.0)
+    block_size: int | None = Field(None, gt=0)
+    min_annotated: float = Field(0.0, ge=0.0, le=100.0)
+    max_nodata: float = Field(100.0, ge=0.0, le=100.0)
+    class_proportion: dict[int, float] | str | None = None
+    seed: int = 0
+    compress: Literal["deflate", "lzw", "zstd", "none"] = "deflate"
+    stats_sample: int = Field(200_000, gt=0)
+    overwrite: bool = False
+
+
+def _load_config(path: Path | None, cli: dict[str, Any], model: type[BaseModel]) -> Any:
+    """Config file values, overridden by options given on the command line (not None / not empty)."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        if not path.exists():
+            raise InputNotFoundError(f"Config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of option names to values")
+        data.update(loaded)
+    for key, value in cli.items():
+        if value is None or value == [] or (value is False and key in data):
+            continue
+        data[key] = value
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        msgs = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"Invalid chips options{f' in {path}' if path else ''}: {msgs}") from exc
+
+
+def _split_list(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def _scenes(cfg: ChipsConfig) -> list[Any]:
+    from rasterlearn.chips import Scene, read_scenes_csv
+
+    if cfg.scenes is not None:
+        if cfg.raster or cfg.labels or cfg.label_raster:
+            raise ConfigError("Give either --scenes CSV or --raster with --labels/--label-raster, not both")
+        return read_scenes_csv(cfg.scenes)
+    if not cfg.raster:
+        raise ConfigError("No input: give --raster R with --labels V (or --label-raster L), or --scenes CSV")
+    labels = cfg.labels or cfg.label_raster
+    if cfg.labels and cfg.label_raster:
+        raise ConfigError("Give --labels or --label-raster, not both (use a scenes CSV to mix them)")
+    if not labels:
+        raise ConfigError("Every --raster needs labels: add --labels V (vector) or --label-raster L")
+    if len(labels) == 1:
+        labels = labels * len(cfg.raster)  # one label file for every raster (e.g. a city-wide layer)
+    if len(labels) != len(cfg.raster):
+        raise ConfigError(
+            f"{len(cfg.raster)} --raster but {len(labels)} label inputs: give them in pairs, or one "
+            f"label file for all rasters"
+        )
+    kind = "labels" if cfg.labels else "label_raster"
+    return [Scene(image=r, **{kind: v}) for r, v in zip(cfg.raster, labels, strict=True)]
+
+
+@app.command()
+def chips(
+    raster: Annotated[
+        list[Path] | None, typer.Option("--raster", "-r", help="Image raster (repeat, paired with --labels).")
+    ] = None,
+    labels: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--labels",
+            "-l",
+            help="Vector labels for each --raster (repeat in pairs; one file is used for all rasters).",
+        ),
+    ] = None,
+    label_raster: Annotated[
+        list[Path] | None,
+        typer.Option("--label-raster", help="Pre-rasterized label raster instead of --labels (repeatable)."),
+    ] = None,
+    scenes: Annotated[
+        Path | None,
+        typer.Option(
+            "--scenes",
+            help="Scenes CSV (geo-deep-learning layout: image, "
+            "metadata, labels, attribute, split; or with a header).",
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Dataset folder to write.")] = None,
+    attribute: Annotated[
+        str | None,
+        typer.Option(
+            "--attribute",
+            "-a",
+            help="Class attribute of the labels (numbers or text); omitted = burn --burn-value.",
+        ),
+    ] = None,
+    burn_value: Annotated[
+        int | None, typer.Option(help="Class code burned when there is no --attribute.")
+    ] = None,
+    layer: Annotated[str | None, typer.Option(help="Vector layer name.")] = None,
+    size: Annotated[
+        int | None, typer.Option("--size", "-s", help="Chip size in pixels [default: 256].")
+    ] = None,
+    stride: Annotated[
+        int | None, typer.Option(help="Step between chips in pixels [default: --size].")
+    ] = None,
+    bands: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--bands", "-b", help="Bands by 1-based index or description, e.g. '4,3,2' (repeatable)."
+        ),
+    ] = None,
+    schema: Annotated[
+        Path | None,
+        typer.Option(
+            "--schema", help="Class schema YAML or colormap CSV (value,name,#RRGGBB); default: inferred."
+        ),
+    ] = None,
+    ignore_index: Annotated[int | None, typer.Option(help="Ignore code in masks [default: 255].")] = None,
+    all_touched: Annotated[
+        bool, typer.Option("--all-touched", help="Burn every pixel a geometry touches.")
+    ] = False,
+    overlap: Annotated[
+        str | None, typer.Option(help="Overlapping features: 'last' (file order wins) or 'priority'.")
+    ] = None,
+    priority: Annotated[
+        str | None,
+        typer.Option(
+            help="Class codes from highest to lowest priority, e.g. '3,1,2' (with --overlap priority)."
+        ),
+    ] = None,
+    label_areas: Annotated[
+        str | None,
+        typer.Option(help="Label only inside: 'features', 'extent' or a polygon file; elsewhere ignore."),
+    ] = None,
+    unknown_classes: Annotated[
+        str | None, typer.Option(help="Label values not in the schema: 'error' or 'ignore'.")
+    ] = None,
+    label_band: Annotated[int | None, typer.Option(help="Band of label rasters [default: 1].")] = None,
+    split_method: Annotated[
+        str | None,
+        typer.Option(
+            help="auto | blocks | random | stratified | scene "
+            "[default: auto = scene splits from the CSV, else blocks]."
+        ),
+    ] = None,
+    val: Annotated[float | None, typer.Option(help="Validation fraction [default: 0.2].")] = None,
+    test: Annotated[float | None, typer.Option(help="Test fraction [default: 0].")] = None,
+    block_size: Annotated[
+        int | None, typer.Option(help="Spatial split block size in pixels [default: 4 x size].")
+    ] = None,
+    min_annotated: Annotated[
+        float | None, typer.Option(help="Min percent of non-background labelled pixels per chip.")
+    ] = None,
+    max_nodata: Annotated[float | None, typer.Option(help="Max percent of nodata pixels per chip.")] = None,
+    class_proportion: Annotated[
+        str | None, typer.Option(help="Min percent per class, e.g. '1:5,2:10'.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed of splits and statistics.")] = None,
+    compress: Annotated[
+        str | None, typer.Option(help="Chip compression: deflate | lzw | zstd | none.")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing dataset in --out.")
+    ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="YAML file with any of these options (command-line options win)."),
+    ] = None,
+) -> None:
+    """Cut rasters and labels into GeoTIFF chips with masks, a manifest and dataset.json (resumable)."""
+    from rasterlearn.chips import ChipJob
+
+    cli = {
+        "raster": raster,
+        "labels": labels,
+        "label_raster": label_raster,
+        "scenes": scenes,
+        "out": out,
+        "attribute": attribute,
+        "burn_value": burn_value,
+        "layer": layer,
+        "size": size,
+        "stride": stride,
+        "bands": _split_list(bands),
+        "schema": schema,
+        "ignore_index": ignore_index,
+        "all_touched": all_touched,
+        "overlap": overlap,
+        "label_areas": label_areas,
+        "unknown_classes": unknown_classes,
+        "priority": [int(p) for p in _split_list([priority]) or []] if priority else None,
+        "label_band": label_band,
+        "split_method": split_method,
+        "val": val,
+        "test": test,
+        "block_size": block_size,
+        "min_annotated": min_annotated,
+        "max_nodata": max_nodata,
+        "class_proportion": class_proportion,
+        "seed": seed,
+        "compress": compress,
+        "overwrite": overwrite,
+    }
+    cfg: ChipsConfig = _load_config(config, cli, ChipsConfig)
+    if cfg.out is None:
+        raise ConfigError("Give the dataset folder with --out DIR")
+    job = ChipJob(
+        _scenes(cfg),
+        cfg.out,
+        size=cfg.size,
+        stride=cfg.stride,
+        bands=cfg.bands,
+        attribute=cfg.attribute,
+        burn_value=cfg.burn_value,
+        layer=cfg.layer,
+        schema=cfg.schema_file,
+        ignore_index=cfg.ignore_index,
+        all_touched=cfg.all_touched,
+        overlap=cfg.overlap,
+        priority=cfg.priority,
+        label_areas=cfg.label_areas,
+        unknown=cfg.unknown_classes,
+        label_band=cfg.label_band,
+        split_method=cfg.split_method,
+        val=cfg.val,
+        test=cfg.test,
+        block_size=cfg.block_size,
+        min_annotated=cfg.min_annotated,
+        max_nodata=cfg.max_nodata,
+        class_proportion=cfg.class_proportion,
+        seed=cfg.seed,
+        compress=cfg.compress,
+        stats_sample=cfg.stats_sample,
+        overwrite=cfg.overwrite,
+    )
+    job.prepare()
+    with progress_bar("scanning windows", total=job.n_windows, unit="windows") as advance:
+        job.scan(advance)
+    job.split()
+    with progress_bar("writing chips", total=job.n_to_write, unit="chips") as advance:
+        job.write(advance)
+    result = job.finish()
+    _print_summary(result)
+
+
+def _print_summary(result: Any) -> None:
+    from rich.table import Table
+
+    ds = result.dataset
+    t = Table(title=f"chip dataset {result.out}")
+    t.add_column("item")
+    t.add_column("value")
+    t.add_row("chips", ", ".join(f"{k} {v}" for k, v in ds["splits"].items()))
+    t.add_row("written / already there", f"{result.written} / {result.skipped}")
+    t.add_row("split method", ds["split_method"] + (" [bold red](leaky)[/]" if ds["leaky"] else ""))
+    t.add_row("dropped", ", ".join(f"{k} {v}" for k, v in ds["dropped"].items() if v) or "none")
+    t.add_row("classes", ", ".join(f"{c['code']}={c['name']}" for c in ds["schema"]["classes"]))
+    t.add_row("ignore code", str(ds["schema"]["ignore_index"]))
+    t.add_row("bands", ", ".join(ds["bands"]))
+    t.add_row("parameters", ds["params_hash"])
+    console.print(t)
+
+
+class AnalyzeConfig(BaseModel):
+    """Options of ``rasterlearn analyze``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: Path
+    out: Path | None = None
+    min_keep: float = Field(0.1, ge=0.0, le=1.0)
+    annotated: list[float] | None = None
+    proportion: list[float] | None = None
+    plot: bool = True
+    top: int = Field(10, gt=0)
+
+
+@app.command()
+def analyze(
+    dataset: Annotated[Path, typer.Argument(help="Chip dataset folder written by `rasterlearn chips`.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder [default: DATASET/analysis].")
+    ] = None,
+    min_keep: Annotated[
+        float | None,
+        typer.Option(help="Threshold search: keep at least this fraction of chips [default: 0.1]."),
+    ] = None,
+    annotated: Annotated[
+        str | None, typer.Option(help="min_annotated percents to try, e.g. '0,5,10,20'.")
+    ] = None,
+    proportion: Annotated[
+        str | None, typer.Option(help="class_proportion percents to try, e.g. '0,5,10'.")
+    ] = None,
+    no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip the bar chart PNG.")] = False,
+    top: Annotated[
+        int | None, typer.Option(help="Rows of the threshold search to print [default: 10].")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file with these options.")] = None,
+) -> None:
+    """Class proportions per split and scene, chips kept/dropped per filter, and a threshold search."""
+    from rich.table import Table
+
+    from rasterlearn.analysis import analyze_dataset
+
+    def floats(text: str | None) -> list[float] | None:
+        if not text:
+            return None
+        try:
+            return [float(v) for v in text.split(",") if v.strip()]
+        except ValueError as exc:
+            raise InputError(f"expected comma-separated percents, got {text!r}") from exc
+
+    cli = {
+        "dataset": dataset,
+        "out": out,
+        "min_keep": min_keep,
+        "annotated": floats(annotated),
+        "proportion": floats(proportion),
+        "plot": False if no_plot else None,
+        "top": top,
+    }
+    cfg: AnalyzeConfig = _load_config(config, cli, AnalyzeConfig)
+    kw: dict[str, Any] = {}
+    if cfg.annotated:
+        kw["annotated"] = cfg.annotated
+    if cfg.proportion:
+        kw["proportion"] = cfg.proportion
+    res = analyze_dataset(cfg.dataset, cfg.out, min_keep=cfg.min_keep, plot=cfg.plot, **kw)
+    t = Table(title="class proportions (share of labelled pixels)")
+    for col in ("by", "group", "chips", "class", "pixels", "proportion"):
+        t.add_column(col, justify="right" if col in ("chips", "pixels", "proportion") else "left")
+    for r in res.proportions.itertuples(index=False):
+        t.add_row(
+            r.group_by, r.group, str(r.chips), f"{r.code} {r.name}", str(r.pixels), f"{r.proportion:.3f}"
+        )
+    console.print(t)
+    f = Table(title="filters (first failing filter / failing on its own)")
+    for col in ("filter", "dropped_first", "failing_alone"):
+        f.add_column(col)
+    for r in res.filters.itertuples(index=False):
+        f.add_row(
+            str(r.filter),
+            str(r.dropped_first),
+            "" if r.failing_alone is None or str(r.failing_alone) == "<NA>" else str(r.failing_alone),
+        )
+    console.print(f)
+    if not res.thresholds.empty:
+        s = Table(title="threshold search (best first; balance = normalized class entropy)")
+        cols = [c for c in res.thresholds.columns]
+        for col in cols:
+            s.add_column(col)
+        for r in res.thresholds.head(cfg.top).itertuples(index=False):
+            s.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in r])
+        console.print(s)
+    if res.best:
+        cls = (
+            f" --class-proportion {res.best['class']}:{res.best['class_proportion']:g}"
+            if res.best["class"]
+            else ""
+        )
+        console.print(
+            f"Best balance: --min-annotated {res.best['min_annotated']:g}{cls} keeps {res.best['chips']} "
+            f"chips (balance {res.best['balance']:.3f})"
+        )
+    console.print("Saved: " + ", ".join(str(p) for p in res.files.values()))
