@@ -271,7 +271,7 @@ def synthetic_band_names(bands: int) -> tuple[str, ...]:
 def _noise(rng: np.random.Generator, shape: tuple[int, int], scale_px: float) -> np.ndarray:
     """Smooth zero-mean, unit-std noise with features about ``scale_px`` pixels across (float32)."""
     h, w = shape
-    step = max(float(scale_px), 1.0)
+    step = min(max(float(scale_px), 1.0), float(max(h, w)))  # larger features are plain gradients
     ch, cw = math.ceil(h / step) + 4, math.ceil(w / step) + 4
     coarse = rng.standard_normal((ch, cw))
     if step <= 1.0:
@@ -445,7 +445,7 @@ def _forest(seed: int, shape: tuple[int, int], ppm: float, target: float) -> np.
     mask = field > np.quantile(field, 1.0 - target)
     mask = _morph(mask, ndimage.binary_opening, 2)
     mask = _morph(mask, ndimage.binary_closing, 2)
-    mask = _drop_small(mask, int(400 * ppm**2) + 10)  # patches under ~400 m2 are dropped
+    mask = _drop_small(mask, min(int(400 * ppm**2) + 10, mask.size // 50))  # drop patches under ~400 m2
     holes = _drop_small(~mask, 60)
     return ~holes
 
@@ -587,7 +587,7 @@ def _buildings(
 
     rng = _rng(seed, "buildings")
     cands: list[np.ndarray] = []
-    info: list[tuple[float, float, float, float, float, str]] = []
+    info: list[tuple[Any, ...]] = []
     for line, half in lines:
         spacing = 16.0 * ppm
         d = np.arange(rng.uniform(0, spacing), line.length, spacing)
@@ -603,54 +603,77 @@ def _buildings(
         prob = 0.08 + 0.9 * np.exp(-((dv / 300.0) ** 2))
         # a front row by the road, and in the village a second row behind it
         for side, row in ((-1.0, 0), (1.0, 0), (-1.0, 1), (1.0, 1)):
-            keep = rng.random(len(d)) < (prob if row == 0 else 0.8 * prob * (dv < 350))
+            wanted = rng.random(len(d)) < (prob if row == 0 else 0.8 * prob * (dv < 350))
             length = rng.uniform(10.0, 24.0, len(d)) * ppm
             depth = rng.uniform(8.0, 14.0, len(d)) * ppm
             setback = rng.uniform(4.0, 12.0, len(d)) * ppm + row * rng.uniform(24.0, 34.0, len(d)) * ppm
             jitter = np.radians(rng.normal(0.0, 4.0, len(d)))
             roof = rng.choice(len(_ROOFS), size=len(d), p=_ROOF_P)
-            for j in np.flatnonzero(keep):
-                c = p[j] + side * nrm[j] * (half + setback[j] + depth[j] / 2)
-                cj, sj = math.cos(jitter[j]), math.sin(jitter[j])
-                ax = np.array([tan[j, 0] * cj - tan[j, 1] * sj, tan[j, 0] * sj + tan[j, 1] * cj])
-                ay = np.array([-ax[1], ax[0]])
-                hl, hd = length[j] / 2, depth[j] / 2
-                cands.append(
-                    np.array(
-                        [
-                            c + ax * hl + ay * hd,
-                            c - ax * hl + ay * hd,
-                            c - ax * hl - ay * hd,
-                            c + ax * hl - ay * hd,
-                        ]
+            gable = rng.uniform(0.04, 0.12, len(d))
+            gain = rng.uniform(0.85, 1.15, len(d))
+            centre = p + side * nrm * (half + setback + depth / 2)[:, None]
+            cj, sj = np.cos(jitter), np.sin(jitter)
+            ax = np.column_stack([tan[:, 0] * cj - tan[:, 1] * sj, tan[:, 0] * sj + tan[:, 1] * cj])
+            ay = np.column_stack([-ax[:, 1], ax[:, 0]])
+            hl, hd = (length / 2)[:, None], (depth / 2)[:, None]
+            corners = np.stack(
+                [
+                    centre + ax * hl + ay * hd,
+                    centre - ax * hl + ay * hd,
+                    centre - ax * hl - ay * hd,
+                    centre + ax * hl - ay * hd,
+                ],
+                axis=1,
+            )
+            cands.append(corners)
+            for j in range(len(d)):
+                info.append(
+                    (
+                        centre[j, 0],
+                        centre[j, 1],
+                        ay[j, 0],
+                        ay[j, 1],
+                        gable[j],
+                        _ROOFS[roof[j]],
+                        gain[j],
+                        bool(wanted[j]),
                     )
                 )
-                info.append((c[0], c[1], ay[0], ay[1], float(rng.uniform(0.04, 0.12)), _ROOFS[roof[j]]))
     if not cands:
         return np.zeros(shape, dtype=np.int32)
-    polys = shapely.polygons(np.stack(cands))
-    gap = 2.5 * ppm
-    kept: list[int] = []
-    tree_geoms: list[Any] = []
-    for i, poly in enumerate(polys):  # greedy: a candidate survives when it keeps a gap to earlier ones
-        if tree_geoms and shapely.intersects(np.asarray(tree_geoms), poly.buffer(gap)).any():
-            continue
-        kept.append(i)
-        tree_geoms.append(poly)
+    polys = shapely.polygons(np.concatenate(cands))
+    wanted_idx = [i for i, rec in enumerate(info) if rec[-1]]
+    kept = _place_buildings(polys, wanted_idx, shape, blocked, ppm)
+    if not kept:  # a small scene without a surviving building: try every candidate position
+        kept = _place_buildings(polys, list(range(len(polys))), shape, blocked, ppm)
     shapes = []
     for i in kept:
-        cx, cy, nx, ny, gable, roof = info[i]
-        oid = objs.add(BUILDING, roof, gain=rng.uniform(0.85, 1.15), cx=cx, cy=cy, nx=nx, ny=ny, gable=gable)
+        cx, cy, nx, ny, gbl, roof_name, gn, _ = info[i]
+        oid = objs.add(BUILDING, roof_name, gain=gn, cx=cx, cy=cy, nx=nx, ny=ny, gable=gbl)
         shapes.append((polys[i], oid))
-    ids = _rasterize_pixels(shapes, shape)
-    # buildings touching roads or water are dropped whole (their pixels go back to what lay beneath)
-    n = len(objs.codes)
+    return _rasterize_pixels(shapes, shape)
+
+
+def _place_buildings(
+    polys: np.ndarray, order: list[int], shape: tuple[int, int], blocked: np.ndarray, ppm: float
+) -> list[int]:
+    """Candidates (in ``order``) that keep a gap to the earlier ones and touch neither roads nor water."""
+    import shapely
+
+    gap = 2.5 * ppm
+    kept: list[int] = []
+    for i in order:  # greedy: a candidate survives when it keeps a gap to the earlier ones
+        if kept and shapely.intersects(polys[kept], polys[i].buffer(gap)).any():
+            continue
+        kept.append(i)
+    if not kept:
+        return kept
+    ids = _rasterize_pixels([(polys[i], k + 1) for k, i in enumerate(kept)], shape)
+    n = len(kept) + 1
     clash = np.bincount(ids[blocked], minlength=n) > 0
     size = np.bincount(ids.ravel(), minlength=n)
-    bad = clash | (size < max(4, int(40 * ppm**2)))  # under ~40 m2
-    bad[0] = False
-    ids[bad[ids]] = 0
-    return ids
+    bad = clash | (size < max(4, int(40 * ppm**2)))  # touching a road or water, or under ~40 m2 (off-scene)
+    return [i for k, i in enumerate(kept) if not bad[k + 1]]
 
 
 def _corner(seed: int, shape: tuple[int, int]) -> np.ndarray:
@@ -923,7 +946,7 @@ def synthetic_reference_points(arrays: SyntheticArrays) -> gpd.GeoDataFrame:
     from shapely import points
 
     rows, cols = arrays.reference_pixels[:, 0], arrays.reference_pixels[:, 1]
-    xs, ys = arrays.transform * (cols + 0.5, rows + 0.5)
+    xs, ys = arrays.transform @ (cols + 0.5, rows + 0.5)
     n = len(rows)
     return gpd.GeoDataFrame(
         {
