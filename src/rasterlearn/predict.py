@@ -1,0 +1,870 @@
+"""Streaming, seamless sliding-window inference from any raster to COG class maps and probabilities.
+
+How a map is made:
+
+* **Windows.** The extent (whole raster or AOI) is tiled with :func:`rasterlearn.grid.plan_tiles` at the
+  model's chip size with the requested overlap. Edge windows are *padded* past the raster (read boundless,
+  nodata-filled), never shifted, so every window sits on the same regular lattice.
+* **Blending.** Each window's class *probabilities* (softmax, or sigmoid for binary models; logits are
+  never blended) are multiplied by a weight window and summed. The weights are separable (row profile x
+  column profile) and are divided by the exact sum of all overlapping copies, so they form a partition of
+  unity at every pixel: a constant model gives exactly its constant everywhere, including the outermost
+  rows and columns. Profiles (see :func:`axis_weights`):
+
+  - ``hann``: a cosine (Hann) taper across the overlap, with a dead margin of ``overlap // 4`` pixels at
+    each window edge (where a CNN lacks context and zero padding distorts its output). Windows touching
+    the extent's border are *border-corrected*: their outward half is flat (weight 1), so the raster's
+    outer pixels get full weight rather than the near-zero tail of a taper.
+  - ``center-crop``: each pixel comes from the one window whose central ``stride`` x ``stride`` part holds
+    it (border windows extend to the edge).
+  - ``none``: flat weights, i.e. the plain mean of every window covering the pixel.
+
+* **Bounded memory.** Weighted scores are accumulated only for the band of rows that the current window
+  row touches (at most ``blocksize + chip_size`` rows); finished row-blocks (multiples of the writer's
+  block size) are handed to a writer thread and dropped. Wide rasters are processed in column stripes
+  sized by ``memory_mb`` (windows straddling a stripe seam are predicted for both stripes, so results are
+  identical), so peak memory depends on neither the height nor the width of the raster.
+* **Overlapped I/O.** Reader threads (one :class:`~rasterlearn.io.raster.RasterReader` handle each) read
+  and normalize batches ahead of the model; a writer thread turns finished blocks into outputs. On CUDA,
+  batches are pinned and copied with ``non_blocking=True`` and the model runs under autocast.
+* **Nodata.** Windows without a single valid pixel are skipped; output pixels are nodata wherever any
+  model band is nodata in the input, or outside the AOI polygon.
+* **Resume.** Progress is committed per output block through :class:`~rasterlearn.io.writer.BlockWriter`
+  with a fingerprint of the job (model weights, raster, parameters). Killing the process at any point and
+  re-running the same job finishes it and yields a file identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from rasterlearn.errors import InputError, ModelError, NoOverlapError, OutputError
+from rasterlearn.grid import Grid, Window, plan_tiles
+from rasterlearn.io.raster import RasterReader
+
+__all__ = [
+    "TTA_CHOICES",
+    "BlendMode",
+    "PredictResult",
+    "axis_weights",
+    "parse_tta",
+    "predict_package",
+    "predict_raster",
+    "resolve_bands",
+]
+
+log = logging.getLogger(__name__)
+
+BlendMode = Literal["hann", "center-crop", "none"]
+ProbDtype = Literal["uint8", "float32"]
+TTA_CHOICES = ("hflip", "vflip", "rot90", "rot180", "rot270")
+_TTA_GROUPS = {
+    "flips": ("hflip", "vflip"),
+    "rotations": ("rot90", "rot180", "rot270"),
+    "all": TTA_CHOICES,
+    "none": (),
+}
+PROB_UINT8_MAX = 254  # uint8 probabilities are scaled to 0..254; 255 is nodata
+
+
+# -- pure kernels -------------------------------------------------------------------------------
+
+
+def _profile(size: int, overlap: int, blend: BlendMode) -> np.ndarray:
+    """Un-normalized 1-D weight profile of one window (before border correction)."""
+    w = np.ones(size, dtype="float64")
+    if overlap <= 0 or blend == "none":
+        return w
+    if blend == "center-crop":
+        lo = overlap // 2
+        hi = overlap - lo
+        w[:] = 0.0
+        w[lo : size - hi] = 1.0
+        return w
+    if blend == "hann":
+        margin = overlap // 4
+        ramp = overlap - 2 * margin  # >= 1 because overlap >= 1
+        i = np.arange(size, dtype="float64")
+        left = np.clip((i - margin + 0.5) / ramp, 0.0, 1.0)
+        left[i < margin] = 0.0
+        left = np.sin(0.5 * np.pi * left) ** 2
+        return left * left[::-1]
+    raise InputError(f"blend must be one of 'hann', 'center-crop', 'none'; got {blend!r}")
+
+
+def axis_weights(
+    offsets: Sequence[int], size: int, stride: int, start: int, stop: int, blend: BlendMode = "hann"
+) -> list[np.ndarray]:
+    """Normalized 1-D weights of every window along one axis.
+
+    Args:
+        offsets: window start offsets (global pixel coordinates) on a regular lattice.
+        size: window length; ``stride``: the lattice step (overlap is ``size - stride``).
+        start, stop: the extent covered along this axis (pixels outside get weight 0).
+        blend: weight profile (see the module docstring).
+
+    Returns:
+        One array of ``size`` weights per window. For every pixel in ``[start, stop)`` the weights of all
+        windows covering it sum to exactly 1 (up to float rounding); 2-D weights are outer products.
+
+    Raises:
+        InputError: a pixel of the extent would get no weight (cannot happen for a valid plan).
+    """
+    overlap = max(0, size - stride)
+    base = _profile(size, overlap, blend)
+    half = size // 2
+    raw = []
+    for k, _off in enumerate(offsets):
+        w = base.copy()
+        if k == 0:
+            w[:half] = 1.0  # border correction: the extent's first pixels get full weight
+        if k == len(offsets) - 1:
+            w[half:] = 1.0
+        raw.append(w)
+    total = np.zeros(stop - start, dtype="float64")
+    for off, w in zip(offsets, raw, strict=True):
+        a, b = max(off, start), min(off + size, stop)
+        if b > a:
+            total[a - start : b - start] += w[a - off : b - off]
+    if (total <= 0).any():
+        bad = int(np.flatnonzero(total <= 0)[0]) + start
+        raise InputError(
+            f"Pixel {bad} is covered by no window weight; the tiling plan does not cover the extent"
+        )
+    out = []
+    for off, w in zip(offsets, raw, strict=True):
+        nw = np.zeros(size, dtype="float64")
+        a, b = max(off, start), min(off + size, stop)
+        if b > a:
+            nw[a - off : b - off] = w[a - off : b - off] / total[a - start : b - start]
+        out.append(nw.astype("float32"))
+    return out
+
+
+def parse_tta(tta: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Normalize a TTA selection: names from :data:`TTA_CHOICES` or the groups ``flips``, ``rotations``,
+    ``all``, ``none``; a comma-separated string is accepted. The identity is always included."""
+    if tta is None:
+        return ()
+    items = [t.strip() for t in tta.split(",")] if isinstance(tta, str) else [str(t).strip() for t in tta]
+    out: list[str] = []
+    for item in items:
+        if not item:
+            continue
+        names = _TTA_GROUPS.get(item.lower(), (item.lower(),))
+        for n in names:
+            if n not in TTA_CHOICES:
+                raise InputError(
+                    f"Unknown test-time augmentation {item!r}; choose from "
+                    f"{', '.join(TTA_CHOICES)} or {', '.join(_TTA_GROUPS)}"
+                )
+            if n not in out:
+                out.append(n)
+    return tuple(out)
+
+
+def resolve_bands(
+    reader: RasterReader,
+    model_bands: Sequence[str],
+    band_indexes: Sequence[int] | None,
+    override: Sequence[int | str] | None = None,
+) -> list[int]:
+    """Choose the raster's 1-based bands that feed the model, in the model's order.
+
+    Order of preference: an explicit ``override``; the model's band names matched to the raster's band
+    descriptions (case-insensitive); the model's training band indexes; position (when the raster has
+    exactly as many bands as the model). Anything else is an :class:`InputError` naming both band lists.
+    """
+    ds = reader.dataset
+    count = ds.count
+    described = [d or "" for d in ds.descriptions]
+    have = ", ".join(f"{i + 1}={d!r}" if d else str(i + 1) for i, d in enumerate(described))
+    need = len(model_bands)
+    if override:
+        if len(override) != need:
+            raise InputError(
+                f"--bands selects {len(override)} band(s) but the model expects {need} "
+                f"({', '.join(model_bands)})"
+            )
+        return RasterReader(reader.path, list(override)).band_indexes
+    lower = [d.lower() for d in described]
+    idx_by_name = [lower.index(b.lower()) + 1 if b.lower() in lower else None for b in model_bands]
+    if all(i is not None for i in idx_by_name):
+        chosen = [int(i) for i in idx_by_name if i is not None]
+        log.info("Model bands matched by description: %s -> raster bands %s", list(model_bands), chosen)
+        return chosen
+    found = [b for b, i in zip(model_bands, idx_by_name, strict=True) if i is not None]
+    if found:
+        missing = [b for b, i in zip(model_bands, idx_by_name, strict=True) if i is None]
+        raise InputError(
+            f"{reader.path} lacks the model's band(s) {missing} (it has {have}); the model expects "
+            f"{list(model_bands)} in that order. Use a raster with these bands or pass --bands."
+        )
+    if band_indexes and len(band_indexes) == need and max(band_indexes) <= count:
+        log.warning(
+            "Raster band descriptions do not name the model's bands %s; using the training band "
+            "indexes %s (raster bands: %s)",
+            list(model_bands),
+            list(band_indexes),
+            have,
+        )
+        return [int(i) for i in band_indexes]
+    if count == need:
+        log.warning(
+            "Raster band descriptions do not name the model's bands %s; feeding raster bands 1..%d in order",
+            list(model_bands),
+            count,
+        )
+        return list(range(1, count + 1))
+    raise InputError(
+        f"{reader.path} has {count} band(s) ({have}) but the model expects {need}: "
+        f"{list(model_bands)}. Pass --bands with {need} band indexes or descriptions."
+    )
+
+
+# -- results --------------------------------------------------------------------------------------
+
+
+@dataclass
+class PredictResult:
+    """What :func:`predict_raster` produced."""
+
+    map_path: Path
+    probabilities_path: Path | None
+    windows_total: int
+    windows_predicted: int
+    windows_skipped: int
+    blocks_resumed: int
+    pixels: int
+    seconds: float
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pixels_per_second(self) -> float:
+        return self.pixels / self.seconds if self.seconds > 0 else float("nan")
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def _model_digest(model: Any) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _resolve_aoi(aoi: Any, grid: Grid) -> tuple[Window, Any]:
+    """(extent window, polygon in the raster CRS or None) from a vector path, geometry or bounds."""
+    import shapely
+    from shapely.geometry import box
+    from shapely.geometry.base import BaseGeometry
+
+    geom = None
+    if isinstance(aoi, str | Path):
+        from rasterlearn.io.vector import read_vector
+
+        gdf = read_vector(aoi, crs=grid.crs)
+        geom = shapely.union_all(gdf.geometry.values)
+    elif isinstance(aoi, BaseGeometry):
+        geom = aoi
+    elif hasattr(aoi, "geometry"):
+        frame = aoi if grid.crs is None or aoi.crs is None else aoi.to_crs(grid.crs)
+        geom = shapely.union_all(frame.geometry.values)
+    else:
+        vals = tuple(float(v) for v in aoi)
+        if len(vals) != 4:
+            raise InputError(
+                f"AOI must be a vector file, a geometry or (left, bottom, right, top); got {aoi!r}"
+            )
+        geom = None
+        bounds = vals
+        win = grid.window_for_bounds(bounds, snap="out").intersection(grid.window)
+        if win is None:
+            raise NoOverlapError(f"AOI extent {bounds} does not overlap the raster extent {grid.bounds}")
+        return win, None
+    if geom is None or geom.is_empty or not geom.intersects(box(*grid.bounds)):
+        raise NoOverlapError(
+            f"AOI {aoi} does not overlap the raster extent {tuple(round(v, 3) for v in grid.bounds)}"
+            " (in the raster's CRS)"
+        )
+    win = grid.window_for_bounds(tuple(geom.bounds), snap="out").intersection(grid.window)
+    if win is None:  # pragma: no cover - excluded by the intersects check
+        raise NoOverlapError(f"AOI {aoi} does not overlap the raster")
+    if geom.geom_type in ("Polygon", "MultiPolygon") and geom.equals(box(*grid.window_bounds(win))):
+        geom = None  # a rectangle on pixel edges needs no mask
+    return win, geom
+
+
+def _aoi_mask(geom: Any, grid: Grid, window: Window) -> np.ndarray:
+    from rasterio.features import geometry_mask
+
+    return geometry_mask([geom], out_shape=window.shape, transform=grid.window_transform(window), invert=True)
+
+
+def _blocks(start: int, stop: int, bs: int) -> Iterator[tuple[int, int, int]]:
+    """(block index, first, stop) of grid-aligned blocks of ``bs`` intersecting ``[start, stop)``."""
+    for b in range(start // bs, (stop - 1) // bs + 1):
+        yield b, max(start, b * bs), min(stop, (b + 1) * bs)
+
+
+class _Transforms:
+    """Test-time augmentation: forward transform of a batch and the inverse of its predictions."""
+
+    @staticmethod
+    def forward(x: Any, name: str) -> Any:
+        import torch
+
+        if name == "identity":
+            return x
+        if name == "hflip":
+            return torch.flip(x, dims=(-1,))
+        if name == "vflip":
+            return torch.flip(x, dims=(-2,))
+        k = {"rot90": 1, "rot180": 2, "rot270": 3}[name]
+        return torch.rot90(x, k, dims=(-2, -1))
+
+    @staticmethod
+    def inverse(y: Any, name: str) -> Any:
+        import torch
+
+        if name in ("identity", "hflip", "vflip"):
+            return _Transforms.forward(y, name)
+        k = {"rot90": 1, "rot180": 2, "rot270": 3}[name]
+        return torch.rot90(y, -k, dims=(-2, -1))
+
+
+# -- the job -----------------------------------------------------------------------------------------
+
+
+def predict_raster(
+    model: Any,
+    meta: Any,
+    raster: str | Path,
+    output: str | Path,
+    *,
+    probabilities: str | Path | None = None,
+    overlap: float = 0.25,
+    blend: BlendMode = "hann",
+    tta: str | Sequence[str] | None = None,
+    batch_size: int = 8,
+    aoi: Any = None,
+    threshold: float | None = None,
+    prob_dtype: ProbDtype = "uint8",
+    bands: Sequence[int | str] | None = None,
+    nodata: float | None = None,
+    device: str = "auto",
+    amp: bool = True,
+    threads: int | None = None,
+    io_threads: int = 2,
+    blocksize: int = 512,
+    memory_mb: float = 64.0,
+    overwrite: bool = False,
+    resume: bool = True,
+    commit_every_s: float = 0.0,
+    model_id: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> PredictResult:
+    """Predict a class map (and optionally class probabilities) for a whole raster, block by block.
+
+    Args:
+        model: a segmentation ``nn.Module`` mapping (B, bands, n, n) to (B, classes, n, n) logits (binary
+            models: one logit channel).
+        meta: its :class:`rasterlearn.models.ModelMetadata` (bands, normalization, class schema, chip size,
+            task, threshold).
+        raster: input raster (any GDAL format); outputs use its grid, CRS and transform.
+        output: class map path (COG, uint8, or uint16 when a class code exceeds 254; nodata 255/65535).
+        probabilities: optional probability raster path, one band per class (binary: the foreground
+            probability only).
+        overlap: fraction of the chip size that neighbouring windows share (0 <= overlap < 1).
+        blend: ``hann`` (default), ``center-crop`` or ``none``; probabilities (not logits) are blended.
+        tta: test-time augmentations averaged with the identity (``hflip``, ``vflip``, ``rot90``,
+            ``rot180``, ``rot270`` or ``flips``/``rotations``/``all``).
+        batch_size: windows per model call.
+        aoi: a vector file, shapely geometry (raster CRS) or bounds; pixels outside are nodata.
+        threshold: binary models: foreground when probability >= threshold (default: the package's).
+        prob_dtype: ``uint8`` (probability x 254, nodata 255) or ``float32`` (nodata NaN).
+        bands: raster bands (1-based indexes or descriptions) feeding the model, overriding the matching
+            of the model's band names.
+        nodata: input nodata value to use when the raster declares none.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
+        amp: mixed precision (autocast) on CUDA.
+        threads: torch CPU threads (default: torch's choice).
+        io_threads: reader threads, each with its own dataset handle.
+        blocksize: output block size (COG tiles; flush and resume granularity).
+        memory_mb: budget for the score accumulator; wider rasters are processed in column stripes.
+        overwrite: replace existing outputs.
+        resume: continue an interrupted run of the same job (same fingerprint) instead of starting afresh.
+        commit_every_s: minimum seconds between progress commits (0: after every finished block row).
+        model_id: identifies the model in provenance/fingerprint (default: a digest of its weights).
+        progress: called with the number of extent pixels finished (block by block).
+
+    Returns:
+        A :class:`PredictResult` with paths, window counts and throughput.
+
+    Raises:
+        InputError: bad options, missing bands, rasters the model cannot read.
+        ModelError: the model's output does not match its metadata.
+        OutputError: an output exists and ``overwrite`` is False.
+    """
+    import torch
+
+    from rasterlearn import __version__
+    from rasterlearn.io.writer import BlockWriter
+
+    t0 = time.perf_counter()
+    raster = Path(raster)
+    output = Path(output)
+    prob_path = Path(probabilities) if probabilities is not None else None
+    if not 0.0 <= overlap < 1.0:
+        raise InputError(f"overlap must be a fraction in [0, 1), got {overlap}")
+    if blend not in ("hann", "center-crop", "none"):
+        raise InputError(f"blend must be one of 'hann', 'center-crop', 'none'; got {blend!r}")
+    if prob_dtype not in ("uint8", "float32"):
+        raise InputError(f"prob_dtype must be 'uint8' or 'float32'; got {prob_dtype!r}")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    if blocksize % 16 or blocksize <= 0:
+        raise InputError(f"blocksize must be a positive multiple of 16, got {blocksize}")
+    if prob_path is not None and prob_path.resolve() == output.resolve():
+        raise InputError("The probability raster and the class map must be different files")
+    for p in (output, prob_path):
+        if p is not None and p.exists() and not overwrite:
+            raise OutputError(f"{p} exists; pass overwrite=True (CLI: --overwrite) or choose another name")
+    tta_names = ("identity", *parse_tta(tta))
+    schema = meta.class_schema
+    norm = meta.norm
+    task = meta.task
+    if task not in ("multiclass", "binary"):
+        raise ModelError(f"Unknown task {task!r} in the model package; expected 'multiclass' or 'binary'")
+    n_out = 1 if task == "binary" else schema.num_classes
+    if task == "binary" and schema.num_classes != 2:
+        raise ModelError(
+            f"A binary model needs a 2-class schema (background, foreground); got {schema.describe()}"
+        )
+    thr = float(meta.threshold if threshold is None else threshold)
+    if not 0.0 <= thr <= 1.0:
+        raise InputError(f"threshold must be within [0, 1], got {thr}")
+    codes = np.asarray(schema.codes)
+    map_dtype = "uint8" if codes.max() <= 254 else "uint16"
+    map_nodata = 255 if map_dtype == "uint8" else 65535
+    if map_nodata in codes:
+        raise InputError(
+            f"Class code {map_nodata} collides with the map's nodata value; renumber the classes"
+        )
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    cuda = dev.type == "cuda"
+    model = model.to(dev).eval()
+
+    with RasterReader(raster) as probe:
+        band_idx = resolve_bands(probe, meta.bands, meta.band_indexes, bands)
+    reader = RasterReader(raster, band_idx)
+    grid = reader.grid
+    if len(band_idx) != norm.bands:
+        raise ModelError(
+            f"The model's normalization covers {norm.bands} bands but {len(band_idx)} are selected"
+        )
+    in_nodata = None
+    if reader.nodata is None and not any(b.nodata is not None for b in reader.bands):
+        in_nodata = nodata if nodata is not None else meta.input_nodata
+        if in_nodata is not None:
+            log.info(
+                "%s declares no nodata; treating %s as nodata (%s)",
+                raster,
+                in_nodata,
+                "--nodata" if nodata is not None else "model package input_nodata",
+            )
+    if meta.input_dtype and meta.input_dtype != reader.dtype:
+        log.info(
+            "Raster dtype %s differs from the training dtype %s; values are used as they are (the "
+            "package normalization is applied, nothing is rescaled)",
+            reader.dtype,
+            meta.input_dtype,
+        )
+    if meta.gsd and grid.crs is not None and not grid.is_geographic:
+        res = grid.res[0]
+        if abs(res - meta.gsd) / meta.gsd > 0.25:
+            log.warning(
+                "Raster resolution %.4g differs from the model's training resolution %.4g by more than "
+                "25%%; resample the raster for best results",
+                res,
+                meta.gsd,
+            )
+
+    extent, aoi_geom = (grid.window, None) if aoi is None else _resolve_aoi(aoi, grid)
+    n = int(meta.chip_size)
+    ov_px = min(n - 1, round(overlap * n))
+    stride = n - ov_px
+    plan = plan_tiles(grid, n, stride, edge="pad", extent=extent)
+    row_offs, col_offs = plan.row_offsets, plan.col_offsets
+    e_r0, e_c0, e_r1, e_c1 = extent.row_off, extent.col_off, extent.row_stop, extent.col_stop
+    wrows = axis_weights(row_offs, n, stride, e_r0, e_r1, blend)
+    wcols = axis_weights(col_offs, n, stride, e_c0, e_c1, blend)
+    bs = blocksize
+    col_index = {c: j for j, c in enumerate(col_offs)}
+
+    # column stripes sized by the accumulator budget, aligned to the output blocks
+    per_col = (n_out * 4 + 1) * (bs + n)
+    stripe_w = max(bs, int(memory_mb * 2**20 // per_col) // bs * bs)
+    stripes: list[tuple[int, int]] = []
+    s0 = (e_c0 // bs) * bs
+    while s0 < e_c1:
+        stripes.append((max(s0, e_c0), min(s0 + stripe_w, e_c1)))
+        s0 += stripe_w
+    if len(stripes) > 1:
+        log.info("Processing %d column stripes of %d px (memory_mb=%g)", len(stripes), stripe_w, memory_mb)
+
+    parameters = {
+        "overlap": overlap,
+        "overlap_px": ov_px,
+        "chip_size": n,
+        "stride": stride,
+        "blend": blend,
+        "blend_note": "class probabilities (softmax/sigmoid) are blended, not logits",
+        "tta": list(tta_names[1:]),
+        "threshold": thr if task == "binary" else None,
+        "bands": band_idx,
+        "prob_dtype": prob_dtype if prob_path else None,
+        "blocksize": bs,
+        "aoi": None if aoi is None else (str(aoi) if isinstance(aoi, str | Path) else "geometry/extent"),
+        "extent": extent.to_tuple(),
+        "input_nodata": in_nodata,
+    }
+    model_ident = model_id or f"sha256:{_model_digest(model)}"
+    stat = raster.stat()
+    fp_src = {
+        "raster": str(raster.resolve()),
+        "size": stat.st_size,
+        "mtime": stat.st_mtime_ns,
+        "model": model_ident,
+        "params": parameters,
+        "stripe_w": stripe_w,
+        "prob": str(prob_path),
+        "aoi_wkt": None if aoi_geom is None else aoi_geom.wkt,
+        "version": __version__,
+    }
+    fingerprint = hashlib.sha256(json.dumps(fp_src, sort_keys=True, default=str).encode()).hexdigest()
+    tags = {
+        "rasterlearn_version": __version__,
+        "source": str(raster),
+        "model": model_ident,
+        "model_arch": f"{meta.arch}/{meta.encoder}",
+        "task": task,
+        "parameters": parameters,
+        "classes": schema.to_dict(),
+    }
+    map_writer = BlockWriter(
+        output,
+        grid,
+        1,
+        map_dtype,
+        nodata=map_nodata,
+        band_descriptions=["class"],
+        tags={**tags, "product": "class map"},
+        colormap=schema.colormap(),
+        category_names=schema.category_names(),
+        blocksize=bs,
+        resume=resume,
+        fingerprint=fingerprint + ":map",
+        overwrite=True,
+    )
+    prob_writer = None
+    if prob_path is not None:
+        names = [f"p({schema.names[1]})"] if task == "binary" else [f"p({nm})" for nm in schema.names]
+        scale = 1.0 / PROB_UINT8_MAX if prob_dtype == "uint8" else 1.0
+        prob_writer = BlockWriter(
+            prob_path,
+            grid,
+            n_out,
+            prob_dtype,
+            nodata=255 if prob_dtype == "uint8" else float("nan"),
+            band_descriptions=names,
+            tags={**tags, "product": "class probabilities", "probability_scale": scale},
+            band_tags=[{"class_code": int(c)} for c in (codes[1:] if task == "binary" else codes)],
+            scales=[scale] * n_out,
+            offsets=[0.0] * n_out,
+            blocksize=bs,
+            resume=resume,
+            fingerprint=fingerprint + ":prob",
+            overwrite=True,
+        )
+    writers = [w for w in (map_writer, prob_writer) if w is not None]
+
+    def done(key: str) -> bool:
+        return all(w.is_done(key) for w in writers)
+
+    local = threading.local()
+    readers: list[RasterReader] = []
+    readers_lock = threading.Lock()
+
+    def thread_reader() -> RasterReader:
+        r = getattr(local, "reader", None)
+        if r is None:
+            r = reader.reopen()
+            local.reader = r
+            with readers_lock:
+                readers.append(r)
+        return r
+
+    def load(wins: list[Window]) -> tuple[list[Window], list[np.ndarray], Any, list[Window]]:
+        """Read + normalize a chunk of windows; returns (kept windows, all valid masks, batch, all)."""
+        rd = thread_reader()
+        kept, valids, arrays = [], [], []
+        for win in wins:
+            block = rd.read(win)
+            valid = block.valid
+            if in_nodata is not None:
+                valid = valid & np.all(block.data != np.asarray(in_nodata).astype(block.data.dtype), axis=0)
+            # the model sees real context outside the AOI; only the output is masked
+            out_valid = valid if aoi_geom is None else valid & _aoi_mask(aoi_geom, grid, win)
+            valids.append(out_valid)
+            if not out_valid.any():
+                continue
+            kept.append(win)
+            arrays.append(norm.apply(block.data, valid))
+        batch = None
+        if arrays:
+            batch = torch.from_numpy(np.stack(arrays))
+            if cuda:
+                batch = batch.pin_memory()
+        return kept, valids, batch, wins
+
+    autocast = (
+        torch.autocast(device_type="cuda", dtype=torch.float16)
+        if (cuda and amp)
+        else contextlib.nullcontext()
+    )
+    checked = {"done": False}
+
+    def infer(batch: Any) -> np.ndarray:
+        x = batch.to(dev, non_blocking=True)
+        acc = None
+        with torch.inference_mode():
+            for name in tta_names:
+                with autocast:
+                    y = model(_Transforms.forward(x, name))
+                if isinstance(y, dict):
+                    y = y.get("out", next(iter(y.values())))
+                elif isinstance(y, list | tuple):
+                    y = y[0]
+                y = y.float()
+                if not checked["done"]:
+                    if y.ndim != 4 or y.shape[1] != n_out:
+                        raise ModelError(
+                            f"The model returned shape {tuple(y.shape)} but its package describes "
+                            f"{n_out} output channel(s) ({task}); check the model package"
+                        )
+                    if y.shape[-2:] != x.shape[-2:]:
+                        log.info(
+                            "Model output %s is resized bilinearly to the window %s",
+                            tuple(y.shape[-2:]),
+                            tuple(x.shape[-2:]),
+                        )
+                    checked["done"] = True
+                if y.shape[-2:] != x.shape[-2:]:
+                    y = torch.nn.functional.interpolate(
+                        y, size=x.shape[-2:], mode="bilinear", align_corners=False
+                    )
+                y = _Transforms.inverse(y, name)
+                p = torch.sigmoid(y) if task == "binary" else torch.softmax(y, dim=1)
+                acc = p if acc is None else acc + p
+            assert acc is not None
+            if len(tta_names) > 1:
+                acc = acc / len(tta_names)
+        return acc.cpu().numpy()
+
+    def emit(scores: np.ndarray, valid: np.ndarray, win: Window, keys: list[str]) -> None:
+        """Writer thread: scores (C, h, w) + validity -> class map / probability blocks."""
+        if task == "binary":
+            cls = np.where(scores[0] >= thr, codes[1], codes[0]).astype(map_dtype)
+        else:
+            cls = codes[np.argmax(scores, axis=0)].astype(map_dtype)
+        cls[~valid] = map_nodata
+        map_writer.write(cls[np.newaxis], win)
+        if prob_writer is not None:
+            if prob_dtype == "uint8":
+                pr = np.rint(np.clip(scores, 0.0, 1.0) * PROB_UINT8_MAX).astype("uint8")
+                pr[:, ~valid] = 255
+            else:
+                pr = scores.astype("float32", copy=True)
+                pr[:, ~valid] = np.nan
+            prob_writer.write(pr, win)
+        for w in writers:
+            for k in keys:
+                w.mark_done(k, commit_every_s=math.inf)
+        now = time.monotonic()
+        if now - last_commit[0] >= commit_every_s:
+            for w in reversed(writers):
+                w.commit()
+            last_commit[0] = now
+
+    last_commit = [time.monotonic()]
+    counts = {"total": len(plan), "predicted": 0, "skipped": 0, "resumed": 0}
+    pixels_done = 0
+    pool = ThreadPoolExecutor(max_workers=max(1, io_threads), thread_name_prefix="rasterlearn-read")
+    wpool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rasterlearn-write")
+    pending_write: Future[None] | None = None
+    ok = False
+    try:
+        for cs, ce in stripes:
+            sw = ce - cs
+            col_blocks = list(_blocks(cs, ce, bs))
+            row_blocks = list(_blocks(e_r0, e_r1, bs))
+            todo = [rb for rb in row_blocks if not all(done(f"{rb[0]}:{cb[0]}") for cb in col_blocks)]
+            first_todo = todo[0][1] if todo else e_r1
+            for _rbi, r0b, r1b in row_blocks:
+                if r1b <= first_todo:  # committed by an earlier run
+                    counts["resumed"] += len(col_blocks)
+                    pixels_done += (r1b - r0b) * sw
+                    if progress:
+                        progress((r1b - r0b) * sw)
+            if not todo:
+                continue
+            band_start = first_todo
+            jcols = [j for j, c in enumerate(col_offs) if c < ce and c + n > cs]
+            irows = [i for i, r in enumerate(row_offs) if r + n > band_start]
+            acc = np.zeros((n_out, bs + n, sw), dtype="float32")
+            vband = np.zeros((bs + n, sw), dtype=bool)
+            chunks: list[tuple[int, list[Window]]] = []
+            for i in irows:
+                wins = [Window(row_offs[i], col_offs[j], n, n) for j in jcols]
+                chunks.extend((i, wins[k : k + batch_size]) for k in range(0, len(wins), batch_size))
+            futures: list[Future[Any]] = []
+            depth = max(2, 2 * io_threads)
+            nxt = 0
+            row_done_after = {ii: k for k, (ii, _) in enumerate(chunks)}  # last chunk of each window row
+            for ci, (i, _wins) in enumerate(chunks):
+                while nxt < len(chunks) and nxt < ci + depth:
+                    futures.append(pool.submit(load, chunks[nxt][1]))
+                    nxt += 1
+                kept, valids, batch, allwins = futures[ci].result()
+                futures[ci] = None  # type: ignore[call-overload]
+                # validity band (assignment: deterministic per pixel)
+                for win, valid in zip(allwins, valids, strict=True):
+                    r0, r1 = max(win.row_off, band_start), win.row_stop
+                    c0, c1 = max(win.col_off, cs), min(win.col_stop, ce)
+                    if r1 > r0 and c1 > c0:
+                        vband[r0 - band_start : r1 - band_start, c0 - cs : c1 - cs] = valid[
+                            r0 - win.row_off : r1 - win.row_off, c0 - win.col_off : c1 - win.col_off
+                        ]
+                counts["skipped"] += len(allwins) - len(kept)
+                if kept:
+                    probs = infer(batch)
+                    counts["predicted"] += len(kept)
+                    wr = wrows[i]
+                    for b, win in enumerate(kept):
+                        j = col_index[win.col_off]
+                        w2 = wr[:, None] * wcols[j][None, :]
+                        r0, r1 = max(win.row_off, band_start), win.row_stop
+                        c0, c1 = max(win.col_off, cs), min(win.col_stop, ce)
+                        if r1 <= r0 or c1 <= c0:
+                            continue
+                        sr = slice(r0 - win.row_off, r1 - win.row_off)
+                        sc = slice(c0 - win.col_off, c1 - win.col_off)
+                        acc[:, r0 - band_start : r1 - band_start, c0 - cs : c1 - cs] += (
+                            probs[b][:, sr, sc] * w2[sr, sc]
+                        )
+                if ci != row_done_after[i]:
+                    continue
+                # window row i finished: rows before the next window row are final
+                final = row_offs[i + 1] if i + 1 < len(row_offs) else e_r1
+                flush_to = band_start
+                for rbi, r0b, r1b in row_blocks:
+                    if r0b >= band_start and r1b <= final:
+                        flush_to = r1b
+                        if pending_write is not None:
+                            pending_write.result()
+                        k0, k1 = r0b - band_start, r1b - band_start
+                        keys = [f"{rbi}:{cb[0]}" for cb in col_blocks]
+                        pending_write = wpool.submit(
+                            emit,
+                            acc[:, k0:k1].copy(),
+                            vband[k0:k1].copy(),
+                            Window(r0b, cs, r1b - r0b, sw),
+                            keys,
+                        )
+                        pixels_done += (r1b - r0b) * sw
+                        if progress:
+                            progress((r1b - r0b) * sw)
+                if flush_to > band_start:
+                    shift = flush_to - band_start
+                    keep = acc.shape[1] - shift
+                    acc[:, :keep] = acc[:, shift:].copy()
+                    acc[:, keep:] = 0.0
+                    vband[:keep] = vband[shift:].copy()
+                    vband[keep:] = False
+                    band_start = flush_to
+            if pending_write is not None:
+                pending_write.result()
+                pending_write = None
+        if pending_write is not None:
+            pending_write.result()
+        ok = True
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        wpool.shutdown(wait=True)
+        for r in readers:
+            with contextlib.suppress(Exception):
+                r.close()
+        reader.close()
+        if not ok:
+            for w in writers:
+                w.abort(keep_partial=True)
+    for w in writers:
+        w.commit()
+    for w in writers:
+        w.close()
+    seconds = time.perf_counter() - t0
+    extent_px = extent.height * extent.width
+    log.info(
+        "Predicted %s: %d windows run, %d skipped (nodata/outside AOI), %d blocks resumed; %.0f px/s",
+        output,
+        counts["predicted"],
+        counts["skipped"],
+        counts["resumed"],
+        extent_px / max(seconds, 1e-9),
+    )
+    return PredictResult(
+        output,
+        prob_path,
+        counts["total"],
+        counts["predicted"],
+        counts["skipped"],
+        counts["resumed"],
+        extent_px,
+        seconds,
+        parameters,
+    )
+
+
+def predict_package(
+    package: str | Path, raster: str | Path, output: str | Path, **kwargs: Any
+) -> PredictResult:
+    """:func:`predict_raster` with a model package folder (see :func:`rasterlearn.models.load_package`)."""
+    from rasterlearn.models import load_package
+
+    pkg = load_package(package)
+    digest = hashlib.sha256()
+    weights = Path(package) / "model.safetensors"
+    with open(weights, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    kwargs.setdefault("model_id", f"{Path(package).resolve().name}@sha256:{digest.hexdigest()[:16]}")
+    return predict_raster(pkg.model, pkg.meta, raster, output, **kwargs)
