@@ -1,0 +1,1179 @@
+"""Foundation-model feature rasters: encode any raster with a timm backbone into a feature COG.
+
+The raster is cut into tiles of ``size`` pixels every ``stride`` pixels (:func:`rasterlearn.grid.plan_tiles`,
+edge policy ``pad``), each tile is normalized (nodata-aware), resized to the model input size when that
+differs, and encoded. A Vision Transformer gives one feature pixel per patch (the model's own
+``num_prefix_tokens``/register tokens are dropped by timm's ``forward_intermediates``, never guessed from a
+square root); a CNN gives the feature map of a chosen stage. The output grid is exact: its transform is the
+input grid (or the extent's origin) scaled by the *effective stride* (the patch size or stage reduction in
+raster pixels), and every tile lands on whole feature pixels of it.
+
+Overlapping tiles are merged by a true weighted mean (``average``), or ``first`` tile wins, or each tile keeps
+its centre (``center``). Memory is bounded: only the feature rows touched by the tile row in flight are
+held; finished strips are flushed to :class:`rasterlearn.io.writer.BlockWriter`.
+
+Sessions: every parameter that changes the result is canonicalized and hashed; the run lives in
+``<cache_dir>/<hash>/`` with ``parameters.json`` and the writer's partial/progress files, and
+``<cache_dir>/index.json`` lists the sessions. A killed run started again with the same parameters resumes
+from the last committed strip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from rasterlearn.errors import ConfigError, InputNotFoundError, ModelError, OutputError
+from rasterlearn.grid import Bounds, Grid, Window, plan_tiles
+from rasterlearn.io.raster import RasterReader, band_statistics
+from rasterlearn.io.writer import BlockWriter
+from rasterlearn.normalize import Normalization
+
+__all__ = [
+    "RECOMMENDED_MODELS",
+    "Backbone",
+    "EmbedResult",
+    "FeatureLayout",
+    "ModelInfo",
+    "embed",
+    "feature_layout",
+    "list_sessions",
+    "load_backbone",
+    "session_hash",
+]
+
+log = logging.getLogger(__name__)
+
+MergeMode = Literal["average", "first", "center"]
+NormMode = Literal["image", "model", "none"]
+Storage = Literal["float32", "float16", "uint16"]
+DeviceName = Literal["auto", "cpu", "cuda", "mps"] | str
+
+SESSION_FORMAT = "rasterlearn-embed/1"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A recommended backbone: timm name, family, patch size (ViT) or stride (CNN), feature dimension."""
+
+    name: str
+    family: Literal["vit", "cnn"]
+    patch_size: int
+    feature_dim: int
+    default_size: int
+    notes: str
+
+
+RECOMMENDED_MODELS: dict[str, ModelInfo] = {
+    m.name: m
+    for m in (
+        ModelInfo(
+            "vit_small_patch14_dinov2.lvd142m",
+            "vit",
+            14,
+            384,
+            518,
+            "DINOv2 ViT-S/14: strong general-purpose features; the usual first choice",
+        ),
+        ModelInfo(
+            "vit_small_patch14_reg4_dinov2.lvd142m",
+            "vit",
+            14,
+            384,
+            518,
+            "DINOv2 ViT-S/14 with 4 register tokens: cleaner feature maps",
+        ),
+        ModelInfo("vit_base_patch14_dinov2.lvd142m", "vit", 14, 768, 518, "DINOv2 ViT-B/14: richer, slower"),
+        ModelInfo(
+            "vit_base_patch14_reg4_dinov2.lvd142m", "vit", 14, 768, 518, "DINOv2 ViT-B/14 with registers"
+        ),
+        ModelInfo(
+            "vit_tiny_patch16_224.augreg_in21k", "vit", 16, 192, 224, "ViT-Ti/16: fastest ViT, for CPUs"
+        ),
+        ModelInfo("vit_small_patch16_224.augreg_in21k", "vit", 16, 384, 224, "ViT-S/16 (ImageNet-21k)"),
+        ModelInfo("vit_base_patch16_224.augreg_in21k", "vit", 16, 768, 224, "ViT-B/16 (ImageNet-21k)"),
+        ModelInfo("convnext_tiny.fb_in22k", "cnn", 32, 768, 224, "ConvNeXt-T, last stage (stride 32)"),
+        ModelInfo("resnet50.a1_in1k", "cnn", 32, 2048, 224, "ResNet-50, last stage (stride 32)"),
+        ModelInfo("resnet18.a1_in1k", "cnn", 32, 512, 224, "ResNet-18, last stage: small and fast"),
+    )
+}
+
+
+# -- backbones ----------------------------------------------------------------------------------
+
+
+class Backbone(nn.Module):
+    """A timm model that maps ``(B, in_chans, S, S)`` to a feature map ``(B, dim, S/stride, S/stride)``.
+
+    Attributes:
+        name: timm model name.
+        family: ``vit`` (one feature pixel per patch) or ``cnn`` (a stage's feature map).
+        stride: input pixels per feature pixel (patch size or stage reduction).
+        dim: features per pixel.
+        layer: the block (ViT) or stage (CNN) index the features come from.
+        mean, std: the model's own normalization (for 0..1 inputs), from its pretrained config.
+        fixed_size: the input size a ViT was built for (``None`` for CNNs, which take any multiple of stride).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        name: str,
+        family: Literal["vit", "cnn"],
+        layer: int,
+        stride: int,
+        dim: int,
+        fixed_size: int | None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.name = name
+        self.family = family
+        self.layer = layer
+        self.stride = stride
+        self.dim = dim
+        self.fixed_size = fixed_size
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        self.mean = tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406)))
+        self.std = tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.family == "vit":
+            # timm strips the prefix (class + register) tokens with the model's own num_prefix_tokens and
+            # reshapes to the patch grid it computed: no square-root guess.
+            out = self.model.forward_intermediates(
+                x, indices=[self.layer], norm=True, output_fmt="NCHW", intermediates_only=True
+            )
+        else:
+            out = self.model.forward_intermediates(x, indices=[self.layer], intermediates_only=True)
+        feats = out[0]
+        expect = (x.shape[-2] // self.stride, x.shape[-1] // self.stride)
+        if tuple(feats.shape[-2:]) != expect:
+            raise ModelError(
+                f"{self.name} returned a {tuple(feats.shape[-2:])} feature map for a "
+                f"{tuple(x.shape[-2:])} input; expected {expect} at stride {self.stride}"
+            )
+        return feats
+
+
+def _unwrap_state(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state", "module", "teacher"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(
+            f"{path} does not hold a state dict of tensors (keys: {list(obj)[:8] if isinstance(obj, dict) else type(obj)})"
+        )
+    out = {}
+    for k, v in obj.items():
+        for prefix in ("module.", "model.", "backbone."):
+            if k.startswith(prefix):
+                k = k[len(prefix) :]
+                break
+        out[k] = v
+    return out
+
+
+def load_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` or ``.pth``/``.pt``/``.bin`` checkpoint (``torch.load(weights_only=True)``)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputNotFoundError(f"Checkpoint not found: {p}")
+    if p.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        return _unwrap_state(load_file(str(p)), p)
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(
+            f"Cannot load {p} with torch.load(weights_only=True): {exc}. Only plain weight files "
+            f"are accepted (no pickled code); convert it to .safetensors."
+        ) from exc
+    return _unwrap_state(obj, p)
+
+
+def _adapt_in_chans(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Adapt a first-layer conv weight (O, I, k, k) to ``in_chans`` inputs (timm's rule for RGB weights)."""
+    have = weight.shape[1]
+    if have == in_chans:
+        return weight
+    if have == 3:
+        from timm.models._manipulate import adapt_input_conv
+
+        return adapt_input_conv(in_chans, weight)
+    reps = math.ceil(in_chans / have)
+    w = weight.repeat(1, reps, 1, 1)[:, :in_chans] * (have / in_chans)
+    return w.to(weight.dtype)
+
+
+def load_backbone(
+    model: str,
+    *,
+    checkpoint: str | Path | None = None,
+    in_chans: int = 3,
+    input_size: int | None = None,
+    layer: int | None = None,
+    pretrained: bool = True,
+    model_kwargs: dict[str, Any] | None = None,
+) -> Backbone:
+    """Build a feature extractor from a timm name, an ``hf-hub:`` name or a local checkpoint.
+
+    Args:
+        model: timm model name (``vit_small_patch14_dinov2.lvd142m``, ``resnet50``, ...) or ``hf-hub:org/repo``.
+        checkpoint: local ``.safetensors``/``.pth`` weights for that architecture (no download). Its first
+            layer is adapted when its input channels differ from ``in_chans``; ViT position embeddings are
+            resampled to ``input_size``.
+        in_chans: number of input bands (timm ``in_chans``; pretrained RGB weights are adapted).
+        input_size: model input size in pixels (ViTs are built for it; position embeddings resampled).
+        layer: transformer block (ViT) or stage index (CNN; timm ``feature_info``); default: the last.
+            Negative values count from the end.
+        pretrained: download pretrained weights (ignored when ``checkpoint`` is given).
+        model_kwargs: extra ``timm.create_model`` arguments (e.g. ``{"depth": 6}`` for a custom checkpoint).
+    """
+    import timm
+
+    name = model
+    base = name[len("hf-hub:") :] if name.startswith("hf-hub:") else name
+    if not name.startswith("hf-hub:") and not timm.is_model(base):
+        close = timm.list_models(f"*{base.split('.')[0].split('_')[0]}*")[:10]
+        raise ModelError(
+            f"Unknown timm model {model!r}. Similar names: {', '.join(close) or '(none)'}. "
+            f"Recommended: {', '.join(RECOMMENDED_MODELS)}"
+        )
+    use_pretrained = bool(pretrained and checkpoint is None)
+    kwargs: dict[str, Any] = {**(model_kwargs or {}), "num_classes": 0, "in_chans": in_chans}
+    try:
+        try:
+            net = timm.create_model(
+                name, pretrained=use_pretrained, **kwargs, **({"img_size": input_size} if input_size else {})
+            )
+        except TypeError:
+            net = timm.create_model(name, pretrained=use_pretrained, **kwargs)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(
+            f"Cannot create {model!r} (pretrained={use_pretrained}): {exc}. Without internet, give "
+            f"--checkpoint with local weights."
+        ) from exc
+    if not hasattr(net, "forward_intermediates"):
+        raise ModelError(
+            f"{model!r} has no forward_intermediates in timm {timm.__version__}; choose a ViT, "
+            f"ConvNeXt, ResNet or another model listed by timm with feature extraction support"
+        )
+    if checkpoint is not None:
+        _load_checkpoint(net, Path(checkpoint), in_chans)
+    is_vit = hasattr(net, "patch_embed") and hasattr(net, "num_prefix_tokens") and hasattr(net, "blocks")
+    if is_vit:
+        n_blocks = len(net.blocks)
+        idx = n_blocks - 1 if layer is None else (layer % n_blocks if -n_blocks <= layer < n_blocks else None)
+        if idx is None:
+            raise ConfigError(f"layer {layer} does not exist: {model} has blocks 0..{n_blocks - 1}")
+        patch = net.patch_embed.patch_size
+        if patch[0] != patch[1]:
+            raise ModelError(f"{model} has non-square patches {patch}; not supported")
+        grid = net.patch_embed.grid_size
+        fixed = None if getattr(net.patch_embed, "dynamic_img_size", False) else int(grid[0] * patch[0])
+        bb = Backbone(net, base, "vit", idx, int(patch[0]), int(net.num_features), fixed)
+        log.info(
+            "Backbone %s: ViT, patch %d, %d features, %d prefix tokens (incl. registers), block %d",
+            base,
+            patch[0],
+            bb.dim,
+            net.num_prefix_tokens,
+            idx,
+        )
+    else:
+        info = list(net.feature_info)
+        n = len(info)
+        idx = n - 1 if layer is None else (layer % n if -n <= layer < n else None)
+        if idx is None:
+            raise ConfigError(
+                f"layer {layer} does not exist: {model} has stages 0..{n - 1} "
+                f"({', '.join(str(i['module']) for i in info)})"
+            )
+        bb = Backbone(net, base, "cnn", idx, int(info[idx]["reduction"]), int(info[idx]["num_chs"]), None)
+        log.info(
+            "Backbone %s: CNN stage %d (%s), stride %d, %d features",
+            base,
+            idx,
+            info[idx]["module"],
+            bb.stride,
+            bb.dim,
+        )
+    return bb.eval()
+
+
+def _load_checkpoint(net: nn.Module, path: Path, in_chans: int) -> None:
+    import sys
+
+    state = load_state(path)
+    filt = getattr(sys.modules.get(type(net).__module__), "checkpoint_filter_fn", None)
+    if filt is not None:
+        with contextlib.suppress(Exception):
+            state = filt(state, net)
+    first = (getattr(net, "pretrained_cfg", None) or {}).get("first_conv")
+    firsts = [first] if isinstance(first, str) else list(first or [])
+    for conv in firsts:
+        key = f"{conv}.weight"
+        if key in state and state[key].ndim == 4 and state[key].shape[1] != in_chans:
+            log.info(
+                "Adapting %s of %s from %d to %d input channels",
+                key,
+                path.name,
+                state[key].shape[1],
+                in_chans,
+            )
+            state[key] = _adapt_in_chans(state[key], in_chans)
+    own = net.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if mismatched:
+        raise ModelError(
+            f"Checkpoint {path} does not fit {type(net).__name__}: shape mismatch for "
+            f"{mismatched[:5]} (e.g. {tuple(state[mismatched[0]].shape)} vs "
+            f"{tuple(own[mismatched[0]].shape)}). Check --model matches the checkpoint."
+        )
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(("head", "fc.", "classifier"))]
+    if missing:
+        raise ModelError(
+            f"Checkpoint {path} lacks {len(missing)} weights of the model (e.g. {missing[:5]}); "
+            f"is it for another architecture?"
+        )
+    if unexpected:
+        log.info(
+            "Ignored %d checkpoint entries not used for features (e.g. %s)", len(unexpected), unexpected[:3]
+        )
+
+
+# -- geometry of the feature grid ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureLayout:
+    """How tiles map onto the feature grid.
+
+    Attributes:
+        size, stride: tile size and step in raster pixels.
+        input_size: model input size (tiles are resized to it when it differs from ``size``).
+        feat_size: feature pixels per tile side; ``feat_stride``: feature pixels between tiles.
+        factor: raster pixels per feature pixel (``size / feat_size``; the effective stride).
+    """
+
+    size: int
+    stride: int
+    input_size: int
+    model_stride: int
+    feat_size: int
+    feat_stride: int
+
+    @property
+    def factor(self) -> float:
+        return self.size / self.feat_size
+
+
+def feature_layout(size: int, stride: int, model_stride: int, input_size: int | None = None) -> FeatureLayout:
+    """Check that tiles of ``size`` every ``stride`` land on whole feature pixels and return the layout.
+
+    Raises:
+        ConfigError: the input size is not a multiple of the model stride, or the tile stride is not a whole
+            number of feature pixels (the message suggests valid values).
+    """
+    if size <= 0 or stride <= 0 or stride > size:
+        raise ConfigError(f"need 0 < stride <= size, got size={size}, stride={stride}")
+    inp = size if input_size is None else int(input_size)
+    if inp % model_stride:
+        lo = max(model_stride, inp // model_stride * model_stride)
+        raise ConfigError(
+            f"model input size {inp} is not a multiple of the model's patch/stride {model_stride}: "
+            f"use --size (or --input-size) {lo} or {lo + model_stride}"
+        )
+    feat = inp // model_stride
+    fstride = stride * feat / size
+    if abs(fstride - round(fstride)) > 1e-9 or round(fstride) < 1:
+        step = size // math.gcd(size, feat)
+        ok = [s for s in range(step, size + 1, step)]
+        raise ConfigError(
+            f"stride {stride} px is not a whole number of feature pixels ({size} px tiles give "
+            f"{feat} feature pixels): choose a stride among {ok[:8]}"
+        )
+    return FeatureLayout(size, stride, inp, model_stride, feat, round(fstride))
+
+
+# -- sessions -----------------------------------------------------------------------------------
+
+
+def _file_identity(path: str | Path, content_hash: bool = False) -> dict[str, Any]:
+    p = Path(path)
+    st = p.stat()
+    out: dict[str, Any] = {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if content_hash:
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+        out = {"sha256": h.hexdigest(), "size": st.st_size}
+    return out
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float):
+        return float(f"{value:.10g}")
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def session_hash(parameters: dict[str, Any]) -> str:
+    """A short stable hash of canonicalized parameters (sorted keys, normalized floats)."""
+    text = json.dumps(_canonical(parameters), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+_INDEX_LOCK = threading.Lock()
+
+
+def _update_index(cache_dir: Path, key: str, entry: dict[str, Any]) -> None:
+    with _INDEX_LOCK:
+        index_path = cache_dir / "index.json"
+        try:
+            index = json.loads(index_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            index = {"format": SESSION_FORMAT, "sessions": {}}
+        index.setdefault("sessions", {}).setdefault(key, {}).update(entry)
+        _atomic_json(index_path, index)
+
+
+def list_sessions(cache_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The sessions recorded in ``cache_dir/index.json`` (hash -> status, input, model, output, times)."""
+    p = Path(cache_dir) / "index.json"
+    if not p.exists():
+        return {}
+    return dict(json.loads(p.read_text(encoding="utf-8")).get("sessions", {}))
+
+
+# -- the embed stage ----------------------------------------------------------------------------
+
+
+@dataclass
+class EmbedResult:
+    """What :func:`embed` produced."""
+
+    path: Path
+    session: Path
+    session_id: str
+    grid: Grid
+    dim: int
+    tiles: int
+    tiles_skipped: int
+    resumed: bool
+    seconds: float
+    model_seconds: float
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def _pick_device(device: str) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"Unknown device {device!r}; use auto, cpu, cuda, cuda:1 or mps") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
+    return dev
+
+
+def _model_normalization(
+    backbone: Backbone, reader: RasterReader, value_scale: float | None
+) -> tuple[Normalization, float]:
+    dtype = np.dtype(reader.dtype)
+    if value_scale is None:
+        value_scale = float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
+        log.info(
+            "Model normalization: input %s values divided by %g before the model's mean/std "
+            "(set value_scale to change)",
+            dtype,
+            value_scale,
+        )
+    n = reader.count
+    mean, std = backbone.mean, backbone.std
+    if n == len(mean):
+        m, s = mean, std
+    elif n == 1:
+        m, s = (float(np.mean(mean)),), (float(np.mean(std)),)
+    else:
+        m = tuple(mean[i % len(mean)] for i in range(n))
+        s = tuple(std[i % len(std)] for i in range(n))
+        log.info("Model mean/std has %d values for %d bands: repeated cyclically", len(mean), n)
+    return Normalization(
+        "zscore", tuple(v * value_scale for v in m), tuple(v * value_scale for v in s)
+    ), value_scale
+
+
+class _WarpedSource:
+    """A GDAL warped VRT file (target CRS/resolution) written into the session folder."""
+
+    @staticmethod
+    def build(path: str, dst: Path, crs: str | None, resolution: float | None, resampling: str) -> Path:
+        import rasterio
+        import rasterio.shutil
+        from rasterio.enums import Resampling
+        from rasterio.vrt import WarpedVRT
+        from rasterio.warp import calculate_default_transform
+
+        try:
+            rs = Resampling[resampling]
+        except KeyError as exc:
+            raise ConfigError(
+                f"Unknown resampling {resampling!r}; use nearest, bilinear, cubic, average"
+            ) from exc
+        with rasterio.open(path) as src:
+            dst_crs = crs or src.crs
+            if dst_crs is None:
+                raise ConfigError(f"{path} has no CRS; it cannot be reprojected")
+            kw: dict[str, Any] = {}
+            if resolution is not None:
+                kw["resolution"] = resolution
+            transform, width, height = calculate_default_transform(
+                src.crs, dst_crs, src.width, src.height, *src.bounds, **kw
+            )
+            with WarpedVRT(
+                src,
+                crs=dst_crs,
+                transform=transform,
+                width=width,
+                height=height,
+                resampling=rs,
+                src_nodata=src.nodata,
+                nodata=src.nodata,
+            ) as vrt:
+                rasterio.shutil.copy(vrt, dst, driver="VRT")
+        log.info(
+            "Reading %s reprojected to %s at %s resolution (%s resampling) through %s",
+            path,
+            dst_crs,
+            resolution or "native",
+            resampling,
+            dst,
+        )
+        return dst
+
+
+def _resolve_extent(
+    grid: Grid, extent: Window | Bounds | str | Path | None, extent_crs: str | None
+) -> Window:
+    if extent is None:
+        return grid.window
+    if isinstance(extent, Window):
+        win = extent
+    elif isinstance(extent, str | Path):
+        from rasterlearn.io.vector import read_vector
+
+        gdf = read_vector(extent, crs=grid.crs)
+        win = grid.window_for_bounds(tuple(gdf.total_bounds), snap="out")  # type: ignore[arg-type]
+    else:
+        bounds = tuple(float(v) for v in extent)
+        if extent_crs is not None and grid.crs is not None:
+            from rasterlearn.io.vector import transform_bounds
+
+            bounds = transform_bounds(bounds, extent_crs, grid.crs)  # type: ignore[arg-type]
+        win = grid.window_for_bounds(bounds, snap="out")  # type: ignore[arg-type]
+    clipped = win.intersection(grid.window)
+    if clipped is None:
+        from rasterlearn.errors import NoOverlapError
+
+        raise NoOverlapError(f"The extent {extent} does not overlap the raster (bounds {grid.bounds})")
+    return clipped
+
+
+class _Accumulator:
+    """Feature rows in flight: sums, weights and validity for ``cap`` rows starting at ``base``."""
+
+    def __init__(self, dim: int, width: int, cap: int, base: int, merge: MergeMode) -> None:
+        self.dim, self.width, self.cap, self.base, self.merge = dim, width, cap, base, merge
+        self.sum = np.zeros((dim, cap, width), dtype="float32")
+        self.weight = np.zeros((cap, width), dtype="float32")
+        self.valid = np.zeros((cap, width), dtype=bool)
+
+    def add(
+        self, feats: np.ndarray, valid: np.ndarray, row: int, col: int, keep: tuple[slice, slice]
+    ) -> None:
+        """Add a tile's features (dim, n, n) whose top-left feature pixel is (row, col) on the grid."""
+        rs, cs = keep
+        f = feats[:, rs, cs]
+        v = valid[rs, cs]
+        r0 = row + (rs.start or 0) - self.base
+        c0 = col + (cs.start or 0)
+        h, w = f.shape[1:]
+        # crop to the grid (pad tiles extend past it) and to rows not yet flushed
+        top = max(0, -r0)
+        left = max(0, -c0)
+        bottom = min(h, self.cap - r0)
+        right = min(w, self.width - c0)
+        if bottom <= top or right <= left:
+            return
+        f = f[:, top:bottom, left:right]
+        v = v[top:bottom, left:right]
+        sl = (slice(r0 + top, r0 + bottom), slice(c0 + left, c0 + right))
+        if self.merge == "average":
+            self.sum[:, sl[0], sl[1]] += f
+            self.weight[sl] += 1.0
+        elif self.merge == "first":
+            empty = self.weight[sl] == 0
+            self.sum[:, sl[0], sl[1]] = np.where(empty[None], f, self.sum[:, sl[0], sl[1]])
+            self.weight[sl] = np.where(empty, 1.0, self.weight[sl])
+        else:  # center: kept regions partition the grid
+            self.sum[:, sl[0], sl[1]] = f
+            self.weight[sl] = 1.0
+        self.valid[sl] |= v
+
+    def take(self, rows: int, nodata: float) -> np.ndarray:
+        """Finished values of the first ``rows`` rows; the buffer then shifts up by ``rows``."""
+        w = self.weight[:rows]
+        ok = (w > 0) & self.valid[:rows]
+        out = np.full((self.dim, rows, self.width), nodata, dtype="float32")
+        np.divide(self.sum[:, :rows], w[None], out=out, where=ok[None])
+        for arr in (self.sum, self.weight, self.valid):
+            axis = 1 if arr.ndim == 3 else 0
+            moved = np.roll(arr, -rows, axis=axis)
+            if axis == 1:
+                moved[:, -rows:] = 0
+            else:
+                moved[-rows:] = 0
+            arr[...] = moved
+        self.base += rows
+        return out
+
+
+def _keep_slices(
+    merge: MergeMode, lay: FeatureLayout, i: int, j: int, nrows: int, ncols: int
+) -> tuple[slice, slice]:
+    if merge != "center":
+        return (slice(0, lay.feat_size), slice(0, lay.feat_size))
+    ov = lay.feat_size - lay.feat_stride
+    lo = ov // 2
+
+    def axis(k: int, n: int) -> slice:
+        start = 0 if k == 0 else lo
+        stop = lay.feat_size if k == n - 1 else lo + lay.feat_stride
+        return slice(start, stop)
+
+    return (axis(i, nrows), axis(j, ncols))
+
+
+def _choose_blocksize(dim: int, width: int, feat_size: int, budget_mb: float) -> int:
+    for b in (512, 256, 128, 64, 32, 16):
+        if dim * (b + feat_size) * width * 4 / 2**20 <= budget_mb:
+            return b
+    return 16
+
+
+def embed(
+    raster: str | Path,
+    model: str,
+    *,
+    output: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    pretrained: bool = True,
+    model_kwargs: dict[str, Any] | None = None,
+    bands: Sequence[int | str] | None = None,
+    size: int = 224,
+    stride: int | None = None,
+    input_size: int | None = None,
+    layer: int | None = None,
+    normalization: NormMode = "image",
+    value_scale: float | None = None,
+    merge: MergeMode = "average",
+    storage: Storage = "float32",
+    min_valid_fraction: float = 0.5,
+    extent: Window | Bounds | str | Path | None = None,
+    extent_crs: str | None = None,
+    target_crs: str | None = None,
+    resolution: float | None = None,
+    resampling: str = "bilinear",
+    device: DeviceName = "auto",
+    batch_size: int = 8,
+    workers: int = 1,
+    pause_s: float = 0.0,
+    memory_mb: float = 256.0,
+    cache_dir: str | Path | None = None,
+    resume: bool = True,
+    overwrite: bool = True,
+    backbone: Backbone | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EmbedResult:
+    """Encode a raster into a feature raster (one band per feature) with a timm backbone.
+
+    Args:
+        raster: any GDAL raster, any number of bands and dtype.
+        model: timm name, ``hf-hub:`` name or one of :data:`RECOMMENDED_MODELS`.
+        output: the final COG (default: ``features.tif`` in the session folder).
+        checkpoint: local weights (``.safetensors``/``.pth``) for ``model``; no download then.
+        pretrained: download pretrained weights when no checkpoint is given.
+        model_kwargs: extra ``timm.create_model`` arguments (JSON-able; part of the session hash).
+        bands: 1-based indexes or descriptions of the bands to encode (default: all but alpha).
+        size: tile size in raster pixels; stride: step between tiles (default ``size``: no overlap).
+        input_size: model input size (tiles resized to it; default ``size``).
+        layer: ViT block / CNN stage index (default: last).
+        normalization: ``image`` (nodata-aware z-score from the raster's sampled statistics), ``model`` (the
+            model's mean/std after dividing by ``value_scale``) or ``none``.
+        merge: ``average`` (true mean of overlapping tiles), ``first`` or ``center`` (each tile's centre).
+        storage: ``float32``, ``float16`` (half-float GeoTIFF) or ``uint16`` (scale/offset per band recorded).
+        min_valid_fraction: a feature pixel is nodata when less than this fraction of its input footprint is
+            valid (input nodata and outside the raster are invalid).
+        extent: a window, bounds (in ``extent_crs`` or the raster CRS) or a vector file whose extent is used.
+        target_crs, resolution: read the raster reprojected (GDAL warped VRT) to this CRS / resolution.
+        device: ``auto``, ``cpu``, ``cuda``, ``mps``; batch_size: tiles per forward pass.
+        workers: reader threads prefetching tile rows; pause_s: sleep between batches (thermal throttling).
+        memory_mb: budget for the feature rows held in memory (sets the strip height).
+        cache_dir: where sessions live (default: ``embed_sessions`` beside ``output``, else ``./embed_sessions``).
+        resume: continue an interrupted session with the same parameters.
+        backbone: an already-built :class:`Backbone` (then ``model`` only names it).
+        progress: called with the number of tiles finished.
+
+    Returns:
+        :class:`EmbedResult` with the output path, session folder and feature grid.
+    """
+    t_start = time.perf_counter()
+    raster = Path(raster)
+    if merge not in ("average", "first", "center"):
+        raise ConfigError(f"merge must be average, first or center; got {merge!r}")
+    if normalization not in ("image", "model", "none"):
+        raise ConfigError(f"normalization must be image, model or none; got {normalization!r}")
+    if storage not in ("float32", "float16", "uint16"):
+        raise ConfigError(f"storage must be float32, float16 or uint16; got {storage!r}")
+    if not 0.0 <= min_valid_fraction <= 1.0:
+        raise ConfigError(f"min_valid_fraction must be within 0..1, got {min_valid_fraction}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    stride = size if stride is None else stride
+    out_path = None if output is None else Path(output)
+    if out_path is not None and not out_path.parent.exists():
+        raise OutputError(f"Output folder {out_path.parent} does not exist; create it first")
+    cache = (
+        Path(cache_dir)
+        if cache_dir is not None
+        else ((out_path.parent if out_path is not None else Path.cwd()) / "embed_sessions")
+    )
+    with RasterReader(raster, bands) as probe:
+        band_indexes = probe.band_indexes
+        in_names = probe.band_names
+    params: dict[str, Any] = {
+        "format": SESSION_FORMAT,
+        "input": _file_identity(raster),
+        "bands": band_indexes,
+        "model": model,
+        "checkpoint": None if checkpoint is None else _file_identity(checkpoint, content_hash=True),
+        "pretrained": bool(pretrained and checkpoint is None),
+        "model_kwargs": model_kwargs or {},
+        "layer": layer,
+        "size": size,
+        "stride": stride,
+        "input_size": input_size,
+        "normalization": normalization,
+        "value_scale": value_scale,
+        "merge": merge,
+        "storage": storage,
+        "min_valid_fraction": min_valid_fraction,
+        "extent": (
+            extent.to_tuple()
+            if isinstance(extent, Window)
+            else (
+                _file_identity(extent)
+                if isinstance(extent, str | Path)
+                else (list(extent) if extent is not None else None)
+            )
+        ),
+        "extent_crs": extent_crs,
+        "target_crs": target_crs,
+        "resolution": resolution,
+        "resampling": resampling if (target_crs or resolution) else None,
+    }
+    sid = session_hash(params)
+    session = cache / sid
+    session.mkdir(parents=True, exist_ok=True)
+    _atomic_json(session / "parameters.json", {"session": sid, **_canonical(params)})
+    final = out_path if out_path is not None else session / "features.tif"
+    _update_index(
+        cache,
+        sid,
+        {
+            "input": str(raster.resolve()),
+            "model": model,
+            "output": str(final.resolve()),
+            "status": "running",
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    )
+    record_path = session / "result.json"
+    if resume and record_path.exists() and final.exists():
+        rec = json.loads(record_path.read_text(encoding="utf-8"))
+        if (
+            rec.get("session") == sid
+            and rec.get("output") == str(final.resolve())
+            and rec.get("output_mtime_ns") == final.stat().st_mtime_ns
+        ):
+            log.info("Session %s is complete and %s is up to date; nothing to do", sid, final)
+            _update_index(cache, sid, {"status": "complete"})
+            return EmbedResult(
+                final,
+                session,
+                sid,
+                Grid.from_dict(rec["grid"]),
+                rec["dim"],
+                rec["tiles"],
+                rec["tiles_skipped"],
+                True,
+                0.0,
+                0.0,
+                params,
+            )
+
+    source = str(raster)
+    if target_crs is not None or resolution is not None:
+        source = str(
+            _WarpedSource.build(str(raster), session / "source.vrt", target_crs, resolution, resampling)
+        )
+    reader = RasterReader(source, band_indexes)
+    dev = _pick_device(str(device))
+    if backbone is None:
+        backbone = load_backbone(
+            model,
+            checkpoint=checkpoint,
+            in_chans=reader.count,
+            input_size=input_size or size,
+            layer=layer,
+            pretrained=pretrained,
+            model_kwargs=model_kwargs,
+        )
+    lay = feature_layout(size, stride, backbone.stride, input_size)
+    if backbone.family == "vit" and backbone.fixed_size is not None and backbone.fixed_size != lay.input_size:
+        raise ModelError(
+            f"{model} was built for {backbone.fixed_size} px inputs, but tiles go in at "
+            f"{lay.input_size} px; build it with input_size={lay.input_size}"
+        )
+    backbone = backbone.to(dev).eval()
+
+    if normalization == "image":
+        stats = band_statistics(reader)
+        norm = Normalization.from_stats([s.to_dict() for s in stats], "zscore")
+        stats_meta: Any = [s.to_dict() for s in stats]
+    elif normalization == "model":
+        norm, value_scale = _model_normalization(backbone, reader, value_scale)
+        stats_meta = None
+    else:
+        norm, stats_meta = Normalization.identity(reader.count), None
+
+    grid = reader.grid
+    area = _resolve_extent(grid, extent, extent_crs)
+    plan = plan_tiles(grid, (size, size), (stride, stride), edge="pad", extent=area)
+    fgrid_full = grid.subgrid(area).scaled(lay.factor)
+    fgrid = fgrid_full
+    nrows, ncols = plan.shape
+    dim = backbone.dim
+    blocksize = _choose_blocksize(dim, fgrid.width, lay.feat_size, memory_mb)
+    nodata = float("nan")
+    tags = {
+        "rasterlearn_stage": "embed",
+        "rasterlearn_session": sid,
+        "rasterlearn_model": model,
+        "rasterlearn_checkpoint": "" if checkpoint is None else str(Path(checkpoint).resolve()),
+        "rasterlearn_layer": backbone.layer,
+        "rasterlearn_family": backbone.family,
+        "rasterlearn_tile_size": size,
+        "rasterlearn_tile_stride": stride,
+        "rasterlearn_input_size": lay.input_size,
+        "rasterlearn_effective_stride": lay.factor,
+        "rasterlearn_merge": merge,
+        "rasterlearn_normalization": {"mode": normalization, "value_scale": value_scale, **norm.to_dict()},
+        "rasterlearn_band_statistics": stats_meta,
+        "rasterlearn_input": str(raster.resolve()),
+        "rasterlearn_input_bands": in_names,
+        "rasterlearn_min_valid_fraction": min_valid_fraction,
+        "rasterlearn_reprojected": {"crs": target_crs, "resolution": resolution, "resampling": resampling}
+        if (target_crs or resolution)
+        else None,
+    }
+    names = [f"feature_{k:03d}" for k in range(dim)]
+    float_path = session / ("features.tif" if storage == "float32" else "features_float32.tif")
+    writer = BlockWriter(
+        float_path,
+        fgrid,
+        dim,
+        "float32",
+        nodata=nodata,
+        band_descriptions=names,
+        tags=tags,
+        blocksize=blocksize,
+        overviews=storage == "float32",
+        resume=resume,
+        fingerprint=sid,
+    )
+    n_strips = math.ceil(fgrid.height / blocksize)
+    done_prefix = 0
+    while done_prefix < n_strips and writer.is_done(f"strip:{done_prefix}"):
+        done_prefix += 1
+    resumed = done_prefix > 0
+    if resumed:
+        log.info("Resuming session %s: %d of %d feature strips already written", sid, done_prefix, n_strips)
+    base = done_prefix * blocksize
+    acc = _Accumulator(dim, fgrid.width, blocksize + lay.feat_size + lay.feat_stride, base, merge)
+    first_row = 0
+    while first_row < nrows and first_row * lay.feat_stride + lay.feat_size <= base:
+        first_row += 1
+    row_offsets, col_offsets = plan.row_offsets, plan.col_offsets
+    strip_cols = Window(0, col_offsets[0], size, col_offsets[-1] + size - col_offsets[0])
+
+    local = threading.local()
+    opened: list[RasterReader] = []
+
+    def read_row(i: int) -> tuple[np.ndarray, np.ndarray]:
+        rd = getattr(local, "reader", None)
+        if rd is None:
+            rd = local.reader = reader.reopen()
+            opened.append(rd)
+        block = rd.read(Window(row_offsets[i], strip_cols.col_off, size, strip_cols.width))
+        return block.data, block.valid
+
+    tiles_done = tiles_skipped = 0
+    model_seconds = 0.0
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="embed-read")
+    pending: dict[int, Future] = {}
+    depth = max(1, workers) + 1
+
+    def schedule(upto: int) -> None:
+        for k in range(upto, min(nrows, upto + depth)):
+            if k not in pending:
+                pending[k] = pool.submit(read_row, k)
+
+    def flush(upto_row: int) -> None:
+        """Write every finished strip whose rows all lie before feature row ``upto_row``."""
+        while acc.base < fgrid.height and acc.base + blocksize <= upto_row:
+            k = acc.base // blocksize
+            rows = min(blocksize, fgrid.height - acc.base)
+            data = acc.take(blocksize, nodata)[:, :rows]
+            writer.write(data, Window(k * blocksize, 0, rows, fgrid.width))
+            writer.mark_done(f"strip:{k}", commit_every_s=0.0)
+        if upto_row >= fgrid.height and acc.base < fgrid.height:
+            k = acc.base // blocksize
+            rows = fgrid.height - acc.base
+            data = acc.take(blocksize, nodata)[:, :rows]
+            writer.write(data, Window(k * blocksize, 0, rows, fgrid.width))
+            writer.mark_done(f"strip:{k}", commit_every_s=0.0)
+
+    ok = False
+    try:
+        schedule(first_row)
+        for i in range(first_row, nrows):
+            data, valid = pending.pop(i).result()
+            schedule(i + 1)
+            frow = i * lay.feat_stride
+            flush(frow)
+            tiles: list[tuple[int, np.ndarray, np.ndarray]] = []
+            for j, c in enumerate(col_offsets):
+                cs = slice(c - strip_cols.col_off, c - strip_cols.col_off + size)
+                v = valid[:, cs]
+                if not v.any():
+                    tiles_skipped += 1
+                    continue
+                tiles.append((j, data[:, :, cs], v))
+            for b0 in range(0, len(tiles), batch_size):
+                chunk = tiles[b0 : b0 + batch_size]
+                x = np.stack([norm.apply(t[1], t[2]) for t in chunk])
+                vm = np.stack([t[2] for t in chunk]).astype("float32")
+                t0 = time.perf_counter()
+                feats, vfrac = _encode(backbone, x, vm, lay, dev)
+                model_seconds += time.perf_counter() - t0
+                for (j, _, _), f, vf in zip(chunk, feats, vfrac, strict=True):
+                    keep = _keep_slices(merge, lay, i, j, nrows, ncols)
+                    acc.add(f, vf >= max(min_valid_fraction, 1e-6), frow, j * lay.feat_stride, keep)
+                if pause_s > 0:
+                    time.sleep(pause_s)
+            tiles_done += ncols
+            if progress is not None:
+                progress(ncols)
+        flush(fgrid.height)
+        ok = True
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if not ok:
+            with contextlib.suppress(Exception):
+                writer.abort(keep_partial=True)
+            _update_index(
+                cache, sid, {"status": "interrupted", "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            )
+        for rd in opened:
+            rd.close()
+        reader.close()
+    produced = writer.close()
+    if storage != "float32":
+        _convert_storage(produced, final, storage)
+        produced.unlink()
+    elif produced != final:
+        if final.exists() and not overwrite:
+            raise OutputError(f"{final} exists; pass overwrite=True (CLI: --overwrite)")
+        shutil.move(str(produced), str(final))
+    seconds = time.perf_counter() - t_start
+    result = EmbedResult(
+        final, session, sid, fgrid, dim, nrows * ncols, tiles_skipped, resumed, seconds, model_seconds, params
+    )
+    _atomic_json(
+        record_path,
+        {
+            "session": sid,
+            "output": str(final.resolve()),
+            "output_mtime_ns": final.stat().st_mtime_ns,
+            "grid": fgrid.to_dict(),
+            "dim": dim,
+            "tiles": nrows * ncols,
+            "tiles_skipped": tiles_skipped,
+            "seconds": seconds,
+            "model_seconds": model_seconds,
+            "blocksize": blocksize,
+        },
+    )
+    _update_index(cache, sid, {"status": "complete", "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    log.info(
+        "Encoded %d tiles (%d empty skipped) into %s: %dx%d feature pixels x %d features in %.1f s",
+        nrows * ncols,
+        tiles_skipped,
+        final,
+        fgrid.width,
+        fgrid.height,
+        dim,
+        seconds,
+    )
+    return result
+
+
+@torch.inference_mode()
+def _encode(
+    backbone: Backbone, x: np.ndarray, valid: np.ndarray, lay: FeatureLayout, dev: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features (B, dim, n, n) and valid fraction (B, n, n) of a batch of normalized tiles."""
+    import torch.nn.functional as F
+
+    xt = torch.from_numpy(x).to(dev, non_blocking=True)
+    if lay.input_size != lay.size:
+        xt = F.interpolate(
+            xt,
+            size=(lay.input_size, lay.input_size),
+            mode="bilinear",
+            align_corners=False,
+            antialias=lay.input_size < lay.size,
+        )
+    feats = backbone(xt).float()
+    vt = torch.from_numpy(valid)[:, None]
+    vfrac = F.adaptive_avg_pool2d(vt, (lay.feat_size, lay.feat_size))[:, 0]
+    return feats.cpu().numpy(), vfrac.numpy()
+
+
+def _convert_storage(src: Path, dst: Path, storage: Storage) -> None:
+    """Second pass over the float32 features: ``uint16`` with per-band scale/offset, or half floats."""
+    import rasterio
+    import rasterio.shutil
+
+    with RasterReader(src) as rd:
+        grid, count = rd.grid, rd.count
+        ds = rd.dataset
+        tags = ds.tags()
+        names = list(ds.descriptions)
+        bs = ds.block_shapes[0][0]
+        windows = [
+            Window(r, c, min(bs, grid.height - r), min(bs, grid.width - c))
+            for r in range(0, grid.height, bs)
+            for c in range(0, grid.width, bs)
+        ]
+        if storage == "float16":
+            tmp = dst.with_name(f".{dst.name}.f16.tmp.tif")
+            rasterio.shutil.copy(
+                ds,
+                tmp,
+                driver="GTiff",
+                NBITS=16,
+                TILED="YES",
+                BLOCKXSIZE=bs,
+                BLOCKYSIZE=bs,
+                COMPRESS="ZSTD",
+                PREDICTOR=1,
+                BIGTIFF="IF_SAFER",
+                COPY_SRC_OVERVIEWS="NO",
+            )
+            os.replace(tmp, dst)
+            log.info("Stored %s as half floats (GeoTIFF NBITS=16, read back as float32)", dst)
+            return
+        lo = np.full(count, np.inf)
+        hi = np.full(count, -np.inf)
+        for w in windows:
+            b = rd.read(w)
+            if b.valid.any():
+                vals = b.data[:, b.valid]
+                lo = np.minimum(lo, vals.min(axis=1))
+                hi = np.maximum(hi, vals.max(axis=1))
+        lo = np.where(np.isfinite(lo), lo, 0.0)
+        hi = np.where(np.isfinite(hi), hi, 1.0)
+        scale = np.where(hi > lo, (hi - lo) / 65534.0, 1.0)
+        offset = lo - scale  # code 1 = lo; code 0 is nodata
+        tags["rasterlearn_storage"] = "uint16: value = code * scale + offset (per band); code 0 = nodata"
+        with BlockWriter(
+            dst,
+            grid,
+            count,
+            "uint16",
+            nodata=0,
+            band_descriptions=names,
+            tags=tags,
+            scales=scale.tolist(),
+            offsets=offset.tolist(),
+            blocksize=bs,
+        ) as w:
+            for win in windows:
+                b = rd.read(win)
+                code = np.rint((b.data - offset[:, None, None]) / scale[:, None, None])
+                code = np.clip(np.nan_to_num(code, nan=0), 1, 65535).astype("uint16")
+                code[:, ~b.valid] = 0
+                w.write(code, win)
+    log.info(
+        "Stored %s as uint16 with per-band scale/offset (max error %.3g of each band's range)",
+        dst,
+        0.5 / 65534,
+    )
+
+
+def iter_recommended() -> Iterator[ModelInfo]:
+    """The curated models, in order."""
+    yield from RECOMMENDED_MODELS.values()
