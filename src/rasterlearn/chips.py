@@ -14,8 +14,8 @@ before any chip is written and before any augmentation) and *write* (each chip w
 name, then renamed). Re-running with the same parameters skips finished chips; changed parameters go to
 a new folder ``DIR-<hash>`` (or replace ``DIR`` with ``overwrite=True``), never mixing two parameter sets.
 
-Splits: ``blocks`` (default) cuts the map into square blocks larger than a chip (anchored at the CRS
-origin, so overlapping scenes share blocks), assigns whole blocks to trn/val/tst (seeded, balancing kept
+Splits: ``blocks`` (default) cuts the map into square blocks larger than a chip (anchored at the first
+scene's top-left corner, in map coordinates, so overlapping scenes share blocks), assigns whole blocks to trn/val/tst (seeded, balancing kept
 chips), and drops chips whose footprint touches blocks of two different splits: trn and val chips never
 overlap. ``random`` and ``stratified`` (by the rarest class present) split chips individually and are
 logged and recorded as *leaky* when chips overlap (stride < size). ``scene`` takes each scene's split
@@ -618,7 +618,7 @@ def block_split(
 
     Args:
         bounds: (n, 4) chip footprints ``minx, miny, maxx, maxy`` in one CRS.
-        block: block width and height in CRS units (blocks anchored at the CRS origin).
+        block: block width and height in CRS units (offsets from the blocks' origin; y may run either way).
         fractions: target share of chips per split.
         seed: random seed of the block order.
 
@@ -1172,7 +1172,11 @@ class ChipJob:
                 sel = (kept["scene"] == st.id).to_numpy()
                 for i in np.flatnonzero(sel):
                     bounds[i] = transform_bounds(tuple(bounds[i]), st.grid.crs, ref.crs)
-        splits, blocks = block_split(bounds, (bw, bh), fractions, o["seed"])
+        # blocks are anchored at the first scene's top-left corner, so they follow its chip lattice when the
+        # block size is a multiple of the stride; y runs downwards like rows
+        x0, y0 = ref.transform.c, ref.transform.f
+        local = np.column_stack([bounds[:, 0] - x0, y0 - bounds[:, 3], bounds[:, 2] - x0, y0 - bounds[:, 1]])
+        splits, blocks = block_split(local, (bw, bh), fractions, o["seed"])
         self._block_info = {
             "block_size_px": block_px,
             "block_size_crs": [bw, bh],
