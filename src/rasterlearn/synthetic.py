@@ -546,7 +546,9 @@ def _roads(
     frame = box(-5, -5, w + 5, h + 5)
     cos, sin = math.cos(theta), math.sin(theta)
     n_farm = int(rng.integers(1, 4))
-    picks = rng.choice(len(cuts), size=min(n_farm, len(cuts)), replace=False) if cuts else []
+    picks: list[int] = (
+        rng.choice(len(cuts), size=min(n_farm, len(cuts)), replace=False).tolist() if cuts else []
+    )
     big = 2.0 * (h + w)
     for i in sorted(int(p) for p in picks):
         c = cuts[i]
@@ -566,9 +568,9 @@ def _roads(
     for k in range(int(rng.integers(2, 4))):
         start = main.interpolate(main.project(village) + rng.uniform(-120, 120) * ppm)
         ang = base + (math.pi / 2 if k % 2 == 0 else -math.pi / 2) + math.radians(rng.normal(0, 10))
-        length = rng.uniform(120, 260) * ppm
+        reach = rng.uniform(120, 260) * ppm
         street = LineString(
-            [(start.x, start.y), (start.x + length * math.cos(ang), start.y + length * math.sin(ang))]
+            [(start.x, start.y), (start.x + reach * math.cos(ang), start.y + reach * math.sin(ang))]
         ).intersection(frame)
         if not street.is_empty and street.geom_type == "LineString" and street.length > 10 * ppm:
             lines.append((street, rng.uniform(2.5, 3.2) * ppm))
@@ -878,7 +880,9 @@ def _render(
     illum = 1.0 + 0.03 * _noise(rng_t, shape, 300 * ppm)
     haze = 0.006 * (1.0 + 0.5 * _noise(rng_t, shape, 200 * ppm))
     lam = np.asarray([WAVELENGTHS_NM[n] for n in names], dtype=np.float32)
-    refl = refl * illum[None] + haze[None] * ((490.0 / lam) ** 2)[:, None, None]
+    refl = (refl * illum[None] + haze[None] * ((490.0 / lam) ** 2)[:, None, None]).astype(
+        np.float32, copy=False
+    )
     # optics: a point spread function mixes neighbouring pixels (soft, realistic edges)
     refl = ndimage.gaussian_filter(refl, sigma=(0, 0.55, 0.55), mode="nearest")
     # sensor: signal-dependent gaussian noise
@@ -953,7 +957,9 @@ def synthetic_reference_points(arrays: SyntheticArrays) -> gpd.GeoDataFrame:
     from shapely import points
 
     rows, cols = arrays.reference_pixels[:, 0], arrays.reference_pixels[:, 1]
-    xs, ys = arrays.transform @ (cols + 0.5, rows + 0.5)
+    t = arrays.transform
+    xs = t.c + (cols + 0.5) * t.a + (rows + 0.5) * t.b
+    ys = t.f + (cols + 0.5) * t.d + (rows + 0.5) * t.e
     n = len(rows)
     return gpd.GeoDataFrame(
         {
