@@ -1,0 +1,209 @@
+"""``rasterlearn train``, ``rasterlearn evaluate-model`` and ``rasterlearn models``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rasterlearn.cli._app import app, console, progress_bar, state
+
+
+@app.command()
+def train(
+    dataset: Annotated[Path, typer.Argument(help="Chip folder written by 'rasterlearn chips'.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder: model package + metrics + report.")
+    ],
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file of training options.")] = None,
+    arch: Annotated[
+        str | None, typer.Option(help="Architecture (see 'rasterlearn models'). [default: unet]")
+    ] = None,
+    encoder: Annotated[
+        str | None, typer.Option(help="smp encoder or 'tu-<timm name>'. [default: resnet18]")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs; 0 = evaluate the model only. [default: 20]")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Chips per batch. [default: 8]")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate. [default: 1e-3]")] = None,
+    pretrained: Annotated[
+        str | None,
+        typer.Option(help="Pretrained encoder weights name, e.g. imagenet (downloads). Default: none."),
+    ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            help="Local weights: .safetensors/.pt/.ckpt or a model package "
+            "folder (fine-tuning; with --epochs 0, evaluation)."
+        ),
+    ] = None,
+    channel_strategy: Annotated[
+        str | None,
+        typer.Option(
+            help="Adapting pretrained RGB first layers to other band counts: repeat, mean, zeros, random."
+        ),
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option(help="multiclass (softmax) or binary (1 sigmoid output).")
+    ] = None,
+    loss: Annotated[
+        str | None,
+        typer.Option(
+            help="ce, bce, dice, focal, jaccard, tversky, focal_tversky, lovasz; "
+            "combine with +, e.g. 'ce+dice'."
+        ),
+    ] = None,
+    class_weights: Annotated[
+        str | None,
+        typer.Option(help="none, inverse, inverse_sqrt, median (from the manifest's trn pixel counts)."),
+    ] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adamw, adam, sgd.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="cosine, onecycle, plateau, step, none.")] = None,
+    augment: Annotated[str | None, typer.Option(help="none, flips, geometric, full.")] = None,
+    freeze_encoder_epochs: Annotated[
+        int | None, typer.Option(help="Train only the decoder for N epochs.")
+    ] = None,
+    monitor: Annotated[
+        str | None, typer.Option(help="Metric for the best checkpoint. [default: val/miou]")
+    ] = None,
+    patience: Annotated[int | None, typer.Option(help="Early stopping patience (epochs).")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, 32, bf16-mixed, 16-mixed.")] = None,
+    accelerator: Annotated[str | None, typer.Option(help="auto, cpu, gpu, mps.")] = None,
+    devices: Annotated[str | None, typer.Option(help="Devices (e.g. 1, 2, auto).")] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader workers. [default: auto]")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed. [default: 42]")] = None,
+    deterministic: Annotated[
+        bool | None,
+        typer.Option("--deterministic/--no-deterministic", help="Deterministic algorithms (slower)."),
+    ] = None,
+    logger: Annotated[str | None, typer.Option(help="csv, tensorboard, mlflow.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from OUT/checkpoints/last.ckpt.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start again even if OUT has checkpoints.")
+    ] = False,
+) -> None:
+    """Train a segmentation model on chips and write a self-describing model package into OUT."""
+    from rasterlearn.train import load_train_config
+    from rasterlearn.train import train as run_train
+
+    dev: Any = devices
+    if devices is not None and devices.isdigit():
+        dev = int(devices)
+    cfg = load_train_config(
+        config,
+        arch=arch,
+        encoder=encoder,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        pretrained=pretrained,
+        weights=weights,
+        channel_strategy=channel_strategy,
+        task=task,
+        loss=loss,
+        class_weights=class_weights,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        augment=augment,
+        freeze_encoder_epochs=freeze_encoder_epochs,
+        monitor=monitor,
+        early_stopping_patience=patience,
+        precision=precision,
+        accelerator=accelerator,
+        devices=dev,
+        num_workers=workers,
+        seed=seed,
+        deterministic=deterministic,
+        logger=logger,
+    )
+    result = run_train(
+        dataset, out, cfg, resume=resume, overwrite=overwrite, progress_bar=not state.get("quiet", False)
+    )
+    m = result.metrics
+    console.print(f"Model package: {out}/model.json (+ model.safetensors); report: {out}/report.html")
+    _print_metrics(m, f"validation ({cfg.val_split})")
+
+
+@app.command("evaluate-model")
+def evaluate_model_cmd(
+    model: Annotated[Path, typer.Argument(help="Model package folder (model.json + model.safetensors).")],
+    dataset: Annotated[Path, typer.Argument(help="Chip folder written by 'rasterlearn chips'.")],
+    split: Annotated[str, typer.Option(help="Split to score: trn, val or tst.")] = "tst",
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Metrics JSON (CSV and confusion-matrix PNG are written beside it)."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Chips per batch.")] = 8,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, mps (default: cuda when available).")] = None,
+) -> None:
+    """Score a model package on a split of a chip folder (per-class IoU/F1, producer's/user's accuracy, kappa)."""
+    from rasterlearn.data import read_manifest
+    from rasterlearn.errors import InputError
+    from rasterlearn.train import evaluate_model
+
+    if split not in ("trn", "val", "tst"):
+        raise InputError(f"--split must be trn, val or tst; got {split!r}")
+    n = len(read_manifest(dataset, split))
+    with progress_bar(f"evaluating {split}", total=n, unit="chips") as advance:
+        m = evaluate_model(
+            model,
+            dataset,
+            split=split,
+            out=output,
+            batch_size=batch_size,  # type: ignore[arg-type]
+            device=device,
+            progress=advance,
+        )
+    _print_metrics(m, split)
+    if output is None:
+        typer.echo(json.dumps({k: m[k] for k in ("mean_iou", "overall_accuracy", "kappa")}, indent=2))
+    else:
+        console.print(f"Metrics written to {output} (+ .csv, _confusion.png)")
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the registered segmentation architectures."""
+    from rich.table import Table
+
+    from rasterlearn.models import list_models, model_spec
+
+    table = Table(title="architectures (encoders: smp names or tu-<timm model>)")
+    for col in ("name", "min chip px", "multiple of", "description"):
+        table.add_column(col)
+    for name in list_models():
+        s = model_spec(name)
+        table.add_row(name, str(s.min_size), str(s.divisor), s.description)
+    console.print(table)
+
+
+def _print_metrics(m: dict[str, Any], title: str) -> None:
+    from rich.table import Table
+
+    table = Table(
+        title=f"{title}: mIoU {_f(m.get('mean_iou'))}, OA {_f(m.get('overall_accuracy'))}, "
+        f"kappa {_f(m.get('kappa'))}"
+    )
+    for col in ("class", "IoU", "F1", "user's acc.", "producer's acc.", "pixels"):
+        table.add_column(col, justify="right")
+    for name, pc in m["per_class"].items():
+        table.add_row(
+            name,
+            _f(pc["iou"]),
+            _f(pc["f1"]),
+            _f(pc["users_accuracy"]),
+            _f(pc["producers_accuracy"]),
+            str(pc["support"]),
+        )
+    console.print(table)
+
+
+def _f(v: Any) -> str:
+    return "n/a" if v is None else f"{float(v):.4f}"
