@@ -265,3 +265,29 @@ def test_reuse_keeps_files_and_new_parameters_rewrite(tmp_path: Path) -> None:
     first.metadata.unlink()  # an incomplete earlier run (no completion record) is regenerated
     redo = make_synthetic_scene(tmp_path, size=64, seed=2)
     assert redo.metadata.exists()
+
+
+def test_output_folder_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "not_a_folder"
+    target.write_text("x")
+    with pytest.raises(OSError, match="not a folder"):
+        make_synthetic_scene(target, size=64)
+
+
+@pytest.mark.slow
+def test_default_scene_end_to_end(tmp_path: Path) -> None:
+    scene = make_synthetic_scene(tmp_path)
+    assert scene.grid.shape == (768, 768) and scene.band_names == ("blue", "green", "red", "nir")
+    labels = gpd.read_file(scene.labels)
+    with rasterio.open(scene.label_raster) as ds:
+        truth = ds.read(1)
+        back = rasterize(
+            zip(labels.geometry, labels["code"], strict=True),
+            out_shape=truth.shape,
+            transform=ds.transform,
+            fill=255,
+            dtype="uint8",
+        )
+    assert np.array_equal(back, truth)
+    frac = json.loads(scene.metadata.read_text())["class_fractions"]
+    assert min(frac.values()) > 0.005
