@@ -92,7 +92,7 @@ def test_analyze_dataset_files(tmp_path: Path) -> None:
         split_method="random",
         val=0.25,
     )
-    with pytest.raises(InputNotFoundError, match="no dataset.json"):
+    with pytest.raises(InputNotFoundError, match=r"no dataset\.json"):
         analyze_dataset(tmp_path)
     a = analyze_dataset(res.out)
     for key in ("proportions", "filters", "thresholds", "plot"):
