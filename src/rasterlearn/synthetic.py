@@ -149,6 +149,7 @@ _STREAMS = {
     "texture": 8,
     "noise": 9,
     "points": 10,
+    "objects": 11,
 }
 
 
@@ -721,7 +722,7 @@ def make_synthetic_array(
         seed: random seed; the same seed gives byte-identical arrays.
         crs: a projected CRS in metres.
         resolution: pixel size in metres. Object sizes are in metres (parcels 70-190 m wide, buildings
-            10-22 m long, roads 5-9 m wide), so a coarser resolution shows the same landscape with fewer pixels.
+            10-24 m long, roads 4-9 m wide), so a coarser resolution shows the same landscape with fewer pixels.
         nodata_corner: set a triangular corner to nodata (label 255).
         origin: upper-left ``(x, y)`` in ``crs``; default: a rural spot in the CRS's area of use.
 
@@ -760,7 +761,7 @@ def make_synthetic_array(
     river, lake, bank = _water(seed, shape, ppm)
     water = river | lake
     forest &= ~water
-    rng_f = _rng(seed, "spectra")
+    rng_f = _rng(seed, "objects")
     lab, n_forest = ndimage.label(forest)
     first = len(objs.codes)
     for _ in range(n_forest):
