@@ -1,0 +1,244 @@
+"""Shared plumbing of the feature-analysis stages: window iteration, standardization, estimator look-up and
+the fitted-model folder format.
+
+Model folders hold ``model.json`` (what the model is, its inputs, and the SHA-256 of every other file),
+``arrays.npz`` (numbers: standardization, components, centres; loaded with ``allow_pickle=False``) and, only
+for estimators that cannot be reduced to arrays (UMAP, random forests, ...), ``estimator.pkl``. That pickle is
+written by rasterlearn itself and is unpickled only after its SHA-256 matches the one recorded in
+``model.json`` and the folder carries our format tag. The hash detects a changed or corrupted pickle, not a
+forged folder: load only model folders you (or someone you trust) created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import pickle
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rasterlearn.errors import ConfigError, InputNotFoundError, ModelError
+from rasterlearn.grid import Grid, Window
+from rasterlearn.io.raster import RasterReader
+from rasterlearn.io.writer import BlockWriter
+
+__all__ = [
+    "MODEL_FORMAT",
+    "Standardizer",
+    "apply_by_window",
+    "block_windows",
+    "load_model_folder",
+    "parse_kwargs",
+    "resolve_estimator",
+    "save_model_folder",
+]
+
+log = logging.getLogger(__name__)
+
+MODEL_FORMAT = "rasterlearn-features-model/1"
+
+
+def parse_kwargs(kwargs: str | dict[str, Any] | None, what: str = "estimator") -> dict[str, Any]:
+    """Keyword arguments from a dict or a JSON object string (CLI ``--params '{"n_neighbors": 15}'``)."""
+    if kwargs is None or kwargs == "":
+        return {}
+    if isinstance(kwargs, dict):
+        return dict(kwargs)
+    try:
+        value = json.loads(kwargs)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{what} parameters must be a JSON object, e.g. '{{\"n_neighbors\": 15}}'; got {kwargs!r} ({exc})"
+        ) from exc
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what} parameters must be a JSON object, got {kwargs!r}")
+    return value
+
+
+def _norm_name(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def resolve_estimator(name: str, modules: list[str], aliases: dict[str, str]) -> type:
+    """A scikit-learn (or umap) estimator class by alias, class name or snake_case name.
+
+    Raises:
+        ConfigError: unknown name (the message lists the aliases and where else it looked).
+    """
+    target = aliases.get(name.lower(), name)
+    if "." in target:
+        mod_name, cls_name = target.rsplit(".", 1)
+        try:
+            return getattr(importlib.import_module(mod_name), cls_name)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"Cannot import {target} for method {name!r}: {exc}") from exc
+    key = _norm_name(target)
+    for mod_name in modules:
+        mod = importlib.import_module(mod_name)
+        for attr in getattr(mod, "__all__", dir(mod)):
+            obj = getattr(mod, attr, None)
+            if isinstance(obj, type) and _norm_name(attr) == key:
+                return obj
+    raise ConfigError(
+        f"Unknown method {name!r}. Use one of {', '.join(sorted(aliases))} or a class name from "
+        f"{', '.join(modules)}"
+    )
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """Per-feature ``(x - mean) / scale`` (identity when disabled)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, X: np.ndarray, enabled: bool = True) -> Standardizer:
+        d = X.shape[1]
+        if not enabled:
+            return cls(np.zeros(d, "float64"), np.ones(d, "float64"))
+        std = X.std(axis=0, dtype="float64")
+        return cls(X.mean(axis=0, dtype="float64"), np.where(std > 1e-12, std, 1.0))
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        return ((X - self.mean) / self.scale).astype("float32")
+
+
+def block_windows(grid: Grid, blocksize: int) -> list[Window]:
+    """Non-overlapping windows of ``blocksize`` covering the grid, row by row."""
+    return [
+        Window(r, c, min(blocksize, grid.height - r), min(blocksize, grid.width - c))
+        for r in range(0, grid.height, blocksize)
+        for c in range(0, grid.width, blocksize)
+    ]
+
+
+def apply_by_window(
+    reader: RasterReader,
+    writer: BlockWriter,
+    fn: Callable[[np.ndarray], np.ndarray],
+    *,
+    nodata: float,
+    out_dtype: str,
+    blocksize: int,
+    progress: Callable[[int], None] | None = None,
+    on_block: Callable[[np.ndarray, np.ndarray], None] | None = None,
+) -> None:
+    """Read the raster block by block, apply ``fn`` to the valid pixels ``(n, bands)`` -> ``(n, k)`` and write.
+
+    Invalid pixels get ``nodata``. Blocks already committed by an interrupted run with the same fingerprint
+    are skipped (``on_block`` is then not called for them).
+    """
+    for win in block_windows(reader.grid, blocksize):
+        key = f"{win.row_off}:{win.col_off}"
+        if writer.is_done(key):
+            if progress is not None:
+                progress(1)
+            continue
+        block = reader.read(win)
+        out = np.full((writer.count, win.height, win.width), nodata, dtype=out_dtype)
+        if block.valid.any():
+            X = block.data[:, block.valid].T.astype("float32", copy=False)
+            Y = fn(X)
+            out[:, block.valid] = Y.T.astype(out_dtype, copy=False)
+        if on_block is not None:
+            on_block(out, block.valid)
+        writer.write(out, win)
+        writer.mark_done(key)
+        if progress is not None:
+            progress(1)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_model_folder(
+    folder: str | Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], estimator: Any | None = None
+) -> Path:
+    """Write ``model.json`` + ``arrays.npz`` (+ ``estimator.pkl`` when given), file by file atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    tmp = folder / ".arrays.tmp.npz"
+    np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+    os.replace(tmp, folder / "arrays.npz")
+    files["arrays.npz"] = _sha256(folder / "arrays.npz")
+    pkl = folder / "estimator.pkl"
+    if estimator is not None:
+        tmp = folder / ".estimator.tmp.pkl"
+        with open(tmp, "wb") as fh:
+            pickle.dump(estimator, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, pkl)
+        files["estimator.pkl"] = _sha256(pkl)
+    elif pkl.exists():
+        pkl.unlink()
+    doc = {"format": MODEL_FORMAT, **meta, "files": files}
+    tmp = folder / ".model.tmp.json"
+    tmp.write_text(json.dumps(doc, indent=2, default=_json_default), encoding="utf-8")
+    os.replace(tmp, folder / "model.json")
+    return folder
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def load_model_folder(
+    folder: str | Path, kind: str
+) -> tuple[dict[str, Any], dict[str, np.ndarray], Any | None]:
+    """Read a model folder written by :func:`save_model_folder`, verifying format, kind and file hashes."""
+    folder = Path(folder)
+    meta_path = folder / "model.json"
+    if not meta_path.exists():
+        raise InputNotFoundError(
+            f"No fitted model at {folder}: expected model.json (written by rasterlearn {kind})"
+        )
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format") != MODEL_FORMAT:
+        raise ModelError(f"{meta_path} is not a rasterlearn feature model (format {meta.get('format')!r})")
+    if meta.get("kind") != kind:
+        raise ModelError(f"{folder} holds a {meta.get('kind')!r} model, not a {kind!r} model")
+    files = meta.get("files", {})
+    for name, digest in files.items():
+        p = folder / name
+        if not p.exists() or _sha256(p) != digest:
+            raise ModelError(
+                f"{p} is missing or was changed after rasterlearn wrote it (SHA-256 mismatch); "
+                f"refit the model"
+            )
+    with np.load(folder / "arrays.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    estimator = None
+    if "estimator.pkl" in files:
+        with open(folder / "estimator.pkl", "rb") as fh:
+            estimator = pickle.load(fh)
+    return meta, arrays, estimator
+
+
+def default_model_dir(output: Path) -> Path:
+    """``OUT.model/`` beside ``OUT.tif``."""
+    return output.with_name(f"{output.stem}.model")
+
+
+def iter_chunks(X: np.ndarray, size: int = 65536) -> Iterator[np.ndarray]:
+    for i in range(0, len(X), size):
+        yield X[i : i + size]

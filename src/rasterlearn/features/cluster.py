@@ -1,0 +1,337 @@
+"""Unsupervised clustering of any raster, fitted on a sample and assigned block by block.
+
+k-means (default), MiniBatchKMeans, scikit-learn's HDBSCAN and any ``sklearn.cluster``/``sklearn.mixture``
+estimator by name. Every fitted clustering is reduced to cluster centres (the estimator's own centres, or
+the mean of the sample pixels of each cluster), and pixels are assigned to the nearest centre: exact for
+k-means, an approximate ``predict`` for methods that have none (HDBSCAN, agglomerative, ...). The map is
+uint8 (uint16 beyond 254 clusters) with codes 1..K, 0 = nodata, a colour table and category names; pixel
+counts per cluster are reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rasterlearn.errors import ConfigError, EmptyInputError, InputError
+from rasterlearn.features._io import (
+    Standardizer,
+    apply_by_window,
+    default_model_dir,
+    iter_chunks,
+    load_model_folder,
+    parse_kwargs,
+    resolve_estimator,
+    save_model_folder,
+)
+from rasterlearn.features.sampling import sample_pixels
+from rasterlearn.io.raster import RasterReader
+from rasterlearn.io.writer import BlockWriter
+from rasterlearn.labels import default_color
+
+__all__ = [
+    "CLUSTERERS",
+    "ClusterResult",
+    "FittedClusters",
+    "cluster_raster",
+    "fit_clusters",
+    "nearest_centre",
+]
+
+log = logging.getLogger(__name__)
+
+CLUSTERERS = {
+    "kmeans": "sklearn.cluster.KMeans",
+    "k_means": "sklearn.cluster.KMeans",
+    "minibatch_kmeans": "sklearn.cluster.MiniBatchKMeans",
+    "mini_batch_kmeans": "sklearn.cluster.MiniBatchKMeans",
+    "hdbscan": "sklearn.cluster.HDBSCAN",
+    "gmm": "sklearn.mixture.GaussianMixture",
+    "gaussian_mixture": "sklearn.mixture.GaussianMixture",
+    "agglomerative": "sklearn.cluster.AgglomerativeClustering",
+    "birch": "sklearn.cluster.Birch",
+}
+_K_PARAM = ("n_clusters", "n_components")
+
+
+def nearest_centre(Z: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Index of the nearest centre (squared Euclidean) for each row of ``Z``, in chunks."""
+    out = np.empty(len(Z), "int64")
+    cn = (centres.astype("float64") ** 2).sum(axis=1)
+    i = 0
+    for chunk in iter_chunks(Z, 32768):
+        d = cn[None, :] - 2.0 * (chunk.astype("float64") @ centres.T.astype("float64"))
+        out[i : i + len(chunk)] = d.argmin(axis=1)
+        i += len(chunk)
+    return out
+
+
+@dataclass
+class FittedClusters:
+    """Cluster centres in standardized space; code of centre ``i`` is ``i + 1``."""
+
+    method: str
+    params: dict[str, Any]
+    standardizer: Standardizer
+    centres: np.ndarray
+    band_names: list[str]
+    sample_sizes: list[int]
+    exact: bool
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        return len(self.centres)
+
+    @property
+    def dtype(self) -> str:
+        return "uint8" if self.k <= 254 else "uint16"
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Cluster codes 1..K for pixels (n, bands)."""
+        if X.shape[1] != len(self.band_names):
+            raise InputError(
+                f"the clustering was fitted on {len(self.band_names)} bands, input has {X.shape[1]}"
+            )
+        return nearest_centre(self.standardizer(X), self.centres) + 1
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(json.dumps([self.method, self.params], default=str, sort_keys=True).encode())
+        for a in (self.standardizer.mean, self.standardizer.scale, self.centres):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()[:16]
+
+    def save(self, folder: str | Path) -> Path:
+        meta = {
+            "kind": "cluster",
+            "method": self.method,
+            "params": self.params,
+            "band_names": self.band_names,
+            "k": self.k,
+            "sample_sizes": self.sample_sizes,
+            "exact": self.exact,
+            "info": self.info,
+            "fingerprint": self.fingerprint(),
+        }
+        arrays = {
+            "std_mean": self.standardizer.mean,
+            "std_scale": self.standardizer.scale,
+            "centres": self.centres,
+        }
+        return save_model_folder(folder, meta, arrays)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> FittedClusters:
+        meta, arrays, _ = load_model_folder(folder, "cluster")
+        return cls(
+            meta["method"],
+            meta["params"],
+            Standardizer(arrays["std_mean"], arrays["std_scale"]),
+            arrays["centres"],
+            list(meta["band_names"]),
+            list(meta["sample_sizes"]),
+            bool(meta["exact"]),
+            meta.get("info", {}),
+        )
+
+
+def fit_clusters(
+    X: np.ndarray,
+    *,
+    method: str = "kmeans",
+    clusters: int | None = 8,
+    params: dict[str, Any] | str | None = None,
+    standardize: bool = True,
+    band_names: Sequence[str] | None = None,
+    seed: int = 0,
+) -> FittedClusters:
+    """Fit a clustering on samples ``X`` (n, bands) and reduce it to centres."""
+    kwargs = parse_kwargs(params, "cluster")
+    cls = resolve_estimator(method, ["sklearn.cluster", "sklearn.mixture"], CLUSTERERS)
+    defaults = cls().get_params()
+    if clusters is not None:
+        for p in _K_PARAM:
+            if p in defaults:
+                kwargs.setdefault(p, int(clusters))
+                break
+        else:
+            log.info(
+                "%s chooses the number of clusters itself; --clusters %d is ignored", cls.__name__, clusters
+            )
+    if "random_state" in defaults:
+        kwargs.setdefault("random_state", seed)
+    if cls.__name__ == "KMeans":
+        kwargs.setdefault("n_init", "auto")
+    std = Standardizer.fit(X, standardize)
+    Z = std(X)
+    log.info("Fitting %s(%s) on %d samples x %d bands", cls.__name__, kwargs, *X.shape)
+    est = cls(**kwargs)
+    labels = est.fit_predict(Z) if hasattr(est, "fit_predict") else est.fit(Z).predict(Z)
+    labels = np.asarray(labels)
+    centres = getattr(est, "cluster_centers_", None)
+    if centres is None:
+        centres = getattr(est, "means_", None)
+    exact = cls.__name__ in ("KMeans", "MiniBatchKMeans")
+    if centres is None or len(centres) != len(np.unique(labels[labels >= 0])):
+        ids = np.unique(labels[labels >= 0])
+        if ids.size == 0:
+            raise EmptyInputError(
+                f"{cls.__name__} found no cluster in {len(Z)} samples (all noise); change its "
+                f"parameters (e.g. a smaller min_cluster_size)"
+            )
+        centres = np.stack([Z[labels == i].mean(axis=0) for i in ids])
+        remap = {int(i): n for n, i in enumerate(ids)}
+        labels = np.array([remap.get(int(v), -1) for v in labels])
+    noise = int((labels < 0).sum())
+    if noise:
+        log.info(
+            "%s marked %d of %d samples as noise; every pixel is assigned to its nearest cluster centre",
+            cls.__name__,
+            noise,
+            len(labels),
+        )
+    sizes = [int((labels == i).sum()) for i in range(len(centres))]
+    names = list(band_names) if band_names is not None else [f"band_{i + 1}" for i in range(X.shape[1])]
+    if len(centres) > 65534:
+        raise ConfigError(f"{len(centres)} clusters do not fit a uint16 map")
+    return FittedClusters(
+        method,
+        kwargs,
+        std,
+        np.asarray(centres, "float32"),
+        names,
+        sizes,
+        exact,
+        {"estimator": cls.__name__, "noise_samples": noise},
+    )
+
+
+@dataclass
+class ClusterResult:
+    path: Path
+    model_path: Path
+    report_path: Path
+    clusters: FittedClusters
+    sizes: dict[int, int]
+
+
+def cluster_raster(
+    raster: str | Path,
+    output: str | Path,
+    *,
+    method: str = "kmeans",
+    clusters: int | None = 8,
+    params: dict[str, Any] | str | None = None,
+    standardize: bool = True,
+    bands: Sequence[int | str] | None = None,
+    sample_size: int = 100_000,
+    seed: int = 0,
+    model: str | Path | None = None,
+    model_out: str | Path | None = None,
+    blocksize: int = 512,
+    resume: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> ClusterResult:
+    """Cluster a raster into a class map (codes 1..K, 0 = nodata) with colour table and category names.
+
+    Writes ``OUT.tif``, the fitted centres in ``OUT.model/`` (or ``model_out``) and ``OUT.clusters.json`` with
+    the pixel count of every cluster. ``model`` applies an existing clustering (another raster, same bands).
+    """
+    output = Path(output)
+    with RasterReader(raster, bands) as reader:
+        if model is not None:
+            fc = FittedClusters.load(model)
+            if len(fc.band_names) != reader.count:
+                raise InputError(
+                    f"the clustering in {model} expects {len(fc.band_names)} bands, {raster} has "
+                    f"{reader.count}"
+                )
+            model_path = Path(model)
+        else:
+            sample = sample_pixels(reader, sample_size, seed=seed)
+            fc = fit_clusters(
+                sample.values,
+                method=method,
+                clusters=clusters,
+                params=params,
+                standardize=standardize,
+                band_names=reader.band_names,
+                seed=seed,
+            )
+            model_path = fc.save(model_out or default_model_dir(output))
+        counts = np.zeros(fc.k + 1, "int64")
+
+        def count(out: np.ndarray, valid: np.ndarray) -> None:
+            counts[:] += np.bincount(out[0][valid].astype("int64"), minlength=fc.k + 1)[: fc.k + 1]
+
+        colors = {0: "#000000", **{c: default_color(c) for c in range(1, fc.k + 1)}}
+        names = {0: "nodata", **{c: f"cluster {c}" for c in range(1, fc.k + 1)}}
+        tags = {
+            "rasterlearn_stage": "cluster",
+            "rasterlearn_method": fc.method,
+            "rasterlearn_params": fc.params,
+            "rasterlearn_model": str(Path(model_path).resolve()),
+            "rasterlearn_input": str(raster),
+            "rasterlearn_assignment": "nearest centre" + ("" if fc.exact else " (approximate predict)"),
+        }
+        with BlockWriter(
+            output,
+            reader.grid,
+            1,
+            fc.dtype,
+            nodata=0,
+            tags=tags,
+            colormap=colors,
+            category_names=names,
+            band_descriptions=["cluster"],
+            blocksize=blocksize,
+            resume=resume,
+            fingerprint=fc.fingerprint(),
+        ) as writer:
+            resumed = bool(writer.done)
+            apply_by_window(
+                reader,
+                writer,
+                lambda X: fc.predict(X)[:, None],
+                nodata=0,
+                out_dtype=fc.dtype,
+                blocksize=blocksize,
+                progress=progress,
+                on_block=count,
+            )
+    if resumed:  # blocks written before the interruption were not counted: count from the finished map
+        counts[:] = 0
+        with RasterReader(output) as done:
+            from rasterlearn.features._io import block_windows
+
+            for win in block_windows(done.grid, blocksize):
+                b = done.read(win)
+                counts[:] += np.bincount(b.data[0][b.valid].astype("int64"), minlength=fc.k + 1)[: fc.k + 1]
+    sizes = {c: int(counts[c]) for c in range(1, fc.k + 1)}
+    report = output.with_name(f"{output.stem}.clusters.json")
+    report.write_text(
+        json.dumps(
+            {
+                "method": fc.method,
+                "estimator": fc.info.get("estimator"),
+                "k": fc.k,
+                "params": fc.params,
+                "exact_assignment": fc.exact,
+                "pixels_per_cluster": {str(k): v for k, v in sizes.items()},
+                "sample_per_cluster": fc.sample_sizes,
+                "model": str(model_path),
+            },
+            indent=2,
+            default=str,
+        ),
+        encoding="utf-8",
+    )
+    log.info("Cluster sizes (pixels): %s", ", ".join(f"{k}: {v}" for k, v in sizes.items()))
+    return ClusterResult(output, Path(model_path), report, fc, sizes)
