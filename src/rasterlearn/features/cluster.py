@@ -169,6 +169,9 @@ def fit_clusters(
         kwargs.setdefault("random_state", seed)
     if cls.__name__ == "KMeans":
         kwargs.setdefault("n_init", "auto")
+    if cls.__name__ == "HDBSCAN":
+        kwargs.setdefault("copy", True)  # our sample is reused for the centres
+        kwargs.setdefault("min_cluster_size", max(5, len(X) // 200))
     std = Standardizer.fit(X, standardize)
     Z = std(X)
     log.info("Fitting %s(%s) on %d samples x %d bands", cls.__name__, kwargs, *X.shape)
