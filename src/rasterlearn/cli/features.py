@@ -1,0 +1,416 @@
+"""``rasterlearn embed | embed-models | reduce | cluster | similarity | classify``: foundation-model features
+and their analysis. Heavy libraries are imported inside the commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rasterlearn.cli._app import app, console, progress_bar
+
+
+def _bands(value: str | None) -> list[int | str] | None:
+    if not value:
+        return None
+    out: list[int | str] = []
+    for part in value.split(","):
+        p = part.strip()
+        out.append(int(p) if p.lstrip("-").isdigit() else p)
+    return out
+
+
+def _extent(value: str | None) -> Any:
+    if not value:
+        return None
+    parts = value.split(",")
+    if len(parts) == 4:
+        try:
+            return tuple(float(v) for v in parts)
+        except ValueError:
+            pass
+    return Path(value)
+
+
+BandsOpt = Annotated[
+    str | None, typer.Option("--bands", help="Bands by 1-based index or description, e.g. '4,3,2'.")
+]
+OutOpt = Annotated[Path, typer.Option("--output", "-o", help="Output GeoTIFF (COG).")]
+
+
+@app.command("embed")
+def embed_cmd(
+    raster: Annotated[Path, typer.Argument(help="Input raster (any bands, any dtype).")],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="timm model name, hf-hub:org/name, or a recommended model (see 'rasterlearn embed-models').",
+        ),
+    ],
+    output: OutOpt,
+    size: Annotated[int, typer.Option("--size", help="Tile size in raster pixels.")] = 224,
+    stride: Annotated[
+        int | None, typer.Option("--stride", help="Step between tiles (default: --size).")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="Local .safetensors/.pth weights (no download).")
+    ] = None,
+    input_size: Annotated[
+        int | None,
+        typer.Option("--input-size", help="Model input size; tiles are resized to it (default: --size)."),
+    ] = None,
+    layer: Annotated[
+        int | None, typer.Option("--layer", help="ViT block / CNN stage index (default: last).")
+    ] = None,
+    bands: BandsOpt = None,
+    normalization: Annotated[
+        str,
+        typer.Option(
+            "--normalization", help="image (nodata-aware statistics), model (its mean/std) or none."
+        ),
+    ] = "image",
+    value_scale: Annotated[
+        float | None,
+        typer.Option(
+            "--value-scale",
+            help="With --normalization model: divide values by this first (default: dtype max).",
+        ),
+    ] = None,
+    merge: Annotated[
+        str, typer.Option("--merge", help="Overlap merge: average, first or center.")
+    ] = "average",
+    storage: Annotated[
+        str, typer.Option("--storage", help="float32, float16 or uint16 (scale/offset).")
+    ] = "float32",
+    min_valid: Annotated[
+        float, typer.Option("--min-valid", help="Min valid fraction of a feature pixel's footprint.")
+    ] = 0.5,
+    extent: Annotated[
+        str | None, typer.Option("--extent", help="left,bottom,right,top or a vector file.")
+    ] = None,
+    extent_crs: Annotated[str | None, typer.Option("--extent-crs", help="CRS of --extent bounds.")] = None,
+    target_crs: Annotated[
+        str | None, typer.Option("--target-crs", help="Read the raster reprojected to this CRS.")
+    ] = None,
+    resolution: Annotated[
+        float | None, typer.Option("--resolution", help="Read at this resolution (target CRS units).")
+    ] = None,
+    resampling: Annotated[
+        str, typer.Option("--resampling", help="Resampling for reprojected reading.")
+    ] = "bilinear",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")] = 8,
+    workers: Annotated[int, typer.Option("--workers", help="Reader threads.")] = 1,
+    pause: Annotated[float, typer.Option("--pause", help="Seconds to sleep between batches.")] = 0.0,
+    no_pretrained: Annotated[bool, typer.Option("--no-pretrained", help="Random weights (testing).")] = False,
+    model_kwargs: Annotated[
+        str | None, typer.Option("--model-kwargs", help="JSON arguments for timm.create_model.")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", help="Session folder (default: embed_sessions/ beside the output)."),
+    ] = None,
+    no_resume: Annotated[bool, typer.Option("--no-resume", help="Start afresh instead of resuming.")] = False,
+) -> None:
+    """Encode a raster into a feature raster (one band per feature) with a foundation model."""
+    from rasterlearn.embed import embed
+    from rasterlearn.features._io import parse_kwargs
+    from rasterlearn.grid import plan_tiles
+    from rasterlearn.io.raster import RasterReader
+
+    with RasterReader(raster) as r:
+        total = len(plan_tiles(r.grid, size, stride or size))
+    with progress_bar("embed", total, "tiles") as advance:
+        res = embed(
+            raster,
+            model,
+            output=output,
+            checkpoint=checkpoint,
+            pretrained=not no_pretrained,
+            model_kwargs=parse_kwargs(model_kwargs, "model") or None,
+            bands=_bands(bands),
+            size=size,
+            stride=stride,
+            input_size=input_size,
+            layer=layer,
+            normalization=normalization,  # type: ignore[arg-type]
+            value_scale=value_scale,
+            merge=merge,
+            storage=storage,
+            min_valid_fraction=min_valid,  # type: ignore[arg-type]
+            extent=_extent(extent),
+            extent_crs=extent_crs,
+            target_crs=target_crs,
+            resolution=resolution,
+            resampling=resampling,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            pause_s=pause,
+            cache_dir=cache_dir,
+            resume=not no_resume,
+            progress=advance,
+        )
+    g = res.grid
+    console.print(
+        f"Wrote {res.path}: {g.width}x{g.height} feature pixels x {res.dim} features "
+        f"(pixel {g.res[0]:g} x {g.res[1]:g}); session {res.session}"
+    )
+
+
+@app.command("embed-models")
+def embed_models_cmd() -> None:
+    """List recommended backbones with their patch size and feature dimension."""
+    from rich.table import Table
+
+    from rasterlearn.embed import RECOMMENDED_MODELS
+
+    table = Table(title="recommended backbones (any timm name also works)")
+    for col in ("name", "family", "patch/stride", "features", "default size", "notes"):
+        table.add_column(col)
+    for m in RECOMMENDED_MODELS.values():
+        table.add_row(m.name, m.family, str(m.patch_size), str(m.feature_dim), str(m.default_size), m.notes)
+    console.print(table)
+
+
+def _blocks(raster: Path, bands: str | None, blocksize: int) -> int:
+    from rasterlearn.features._io import block_windows
+    from rasterlearn.io.raster import RasterReader
+
+    with RasterReader(raster, _bands(bands)) as r:
+        return len(block_windows(r.grid, blocksize))
+
+
+@app.command("reduce")
+def reduce_cmd(
+    raster: Annotated[Path, typer.Argument(help="Feature raster or any multi-band raster.")],
+    output: OutOpt,
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="pca, incremental_pca, truncated_svd, fast_ica, umap, "
+            "isomap, lle or an sklearn decomposition/manifold class name.",
+        ),
+    ] = "pca",
+    components: Annotated[int, typer.Option("--components", "-k", help="Output bands.")] = 3,
+    params: Annotated[str | None, typer.Option("--params", help="JSON estimator arguments.")] = None,
+    no_standardize: Annotated[
+        bool, typer.Option("--no-standardize", help="Do not z-score bands first.")
+    ] = False,
+    bands: BandsOpt = None,
+    sample_size: Annotated[
+        int | None, typer.Option("--sample-size", help="Pixels sampled for fitting.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Apply a fitted reducer folder (OUT.model).")
+    ] = None,
+    model_out: Annotated[
+        Path | None, typer.Option("--model-out", help="Where to save the fitted reducer.")
+    ] = None,
+) -> None:
+    """Reduce a raster's bands (PCA by default), fitted on a sample, applied block by block."""
+    from rasterlearn.features.reduce import reduce_raster
+
+    with progress_bar("reduce", _blocks(raster, bands, 512), "blocks") as advance:
+        res = reduce_raster(
+            raster,
+            output,
+            method=method,
+            components=components,
+            params=params,
+            standardize=not no_standardize,
+            bands=_bands(bands),
+            sample_size=sample_size,
+            seed=seed,
+            model=model,
+            model_out=model_out,
+            progress=advance,
+        )
+    evr = res.explained_variance_ratio
+    extra = f"; explained variance {', '.join(f'{v:.3f}' for v in evr)} (total {sum(evr):.3f})" if evr else ""
+    console.print(f"Wrote {res.path}; model {res.model_path}{extra}")
+
+
+@app.command("cluster")
+def cluster_cmd(
+    raster: Annotated[Path, typer.Argument(help="Feature raster or any multi-band raster.")],
+    output: OutOpt,
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="kmeans, minibatch_kmeans, hdbscan, gmm, "
+            "agglomerative, birch or an sklearn.cluster class name.",
+        ),
+    ] = "kmeans",
+    clusters: Annotated[
+        int, typer.Option("--clusters", "-k", help="Number of clusters (ignored by hdbscan).")
+    ] = 8,
+    params: Annotated[str | None, typer.Option("--params", help="JSON estimator arguments.")] = None,
+    no_standardize: Annotated[
+        bool, typer.Option("--no-standardize", help="Do not z-score bands first.")
+    ] = False,
+    bands: BandsOpt = None,
+    sample_size: Annotated[int, typer.Option("--sample-size", help="Pixels sampled for fitting.")] = 100_000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    model: Annotated[Path | None, typer.Option("--model", help="Apply a fitted clustering folder.")] = None,
+    model_out: Annotated[
+        Path | None, typer.Option("--model-out", help="Where to save the clustering.")
+    ] = None,
+) -> None:
+    """Cluster a raster into a class map (1..K, 0 = nodata) with colour table; sizes in OUT.clusters.json."""
+    from rasterlearn.features.cluster import cluster_raster
+
+    with progress_bar("cluster", _blocks(raster, bands, 512), "blocks") as advance:
+        res = cluster_raster(
+            raster,
+            output,
+            method=method,
+            clusters=clusters,
+            params=params,
+            standardize=not no_standardize,
+            bands=_bands(bands),
+            sample_size=sample_size,
+            seed=seed,
+            model=model,
+            model_out=model_out,
+            progress=advance,
+        )
+    sizes = ", ".join(f"{k}: {v}" for k, v in res.sizes.items())
+    console.print(f"Wrote {res.path} ({res.clusters.k} clusters; pixels {sizes}); report {res.report_path}")
+
+
+@app.command("similarity")
+def similarity_cmd(
+    raster: Annotated[Path, typer.Argument(help="Feature raster or any multi-band raster.")],
+    references: Annotated[
+        Path, typer.Option("--references", "-r", help="Reference points/polygons (any CRS).")
+    ],
+    output: OutOpt,
+    mode: Annotated[
+        str, typer.Option("--mode", help="mean (mean reference vector) or max (best reference).")
+    ] = "mean",
+    rate: Annotated[float, typer.Option("--rate", help="Fraction of polygon pixels sampled.")] = 1.0,
+    max_per_feature: Annotated[
+        int, typer.Option("--max-per-feature", help="Cap of pixels per polygon.")
+    ] = 1000,
+    standardize: Annotated[
+        bool, typer.Option("--standardize", help="z-score bands before comparing.")
+    ] = False,
+    layer: Annotated[str | None, typer.Option("--layer", help="Vector layer name.")] = None,
+    bands: BandsOpt = None,
+) -> None:
+    """Cosine similarity of every pixel to reference features (float32, NaN nodata)."""
+    from rasterlearn.features.similarity import similarity_raster
+
+    with progress_bar("similarity", _blocks(raster, bands, 512), "blocks") as advance:
+        res = similarity_raster(
+            raster,
+            references,
+            output,
+            mode=mode,
+            rate=rate,  # type: ignore[arg-type]
+            max_per_feature=max_per_feature,
+            standardize=standardize,
+            layer=layer,
+            bands=_bands(bands),
+            progress=advance,
+        )
+    console.print(f"Wrote {res.path} (references: {res.n_pixels} pixels from {res.n_features} features)")
+
+
+@app.command("classify")
+def classify_cmd(
+    raster: Annotated[Path, typer.Argument(help="Feature raster or any multi-band raster.")],
+    output: OutOpt,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", "-l", help="Labelled points/polygons (any CRS).")
+    ] = None,
+    attribute: Annotated[
+        str | None, typer.Option("--attribute", "-a", help="Label column (text or numbers).")
+    ] = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="random_forest, extra_trees, gradient_boosting, "
+            "hist_gradient_boosting, knn, ... or an sklearn class name.",
+        ),
+    ] = "random_forest",
+    params: Annotated[str | None, typer.Option("--params", help="JSON estimator arguments.")] = None,
+    task: Annotated[str, typer.Option("--task", help="auto, classification or regression.")] = "auto",
+    cv: Annotated[str | None, typer.Option("--cv", help="spatial (default), fold, random or none.")] = None,
+    folds: Annotated[int, typer.Option("--folds", help="Number of folds.")] = 5,
+    block_size: Annotated[
+        float | None, typer.Option("--block-size", help="Spatial CV block side (CRS units).")
+    ] = None,
+    fold_column: Annotated[
+        str | None, typer.Option("--fold-column", help="Column giving each feature's fold.")
+    ] = None,
+    test_labels: Annotated[
+        Path | None, typer.Option("--test-labels", help="Separate validation layer.")
+    ] = None,
+    rate: Annotated[float, typer.Option("--rate", help="Fraction of polygon pixels sampled.")] = 1.0,
+    max_per_feature: Annotated[
+        int, typer.Option("--max-per-feature", help="Cap of pixels per polygon.")
+    ] = 2000,
+    layer: Annotated[str | None, typer.Option("--layer", help="Vector layer name.")] = None,
+    bands: BandsOpt = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Apply a trained model folder (no training).")
+    ] = None,
+    model_out: Annotated[Path | None, typer.Option("--model-out", help="Where to save the model.")] = None,
+    metrics_out: Annotated[
+        Path | None, typer.Option("--metrics", help="Metrics JSON (default OUT.metrics.json).")
+    ] = None,
+) -> None:
+    """Train a classifier/regressor on labelled features, validate it (spatial k-fold), and map the raster."""
+    from rasterlearn.features.classify import classify_raster
+
+    with progress_bar("classify", _blocks(raster, bands, 512), "blocks") as advance:
+        res = classify_raster(
+            raster,
+            labels,
+            output,
+            attribute=attribute,
+            method=method,
+            params=params,
+            task=task,
+            cv=cv,
+            folds=folds,
+            block_size=block_size,
+            fold_column=fold_column,  # type: ignore[arg-type]
+            test_labels=test_labels,
+            rate=rate,
+            max_per_feature=max_per_feature,
+            layer=layer,
+            bands=_bands(bands),
+            seed=seed,
+            model=model,
+            model_out=model_out,
+            metrics_out=metrics_out,
+            progress=advance,
+        )
+    m = res.metrics
+    if "overall_accuracy" in m:
+        console.print(
+            f"Validation ({m['validation']['type']}): overall accuracy {m['overall_accuracy']:.3f}, "
+            f"kappa {m['kappa'] if m['kappa'] is None else round(m['kappa'], 3)}"
+        )
+    elif "rmse" in m:
+        console.print(
+            f"Validation ({m['validation']['type']}): MAE {m['mae']:.4g}, RMSE {m['rmse']:.4g}, R² {m['r2']}"
+        )
+    console.print(
+        f"Wrote {res.path}; model {res.model_path}"
+        + (f"; metrics {res.metrics_path}" if res.metrics_path else "")
+    )
+    if m:
+        console.print_json(json.dumps({k: m[k] for k in ("samples", "features") if k in m}))
