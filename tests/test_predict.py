@@ -26,15 +26,35 @@ from rasterlearn.predict import axis_weights, parse_tta, predict_raster, resolve
 torch.manual_seed(0)
 
 
-def _meta(bands: list[str], classes: int, *, chip: int = 32, task: str = "multiclass",
-          norm: Normalization | None = None, schema: ClassSchema | None = None, **kw) -> ModelMetadata:
+def _meta(
+    bands: list[str],
+    classes: int,
+    *,
+    chip: int = 32,
+    task: str = "multiclass",
+    norm: Normalization | None = None,
+    schema: ClassSchema | None = None,
+    **kw,
+) -> ModelMetadata:
     if schema is None:
-        schema = ClassSchema.binary() if task == "binary" else ClassSchema(
-            tuple(ClassInfo(c, f"c{c}", "#102030") for c in range(classes)))
+        schema = (
+            ClassSchema.binary()
+            if task == "binary"
+            else ClassSchema(tuple(ClassInfo(c, f"c{c}", "#102030") for c in range(classes)))
+        )
     norm = norm or Normalization.identity(len(bands))
-    return ModelMetadata(arch="unet", encoder="resnet18", in_channels=len(bands),
-                         num_classes=1 if task == "binary" else classes, task=task, bands=bands,
-                         normalization=norm.to_dict(), schema=schema.to_dict(), chip_size=chip, **kw)
+    return ModelMetadata(
+        arch="unet",
+        encoder="resnet18",
+        in_channels=len(bands),
+        num_classes=1 if task == "binary" else classes,
+        task=task,
+        bands=bands,
+        normalization=norm.to_dict(),
+        schema=schema.to_dict(),
+        chip_size=chip,
+        **kw,
+    )
 
 
 class FCN(nn.Module):
@@ -74,7 +94,9 @@ def _read(path: Path) -> np.ndarray:
 
 
 @pytest.mark.parametrize("blend", ["hann", "center-crop", "none"])
-@pytest.mark.parametrize(("length", "size", "stride"), [(37, 16, 12), (100, 32, 16), (10, 32, 24), (64, 32, 32)])
+@pytest.mark.parametrize(
+    ("length", "size", "stride"), [(37, 16, 12), (100, 32, 16), (10, 32, 24), (64, 32, 32)]
+)
 def test_axis_weights_partition_of_unity(blend, length, size, stride):
     from rasterlearn.grid import tile_offsets
 
@@ -84,7 +106,7 @@ def test_axis_weights_partition_of_unity(blend, length, size, stride):
     for off, w in zip(offs, ws, strict=True):
         part = w[: max(0, min(size, length - off))]
         total[off : off + part.size] += part
-        assert (w[max(0, length - off):] == 0).all()  # no weight outside the extent
+        assert (w[max(0, length - off) :] == 0).all()  # no weight outside the extent
     np.testing.assert_allclose(total, 1.0, atol=1e-6)
     if blend == "hann" and len(offs) > 1 and stride < size:
         assert ws[0][0] == pytest.approx(1.0) and ws[-1][length - 1 - offs[-1]] == pytest.approx(1.0)
@@ -102,8 +124,14 @@ def test_parse_tta():
 # -- seam exactness ------------------------------------------------------------------------------
 
 
-def _whole_image(model: nn.Module, norm: Normalization, data: np.ndarray, valid: np.ndarray,
-                 chip: int = 32, stride: int = 16) -> np.ndarray:
+def _whole_image(
+    model: nn.Module,
+    norm: Normalization,
+    data: np.ndarray,
+    valid: np.ndarray,
+    chip: int = 32,
+    stride: int = 16,
+) -> np.ndarray:
     """The model run once on the whole raster, padded (nodata fill) to the window lattice's extent.
 
     Padding matters for multi-layer nets: zero padding inside the network (per layer) is not the same as a
@@ -128,8 +156,18 @@ def test_tiled_equals_whole_image(make_raster, tmp_path, shape, blend, overlap):
     model = FCN(3, 4).eval()
     meta = _meta(["r", "g", "b"], 4, chip=32, norm=norm)
     out, prob = tmp_path / "map.tif", tmp_path / "prob.tif"
-    res = predict_raster(model, meta, src, out, probabilities=prob, prob_dtype="float32", overlap=overlap,
-                         blend=blend, batch_size=3, blocksize=16)
+    res = predict_raster(
+        model,
+        meta,
+        src,
+        out,
+        probabilities=prob,
+        prob_dtype="float32",
+        overlap=overlap,
+        blend=blend,
+        batch_size=3,
+        blocksize=16,
+    )
     stride = 32 - round(overlap * 32)
     ref = _whole_image(model, norm, data, np.ones(shape, bool), 32, stride)
     got = _read(prob)
@@ -151,8 +189,17 @@ def test_naive_tiling_would_show_seams(make_raster, tmp_path):
     norm = Normalization("zscore", (500.0,) * 3, (300.0,) * 3)
     model = FCN(3, 4).eval()
     prob = tmp_path / "p.tif"
-    predict_raster(model, _meta(["r", "g", "b"], 4, norm=norm), src, tmp_path / "m.tif", probabilities=prob,
-                   prob_dtype="float32", overlap=0.5, blend="none", blocksize=16)
+    predict_raster(
+        model,
+        _meta(["r", "g", "b"], 4, norm=norm),
+        src,
+        tmp_path / "m.tif",
+        probabilities=prob,
+        prob_dtype="float32",
+        overlap=0.5,
+        blend="none",
+        blocksize=16,
+    )
     ref = _whole_image(model, norm, data, np.ones((37, 53), bool), 32, 16)
     assert np.abs(_read(prob) - ref).max() > 1e-3
 
@@ -163,8 +210,17 @@ def test_identity_model_reproduces_input(make_raster, tmp_path):
     src = make_raster(data)
     meta = _meta(["x"], 2, task="binary", chip=32)
     prob = tmp_path / "p.tif"
-    predict_raster(Logit(), meta, src, tmp_path / "m.tif", probabilities=prob, prob_dtype="float32",
-                   overlap=0.3, tta="all", blocksize=16)
+    predict_raster(
+        Logit(),
+        meta,
+        src,
+        tmp_path / "m.tif",
+        probabilities=prob,
+        prob_dtype="float32",
+        overlap=0.3,
+        tta="all",
+        blocksize=16,
+    )
     np.testing.assert_allclose(_read(prob)[0], data[0], atol=1e-5)
     # the binary threshold splits exactly at the probability
     m = _read(tmp_path / "m.tif")[0]
@@ -179,8 +235,17 @@ def test_constant_model_fills_every_pixel(make_raster, tmp_path, blend):
     logits = [0.1, 2.0, -1.0]
     meta = _meta(["a", "b"], 3, chip=16)
     prob = tmp_path / "p.tif"
-    predict_raster(Constant(logits), meta, src, tmp_path / "m.tif", probabilities=prob, prob_dtype="float32",
-                   overlap=0.25, blend=blend, blocksize=16)
+    predict_raster(
+        Constant(logits),
+        meta,
+        src,
+        tmp_path / "m.tif",
+        probabilities=prob,
+        prob_dtype="float32",
+        overlap=0.25,
+        blend=blend,
+        blocksize=16,
+    )
     expect = torch.softmax(torch.tensor(logits), 0).numpy()
     got = _read(prob)
     for k in range(3):
@@ -190,8 +255,9 @@ def test_constant_model_fills_every_pixel(make_raster, tmp_path, blend):
 
 def test_uint8_probabilities_and_descriptions(make_raster, tmp_path):
     src = make_raster(np.ones((2, 20, 20), dtype="uint8"))
-    schema = ClassSchema((ClassInfo(0, "bg", "#000000"), ClassInfo(3, "water", "#0000ff"),
-                          ClassInfo(7, "forest", "#00ff00")))
+    schema = ClassSchema(
+        (ClassInfo(0, "bg", "#000000"), ClassInfo(3, "water", "#0000ff"), ClassInfo(7, "forest", "#00ff00"))
+    )
     meta = _meta(["a", "b"], 3, chip=16, schema=schema)
     prob = tmp_path / "p.tif"
     predict_raster(Constant([0.0, 0.0, 5.0]), meta, src, tmp_path / "m.tif", probabilities=prob, blocksize=16)
@@ -212,8 +278,9 @@ def test_uint8_probabilities_and_descriptions(make_raster, tmp_path):
 def test_uint16_map_for_large_codes(make_raster, tmp_path):
     src = make_raster(np.ones((1, 20, 20), dtype="uint8"))
     schema = ClassSchema((ClassInfo(0, "bg", "#000000"), ClassInfo(300, "x", "#ff0000")), ignore_index=65000)
-    predict_raster(Constant([0.0, 1.0]), _meta(["a"], 2, chip=16, schema=schema), src, tmp_path / "m.tif",
-                   blocksize=16)
+    predict_raster(
+        Constant([0.0, 1.0]), _meta(["a"], 2, chip=16, schema=schema), src, tmp_path / "m.tif", blocksize=16
+    )
     with rasterio.open(tmp_path / "m.tif") as ds:
         assert ds.dtypes[0] == "uint16" and ds.nodata == 65535 and (ds.read(1) == 300).all()
 
@@ -227,8 +294,16 @@ def test_nodata_propagates_and_empty_windows_are_skipped(make_raster, tmp_path):
     data[1, 5, 5] = 0  # one band missing at one pixel
     src = make_raster(data, nodata=0)
     prob = tmp_path / "p.tif"
-    res = predict_raster(Constant([1.0, 0.0]), _meta(["a", "b"], 2, chip=16), src, tmp_path / "m.tif",
-                         probabilities=prob, prob_dtype="float32", overlap=0.0, blocksize=16)
+    res = predict_raster(
+        Constant([1.0, 0.0]),
+        _meta(["a", "b"], 2, chip=16),
+        src,
+        tmp_path / "m.tif",
+        probabilities=prob,
+        prob_dtype="float32",
+        overlap=0.0,
+        blocksize=16,
+    )
     m = _read(tmp_path / "m.tif")[0]
     assert (m[:, 40:] == 255).all() and m[5, 5] == 255
     assert (m[:, :40][np.arange(64) != 5] == 0).all()
@@ -243,8 +318,9 @@ def test_aoi_polygon_masks_output(make_raster, tmp_path):
     src = make_raster(np.ones((1, 40, 40), dtype="uint8"))
     # default grid: x0=500000, y0=4000000, 10 m pixels
     aoi = box(500_100, 4_000_000 - 300, 500_250, 4_000_000 - 50)
-    res = predict_raster(Constant([0.0, 1.0]), _meta(["a"], 2, chip=16), src, tmp_path / "m.tif", aoi=aoi,
-                         blocksize=16)
+    res = predict_raster(
+        Constant([0.0, 1.0]), _meta(["a"], 2, chip=16), src, tmp_path / "m.tif", aoi=aoi, blocksize=16
+    )
     m = _read(tmp_path / "m.tif")[0]
     inside = np.zeros_like(m, bool)
     inside[5:30, 10:25] = True
@@ -295,10 +371,25 @@ def test_column_stripes_give_identical_maps(make_raster, tmp_path):
     src = make_raster(data)
     model = FCN(2, 3).eval()
     meta = _meta(["a", "b"], 3, chip=32, norm=Normalization("zscore", (128.0, 128.0), (60.0, 60.0)))
-    predict_raster(model, meta, src, tmp_path / "one.tif", probabilities=tmp_path / "p1.tif",
-                   prob_dtype="float32", blocksize=16)
-    predict_raster(model, meta, src, tmp_path / "striped.tif", probabilities=tmp_path / "p2.tif",
-                   prob_dtype="float32", blocksize=16, memory_mb=0.01)
+    predict_raster(
+        model,
+        meta,
+        src,
+        tmp_path / "one.tif",
+        probabilities=tmp_path / "p1.tif",
+        prob_dtype="float32",
+        blocksize=16,
+    )
+    predict_raster(
+        model,
+        meta,
+        src,
+        tmp_path / "striped.tif",
+        probabilities=tmp_path / "p2.tif",
+        prob_dtype="float32",
+        blocksize=16,
+        memory_mb=0.01,
+    )
     np.testing.assert_array_equal(_read(tmp_path / "one.tif"), _read(tmp_path / "striped.tif"))
     np.testing.assert_allclose(_read(tmp_path / "p1.tif"), _read(tmp_path / "p2.tif"), atol=1e-6)
 
@@ -311,8 +402,12 @@ def _package(tmp_path: Path, bands: int = 3) -> Path:
 
     torch.manual_seed(0)
     model = create_model("unet", "resnet18", in_channels=bands, classes=2)
-    meta = _meta([f"b{i}" for i in range(bands)], 2, chip=64,
-                 norm=Normalization("zscore", (120.0,) * bands, (50.0,) * bands))
+    meta = _meta(
+        [f"b{i}" for i in range(bands)],
+        2,
+        chip=64,
+        norm=Normalization("zscore", (120.0,) * bands, (50.0,) * bands),
+    )
     meta = meta.model_copy(update={"arch": "unet", "encoder": "resnet18"})
     return save_package(model, meta, tmp_path / "pkg")
 
@@ -321,16 +416,110 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "import sys; from rasterlearn.cli import main; sys.exit(main())", *args]
 
 
+_JOB = """
+import sys, time
+import torch
+from torch import nn
+from rasterlearn.labels import ClassSchema
+from rasterlearn.models import ModelMetadata
+from rasterlearn.normalize import Normalization
+from rasterlearn.predict import predict_raster
+
+DELAY = 0.0
+
+class Slow(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Conv2d(2, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x):
+        time.sleep(DELAY)
+        return self.b(torch.tanh(self.a(x)))
+
+
+def run(src, out, prob, delay=0.0):
+    schema = ClassSchema.infer([1, 2])
+    meta = ModelMetadata(arch="x", encoder="x", in_channels=2, num_classes=3, bands=["a", "b"],
+                         normalization=Normalization("zscore", (100.0, 100.0), (50.0, 50.0)).to_dict(),
+                         schema=schema.to_dict(), chip_size=32)
+    return predict_raster(Slow(), meta, src, out, probabilities=prob, overlap=0.5, batch_size=2, blocksize=16,
+                          threads=1, io_threads=2)
+
+
+if __name__ == "__main__":
+    DELAY = float(sys.argv[4])
+    run(*sys.argv[1:4])
+"""
+
+
+def test_resume_after_sigkill_is_identical(make_raster, tmp_path, caplog):
+    """A job killed with SIGKILL mid-run and started again yields the same bytes as a clean run."""
+    import importlib.util
+
+    rng = np.random.default_rng(7)
+    src = make_raster(rng.integers(0, 200, (2, 150, 90)).astype("uint8"), nodata=255, name="s.tif")
+    job = tmp_path / "job.py"
+    job.write_text(_JOB)
+    spec = importlib.util.spec_from_file_location("rl_job", job)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    clean, cprob = tmp_path / "clean.tif", tmp_path / "cp.tif"
+    mod.run(src, clean, cprob)
+    out, prob = tmp_path / "out.tif", tmp_path / "op.tif"
+    progress = tmp_path / ".out.tif.progress.json"
+    cmd = [sys.executable, str(job), str(src), str(out), str(prob), "0.05"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (
+            progress.exists()
+            and len(json.loads(progress.read_text() or '{"done": []}').get("done", [])) >= 12
+        ):
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not out.exists() and (tmp_path / ".out.tif.partial.tif").exists()
+    done_before = len(json.loads(progress.read_text())["done"])
+    assert 0 < done_before < 60  # 10 row blocks x 6 column blocks
+    with caplog.at_level("INFO", logger="rasterlearn"):
+        res = mod.run(src, out, prob)  # the same job again (in this process)
+    assert "Resuming" in caplog.text and res.blocks_resumed >= 12
+    assert out.read_bytes() == clean.read_bytes()
+    assert prob.read_bytes() == cprob.read_bytes()
+    assert not progress.exists() and not (tmp_path / ".out.tif.partial.tif").exists()
+
+
+@pytest.mark.slow
 def test_cli_resume_after_sigkill_is_identical(make_raster, tmp_path):
     rng = np.random.default_rng(5)
-    src = make_raster(rng.integers(0, 255, (3, 320, 256)).astype("uint8"), name="scene.tif")
+    src = make_raster(rng.integers(0, 255, (3, 160, 128)).astype("uint8"), name="scene.tif")
     pkg = _package(tmp_path)
-    common = [str(pkg), str(src), "--overlap", "0.5", "--batch-size", "1", "--blocksize", "32",
-              "--threads", "1"]
+    common = [
+        str(pkg),
+        str(src),
+        "--overlap",
+        "0.5",
+        "--batch-size",
+        "1",
+        "--blocksize",
+        "32",
+        "--threads",
+        "1",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     clean = tmp_path / "clean.tif"
-    r = subprocess.run(_cli("predict", *common, "-o", str(clean), "--probabilities", str(tmp_path / "cp.tif")),
-                       env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        _cli("predict", *common, "-o", str(clean), "--probabilities", str(tmp_path / "cp.tif")),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     out, prob = tmp_path / "resumed.tif", tmp_path / "rp.tif"
     cmd = _cli("predict", *common, "-o", str(out), "--probabilities", str(prob))
@@ -338,7 +527,7 @@ def test_cli_resume_after_sigkill_is_identical(make_raster, tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
-        if progress.exists() and len(json.loads(progress.read_text() or '{"done": []}').get("done", [])) >= 8:
+        if progress.exists() and len(json.loads(progress.read_text() or '{"done": []}').get("done", [])) >= 4:
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)

@@ -17,7 +17,14 @@ from rasterlearn.errors import InputError
 @contextmanager
 def _pixel_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
     """A progress bar in pixels with a pixels/s rate."""
-    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     from rich.text import Text
 
     class _Rate(ProgressColumn):
@@ -27,9 +34,14 @@ def _pixel_progress(description: str, total: int) -> Iterator[Callable[[int], No
                 return Text("- px/s")
             return Text(f"{speed / 1e6:.2f} Mpx/s" if speed >= 1e5 else f"{speed:,.0f} px/s")
 
-    columns = [TextColumn("[progress.description]{task.description}"), BarColumn(),
-               TextColumn("{task.completed:,.0f}/{task.total:,.0f} px"), _Rate(), TimeElapsedColumn(),
-               TimeRemainingColumn()]
+    columns = [
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} px"),
+        _Rate(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, console=console, disable=state.get("quiet", False)) as prog:
         task = prog.add_task(description, total=total)
         yield lambda n: prog.advance(task, n)
@@ -58,24 +70,43 @@ def predict(
     model_dir: Annotated[Path, typer.Argument(help="Model package folder (model.json + model.safetensors).")],
     raster: Annotated[Path, typer.Argument(help="Raster to map (any GDAL format, any size).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Class map to write (COG).")],
-    overlap: Annotated[float, typer.Option(help="Fraction of the chip size shared by neighbouring windows.")] = 0.25,
+    overlap: Annotated[
+        float, typer.Option(help="Fraction of the chip size shared by neighbouring windows.")
+    ] = 0.25,
     probabilities: Annotated[Path | None, typer.Option(help="Also write class probabilities (COG).")] = None,
-    vectorize: Annotated[Path | None, typer.Option(
-        help="Also write the map as polygons (.gpkg, .geojson, .fgb).")] = None,
+    vectorize: Annotated[
+        Path | None, typer.Option(help="Also write the map as polygons (.gpkg, .geojson, .fgb).")
+    ] = None,
     blend: Annotated[str, typer.Option(help="Window blending: hann, center-crop or none.")] = "hann",
-    tta: Annotated[str | None, typer.Option(
-        help="Test-time augmentation: comma list of hflip, vflip, rot90, rot180, rot270 (or flips, rotations, "
-             "all).")] = None,
+    tta: Annotated[
+        str | None,
+        typer.Option(
+            help="Test-time augmentation: comma list of hflip, vflip, rot90, rot180, rot270 (or flips, rotations, "
+            "all)."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Windows per model call.")] = 8,
-    aoi: Annotated[str | None, typer.Option(
-        help="Area of interest: a vector file, or 'left,bottom,right,top' in the raster's CRS.")] = None,
-    threshold: Annotated[float | None, typer.Option(
-        help="Binary models: foreground probability threshold (default: the package's).")] = None,
-    prob_dtype: Annotated[str, typer.Option(help="Probability storage: uint8 (x254, nodata 255) or float32.")] = "uint8",
-    bands: Annotated[str | None, typer.Option(
-        help="Raster bands for the model (comma list of 1-based indexes or descriptions); default: matched by "
-             "the package's band names.")] = None,
-    nodata: Annotated[float | None, typer.Option(help="Input nodata value when the raster declares none.")] = None,
+    aoi: Annotated[
+        str | None,
+        typer.Option(help="Area of interest: a vector file, or 'left,bottom,right,top' in the raster's CRS."),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Binary models: foreground probability threshold (default: the package's)."),
+    ] = None,
+    prob_dtype: Annotated[
+        str, typer.Option(help="Probability storage: uint8 (x254, nodata 255) or float32.")
+    ] = "uint8",
+    bands: Annotated[
+        str | None,
+        typer.Option(
+            help="Raster bands for the model (comma list of 1-based indexes or descriptions); default: matched by "
+            "the package's band names."
+        ),
+    ] = None,
+    nodata: Annotated[
+        float | None, typer.Option(help="Input nodata value when the raster declares none.")
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for the model (torch).")] = None,
     io_threads: Annotated[int, typer.Option(help="Reader threads.")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
@@ -84,7 +115,9 @@ def predict(
     memory_mb: Annotated[float, typer.Option(help="Budget for the score accumulator (MB).")] = 64.0,
     min_area: Annotated[float, typer.Option(help="--vectorize: drop polygons smaller than this.")] = 0.0,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
-    no_resume: Annotated[bool, typer.Option("--no-resume", help="Discard a partial run instead of resuming it.")] = False,
+    no_resume: Annotated[
+        bool, typer.Option("--no-resume", help="Discard a partial run instead of resuming it.")
+    ] = False,
 ) -> None:
     """Map a raster with a trained model: seamless blended windows, bounded memory, resumable."""
     from rasterlearn.predict import predict_package
@@ -100,14 +133,35 @@ def predict(
         total = r.grid.height * r.grid.width
     with _pixel_progress("predict", total) as advance:
         res = predict_package(
-            model_dir, raster, output, probabilities=probabilities, overlap=overlap, blend=blend, tta=tta,  # type: ignore[arg-type]
-            batch_size=batch_size, aoi=_parse_aoi(aoi), threshold=threshold, prob_dtype=prob_dtype,  # type: ignore[arg-type]
-            bands=_parse_bands(bands), nodata=nodata, device=device, amp=amp, threads=threads,
-            io_threads=io_threads, blocksize=blocksize, memory_mb=memory_mb, overwrite=overwrite,
-            resume=not no_resume, progress=advance)
-    console.print(f"Wrote {res.map_path}" + (f" and {res.probabilities_path}" if res.probabilities_path else "")
-                  + f": {res.windows_predicted} windows predicted, {res.windows_skipped} skipped, "
-                  f"{res.blocks_resumed} blocks resumed, {res.pixels_per_second:,.0f} px/s")
+            model_dir,
+            raster,
+            output,
+            probabilities=probabilities,
+            overlap=overlap,
+            blend=blend,
+            tta=tta,  # type: ignore[arg-type]
+            batch_size=batch_size,
+            aoi=_parse_aoi(aoi),
+            threshold=threshold,
+            prob_dtype=prob_dtype,  # type: ignore[arg-type]
+            bands=_parse_bands(bands),
+            nodata=nodata,
+            device=device,
+            amp=amp,
+            threads=threads,
+            io_threads=io_threads,
+            blocksize=blocksize,
+            memory_mb=memory_mb,
+            overwrite=overwrite,
+            resume=not no_resume,
+            progress=advance,
+        )
+    console.print(
+        f"Wrote {res.map_path}"
+        + (f" and {res.probabilities_path}" if res.probabilities_path else "")
+        + f": {res.windows_predicted} windows predicted, {res.windows_skipped} skipped, "
+        f"{res.blocks_resumed} blocks resumed, {res.pixels_per_second:,.0f} px/s"
+    )
     if vectorize is not None:
         from rasterlearn.vectorize import vectorize_raster
 
@@ -118,11 +172,17 @@ def predict(
 @app.command("vectorize")
 def vectorize_cmd(
     raster: Annotated[Path, typer.Argument(help="Class map (single band, integer codes).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Polygons to write (.gpkg, .geojson, .fgb).")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Polygons to write (.gpkg, .geojson, .fgb).")
+    ],
     min_area: Annotated[float, typer.Option(help="Drop polygons smaller than this (see --area-unit).")] = 0.0,
-    area_unit: Annotated[str, typer.Option(help="Unit of --min-area: map (CRS units squared) or pixels.")] = "map",
+    area_unit: Annotated[
+        str, typer.Option(help="Unit of --min-area: map (CRS units squared) or pixels.")
+    ] = "map",
     simplify: Annotated[float | None, typer.Option(help="Simplification tolerance in map units.")] = None,
-    exclude: Annotated[str | None, typer.Option(help="Comma list of class codes to leave out (e.g. 0).")] = None,
+    exclude: Annotated[
+        str | None, typer.Option(help="Comma list of class codes to leave out (e.g. 0).")
+    ] = None,
     window_size: Annotated[int, typer.Option(help="Processing window (pixels).")] = 2048,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
@@ -135,8 +195,16 @@ def vectorize_cmd(
         raise InputError(f"--area-unit must be map or pixels; got {area_unit!r}")
     codes = [int(c) for c in exclude.split(",") if c.strip()] if exclude else None
     with RasterProgress(raster) as advance:
-        gdf = vectorize_raster(raster, output, min_area=min_area, area_unit=area_unit,  # type: ignore[arg-type]
-                               simplify=simplify, exclude=codes, window_size=window_size, progress=advance)
+        gdf = vectorize_raster(
+            raster,
+            output,
+            min_area=min_area,
+            area_unit=area_unit,  # type: ignore[arg-type]
+            simplify=simplify,
+            exclude=codes,
+            window_size=window_size,
+            progress=advance,
+        )
     console.print(f"Wrote {len(gdf)} polygons to {output}")
 
 
@@ -154,16 +222,30 @@ def RasterProgress(raster: Path) -> Iterator[Callable[[int], None]]:  # noqa: N8
 def evaluate(
     map_path: Annotated[Path, typer.Argument(metavar="MAP", help="Predicted class map.")],
     truth: Annotated[Path, typer.Option(help="Ground truth: a vector layer or a label raster.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Metrics JSON (CSV and PNG are written beside it).")],
-    attribute: Annotated[str | None, typer.Option(help="Vector truth: the attribute holding the class.")] = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Metrics JSON (CSV and PNG are written beside it).")
+    ],
+    attribute: Annotated[
+        str | None, typer.Option(help="Vector truth: the attribute holding the class.")
+    ] = None,
     layer: Annotated[str | None, typer.Option(help="Vector truth: layer name.")] = None,
-    schema: Annotated[Path | None, typer.Option(help="Class schema (YAML/CSV) when the map has no class names.")] = None,
-    unlabelled: Annotated[str, typer.Option(
-        help="Vector truth: pixels outside every polygon are 'background', 'ignore', or 'auto' (background when the "
-             "map has a background class).")] = "auto",
-    aoi: Annotated[str | None, typer.Option(help="Only pixels inside this vector layer / 'l,b,r,t' extent.")] = None,
+    schema: Annotated[
+        Path | None, typer.Option(help="Class schema (YAML/CSV) when the map has no class names.")
+    ] = None,
+    unlabelled: Annotated[
+        str,
+        typer.Option(
+            help="Vector truth: pixels outside every polygon are 'background', 'ignore', or 'auto' (background when the "
+            "map has a background class)."
+        ),
+    ] = "auto",
+    aoi: Annotated[
+        str | None, typer.Option(help="Only pixels inside this vector layer / 'l,b,r,t' extent.")
+    ] = None,
     ignore: Annotated[str | None, typer.Option(help="Comma list of extra truth values to ignore.")] = None,
-    all_touched: Annotated[bool, typer.Option(help="Vector truth: burn every pixel a polygon touches.")] = False,
+    all_touched: Annotated[
+        bool, typer.Option(help="Vector truth: burn every pixel a polygon touches.")
+    ] = False,
 ) -> None:
     """Compare a predicted map with ground truth over the whole scene: confusion matrix, IoU, F1, kappa."""
     from rasterlearn.evaluate import evaluate_map
@@ -174,10 +256,18 @@ def evaluate(
     ignore_values = [float(v) for v in ignore.split(",") if v.strip()] if ignore else None
     with RasterProgress(map_path) as advance:
         metrics = evaluate_map(
-            map_path, truth, attribute=attribute, layer=layer,
-            schema=ClassSchema.load(schema) if schema else None, unlabelled=unlabelled,  # type: ignore[arg-type]
-            aoi=_parse_aoi(aoi), ignore_values=ignore_values, all_touched=all_touched, output=output,
-            progress=advance)
+            map_path,
+            truth,
+            attribute=attribute,
+            layer=layer,
+            schema=ClassSchema.load(schema) if schema else None,
+            unlabelled=unlabelled,  # type: ignore[arg-type]
+            aoi=_parse_aoi(aoi),
+            ignore_values=ignore_values,
+            all_touched=all_touched,
+            output=output,
+            progress=advance,
+        )
     _print_metrics(metrics)
     console.print(f"Wrote {output} (+ .csv, .png)")
 
@@ -185,13 +275,22 @@ def evaluate(
 def _print_metrics(metrics: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"overall accuracy {_f(metrics['overall_accuracy'])}, kappa {_f(metrics['kappa'])}, "
-                        f"mean IoU {_f(metrics['mean_iou'])}")
+    table = Table(
+        title=f"overall accuracy {_f(metrics['overall_accuracy'])}, kappa {_f(metrics['kappa'])}, "
+        f"mean IoU {_f(metrics['mean_iou'])}"
+    )
     for col in ("class", "code", "IoU", "F1", "precision", "recall", "support"):
         table.add_column(col, justify="right")
     for name, m in metrics["per_class"].items():
-        table.add_row(name, str(m["code"]), _f(m["iou"]), _f(m["f1"]), _f(m["precision"]), _f(m["recall"]),
-                      f"{m['support']:,}")
+        table.add_row(
+            name,
+            str(m["code"]),
+            _f(m["iou"]),
+            _f(m["f1"]),
+            _f(m["precision"]),
+            _f(m["recall"]),
+            f"{m['support']:,}",
+        )
     console.print(table)
     if state.get("verbosity", 0) > 0:
         console.print_json(json.dumps({k: v for k, v in metrics.items() if k != "confusion_matrix"}))
