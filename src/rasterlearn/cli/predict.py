@@ -120,8 +120,8 @@ def predict(
     ] = False,
 ) -> None:
     """Map a raster with a trained model: seamless blended windows, bounded memory, resumable."""
-    from rasterlearn.predict import predict_package
     from rasterlearn.io.raster import RasterReader
+    from rasterlearn.predict import predict_package
 
     if blend not in ("hann", "center-crop", "none"):
         raise InputError(f"--blend must be hann, center-crop or none; got {blend!r}")
