@@ -8,6 +8,7 @@ model from these two files alone.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -103,6 +104,11 @@ class ModelPackage:
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that shape a model's behaviour."""
+    return dict(_library_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
@@ -397,16 +403,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             break
     if not isinstance(state, Mapping):
         raise ModelError(f"{p} does not hold a state dict (a mapping of parameter names to tensors)")
-    out = {}
-    for k, v in state.items():
-        if not isinstance(v, torch.Tensor):
-            continue
-        for pre in ("module.", "model.", "net."):
-            if k.startswith(pre) and not k.startswith("model.encoder"):
-                k = k[len(pre) :]
-                break
-        out[k] = v
-    return out
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
 def transfer_weights(
@@ -426,11 +423,13 @@ def transfer_weights(
     and logged. Returns a summary (loaded/skipped counts, first-layer adaptation).
     """
     target = model.state_dict()
-    best_prefix, best_hits = "", -1
-    for prefix in ("", "encoder.", "encoder.model."):
-        hits = sum(1 for k in source if prefix + k in target)
-        if hits > best_hits:
-            best_prefix, best_hits = prefix, hits
+    best_prefix, best_strip, best_hits = "", "", -1
+    for strip in ("", "model.", "module.", "net.", "module.model."):
+        for prefix in ("", "encoder.", "encoder.model."):
+            hits = sum(1 for k in source if k.startswith(strip) and prefix + k[len(strip) :] in target)
+            if hits > best_hits:
+                best_prefix, best_strip, best_hits = prefix, strip, hits
+    source = {k[len(best_strip) :]: v for k, v in source.items() if k.startswith(best_strip)}
     if best_hits <= 0:
         raise ModelError(
             f"No parameter of the {origin} matches the model (e.g. {next(iter(source), None)!r}); "
