@@ -448,7 +448,7 @@ class LabelRaster:
         inner = window.intersection(self.grid.window)
         if inner is not None:
             sub = inner.relative_to(window)
-            rw = RioWindow(inner.col_off, inner.row_off, inner.width, inner.height)  # type: ignore[call-arg]
+            rw = RioWindow(inner.col_off, inner.row_off, inner.width, inner.height)
             part = self._vrt.read(1, window=rw)
             pvalid = self._vrt.read_masks(1, window=rw) > 0
             if np.issubdtype(part.dtype, np.floating):
@@ -803,6 +803,15 @@ def _atomic_csv(path: Path, df: pd.DataFrame) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _gdal_cache(mb: int) -> Any:
+    """Bound GDAL's block cache (default: 5 % of RAM, enough to hold a whole scene's decoded blocks)."""
+    import rasterio
+
+    with rasterio.Env(GDAL_CACHEMAX=int(mb)):
+        yield
+
+
 _PARAMS_FILE = ".chips.params.json"
 _OWNED = (
     "images",
@@ -996,7 +1005,7 @@ class ChipJob:
     def _make_params(self) -> None:
         assert self.schema is not None
         o = self.opts
-        opts = {k: v for k, v in o.items() if k not in ("overwrite", "schema")}
+        opts = {k: v for k, v in o.items() if k not in ("overwrite", "schema", "cache_mb")}
         la = o["label_areas"]
         if la is not None and la not in ("features", "extent"):
             opts["label_areas"] = _file_identity(Path(la))
@@ -1022,6 +1031,10 @@ class ChipJob:
     # -- phase 2: scan -------------------------------------------------------------------------------
     def scan(self, progress: Progress | None = None) -> pd.DataFrame:
         """Read every planned window, rasterize its labels and count pixels (cached per scene)."""
+        with _gdal_cache(self.opts["cache_mb"]):
+            return self._scan_all(progress)
+
+    def _scan_all(self, progress: Progress | None) -> pd.DataFrame:
         assert self.schema is not None
         frames = []
         for st in self.states:
@@ -1197,17 +1210,17 @@ class ChipJob:
             if ref is not None and st.grid.crs is not None and not st.grid.crs.equals(ref):
                 b = transform_bounds(b, st.grid.crs, ref)
             foot.append(box(*b))
-        for i, a in enumerate(self.states):
+        for i, sa in enumerate(self.states):
             for j in range(i + 1, len(self.states)):
-                b = self.states[j]
-                if a.scene.split != b.scene.split and foot[i].intersection(foot[j]).area > 0:
+                sb = self.states[j]
+                if sa.scene.split != sb.scene.split and foot[i].intersection(foot[j]).area > 0:
                     self.leaky = True
                     log.warning(
                         "LEAKY SPLIT: scenes %s (%s) and %s (%s) overlap spatially",
-                        a.id,
-                        a.scene.split,
-                        b.id,
-                        b.scene.split,
+                        sa.id,
+                        sa.scene.split,
+                        sb.id,
+                        sb.scene.split,
                     )
 
     # -- phase 4: write ------------------------------------------------------------------------------
@@ -1217,6 +1230,10 @@ class ChipJob:
 
     def write(self, progress: Progress | None = None) -> int:
         """Write every planned chip that is not on disk yet (image first, then mask; both atomic)."""
+        with _gdal_cache(self.opts["cache_mb"]):
+            return self._write_all(progress)
+
+    def _write_all(self, progress: Progress | None) -> int:
         assert self.plan is not None and self.schema is not None
         import rasterio.crs
 
@@ -1311,7 +1328,8 @@ class ChipJob:
         manifest = self.plan[cols].copy()
         _atomic_csv(self.out / "manifest.csv", manifest)
         _atomic_csv(self.out / "candidates.csv", self.candidates)
-        stats = self._statistics(manifest)
+        with _gdal_cache(o["cache_mb"]):
+            stats = self._statistics(manifest)
         ref = self.states[0]
         crs = ref.grid.crs
         dtypes = sorted({st.dtype for st in self.states})
@@ -1573,6 +1591,7 @@ _DEFAULTS: dict[str, Any] = {
     "stats_sample": 200_000,
     "stats_windows": 256,
     "overwrite": False,
+    "cache_mb": 64,
 }
 
 
@@ -1667,6 +1686,7 @@ def make_chips(
     stats_sample: int = 200_000,
     stats_windows: int = 256,
     overwrite: bool = False,
+    cache_mb: int = 64,
     progress: Progress | None = None,
 ) -> ChipResult:
     """Cut scenes and their labels into a chip dataset (see the module docstring for the layout).
@@ -1697,6 +1717,7 @@ def make_chips(
         compress: chip compression.
         stats_sample, stats_windows: pixels per band and trn windows per scene sampled for statistics.
         overwrite: replace an existing dataset in ``out``.
+        cache_mb: GDAL block cache while reading (bounds memory; does not change the output).
         progress: called with the number of windows scanned / chips written (scan total + write total).
 
     Raises:
@@ -1731,6 +1752,7 @@ def make_chips(
         stats_sample=stats_sample,
         stats_windows=stats_windows,
         overwrite=overwrite,
+        cache_mb=cache_mb,
     )
     job.prepare()
     job.scan(progress)

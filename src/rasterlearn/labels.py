@@ -310,16 +310,16 @@ class ClassSchema:
         classes: list[ClassInfo] = []
         source: dict[str, int] = {}
         if numeric:
-            for v in sorted({int(float(v)) for v in uniq}):
-                classes.append(ClassInfo(v, (names or {}).get(v, f"class_{v}"), default_color(v)))
+            for num in sorted({int(float(v)) for v in uniq}):
+                classes.append(ClassInfo(num, (names or {}).get(num, f"class_{num}"), default_color(num)))
         else:
-            start = 1 if background == 0 else 0
-            for i, v in enumerate(sorted(str(v) for v in uniq)):
-                code = start + i
+            code = 1 if background == 0 else 0
+            for text in sorted(str(v) for v in uniq):
                 if background is not None and code == background:
-                    code += 1
-                classes.append(ClassInfo(code, v, default_color(code)))
-                source[v] = code
+                    code += 1  # text classes never take the background code
+                classes.append(ClassInfo(code, text, default_color(code)))
+                source[text] = code
+                code += 1
         if background is not None and background not in {c.code for c in classes}:
             classes.append(ClassInfo(background, background_name, default_color(background)))
         if max(c.code for c in classes) >= DEFAULT_IGNORE and ignore_index == DEFAULT_IGNORE:
@@ -560,7 +560,7 @@ class VectorLabels:
                     self._areas = np.asarray([shapely.box(*shapely.total_bounds(self._geoms))], dtype=object)
             elif hasattr(label_areas, "geometry"):
                 self.label_areas_mode = "polygons"
-                self._areas = np.asarray(label_areas.geometry.values, dtype=object)
+                self._areas = np.asarray(label_areas.geometry.values, dtype=object)  # type: ignore[union-attr]
             else:
                 raise InputError(
                     f"label_areas must be 'features', 'extent' or a polygon layer; got {label_areas!r}"

@@ -99,8 +99,9 @@ def _scenes(cfg: ChipsConfig) -> list[Any]:
             f"{len(cfg.raster)} --raster but {len(labels)} label inputs: give them in pairs, or one "
             f"label file for all rasters"
         )
-    kind = "labels" if cfg.labels else "label_raster"
-    return [Scene(image=r, **{kind: v}) for r, v in zip(cfg.raster, labels, strict=True)]
+    if cfg.labels:
+        return [Scene(image=r, labels=v) for r, v in zip(cfg.raster, labels, strict=True)]
+    return [Scene(image=r, label_raster=v) for r, v in zip(cfg.raster, labels, strict=True)]
 
 
 @app.command()
