@@ -1,0 +1,196 @@
+"""Class map to polygons, window by window, with polygons cut at window seams merged exactly.
+
+Each window of the class map is polygonized with :func:`rasterio.features.shapes` (4-connectivity, holes
+kept) in *global pixel coordinates*, where every vertex is an integer and therefore exact. Polygons that
+do not touch an inner window seam are complete; pieces touching a seam are merged per class with an exact
+union (pieces of one region share identical edges), which gives the same polygons as polygonizing the
+whole raster at once. Only then are coordinates transformed to the map's CRS, areas computed, small
+polygons dropped and (optionally) geometries simplified. Memory holds one window of pixels plus the
+polygons themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from rasterlearn.errors import InputError
+from rasterlearn.grid import Window
+from rasterlearn.io.raster import RasterReader
+
+__all__ = ["AreaUnit", "read_class_names", "vectorize_raster"]
+
+log = logging.getLogger(__name__)
+
+AreaUnit = Literal["map", "pixels"]
+
+
+def read_class_names(path: str | Path) -> dict[int, str]:
+    """Class names of a class map: from rasterlearn's ``classes`` tag, else GDAL's category names (the
+    ``.aux.xml`` sidecar or the file itself). Empty when the map names no classes."""
+    import rasterio
+
+    path = Path(path)
+    with rasterio.open(path) as ds:
+        tags = ds.tags()
+    raw = tags.get("classes")
+    if raw:
+        try:
+            data = json.loads(raw)
+            return {int(c["code"]): str(c["name"]) for c in data["classes"]}
+        except (ValueError, KeyError, TypeError):
+            log.debug("Unreadable 'classes' tag in %s", path)
+    aux = Path(f"{path}.aux.xml")
+    if aux.exists():
+        text = aux.read_text(encoding="utf-8", errors="replace")
+        block = re.search(r"<CategoryNames>(.*?)</CategoryNames>", text, re.S)
+        if block:
+            cats = re.findall(r"<Category>(.*?)</Category>|<Category\s*/>", block.group(1), re.S)
+            from xml.sax.saxutils import unescape
+
+            return {i: unescape(c) for i, c in enumerate(cats) if c}
+    return {}
+
+
+def _to_map(geoms: np.ndarray, transform: Any) -> np.ndarray:
+    import shapely
+
+    a, b, c, d, e, f = (transform.a, transform.b, transform.c, transform.d, transform.e, transform.f)
+
+    def fn(xy: np.ndarray) -> np.ndarray:
+        col, row = xy[:, 0], xy[:, 1]
+        return np.column_stack([a * col + b * row + c, d * col + e * row + f])
+
+    return shapely.transform(geoms, fn)
+
+
+def vectorize_raster(
+    raster: str | Path,
+    output: str | Path | None = None,
+    *,
+    band: int = 1,
+    min_area: float = 0.0,
+    area_unit: AreaUnit = "map",
+    simplify: float | None = None,
+    exclude: Sequence[int] | None = None,
+    window_size: int = 2048,
+    class_names: dict[int, str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Any:
+    """Polygonize a class map into one polygon per connected region (4-connectivity, holes kept).
+
+    Args:
+        raster: single-band class map (integer codes; nodata pixels are left out).
+        output: write the polygons here (GPKG, GeoJSON, FlatGeobuf, Shapefile by extension); optional.
+        band: band to polygonize.
+        min_area: drop polygons smaller than this, in ``area_unit``.
+        area_unit: ``map`` (CRS units squared, e.g. m²) or ``pixels``.
+        simplify: Douglas-Peucker tolerance in map units (topology of each polygon preserved; neighbouring
+            polygons may no longer share edges exactly).
+        exclude: class codes to leave out (e.g. the background).
+        window_size: pixels per processing window (memory bound).
+        class_names: ``{code: name}``; default: read from the map (see :func:`read_class_names`).
+        progress: called with the number of pixels processed.
+
+    Returns:
+        A GeoDataFrame with ``class_code``, ``class_name``, ``area`` (map units²), ``pixels`` and the
+        geometry, in the map's CRS.
+    """
+    import geopandas as gpd
+    import shapely
+    from affine import Affine
+    from rasterio.features import shapes
+
+    if area_unit not in ("map", "pixels"):
+        raise InputError(f"area_unit must be 'map' or 'pixels'; got {area_unit!r}")
+    if window_size < 2:
+        raise InputError(f"window_size must be at least 2 pixels, got {window_size}")
+    names = dict(class_names) if class_names is not None else read_class_names(raster)
+    skip = {int(c) for c in (exclude or ())}
+    complete: list[tuple[int, Any]] = []
+    seam: dict[int, list[Any]] = defaultdict(list)
+    with RasterReader(raster, [band]) as reader:
+        grid = reader.grid
+        dtype = np.dtype(reader.dtype)
+        if grid.is_geographic and area_unit == "map" and min_area:
+            log.warning("%s is in geographic coordinates: areas and min_area are in square degrees", raster)
+        H, W = grid.height, grid.width
+        for r0 in range(0, H, window_size):
+            for c0 in range(0, W, window_size):
+                win = Window(r0, c0, min(window_size, H - r0), min(window_size, W - c0))
+                block = reader.read(win)
+                data = block.data[0]
+                if dtype.kind == "f":
+                    data = data.astype("float32")
+                elif dtype.itemsize > 2 or (dtype.kind == "i" and dtype.itemsize > 1):
+                    data = data.astype("int32")
+                valid = block.valid
+                if skip:
+                    valid = valid & ~np.isin(data, list(skip))
+                if valid.any():
+                    tr = Affine.translation(c0, r0)
+                    for geom, value in shapes(data, mask=valid, connectivity=4, transform=tr):
+                        poly = shapely.geometry.shape(geom)
+                        minx, miny, maxx, maxy = poly.bounds
+                        touches = (
+                            (minx == c0 and c0 > 0)
+                            or (maxx == win.col_stop and win.col_stop < W)
+                            or (miny == r0 and r0 > 0)
+                            or (maxy == win.row_stop and win.row_stop < H)
+                        )
+                        (seam[int(value)].append(poly) if touches else complete.append((int(value), poly)))
+                if progress:
+                    progress(win.size)
+    n_seam = sum(len(v) for v in seam.values())
+    codes: list[int] = [c for c, _ in complete]
+    geoms: list[Any] = [g for _, g in complete]
+    for code, pieces in seam.items():
+        merged = shapely.get_parts(shapely.union_all(pieces))
+        # tolerance 0 only drops the collinear vertices left where pieces met (coordinates are exact)
+        merged = [shapely.simplify(g, 0.0) for g in merged if g.geom_type == "Polygon" and not g.is_empty]
+        codes.extend([code] * len(merged))
+        geoms.extend(merged)
+    if n_seam:
+        log.debug("Merged %d polygon pieces cut at window seams", n_seam)
+    pix = np.asarray(geoms, dtype=object)
+    pixel_area = np.asarray(shapely.area(pix), dtype="float64") if len(pix) else np.zeros(0)
+    world = _to_map(pix, grid.transform) if len(pix) else pix
+    area = np.asarray(shapely.area(world), dtype="float64") if len(pix) else np.zeros(0)
+    keep = np.ones(len(pix), dtype=bool)
+    if min_area > 0:
+        keep &= (area if area_unit == "map" else pixel_area) >= min_area
+        log.info(
+            "Dropped %d polygons smaller than %g %s",
+            int((~keep).sum()),
+            min_area,
+            "map units²" if area_unit == "map" else "pixels",
+        )
+    world = world[keep]
+    if simplify:
+        world = shapely.simplify(world, simplify, preserve_topology=True)
+    code_arr = np.asarray(codes, dtype="int64")[keep]
+    order = np.lexsort((-area[keep], code_arr)) if len(code_arr) else np.zeros(0, dtype=int)
+    gdf = gpd.GeoDataFrame(
+        {
+            "class_code": code_arr[order],
+            "class_name": [names.get(int(c), f"class_{int(c)}") for c in code_arr[order]],
+            "area": area[keep][order],
+            "pixels": np.rint(pixel_area[keep][order]).astype("int64"),
+        },
+        geometry=list(world[order]) if len(order) else [],
+        crs=grid.crs,
+    )
+    log.info("%d polygons from %s (%d classes)", len(gdf), raster, len(set(code_arr.tolist())))
+    if output is not None:
+        from rasterlearn.io.vector import write_vector
+
+        write_vector(gdf, output)
+        log.info("Wrote %s", output)
+    return gdf
