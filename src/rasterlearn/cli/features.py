@@ -115,6 +115,10 @@ def embed_cmd(
         typer.Option("--cache-dir", help="Session folder (default: embed_sessions/ beside the output)."),
     ] = None,
     no_resume: Annotated[bool, typer.Option("--no-resume", help="Start afresh instead of resuming.")] = False,
+    memory_mb: Annotated[
+        float,
+        typer.Option("--memory-mb", help="Budget for feature rows held in memory (sets the strip height)."),
+    ] = 256.0,
 ) -> None:
     """Encode a raster into a feature raster (one band per feature) with a foundation model."""
     from rasterlearn.embed import embed
@@ -152,6 +156,7 @@ def embed_cmd(
             workers=workers,
             pause_s=pause,
             cache_dir=cache_dir,
+            memory_mb=memory_mb,
             resume=not no_resume,
             progress=advance,
         )
@@ -178,11 +183,11 @@ def embed_models_cmd() -> None:
 
 
 def _blocks(raster: Path, bands: str | None, blocksize: int) -> int:
-    from rasterlearn.features._io import block_windows
+    from rasterlearn.features._io import block_windows, window_size_for
     from rasterlearn.io.raster import RasterReader
 
     with RasterReader(raster, _bands(bands)) as r:
-        return len(block_windows(r.grid, blocksize))
+        return len(block_windows(r.grid, window_size_for(r.count, blocksize)))
 
 
 @app.command("reduce")

@@ -112,6 +112,13 @@ class Standardizer:
         return ((X - self.mean) / self.scale).astype("float32")
 
 
+def window_size_for(bands: int, cap: int = 512, budget_mb: float = 64.0) -> int:
+    """Side of square read windows holding at most ``budget_mb`` of float32 data over ``bands`` bands
+    (a multiple of 16, at least 16, at most ``cap``): 512 for a few bands, 144 for 768 features."""
+    side = int((budget_mb * 2**20 / (4 * max(1, bands))) ** 0.5) // 16 * 16
+    return max(16, min(cap, side))
+
+
 def block_windows(grid: Grid, blocksize: int) -> list[Window]:
     """Non-overlapping windows of ``blocksize`` covering the grid, row by row."""
     return [
@@ -135,9 +142,10 @@ def apply_by_window(
     """Read the raster block by block, apply ``fn`` to the valid pixels ``(n, bands)`` -> ``(n, k)`` and write.
 
     Invalid pixels get ``nodata``. Blocks already committed by an interrupted run with the same fingerprint
-    are skipped (``on_block`` is then not called for them).
+    are skipped (``on_block`` is then not called for them). Windows shrink below ``blocksize`` for rasters
+    with many bands so one window stays within ~64 MB (:func:`window_size_for`).
     """
-    for win in block_windows(reader.grid, blocksize):
+    for win in block_windows(reader.grid, window_size_for(reader.count, blocksize)):
         key = f"{win.row_off}:{win.col_off}"
         if writer.is_done(key):
             if progress is not None:

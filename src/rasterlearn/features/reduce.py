@@ -31,6 +31,7 @@ from rasterlearn.features._io import (
     parse_kwargs,
     resolve_estimator,
     save_model_folder,
+    window_size_for,
 )
 from rasterlearn.features.sampling import sample_pixels
 from rasterlearn.io.raster import RasterReader
@@ -315,4 +316,4 @@ def reduce_raster(
 def count_blocks(raster: str | Path, blocksize: int = 512) -> int:
     """Number of blocks a stage will process (for progress bars)."""
     with RasterReader(raster) as r:
-        return len(block_windows(r.grid, blocksize))
+        return len(block_windows(r.grid, window_size_for(r.count, blocksize)))

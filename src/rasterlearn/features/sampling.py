@@ -40,7 +40,7 @@ def sample_pixels(
     n: int = 100_000,
     *,
     seed: int = 0,
-    window_size: int = 256,
+    window_size: int | None = None,
     max_windows: int = 256,
 ) -> PixelSample:
     """A reproducible random sample of at most ``n`` valid pixels (all bands valid).
@@ -53,6 +53,10 @@ def sample_pixels(
     """
     if n <= 0:
         raise InputError(f"sample size must be positive, got {n}")
+    if window_size is None:
+        from rasterlearn.features._io import window_size_for
+
+        window_size = window_size_for(reader.count, 256)
     rng = np.random.default_rng(seed)
     grid = reader.grid
     rows_n = math.ceil(grid.height / window_size)
