@@ -540,3 +540,46 @@ def test_cli_resume_after_sigkill_is_identical(make_raster, tmp_path):
     assert out.read_bytes() == clean.read_bytes()
     np.testing.assert_array_equal(_read(prob), _read(tmp_path / "cp.tif"))
     assert not progress.exists()
+
+
+def test_cli_predict_with_probabilities_and_polygons(make_raster, tmp_path):
+    from rasterlearn.cli import main
+
+    rng = np.random.default_rng(2)
+    src = make_raster(rng.integers(0, 255, (3, 70, 50)).astype("uint8"), name="scene.tif", nodata=None)
+    pkg = _package(tmp_path)
+    out, prob, poly = tmp_path / "map.tif", tmp_path / "prob.tif", tmp_path / "poly.gpkg"
+    rc = main(
+        [
+            "-q",
+            "predict",
+            str(pkg),
+            str(src),
+            "-o",
+            str(out),
+            "--overlap",
+            "0.25",
+            "--probabilities",
+            str(prob),
+            "--vectorize",
+            str(poly),
+            "--tta",
+            "hflip",
+            "--blocksize",
+            "32",
+            "--threads",
+            "1",
+        ]
+    )
+    assert rc == 0
+    with rasterio.open(out) as ds, rasterio.open(prob) as dp:
+        assert ds.shape == (70, 50) and ds.count == 1 and dp.count == 2
+        tags = ds.tags()
+        assert tags["model"].startswith("pkg@sha256:") and json.loads(tags["parameters"])["tta"] == ["hflip"]
+        m = ds.read(1)
+    import pyogrio
+
+    gdf = pyogrio.read_dataframe(poly)
+    assert set(gdf.class_code) == set(np.unique(m).tolist())
+    assert gdf.pixels.sum() == m.size
+    assert main(["-q", "predict", str(pkg), str(src), "-o", str(out)]) == 2  # exists without --overwrite

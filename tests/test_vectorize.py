@@ -93,3 +93,34 @@ def test_names_from_map_and_formats(tmp_path):
         assert {"class_code", "class_name", "area", "pixels"} <= set(back.columns)
         assert set(back.class_name) == {"field", "pond", "road", "tree"}
         assert back.crs.to_epsg() == 32633
+
+
+def test_cli_vectorize(tmp_path):
+    from rasterlearn.cli import main
+
+    grid = Grid(45, 37, T, "EPSG:32633")
+    path = write_array(tmp_path / "map.tif", _map()[None], grid, nodata=255, category_names={1: "field"})
+    out = tmp_path / "p.gpkg"
+    assert (
+        main(
+            [
+                "-q",
+                "vectorize",
+                str(path),
+                "-o",
+                str(out),
+                "--exclude",
+                "0",
+                "--min-area",
+                "2",
+                "--area-unit",
+                "pixels",
+                "--window-size",
+                "16",
+            ]
+        )
+        == 0
+    )
+    back = pyogrio.read_dataframe(out)
+    assert 0 not in set(back.class_code) and (back.pixels >= 2).all()
+    assert main(["-q", "vectorize", str(path), "-o", str(out)]) == 2  # exists, no --overwrite
