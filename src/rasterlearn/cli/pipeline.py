@@ -1,0 +1,163 @@
+"""``rasterlearn demo``, ``rasterlearn init`` and ``rasterlearn run``: whole runs from one command or one file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rasterlearn.cli._app import app, console, state
+
+_UNITS = {"chips": "windows/chips", "train": "epochs", "predict": "pixels", "features": "tiles"}
+
+
+@contextmanager
+def _stage_progress() -> Iterator[Callable[[str, int], None]]:
+    """One rich progress line per stage (counts without totals: each stage reports what it finished)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.completed:,.0f} {task.fields[unit]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=state.get("quiet", False),
+        transient=True,
+    ) as prog:
+        tasks: dict[str, Any] = {}
+
+        def advance(stage: str, n: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = prog.add_task(stage, total=None, unit=_UNITS.get(stage, ""))
+            prog.advance(tasks[stage], n)
+
+        yield advance
+
+
+def _print_run(res: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"rasterlearn run: {res.out}")
+    for col in ("stage", "status", "hash", "seconds"):
+        table.add_column(col)
+    for name, rec in res.stages.items():
+        status = "ran" if name in res.ran else "up to date"
+        table.add_row(name, status, rec.hash, f"{rec.seconds or 0:.1f}" if name in res.ran else "-")
+    console.print(table)
+    metrics = {k: v for k, v in res.metrics().items() if isinstance(v, int | float)}
+    if metrics:
+        console.print("  ".join(f"{k} [bold]{v:.4f}[/]" for k, v in metrics.items()))
+    if res.report:
+        console.print(f"Report: [bold]{res.report}[/]")
+
+
+@app.command()
+def demo(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder (report.html, maps, model, features).")
+    ] = Path("rasterlearn-demo"),
+    raster: Annotated[
+        Path | None, typer.Option("--raster", "-r", help="Your image instead of the synthetic scene.")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", "-l", help="Your vector labels (with --raster).")
+    ] = None,
+    attribute: Annotated[
+        str | None,
+        typer.Option("--attribute", "-a", help="Class attribute of --labels (none: binary, class 1)."),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A smoke run: small scene, small chips, few epochs.")
+    ] = False,
+    size: Annotated[
+        int | None,
+        typer.Option(help="Synthetic scene size in pixels per side (default 768; 256 with --quick)."),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (default 10; 4 with --quick).")] = None,
+    seed: Annotated[int, typer.Option(help="Synthetic scene seed.")] = 0,
+    no_features: Annotated[
+        bool, typer.Option("--no-features", help="Skip embed/PCA/k-means/similarity.")
+    ] = False,
+) -> None:
+    """Run the whole pipeline on a synthetic scene (or your data) and write an HTML report.
+
+    labels -> chips -> train -> predict (blended) -> evaluate -> vectorize -> embed -> PCA -> k-means ->
+    similarity. Re-running skips finished stages; an interrupted demo resumes.
+    """
+    from rasterlearn.demo import run_demo
+
+    with _stage_progress() as advance:
+        res = run_demo(
+            out,
+            raster=raster,
+            labels=labels,
+            attribute=attribute,
+            size=size or (256 if quick else 768),
+            quick=quick,
+            seed=seed,
+            epochs=epochs,
+            features=not no_features,
+            progress=advance,
+        )
+    if res.run is not None:
+        _print_run(res.run)
+    console.print()
+    console.print(
+        f"[bold]Outputs in {res.out.resolve()}[/]" + (" (synthetic scene)" if res.synthetic else "")
+    )
+    if res.report:
+        console.print(f"  report      {res.report}")
+    for k, v in res.outputs.items():
+        console.print(f"  {k:<11} {v}")
+    m = res.metrics
+    map_miou = m.get("scene_mean_iou")
+    if map_miou is not None:
+        console.print(
+            f"Map mean IoU [bold]{map_miou:.3f}[/] (region: {m.get('scene_region')}), overall accuracy "
+            f"{m.get('scene_overall_accuracy', float('nan')):.3f}"
+        )
+    if res.per_class_iou:
+        console.print("IoU per class: " + ", ".join(f"{k} {v:.3f}" for k, v in res.per_class_iou.items()))
+    if res.features_pretrained is False:
+        console.print(
+            "Features: backbone randomly initialised (no cached pretrained weights; nothing is downloaded)."
+        )
+
+
+@app.command()
+def init(
+    config: Annotated[Path, typer.Argument(metavar="CONFIG.yaml", help="Where to write the template.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """Write a commented run configuration template (edit it, then 'rasterlearn run CONFIG.yaml')."""
+    from rasterlearn.pipeline import init_config
+
+    path = init_config(config, overwrite=overwrite)
+    console.print(f"Wrote {path}; edit the scenes and run 'rasterlearn run {path}'")
+
+
+@app.command()
+def run(
+    config: Annotated[
+        Path, typer.Argument(metavar="CONFIG.yaml", help="Run configuration (see 'rasterlearn init').")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: the config's 'out').")
+    ] = None,
+    stage: Annotated[
+        list[str] | None, typer.Option("--stage", help="Only this stage and what it needs (repeatable).")
+    ] = None,
+    force: Annotated[
+        list[str] | None, typer.Option("--force", help="Re-run this stage even if up to date.")
+    ] = None,
+) -> None:
+    """Run every stage of a config: chips, train, predict, evaluate, features, report (cached, resumable)."""
+    from rasterlearn.pipeline import run_pipeline
+
+    with _stage_progress() as advance:
+        res = run_pipeline(config, out=out, stages=stage or None, force=force or (), progress=advance)
+    _print_run(res)
