@@ -155,6 +155,11 @@ def test_block_split_never_overlaps_and_is_reproducible(scene: tuple[Path, Path]
     pd.testing.assert_series_equal(a.manifest["split"], b.manifest["split"])
     man = a.manifest
     assert a.dataset["dropped"]["straddle"] > 0 and not a.dataset["leaky"]
+    # chips dropped by the split (written during the scan) are removed: the folder matches the manifest
+    assert sorted(p.name for p in (a.out / "images").glob("*.tif")) == sorted(
+        f"{c}.tif" for c in man["chip_id"]
+    )
+    assert len(list((a.out / "masks").glob("*.tif"))) == len(man) and not list(a.out.glob("images/.*"))
     trn, val = man[man["split"] == "trn"], man[man["split"] == "val"]
     assert len(trn) and len(val)
     for t in trn.itertuples():

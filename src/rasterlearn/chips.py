@@ -9,9 +9,11 @@ A chip dataset is a folder (format ``rasterlearn-chips/1``)::
     DIR/dataset.json           parameters and their hash, schema, bands, trn statistics, CRS, splits
 
 The job runs in phases that never hold a scene in memory: *scan* (read each planned window, rasterize
-its labels, count pixels per class; cached per scene in ``DIR/.scan/``), *filter*, *split* (decided
-before any chip is written and before any augmentation) and *write* (each chip written under a temporary
-name, then renamed). Re-running with the same parameters skips finished chips; changed parameters go to
+its labels, count pixels per class, apply the filters and write the chips that pass them; statistics
+cached per scene in ``DIR/.scan/``), *split* (decided on the kept chips' footprints and pixel counts,
+before any augmentation; chips it drops are removed again) and *write* (completes chips an interrupted
+run left missing). Every chip file is written under a temporary name, then renamed; chip files do not
+depend on the split, which lives in the manifest. Re-running with the same parameters skips finished chips; changed parameters go to
 a new folder ``DIR-<hash>`` (or replace ``DIR`` with ``overwrite=True``), never mixing two parameter sets.
 
 Splits: ``blocks`` (default) cuts the map into square blocks larger than a chip (anchored at the first
@@ -851,6 +853,7 @@ class ChipJob:
         self.params_hash = ""
         self._block_info: dict[str, Any] = {}
         self._vectors: dict[str, VectorLabels] = {}
+        self._fresh: set[str] = set()  # chips written by this run
 
     # -- phase 1: inputs, schema, output folder ---------------------------------------------------
     def prepare(self) -> ChipJob:
@@ -1067,12 +1070,32 @@ class ChipJob:
         codes = schema.codes
         rows = []
         labels = self._open_labels(st, schema)
+        import rasterio.crs
+
+        crs = None if st.grid.crs is None else rasterio.crs.CRS.from_wkt(st.grid.crs.to_wkt())
+        cmap = _colormap(schema)
         try:
             with RasterReader(st.scene.image, st.band_indexes) as reader:
                 for win in plan_tiles(st.grid, o["size"], o["stride"], edge="pad"):
                     block = reader.read(win)
                     mask = apply_validity(labels.mask(win), block.valid, schema.ignore_index)
-                    rows.append(_window_row(st, win, mask, block.valid, schema, codes))
+                    row = _window_row(st, win, mask, block.valid, schema, codes)
+                    rows.append(row)
+                    # a chip that passes the filters is written now (one read per window); the split only
+                    # decides its manifest row, and chips the split drops (straddling) are removed again
+                    reason = apply_filters(
+                        pd.DataFrame([row]),
+                        schema,
+                        min_annotated=o["min_annotated"],
+                        max_nodata=o["max_nodata"],
+                        class_proportion=o["class_proportion"],
+                    )
+                    if reason.iloc[0] == "":
+                        chip_id = _chip_id(st.id, win.row_off, win.col_off)
+                        if not self._chip_done(chip_id):
+                            self._write_chip(st, win, chip_id, block, mask, crs, reader.nodata, cmap)
+                            self._fresh.add(chip_id)
+                            self.written += 1
                     if progress:
                         progress(1)
         finally:
@@ -1080,9 +1103,51 @@ class ChipJob:
                 labels.close()
         return pd.DataFrame(rows)
 
+    def _write_chip(
+        self,
+        st: _SceneState,
+        win: Window,
+        chip_id: str,
+        block: Any,
+        mask: np.ndarray,
+        crs: Any,
+        nodata: float | None,
+        cmap: Mapping[int, Any],
+    ) -> None:
+        """Write one chip's image, then its mask (each atomically). Chip files do not depend on the split."""
+        assert self.schema is not None
+        o, schema = self.opts, self.schema
+        transform = st.grid.window_transform(win)
+        tags = {
+            "RASTERLEARN_SCENE": st.id,
+            "RASTERLEARN_WINDOW": f"{win.row_off},{win.col_off},{win.height},{win.width}",
+        }
+        _write_tif(
+            self.out / "images" / f"{chip_id}.tif",
+            block.data,
+            transform=transform,
+            crs=crs,
+            nodata=nodata,
+            descriptions=st.bands,
+            compress=o["compress"],
+            tags=tags,
+            valid=block.valid if nodata is None and not block.valid.all() else None,
+        )
+        _write_tif(
+            self.out / "masks" / f"{chip_id}.tif",
+            mask[np.newaxis].astype(schema.mask_dtype, copy=False),
+            transform=transform,
+            crs=crs,
+            nodata=schema.ignore_index,
+            descriptions=["class"],
+            colormap=cmap,
+            compress=o["compress"],
+            tags=tags,
+        )
+
     # -- phase 3: split ------------------------------------------------------------------------------
     def split(self) -> pd.DataFrame:
-        """Assign kept chips to trn/val/tst (before any chip is written); returns the chip plan."""
+        """Assign kept chips to trn/val/tst (removing chips the split drops); returns the chip plan."""
         assert self.candidates is not None and self.schema is not None
         o = self.opts
         table = self.candidates
@@ -1229,17 +1294,24 @@ class ChipJob:
         return 0 if self.plan is None else len(self.plan)
 
     def write(self, progress: Progress | None = None) -> int:
-        """Write every planned chip that is not on disk yet (image first, then mask; both atomic)."""
+        """Write every planned chip that is not on disk yet (image first, then mask; both atomic).
+
+        Chips passing the filters are already written during :meth:`scan` (one read per window); this
+        phase completes what an earlier, interrupted run left (scan results reused from ``.scan/``)."""
         with _gdal_cache(self.opts["cache_mb"]):
             return self._write_all(progress)
+
+    def _chip_done(self, chip_id: str) -> bool:
+        return (self.out / "images" / f"{chip_id}.tif").exists() and (
+            self.out / "masks" / f"{chip_id}.tif"
+        ).exists()
 
     def _write_all(self, progress: Progress | None) -> int:
         assert self.plan is not None and self.schema is not None
         import rasterio.crs
 
-        o, schema = self.opts, self.schema
+        schema = self.schema
         cmap = _colormap(schema)
-        mask_dtype = schema.mask_dtype
         for st in self.states:
             rows = self.plan[self.plan["scene"] == st.id]
             if rows.empty:
@@ -1249,7 +1321,7 @@ class ChipJob:
                 for r in rows.itertuples(index=False)
                 if not ((self.out / r.image).exists() and (self.out / r.mask).exists())
             ]
-            self.skipped += len(rows) - len(todo)
+            self.skipped += sum(1 for cid in rows["chip_id"] if cid not in self._fresh) - len(todo)
             if progress and len(rows) > len(todo):
                 progress(len(rows) - len(todo))
             if not todo:
@@ -1263,34 +1335,7 @@ class ChipJob:
                         win = Window(int(r.row_off), int(r.col_off), int(r.height), int(r.width))
                         block = reader.read(win)
                         mask = apply_validity(labels.mask(win), block.valid, schema.ignore_index)
-                        transform = st.grid.window_transform(win)
-                        tags = {
-                            "RASTERLEARN_SCENE": st.id,
-                            "RASTERLEARN_WINDOW": f"{win.row_off},{win.col_off},{win.height},{win.width}",
-                            "RASTERLEARN_SPLIT": str(r.split),
-                        }
-                        _write_tif(
-                            self.out / r.image,
-                            block.data,
-                            transform=transform,
-                            crs=crs,
-                            nodata=nodata,
-                            descriptions=st.bands,
-                            compress=o["compress"],
-                            tags=tags,
-                            valid=block.valid if nodata is None and not block.valid.all() else None,
-                        )
-                        _write_tif(
-                            self.out / r.mask,
-                            mask[np.newaxis].astype(mask_dtype, copy=False),
-                            transform=transform,
-                            crs=crs,
-                            nodata=schema.ignore_index,
-                            descriptions=["class"],
-                            colormap=cmap,
-                            compress=o["compress"],
-                            tags=tags,
-                        )
+                        self._write_chip(st, win, r.chip_id, block, mask, crs, nodata, cmap)
                         self.written += 1
                         if progress:
                             progress(1)
@@ -1466,6 +1511,10 @@ def _json_default(v: Any) -> Any:
     if isinstance(v, Path):
         return str(v)
     return str(v)
+
+
+def _chip_id(scene: str, row_off: int, col_off: int) -> str:
+    return f"{scene}_r{int(row_off):06d}_c{int(col_off):06d}"
 
 
 def _window_row(
