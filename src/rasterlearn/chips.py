@@ -1212,9 +1212,14 @@ class ChipJob:
                     len(plan),
                 )
         plan["chip_id"] = [
-            f"{sc}_r{r:06d}_c{c:06d}"
+            _chip_id(sc, r, c)
             for sc, r, c in zip(plan["scene"], plan["row_off"], plan["col_off"], strict=True)
         ]
+        for sc, r, c in kept.loc[straddle.to_numpy(), ["scene", "row_off", "col_off"]].itertuples(
+            index=False
+        ):
+            for sub in ("images", "masks"):  # written during the scan, dropped by the split
+                (self.out / sub / f"{_chip_id(sc, r, c)}.tif").unlink(missing_ok=True)
         plan["image"] = "images/" + plan["chip_id"] + ".tif"
         plan["mask"] = "masks/" + plan["chip_id"] + ".tif"
         self.plan = plan.reset_index(drop=True)
