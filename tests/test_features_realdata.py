@@ -92,11 +92,8 @@ def test_naip_embed_vit_and_dinov2_resume_pca_kmeans(shared_data, tmp_path):
         assert (ds.count, ds.height, ds.width) == (384, -(-h // 14), -(-w // 14))
         assert ds.transform.a == pytest.approx(src_t.a * 14) and ds.transform.c == src_t.c
         assert ds.transform.f == src_t.f
-        assert (
-            json.loads(ds.tags()["rasterlearn_merge"])
-            if False
-            else ds.tags()["rasterlearn_merge"] == "average"
-        )
+        assert ds.tags()["rasterlearn_merge"] == "average"
+        assert int(ds.tags()["rasterlearn_input_size"]) == 56
 
     # resume after SIGKILL: a CLI subprocess with small strips, killed once a strip is committed
     cache = tmp_path / "s3"

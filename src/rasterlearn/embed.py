@@ -667,14 +667,13 @@ class _Accumulator:
         ok = (w > 0) & self.valid[:rows]
         out = np.full((self.dim, rows, self.width), nodata, dtype="float32")
         np.divide(self.sum[:, :rows], w[None], out=out, where=ok[None])
-        for arr in (self.sum, self.weight, self.valid):
-            axis = 1 if arr.ndim == 3 else 0
-            moved = np.roll(arr, -rows, axis=axis)
-            if axis == 1:
-                moved[:, -rows:] = 0
-            else:
-                moved[-rows:] = 0
-            arr[...] = moved
+        keep = self.cap - rows
+        self.sum[:, :keep] = self.sum[:, rows:]
+        self.sum[:, keep:] = 0
+        self.weight[:keep] = self.weight[rows:]
+        self.weight[keep:] = 0
+        self.valid[:keep] = self.valid[rows:]
+        self.valid[keep:] = False
         self.base += rows
         return out
 
@@ -695,8 +694,14 @@ def _keep_slices(
     return (axis(i, nrows), axis(j, ncols))
 
 
-def _choose_blocksize(dim: int, width: int, feat_size: int, budget_mb: float) -> int:
+def _choose_blocksize(
+    dim: int, width: int, feat_size: int, budget_mb: float, height: int | None = None
+) -> int:
+    # no block larger than the grid (a 64 px grid in 512 px blocks wastes GDAL cache on every band)
+    top = max(16, -(-max(width, height or width) // 16) * 16)
     for b in (512, 256, 128, 64, 32, 16):
+        if b > top and b > 16:
+            continue
         if dim * (b + feat_size) * width * 4 / 2**20 <= budget_mb:
             return b
     return 16
@@ -905,7 +910,7 @@ def embed(
     fgrid = fgrid_full
     nrows, ncols = plan.shape
     dim = backbone.dim
-    blocksize = _choose_blocksize(dim, fgrid.width, lay.feat_size, memory_mb)
+    blocksize = _choose_blocksize(dim, fgrid.width, lay.feat_size, memory_mb, fgrid.height)
     nodata = float("nan")
     tags = {
         "rasterlearn_stage": "embed",
