@@ -583,3 +583,54 @@ def test_cli_predict_with_probabilities_and_polygons(make_raster, tmp_path):
     assert set(gdf.class_code) == set(np.unique(m).tolist())
     assert gdf.pixels.sum() == m.size
     assert main(["-q", "predict", str(pkg), str(src), "-o", str(out)]) == 2  # exists without --overwrite
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_buildings_scene_b_with_model_trained_on_scene_a(shared_data, tmp_path):
+    """Train briefly on scene A, map scene B (uint16 RGB, nodata 255), evaluate against buildings.gpkg."""
+    from rasterlearn.chips import Scene, make_chips
+    from rasterlearn.evaluate import evaluate_map
+    from rasterlearn.models import model_spec
+    from rasterlearn.predict import predict_package
+    from rasterlearn.train import TrainConfig, train
+
+    d = shared_data / "buildings_ma"
+    chips = make_chips(
+        [Scene(d / "scene_22978945.tif", d / "buildings.gpkg")],
+        tmp_path / "chips",
+        size=128,
+        stride=96,
+        attribute="class",
+        val=0.2,
+    )
+    cfg = TrainConfig(
+        arch="unet",
+        encoder="tu-mobilenetv3_small_050",
+        model_kwargs=model_spec("unet").tiny_kwargs,
+        epochs=4,
+        batch_size=8,
+        num_workers=0,
+        lr=3e-3,
+        sample_chips=0,
+        loss="ce+dice",
+        accelerator="cpu",
+    )
+    train(chips.out, tmp_path / "model", cfg)
+    scene_b = d / "scene_23429155_uint16.tif"
+    res = predict_package(
+        tmp_path / "model", scene_b, tmp_path / "map.tif", overlap=0.25, probabilities=tmp_path / "prob.tif"
+    )
+    with rasterio.open(tmp_path / "map.tif") as m, rasterio.open(scene_b) as s:
+        assert m.transform == s.transform and m.crs == s.crs and m.shape == s.shape
+        cls = m.read(1)
+        nodata_in = (s.read() == 255).all(axis=0)
+    assert (cls[nodata_in] == 255).all() and set(np.unique(cls[~nodata_in]).tolist()) <= {0, 1}
+    assert res.windows_predicted > 0
+    metrics = evaluate_map(
+        tmp_path / "map.tif", d / "buildings.gpkg", attribute="class", output=tmp_path / "metrics.json"
+    )
+    b = metrics["per_class"][metrics["classes"][1]]
+    # a 4-epoch tiny model on one scene: well above chance for a class covering ~11 % of scene B
+    assert metrics["overall_accuracy"] > 0.8 and b["iou"] is not None and b["iou"] > 0.1, metrics
+    assert (tmp_path / "metrics.png").exists() and (tmp_path / "metrics.csv").exists()

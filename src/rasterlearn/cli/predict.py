@@ -113,6 +113,7 @@ def predict(
     amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
     blocksize: Annotated[int, typer.Option(help="Output tile size (also the resume granularity).")] = 512,
     memory_mb: Annotated[float, typer.Option(help="Budget for the score accumulator (MB).")] = 64.0,
+    cache_mb: Annotated[int, typer.Option(help="GDAL block cache bound during the job (MB).")] = 64,
     min_area: Annotated[float, typer.Option(help="--vectorize: drop polygons smaller than this.")] = 0.0,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
     no_resume: Annotated[
@@ -152,6 +153,7 @@ def predict(
             io_threads=io_threads,
             blocksize=blocksize,
             memory_mb=memory_mb,
+            cache_mb=cache_mb,
             overwrite=overwrite,
             resume=not no_resume,
             progress=advance,
