@@ -225,3 +225,33 @@ def test_landsat_nodata_fraction(shared_data) -> None:
         valid = r.read().valid
     frac = 1 - valid.mean()
     assert 0.10 < frac < 0.20  # README: about 15 % of the frame is nodata (rotated scene edge)
+
+
+def test_alpha_band_selected_as_data_is_not_a_mask(tmp_path, caplog) -> None:
+    """An RGBN uint8 file written with default options declares band 4 as alpha; NIR = 0 must stay valid."""
+    data = np.full((4, 6, 6), 50, dtype="uint8")
+    data[3, 0, :] = 0  # dark NIR pixels, not nodata
+    path = tmp_path / "rgbn.tif"
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=6,
+        height=6,
+        count=4,
+        dtype="uint8",
+        crs="EPSG:32614",
+        transform=Affine(5, 0, 10, 0, -5, 10),
+    ) as ds:
+        ds.write(data)
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="rasterlearn"):
+        default = RasterReader(path)
+    assert default.band_indexes == [1, 2, 3]
+    assert any("flagged as alpha" in r.message for r in caplog.records)  # never dropped silently
+    default.close()
+    with RasterReader(path, bands=[1, 2, 3, 4]) as r:
+        block = r.read()
+        assert block.data.shape == (4, 6, 6)
+        assert block.valid.all()

@@ -126,6 +126,24 @@ class RasterReader:
         self._gdal_mask = any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags) or any(
             not f for f in flags
         )
+        alpha_as_data = [i for i in self.band_indexes if i in self._alpha]
+        if alpha_as_data:
+            # The caller chose a band GDAL flags as alpha as *data* (a 4-band uint8 RGBN GeoTIFF written with
+            # default options looks like RGBA): then it is not a mask, and validity comes from nodata alone.
+            self._gdal_mask = any(MaskFlags.per_dataset in f and MaskFlags.alpha not in f for f in flags)
+            log.info(
+                "%s: band(s) %s are flagged as alpha but were selected as data; they are not used as a "
+                "validity mask",
+                self.path,
+                alpha_as_data,
+            )
+        elif self._alpha and bands is None:
+            log.info(
+                "%s: band(s) %s are flagged as alpha: used as the validity mask, not as data. If they hold "
+                "data (e.g. NIR in an RGBN file), select them explicitly (bands=[1, 2, 3, 4] / --bands)",
+                self.path,
+                self._alpha,
+            )
 
     # -- description ----------------------------------------------------------------------------
     def _resolve_bands(self, bands: Sequence[BandSelector] | None) -> list[int]:
