@@ -243,10 +243,30 @@ class RunConfig(_Section):
         return v
 
 
+def _is_type_tag(part: str) -> bool:
+    """Union branch names pydantic puts into error locations (``str``, ``list[SceneEntry]``, ...)."""
+    return "[" in part or part in ("str", "int", "float", "bool", "none") or part.startswith("function-")
+
+
 def _format_errors(exc: ValidationError, source: str) -> str:
+    errors = list(exc.errors())
+    cleaned = [[str(x) for x in e["loc"] if not _is_type_tag(str(x))] for e in errors]
+    keep = []
+    for i, e in enumerate(errors):
+        raw = [str(x) for x in e["loc"]]
+        # a union branch that does not match at all, while another branch has a precise error: drop it
+        if (
+            raw
+            and _is_type_tag(raw[-1])
+            and any(
+                j != i and cleaned[j][: len(cleaned[i])] == cleaned[i] and len(cleaned[j]) > len(cleaned[i])
+                for j in range(len(errors))
+            )
+        ):
+            continue
+        keep.append((e, cleaned[i]))
     msgs = []
-    for e in exc.errors():
-        loc = [str(x) for x in e["loc"]]
+    for e, loc in keep:
         if e["type"] == "extra_forbidden":
             key = loc[-1]
             section = ".".join(loc[:-1]) or "top level"

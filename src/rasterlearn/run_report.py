@@ -457,7 +457,7 @@ def _maps_section(inputs: ReportInputs, figs: Path, schema: Any, dataset: dict[s
 
             with rasterio.open(inputs.images[sid]) as ds:
                 names = [d or f"band{i + 1}" for i, d in enumerate(ds.descriptions)]
-            if img.shape[1:] != classes.shape:
+            if img.shape[1:] != classes.shape[1:]:
                 img = img_valid = None
         png = plot_class_map(
             classes[0],
