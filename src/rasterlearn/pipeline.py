@@ -840,7 +840,7 @@ class _Runner:
             cfg_json.pop(k, None)
         if t.weights:
             cfg_json["weights"] = file_identity(_resolve(self.cfg, t.weights))
-        params = {"upstream": {"chips": chips.hash}, "train": cfg_json}
+        params = {"upstream": {"chips": _token(chips)}, "train": cfg_json}
 
         def body(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             from rasterlearn.train import train
@@ -895,7 +895,7 @@ class _Runner:
         for k in ("device", "batch_size", "memory_mb"):
             pj.pop(k, None)
         params = {
-            "upstream": {"train": train.hash},
+            "upstream": {"train": _token(train)},
             "scenes": [{"id": s.id, "image": file_identity(s.image)} for s in scenes],
             "predict": pj,
         }
@@ -967,9 +967,9 @@ class _Runner:
         e = self.cfg.evaluate
         params = {
             "upstream": {
-                "chips": chips.hash,
-                "train": train.hash,
-                "predict": predict.hash if predict else None,
+                "chips": _token(chips),
+                "train": _token(train),
+                "predict": _token(predict) if predict else None,
             },
             "evaluate": e.model_dump(mode="json"),
         }
@@ -1224,6 +1224,12 @@ class _Runner:
         return write_run_report(self.out, inputs)
 
 
+def _token(rec: StageRecord) -> str:
+    """What downstream stages depend on: the upstream hash *and* its completion time, so that an upstream
+    stage that ran again (forced, or cleared by hand) re-runs what follows even with equal parameters."""
+    return canonical_hash([rec.hash, rec.finished])
+
+
 def _usable_checkpoint(path: Path) -> bool:
     """Whether ``path`` is a loadable Lightning checkpoint (a kill while it was written leaves it broken)."""
     if not path.exists():
@@ -1259,8 +1265,7 @@ def run_pipeline(
         config: a :class:`RunConfig`, a YAML path or a parsed mapping.
         out: output folder (default: the config's ``out``).
         stages: only these stages (and what they need); default all enabled stages.
-        force: stages to re-run even when up to date (the stages after them follow through their hashes
-            only when the result changes; use this e.g. after deleting outputs by hand).
+        force: stages to re-run even when up to date; the stages after them run again too.
         progress: ``progress(stage, n)`` callback: chips/windows, epochs, pixels, tiles finished.
 
     Returns:
