@@ -580,8 +580,8 @@ def test_cli_predict_with_probabilities_and_polygons(make_raster, tmp_path):
     import pyogrio
 
     gdf = pyogrio.read_dataframe(poly)
-    assert set(gdf.class_code) == set(np.unique(m).tolist())
-    assert gdf.pixels.sum() == m.size
+    assert set(gdf.class_code) == set(np.unique(m).tolist()) - {0}  # background left out
+    assert gdf.pixels.sum() == (m != 0).sum()
     assert main(["-q", "predict", str(pkg), str(src), "-o", str(out)]) == 2  # exists without --overwrite
 
 
@@ -608,12 +608,13 @@ def test_buildings_scene_b_with_model_trained_on_scene_a(shared_data, tmp_path):
         arch="unet",
         encoder="tu-mobilenetv3_small_050",
         model_kwargs=model_spec("unet").tiny_kwargs,
-        epochs=4,
+        epochs=8,
         batch_size=8,
         num_workers=0,
         lr=3e-3,
         sample_chips=0,
         loss="ce+dice",
+        class_weights="median",
         accelerator="cpu",
     )
     train(chips.out, tmp_path / "model", cfg)
@@ -624,13 +625,15 @@ def test_buildings_scene_b_with_model_trained_on_scene_a(shared_data, tmp_path):
     with rasterio.open(tmp_path / "map.tif") as m, rasterio.open(scene_b) as s:
         assert m.transform == s.transform and m.crs == s.crs and m.shape == s.shape
         cls = m.read(1)
-        nodata_in = (s.read() == 255).all(axis=0)
+        nodata_in = (s.read() == 255).any(axis=0)  # a pixel is nodata when any band is
     assert (cls[nodata_in] == 255).all() and set(np.unique(cls[~nodata_in]).tolist()) <= {0, 1}
     assert res.windows_predicted > 0
     metrics = evaluate_map(
         tmp_path / "map.tif", d / "buildings.gpkg", attribute="class", output=tmp_path / "metrics.json"
     )
     b = metrics["per_class"][metrics["classes"][1]]
-    # a 4-epoch tiny model on one scene: well above chance for a class covering ~11 % of scene B
-    assert metrics["overall_accuracy"] > 0.8 and b["iou"] is not None and b["iou"] > 0.1, metrics
+    print(json.dumps({k: metrics[k] for k in ("overall_accuracy", "kappa", "mean_iou", "per_class")}))
+    # an 8-epoch tiny model trained on one small scene is weak but clearly above chance on the other scene
+    # (chance: kappa 0, building IoU ~0.1 for the ~11 % building pixels of scene B)
+    assert b["iou"] is not None and b["iou"] > 0.12 and metrics["kappa"] > 0.1, metrics
     assert (tmp_path / "metrics.png").exists() and (tmp_path / "metrics.csv").exists()

@@ -75,7 +75,10 @@ def predict(
     ] = 0.25,
     probabilities: Annotated[Path | None, typer.Option(help="Also write class probabilities (COG).")] = None,
     vectorize: Annotated[
-        Path | None, typer.Option(help="Also write the map as polygons (.gpkg, .geojson, .fgb).")
+        Path | None,
+        typer.Option(
+            help="Also write the map as polygons (.gpkg, .geojson, .fgb); the background class is left out."
+        ),
     ] = None,
     blend: Annotated[str, typer.Option(help="Window blending: hann, center-crop or none.")] = "hann",
     tta: Annotated[
@@ -165,9 +168,12 @@ def predict(
         f"{res.blocks_resumed} blocks resumed, {res.pixels_per_second:,.0f} px/s"
     )
     if vectorize is not None:
+        from rasterlearn.evaluate import map_schema
         from rasterlearn.vectorize import vectorize_raster
 
-        gdf = vectorize_raster(output, vectorize, min_area=min_area)
+        schema = map_schema(output)
+        bg = schema.background if schema is not None and schema.background in schema.codes else None
+        gdf = vectorize_raster(output, vectorize, min_area=min_area, exclude=None if bg is None else [bg])
         console.print(f"Wrote {len(gdf)} polygons to {vectorize}")
 
 
