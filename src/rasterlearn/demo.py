@@ -86,7 +86,7 @@ def demo_config(
 ) -> RunConfig:
     """The demo's run configuration (small U-Net, a few epochs, spatial val/test blocks, features)."""
     chip = chip_size or (64 if quick else 128)
-    n_epochs = epochs if epochs is not None else (8 if quick else 6)
+    n_epochs = epochs if epochs is not None else 8
     pretrained = (
         pretrained_available(DEMO_FEATURE_MODEL) if feature_pretrained is None else feature_pretrained
     )
@@ -100,7 +100,7 @@ def demo_config(
             "classes": {"attribute": attribute, **({"file": str(Path(schema).resolve())} if schema else {})},
             "chips": {
                 "size": chip,
-                "stride": chip // 4,
+                "stride": chip // 4 if quick else chip // 2,
                 "split_method": "blocks",
                 "block_size": 2 * chip,
                 "val": 0.15,
@@ -175,7 +175,7 @@ def run_demo(
         size: synthetic scene size in pixels per side (default 768: under 5 minutes on a 2-core CPU).
         quick: smaller chips and fewer epochs (a smoke run; with the synthetic scene use size 256).
         seed: synthetic scene seed.
-        epochs: training epochs (default 6, quick 8).
+        epochs: training epochs (default 8).
         features: also run embed -> PCA -> k-means -> similarity.
         progress: ``progress(stage, n)`` callback (see :func:`rasterlearn.pipeline.run_pipeline`).
 

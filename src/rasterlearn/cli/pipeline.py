@@ -77,7 +77,7 @@ def demo(
         int | None,
         typer.Option(help="Synthetic scene size in pixels per side (default 768; 256 with --quick)."),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs (default 6; 8 with --quick).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (default 8).")] = None,
     seed: Annotated[int, typer.Option(help="Synthetic scene seed.")] = 0,
     no_features: Annotated[
         bool, typer.Option("--no-features", help="Skip embed/PCA/k-means/similarity.")
