@@ -5,7 +5,7 @@ size, the same batch size and the same torch thread count. The pure side only ca
 pre-made tensors (no reading, normalization, blending, writing); the end-to-end side does everything and
 writes a COG class map. Goal on CPU: model / end-to-end >= 0.9.
 
-    .venv/bin/python bench/predict_efficiency.py              # 1280 x 1280 px, chip 256 (minutes on 2 cores)
+    .venv/bin/python bench/predict_efficiency.py              # 2560 x 2560 px, chip 256 (about a minute on 2 cores)
     .venv/bin/python bench/predict_efficiency.py --size 4096  # larger
 """
 
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=1280)
+    ap.add_argument("--size", type=int, default=2560)
     ap.add_argument("--chip", type=int, default=256)
     ap.add_argument("--overlap", type=float, default=0.25)
     ap.add_argument("--batch-size", type=int, default=4)
