@@ -44,7 +44,7 @@ def test_demo_reduced(tmp_path: Path) -> None:
     assert m["scene_region"].startswith("tst chips")
     assert m["scene_mean_iou"] > 0.4, m
     per_class = json.loads((out / "evaluate" / "scene.json").read_text())["per_class"]
-    assert per_class["water"]["iou"] > 0.5 and per_class["field"]["iou"] > 0.5
+    assert per_class["field"]["iou"] > 0.5 and per_class["building"]["iou"] > 0.3
     # the map: same grid as the synthetic scene, nodata corner kept, classes of the schema
     with (
         rasterio.open(out / "predict" / "scene.tif") as m_ds,

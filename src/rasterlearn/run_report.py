@@ -75,13 +75,18 @@ def plot_class_balance(
             color=colors,
             edgecolor="black",
             hatch=hatches[i % len(hatches)],
-            label=f"{s} ({total:,} px)",
         )
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set_ylabel("share of labelled pixels")
-    ax.set_title("Class balance per split")
+    ax.set_title("Class balance per split (bar colour = class, hatching = split)")
     if splits:
-        ax.legend(fontsize=8)
+        from matplotlib.patches import Patch
+
+        handles = [
+            Patch(facecolor="white", edgecolor="black", hatch=hatches[i % len(hatches)], label=lbl)
+            for i, lbl in enumerate(f"{s} ({sum(counts[s].values()):,} px)" for s in splits)
+        ]
+        ax.legend(handles=handles, fontsize=8)
     fig.tight_layout()
     return report.save_figure(fig, path)
 

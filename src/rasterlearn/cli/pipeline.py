@@ -110,9 +110,9 @@ def demo(
         f"[bold]Outputs in {res.out.resolve()}[/]" + (" (synthetic scene)" if res.synthetic else "")
     )
     if res.report:
-        console.print(f"  report      {res.report}")
+        console.print(f"  {'report':<20} {res.report}")
     for k, v in res.outputs.items():
-        console.print(f"  {k:<11} {v}")
+        console.print(f"  {k:<20} {v}")
     m = res.metrics
     map_miou = m.get("scene_mean_iou")
     if map_miou is not None:
