@@ -228,7 +228,11 @@ def test_run_errors(scene: Any, tmp_path: Path) -> None:
     with pytest.raises(InputNotFoundError, match=r"scenes\[0\].image"):
         run_pipeline(load_config(cfg, base_dir=tmp_path))
     cfg = tiny_config(scene, tmp_path / "run3", predict={"scenes": ["other"]})
-    with pytest.raises(ConfigError, match="unknown scene ids"):
+    with pytest.raises(ConfigError, match=r"predict.scenes: unknown scene ids"):
+        run_pipeline(load_config(cfg, base_dir=tmp_path))
+    assert not (tmp_path / "run3" / "train").exists()  # checked before any stage ran
+    cfg = tiny_config(scene, tmp_path / "run4", features={"enabled": True, "scenes": ["x"]})
+    with pytest.raises(ConfigError, match=r"features.scenes: unknown scene ids"):
         run_pipeline(load_config(cfg, base_dir=tmp_path))
 
 

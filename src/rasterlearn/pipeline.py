@@ -227,13 +227,13 @@ class RunConfig(_Section):
     name: str = "run"
     out: str | None = Field(None, description="output folder (default: <config folder>/<config stem>)")
     scenes: str | list[SceneEntry] = Field(description="a scenes CSV (geo-deep-learning layout) or a list")
-    classes: ClassesSection = Field(default_factory=ClassesSection)
-    chips: ChipsSection = Field(default_factory=ChipsSection)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    predict: PredictSection = Field(default_factory=PredictSection)
-    evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
-    features: FeaturesSection = Field(default_factory=FeaturesSection)
-    report: ReportSection = Field(default_factory=ReportSection)
+    classes: ClassesSection = Field(default_factory=lambda: ClassesSection.model_validate({}))
+    chips: ChipsSection = Field(default_factory=lambda: ChipsSection.model_validate({}))
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig.model_validate({}))
+    predict: PredictSection = Field(default_factory=lambda: PredictSection.model_validate({}))
+    evaluate: EvaluateSection = Field(default_factory=lambda: EvaluateSection.model_validate({}))
+    features: FeaturesSection = Field(default_factory=lambda: FeaturesSection.model_validate({}))
+    report: ReportSection = Field(default_factory=lambda: ReportSection.model_validate({}))
 
     @field_validator("scenes")
     @classmethod
@@ -674,17 +674,18 @@ def resolve_scenes(cfg: RunConfig) -> list[ResolvedScene]:
                     )
             if labels is not None and label_raster is None and is_raster_path(labels):
                 label_raster, labels = labels, None
-            out.append(ResolvedScene(e.id or "", image, labels, label_raster, e.attribute, e.layer, e.split))  # type: ignore[arg-type]
+            assert image is not None
+            out.append(ResolvedScene(e.id or "", image, labels, label_raster, e.attribute, e.layer, e.split))
     seen: dict[str, int] = {}
-    for s in out:
-        base = _sanitize(s.id or s.image.stem)
+    for rs in out:
+        base = _sanitize(rs.id or rs.image.stem)
         n = seen.get(base, 0)
         seen[base] = n + 1
-        s.id = base if n == 0 else f"{base}_{n + 1}"
-        if s.attribute is None and s.labels is not None:
-            s.attribute = cfg.classes.attribute
-    if len({s.id for s in out}) != len(out):
-        raise ConfigError(f"Scene ids are not unique: {[s.id for s in out]}; give each scene an 'id'")
+        rs.id = base if n == 0 else f"{base}_{n + 1}"
+        if rs.attribute is None and rs.labels is not None:
+            rs.attribute = cfg.classes.attribute
+    if len({rs.id for rs in out}) != len(out):
+        raise ConfigError(f"Scene ids are not unique: {[rs.id for rs in out]}; give each scene an 'id'")
     return out
 
 
@@ -725,12 +726,21 @@ class _Runner:
         self.ran: list[str] = []
         self.skipped: list[str] = []
         self.scenes = resolve_scenes(cfg)
+        # fail before hours of training: scene selections are checked up front
+        if cfg.predict.enabled:
+            self.predict_scenes()
+        if cfg.features.enabled:
+            self.feature_scenes()
 
     def cb(self, stage: str) -> Callable[[int], None] | None:
         if self.progress is None:
             return None
         progress = self.progress
-        return lambda n=1: progress(stage, int(n))
+
+        def advance(n: int = 1) -> None:
+            progress(stage, int(n))
+
+        return advance
 
     def stage(
         self,
@@ -1002,9 +1012,11 @@ class _Runner:
                 from rasterlearn.evaluate import evaluate_map
 
                 out_json = folder / f"{sid}.json"
+                truth = s.labels or s.label_raster
+                assert truth is not None
                 m = evaluate_map(
                     map_path,
-                    s.labels or s.label_raster,
+                    truth,
                     attribute=s.attribute if s.labels is not None else None,
                     layer=s.layer,
                     schema=meta.class_schema,
@@ -1046,16 +1058,19 @@ class _Runner:
         return geom, f"tst chips ({len(rows)})"
 
     # -- features --------------------------------------------------------------------------------
-    def run_features(self) -> StageRecord:
+    def feature_scenes(self) -> list[ResolvedScene]:
         f = self.cfg.features
         if f.scenes == "all":
-            scenes = list(self.scenes)
-        else:
-            by_id = {s.id: s for s in self.scenes}
-            missing = [x for x in f.scenes if x not in by_id]
-            if missing:
-                raise ConfigError(f"features.scenes: unknown scene ids {missing}; scenes are {list(by_id)}")
-            scenes = [by_id[x] for x in f.scenes]
+            return list(self.scenes)
+        by_id = {s.id: s for s in self.scenes}
+        missing = [x for x in f.scenes if x not in by_id]
+        if missing:
+            raise ConfigError(f"features.scenes: unknown scene ids {missing}; scenes are {list(by_id)}")
+        return [by_id[x] for x in f.scenes]
+
+    def run_features(self) -> StageRecord:
+        f = self.cfg.features
+        scenes = self.feature_scenes()
         fj = f.model_dump(mode="json")
         for k in ("device", "batch_size"):
             fj.pop(k, None)

@@ -129,7 +129,7 @@ def plot_class_map(
     for c, col in lut.items():
         rgb[classes == c] = col
     rgb[~valid] = 1.0
-    panels = [("image", None)] if image is not None else []
+    panels: list[tuple[str, np.ndarray | None]] = [("image", None)] if image is not None else []
     panels.append((title, rgb))
     h, w = classes.shape
     fig, axes = plt.subplots(
@@ -137,6 +137,7 @@ def plot_class_map(
     )
     for ax, (name, arr) in zip(axes[0], panels, strict=True):
         if arr is None:
+            assert image is not None
             arr = report.rgb_composite(image, image_valid, band_names)
         ax.imshow(arr, interpolation="nearest")
         ax.set_title(name)
