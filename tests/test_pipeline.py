@@ -317,3 +317,39 @@ def test_killed_during_prediction_resumes(scene: Any, tmp_path: Path) -> None:
     predict_package(out / "train", scene.image, ref, overlap=0.5, blocksize=16, batch_size=8)
     with rasterio.open(out / "predict" / "syn.tif") as a, rasterio.open(ref) as b:
         np.testing.assert_array_equal(a.read(1), b.read(1))
+
+
+def test_report_from_a_map_alone(tmp_path: Path) -> None:
+    """The report needs only the files that exist: a class map and its image give a legend quick-look."""
+    from rasterlearn.run_report import ReportInputs, write_run_report
+    from tests.conftest import write_tif
+
+    classes = np.zeros((40, 60), "uint8")
+    classes[:, 30:] = 1
+    classes[:5, :5] = 255
+    write_tif(tmp_path / "map.tif", classes, nodata=255)
+    write_tif(tmp_path / "img.tif", np.random.default_rng(0).integers(0, 200, (3, 40, 60)).astype("uint8"))
+    dataset = tmp_path / "chips"
+    dataset.mkdir()
+    schema = {
+        "classes": [
+            {"code": 0, "name": "background", "color": "#000000"},
+            {"code": 1, "name": "roof", "color": "#ff0000"},
+        ],
+        "ignore_index": 255,
+        "background": 0,
+    }
+    (dataset / "dataset.json").write_text(
+        json.dumps({"schema": schema, "splits": {"trn": 2}, "bands": ["r", "g", "b"]})
+    )
+    (dataset / "manifest.csv").write_text("chip_id,split,px_0,px_1\na,trn,10,30\nb,val,5,5\n")
+    page = write_run_report(
+        tmp_path / "out",
+        ReportInputs(
+            title="t", dataset=dataset, maps={"s": tmp_path / "map.tif"}, images={"s": tmp_path / "img.tif"}
+        ),
+    )
+    text = page.read_text()
+    assert text.count("data:image/png;base64,") >= 2 and "roof" in text and "50.0 %" in text
+    assert (tmp_path / "out" / "report" / "map_s.png").exists()
+    assert (tmp_path / "out" / "report" / "class_balance.png").exists()
