@@ -23,6 +23,7 @@ import numpy as np
 
 from rasterlearn.errors import EmptyInputError, InputError
 from rasterlearn.grid import Grid, Window
+from rasterlearn.io.aoi import resolve_aoi
 from rasterlearn.io.raster import RasterReader
 from rasterlearn.labels import ClassInfo, ClassSchema, default_color
 from rasterlearn.metrics import confusion_matrix, metrics_from_confusion, metrics_table
@@ -150,8 +151,6 @@ def evaluate_map(
     """
     from rasterio.features import rasterize
 
-    from rasterlearn.predict import _resolve_aoi  # light helper (no torch import at module level)
-
     map_path = Path(map_path)
     truth = Path(truth)
     if unlabelled not in ("auto", "background", "ignore"):
@@ -189,7 +188,8 @@ def evaluate_map(
         "truth_reprojected": False,
         "notes": [],
     }
-    extent, aoi_geom = (grid.window, None) if aoi is None else _resolve_aoi(aoi, grid)
+    area = None if aoi is None else resolve_aoi(aoi, grid)
+    extent = grid.window if area is None else area.window
     ignore_set = [float(v) for v in (ignore_values or [])]
     is_vector = truth.suffix.lower() in _VECTOR_EXT or truth.is_dir()
 
@@ -337,10 +337,8 @@ def evaluate_map(
     for win in _windows(grid, window_size, extent):
         block = reader.read(win)
         pvalid = block.valid
-        if aoi_geom is not None:
-            from rasterlearn.predict import _aoi_mask
-
-            pvalid = pvalid & _aoi_mask(aoi_geom, grid, win)
+        if area is not None and area.geometry is not None:
+            pvalid = pvalid & area.mask(grid, win)
         if pvalid.any():
             t, tvalid = truth_window(win)
             p_idx, p_bad = to_index(block.data[0], pvalid)

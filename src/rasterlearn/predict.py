@@ -51,8 +51,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rasterlearn.errors import InputError, ModelError, NoOverlapError, OutputError
-from rasterlearn.grid import Grid, Window, plan_tiles
+from rasterlearn.errors import InputError, ModelError, OutputError
+from rasterlearn.grid import Window, plan_tiles
+from rasterlearn.io.aoi import aoi_mask, resolve_aoi
 from rasterlearn.io.raster import RasterReader
 
 __all__ = [
@@ -268,54 +269,6 @@ def _model_digest(model: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def _resolve_aoi(aoi: Any, grid: Grid) -> tuple[Window, Any]:
-    """(extent window, polygon in the raster CRS or None) from a vector path, geometry or bounds."""
-    import shapely
-    from shapely.geometry import box
-    from shapely.geometry.base import BaseGeometry
-
-    geom = None
-    if isinstance(aoi, str | Path):
-        from rasterlearn.io.vector import read_vector
-
-        gdf = read_vector(aoi, crs=grid.crs)
-        geom = shapely.union_all(gdf.geometry.values)
-    elif isinstance(aoi, BaseGeometry):
-        geom = aoi
-    elif hasattr(aoi, "geometry"):
-        frame = aoi if grid.crs is None or aoi.crs is None else aoi.to_crs(grid.crs)
-        geom = shapely.union_all(frame.geometry.values)
-    else:
-        vals = tuple(float(v) for v in aoi)
-        if len(vals) != 4:
-            raise InputError(
-                f"AOI must be a vector file, a geometry or (left, bottom, right, top); got {aoi!r}"
-            )
-        geom = None
-        bounds = vals
-        win = grid.window_for_bounds(bounds, snap="out").intersection(grid.window)
-        if win is None:
-            raise NoOverlapError(f"AOI extent {bounds} does not overlap the raster extent {grid.bounds}")
-        return win, None
-    if geom is None or geom.is_empty or not geom.intersects(box(*grid.bounds)):
-        raise NoOverlapError(
-            f"AOI {aoi} does not overlap the raster extent {tuple(round(v, 3) for v in grid.bounds)}"
-            " (in the raster's CRS)"
-        )
-    win = grid.window_for_bounds(tuple(geom.bounds), snap="out").intersection(grid.window)
-    if win is None:  # pragma: no cover - excluded by the intersects check
-        raise NoOverlapError(f"AOI {aoi} does not overlap the raster")
-    if geom.geom_type in ("Polygon", "MultiPolygon") and geom.equals(box(*grid.window_bounds(win))):
-        geom = None  # a rectangle on pixel edges needs no mask
-    return win, geom
-
-
-def _aoi_mask(geom: Any, grid: Grid, window: Window) -> np.ndarray:
-    from rasterio.features import geometry_mask
-
-    return geometry_mask([geom], out_shape=window.shape, transform=grid.window_transform(window), invert=True)
-
-
 def _blocks(start: int, stop: int, bs: int) -> Iterator[tuple[int, int, int]]:
     """(block index, first, stop) of grid-aligned blocks of ``bs`` intersecting ``[start, stop)``."""
     for b in range(start // bs, (stop - 1) // bs + 1):
@@ -526,7 +479,8 @@ def predict_raster(
                 meta.gsd,
             )
 
-    extent, aoi_geom = (grid.window, None) if aoi is None else _resolve_aoi(aoi, grid)
+    area = None if aoi is None else resolve_aoi(aoi, grid)
+    extent, aoi_geom = (grid.window, None) if area is None else (area.window, area.geometry)
     n = int(meta.chip_size)
     ov_px = min(n - 1, round(overlap * n))
     stride = n - ov_px
@@ -651,7 +605,7 @@ def predict_raster(
             if in_nodata is not None:
                 valid = valid & np.all(block.data != np.asarray(in_nodata).astype(block.data.dtype), axis=0)
             # the model sees real context outside the AOI; only the output is masked
-            out_valid = valid if aoi_geom is None else valid & _aoi_mask(aoi_geom, grid, win)
+            out_valid = valid if aoi_geom is None else valid & aoi_mask(aoi_geom, grid, win)
             valids.append(out_valid)
             if not out_valid.any():
                 continue
