@@ -43,6 +43,8 @@ ClassWeightMethod = Literal["none", "inverse", "inverse_sqrt", "median"]
 class _SegLoss(nn.Module):
     """Base: stores ``ignore_index`` and optional per-class ``weight``; prepares probabilities."""
 
+    weight: torch.Tensor | None  # non-persistent buffer (follows the module's device)
+
     def __init__(self, ignore_index: int = 255, weight: Sequence[float] | torch.Tensor | None = None) -> None:
         super().__init__()
         self.ignore_index = int(ignore_index)
@@ -358,9 +360,9 @@ def build_loss(
         for term in spec.replace(" ", "").split("+"):
             if not term:
                 continue
-            w, _, name = term.rpartition("*")
+            factor, _, name = term.rpartition("*")
             try:
-                parts[name.lower()] = float(w) if w else 1.0
+                parts[name.lower()] = float(factor) if factor else 1.0
             except ValueError as exc:
                 raise ConfigError(f"Bad loss term {term!r} in {spec!r}; write e.g. 'ce+0.5*dice'") from exc
     else:

@@ -341,10 +341,10 @@ def adapt_first_layer(
     others = [b for b in range(in_channels) if b not in src_of]
     for k, band in enumerate(others):
         src_of[band] = (k % c_src) if strategy == "repeat" else ("mean" if strategy == "mean" else "zero")
-    for band, s in src_of.items():
-        if isinstance(s, int):
-            new[:, band] = w[:, s]
-        elif s == "mean":
+    for band, src in src_of.items():
+        if isinstance(src, int):
+            new[:, band] = w[:, src]
+        elif src == "mean":
             new[:, band] = w.mean(dim=1)
     if strategy in ("repeat", "mean"):
         new *= c_src / in_channels

@@ -88,46 +88,48 @@ class TrainConfig(BaseModel):
     encoder: str = "resnet18"
     model_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra architecture arguments")
     pretrained: str | None = Field(
-        None, description="pretrained encoder weights name, e.g. 'imagenet' (downloads)"
+        default=None, description="pretrained encoder weights name, e.g. 'imagenet' (downloads)"
     )
     weights: str | None = Field(
-        None, description="local checkpoint: .safetensors/.pt/.ckpt or a model package"
+        default=None, description="local checkpoint: .safetensors/.pt/.ckpt or a model package"
     )
     channel_strategy: ChannelStrategy = "repeat"
     task: Literal["multiclass", "binary"] = "multiclass"
-    threshold: float = Field(0.5, gt=0, lt=1, description="binary decision threshold on the sigmoid")
-    freeze_encoder_epochs: int = Field(0, ge=0, description="train only the decoder for the first N epochs")
+    threshold: float = Field(default=0.5, gt=0, lt=1, description="binary decision threshold on the sigmoid")
+    freeze_encoder_epochs: int = Field(
+        default=0, ge=0, description="train only the decoder for the first N epochs"
+    )
     # loss
     loss: str | dict[str, float] = "ce"
     loss_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     class_weights: Literal["none", "inverse", "inverse_sqrt", "median"] | list[float] = "none"
     # optimisation
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    momentum: float = Field(0.9, ge=0)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    momentum: float = Field(default=0.9, ge=0)
     scheduler: Literal["none", "cosine", "onecycle", "plateau", "step"] = "cosine"
-    step_size: int = Field(10, ge=1, description="epochs between LR drops (step)")
-    gamma: float = Field(0.1, gt=0, description="LR factor (step, plateau)")
-    plateau_patience: int = Field(3, ge=0)
-    min_lr: float = Field(0.0, ge=0)
-    epochs: int = Field(20, ge=0, description="0 = evaluate the (given) model only")
-    batch_size: int = Field(8, ge=1)
-    accumulate_grad_batches: int = Field(1, ge=1)
-    gradient_clip: float | None = Field(1.0, description="clip the gradient norm (None = off)")
+    step_size: int = Field(default=10, ge=1, description="epochs between LR drops (step)")
+    gamma: float = Field(default=0.1, gt=0, description="LR factor (step, plateau)")
+    plateau_patience: int = Field(default=3, ge=0)
+    min_lr: float = Field(default=0.0, ge=0)
+    epochs: int = Field(default=20, ge=0, description="0 = evaluate the (given) model only")
+    batch_size: int = Field(default=8, ge=1)
+    accumulate_grad_batches: int = Field(default=1, ge=1)
+    gradient_clip: float | None = Field(default=1.0, description="clip the gradient norm (None = off)")
     # data
     augment: Literal["none", "flips", "geometric", "full"] | AugmentConfig = "flips"
     normalization: Literal["dataset", "zscore", "percentile", "minmax"] = "dataset"
     val_split: Literal["val", "tst"] = "val"
-    num_workers: int | None = Field(None, ge=0, description="DataLoader workers (None = auto)")
+    num_workers: int | None = Field(default=None, ge=0, description="DataLoader workers (None = auto)")
     # checkpoints, stopping, logging
     monitor: str = Field(
-        "val/miou", description="metric choosing the best checkpoint, e.g. val/miou, val/loss"
+        default="val/miou", description="metric choosing the best checkpoint, e.g. val/miou, val/loss"
     )
     monitor_mode: Literal["max", "min"] | None = None
-    early_stopping_patience: int | None = Field(None, ge=1)
+    early_stopping_patience: int | None = Field(default=None, ge=1)
     logger: Literal["csv", "tensorboard", "mlflow"] = "csv"
-    sample_chips: int = Field(6, ge=0, description="validation chips drawn in the report")
+    sample_chips: int = Field(default=6, ge=0, description="validation chips drawn in the report")
     # hardware and reproducibility
     accelerator: str = "auto"
     devices: int | str = "auto"
@@ -246,9 +248,9 @@ class SegmentationModule(_module_base()):  # type: ignore[misc]
         if n and self.current_epoch < n:
             freeze_encoder(self.model, True)
             log.info("Epoch %d: encoder frozen (decoder only until epoch %d)", self.current_epoch, n)
-        elif n and not next(self.model.encoder.parameters()).requires_grad:
+        elif n and not next(self.model.get_submodule("encoder").parameters()).requires_grad:
             freeze_encoder(self.model, False)
-            self.model.encoder.train()
+            self.model.get_submodule("encoder").train()
             log.info("Epoch %d: encoder unfrozen", self.current_epoch)
         self._train_loss_sum, self._train_loss_n = 0.0, 0
 
@@ -318,6 +320,8 @@ class SegmentationModule(_module_base()):  # type: ignore[misc]
     def configure_optimizers(self) -> Any:
         c = self.config
         params = list(self.model.parameters())
+        opt: torch.optim.Optimizer
+        sched: torch.optim.lr_scheduler.LRScheduler
         if c.optimizer == "adamw":
             opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         elif c.optimizer == "adam":
@@ -348,7 +352,9 @@ class SegmentationModule(_module_base()):  # type: ignore[misc]
 
     # -- exact resume: RNG states and history travel in the checkpoint ---------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        np_state = np.random.get_state()
+        np_state = np.random.get_state(legacy=True)
+        if not isinstance(np_state, tuple):  # the legacy global generator is always MT19937
+            raise ModelError(f"Unexpected numpy RNG state {type(np_state).__name__}; cannot checkpoint it")
         checkpoint["rasterlearn"] = {
             "config": self.config.model_dump(mode="json"),
             "fingerprint": self.config.fingerprint(),

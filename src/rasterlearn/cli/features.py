@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -68,7 +68,7 @@ def embed_cmd(
     ] = None,
     bands: BandsOpt = None,
     normalization: Annotated[
-        str,
+        Literal["image", "model", "none"],
         typer.Option(
             "--normalization", help="image (nodata-aware statistics), model (its mean/std) or none."
         ),
@@ -81,10 +81,12 @@ def embed_cmd(
         ),
     ] = None,
     merge: Annotated[
-        str, typer.Option("--merge", help="Overlap merge: average, first or center.")
+        Literal["average", "first", "center"],
+        typer.Option("--merge", help="Overlap merge: average, first or center."),
     ] = "average",
     storage: Annotated[
-        str, typer.Option("--storage", help="float32, float16 or uint16 (scale/offset).")
+        Literal["float32", "float16", "uint16"],
+        typer.Option("--storage", help="float32, float16 or uint16 (scale/offset)."),
     ] = "float32",
     min_valid: Annotated[
         float, typer.Option("--min-valid", help="Min valid fraction of a feature pixel's footprint.")
@@ -141,11 +143,11 @@ def embed_cmd(
             stride=stride,
             input_size=input_size,
             layer=layer,
-            normalization=normalization,  # type: ignore[arg-type]
+            normalization=normalization,
             value_scale=value_scale,
             merge=merge,
             storage=storage,
-            min_valid_fraction=min_valid,  # type: ignore[arg-type]
+            min_valid_fraction=min_valid,
             extent=_extent(extent),
             extent_crs=extent_crs,
             target_crs=target_crs,
@@ -299,7 +301,8 @@ def similarity_cmd(
     ],
     output: OutOpt,
     mode: Annotated[
-        str, typer.Option("--mode", help="mean (mean reference vector) or max (best reference).")
+        Literal["mean", "max"],
+        typer.Option("--mode", help="mean (mean reference vector) or max (best reference)."),
     ] = "mean",
     rate: Annotated[float, typer.Option("--rate", help="Fraction of polygon pixels sampled.")] = 1.0,
     max_per_feature: Annotated[
@@ -320,7 +323,7 @@ def similarity_cmd(
             references,
             output,
             mode=mode,
-            rate=rate,  # type: ignore[arg-type]
+            rate=rate,
             max_per_feature=max_per_feature,
             standardize=standardize,
             layer=layer,
@@ -349,8 +352,14 @@ def classify_cmd(
         ),
     ] = "random_forest",
     params: Annotated[str | None, typer.Option("--params", help="JSON estimator arguments.")] = None,
-    task: Annotated[str, typer.Option("--task", help="auto, classification or regression.")] = "auto",
-    cv: Annotated[str | None, typer.Option("--cv", help="spatial (default), fold, random or none.")] = None,
+    task: Annotated[
+        Literal["auto", "classification", "regression"],
+        typer.Option("--task", help="auto, classification or regression."),
+    ] = "auto",
+    cv: Annotated[
+        Literal["spatial", "fold", "random", "none"] | None,
+        typer.Option("--cv", help="spatial (default), fold, random or none."),
+    ] = None,
     folds: Annotated[int, typer.Option("--folds", help="Number of folds.")] = 5,
     block_size: Annotated[
         float | None, typer.Option("--block-size", help="Spatial CV block side (CRS units).")
@@ -391,7 +400,7 @@ def classify_cmd(
             cv=cv,
             folds=folds,
             block_size=block_size,
-            fold_column=fold_column,  # type: ignore[arg-type]
+            fold_column=fold_column,
             test_labels=test_labels,
             rate=rate,
             max_per_feature=max_per_feature,

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -80,7 +80,10 @@ def predict(
             help="Also write the map as polygons (.gpkg, .geojson, .fgb); the background class is left out."
         ),
     ] = None,
-    blend: Annotated[str, typer.Option(help="Window blending: hann, center-crop or none.")] = "hann",
+    blend: Annotated[
+        Literal["hann", "center-crop", "none"],
+        typer.Option(help="Window blending: hann, center-crop or none."),
+    ] = "hann",
     tta: Annotated[
         str | None,
         typer.Option(
@@ -98,7 +101,8 @@ def predict(
         typer.Option(help="Binary models: foreground probability threshold (default: the package's)."),
     ] = None,
     prob_dtype: Annotated[
-        str, typer.Option(help="Probability storage: uint8 (x254, nodata 255) or float32.")
+        Literal["uint8", "float32"],
+        typer.Option(help="Probability storage: uint8 (x254, nodata 255) or float32."),
     ] = "uint8",
     bands: Annotated[
         str | None,
@@ -127,10 +131,6 @@ def predict(
     from rasterlearn.io.raster import RasterReader
     from rasterlearn.predict import predict_package
 
-    if blend not in ("hann", "center-crop", "none"):
-        raise InputError(f"--blend must be hann, center-crop or none; got {blend!r}")
-    if prob_dtype not in ("uint8", "float32"):
-        raise InputError(f"--prob-dtype must be uint8 or float32; got {prob_dtype!r}")
     if vectorize is not None and vectorize.exists() and not overwrite:
         raise InputError(f"{vectorize} exists; pass --overwrite or choose another name")
     with RasterReader(raster) as r:
@@ -143,11 +143,11 @@ def predict(
             probabilities=probabilities,
             overlap=overlap,
             blend=blend,
-            tta=tta,  # type: ignore[arg-type]
+            tta=tta,
             batch_size=batch_size,
             aoi=_parse_aoi(aoi),
             threshold=threshold,
-            prob_dtype=prob_dtype,  # type: ignore[arg-type]
+            prob_dtype=prob_dtype,
             bands=_parse_bands(bands),
             nodata=nodata,
             device=device,
@@ -185,7 +185,7 @@ def vectorize_cmd(
     ],
     min_area: Annotated[float, typer.Option(help="Drop polygons smaller than this (see --area-unit).")] = 0.0,
     area_unit: Annotated[
-        str, typer.Option(help="Unit of --min-area: map (CRS units squared) or pixels.")
+        Literal["map", "pixels"], typer.Option(help="Unit of --min-area: map (CRS units squared) or pixels.")
     ] = "map",
     simplify: Annotated[float | None, typer.Option(help="Simplification tolerance in map units.")] = None,
     exclude: Annotated[
@@ -199,15 +199,13 @@ def vectorize_cmd(
 
     if output.exists() and not overwrite:
         raise InputError(f"{output} exists; pass --overwrite or choose another name")
-    if area_unit not in ("map", "pixels"):
-        raise InputError(f"--area-unit must be map or pixels; got {area_unit!r}")
     codes = [int(c) for c in exclude.split(",") if c.strip()] if exclude else None
     with RasterProgress(raster) as advance:
         gdf = vectorize_raster(
             raster,
             output,
             min_area=min_area,
-            area_unit=area_unit,  # type: ignore[arg-type]
+            area_unit=area_unit,
             simplify=simplify,
             exclude=codes,
             window_size=window_size,
@@ -241,7 +239,7 @@ def evaluate(
         Path | None, typer.Option(help="Class schema (YAML/CSV) when the map has no class names.")
     ] = None,
     unlabelled: Annotated[
-        str,
+        Literal["auto", "background", "ignore"],
         typer.Option(
             help="Vector truth: pixels outside every polygon are 'background', 'ignore', or 'auto' (background when the "
             "map has a background class)."
@@ -259,8 +257,6 @@ def evaluate(
     from rasterlearn.evaluate import evaluate_map
     from rasterlearn.labels import ClassSchema
 
-    if unlabelled not in ("auto", "background", "ignore"):
-        raise InputError(f"--unlabelled must be auto, background or ignore; got {unlabelled!r}")
     ignore_values = [float(v) for v in ignore.split(",") if v.strip()] if ignore else None
     with RasterProgress(map_path) as advance:
         metrics = evaluate_map(
@@ -269,7 +265,7 @@ def evaluate(
             attribute=attribute,
             layer=layer,
             schema=ClassSchema.load(schema) if schema else None,
-            unlabelled=unlabelled,  # type: ignore[arg-type]
+            unlabelled=unlabelled,
             aoi=_parse_aoi(aoi),
             ignore_values=ignore_values,
             all_touched=all_touched,

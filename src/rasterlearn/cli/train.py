@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -133,7 +133,9 @@ def train(
 def evaluate_model_cmd(
     model: Annotated[Path, typer.Argument(help="Model package folder (model.json + model.safetensors).")],
     dataset: Annotated[Path, typer.Argument(help="Chip folder written by 'rasterlearn chips'.")],
-    split: Annotated[str, typer.Option(help="Split to score: trn, val or tst.")] = "tst",
+    split: Annotated[
+        Literal["trn", "val", "tst"], typer.Option(help="Split to score: trn, val or tst.")
+    ] = "tst",
     output: Annotated[
         Path | None,
         typer.Option(
@@ -145,11 +147,8 @@ def evaluate_model_cmd(
 ) -> None:
     """Score a model package on a split of a chip folder (per-class IoU/F1, producer's/user's accuracy, kappa)."""
     from rasterlearn.data import read_manifest
-    from rasterlearn.errors import InputError
     from rasterlearn.train import evaluate_model
 
-    if split not in ("trn", "val", "tst"):
-        raise InputError(f"--split must be trn, val or tst; got {split!r}")
     n = len(read_manifest(dataset, split))
     with progress_bar(f"evaluating {split}", total=n, unit="chips") as advance:
         m = evaluate_model(
@@ -157,7 +156,7 @@ def evaluate_model_cmd(
             dataset,
             split=split,
             out=output,
-            batch_size=batch_size,  # type: ignore[arg-type]
+            batch_size=batch_size,
             device=device,
             progress=advance,
         )

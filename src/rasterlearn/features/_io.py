@@ -181,7 +181,8 @@ def save_model_folder(
     folder.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     tmp = folder / ".arrays.tmp.npz"
-    np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+    payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}  # numpy's stub types **kwds oddly
+    np.savez(tmp, **payload)
     os.replace(tmp, folder / "arrays.npz")
     files["arrays.npz"] = _sha256(folder / "arrays.npz")
     pkl = folder / "estimator.pkl"

@@ -510,7 +510,7 @@ def classify_raster(
                     metrics["rmse"],
                     metrics["r2"],
                 )
-        tags = {
+        tags: dict[str, Any] = {
             "rasterlearn_stage": "classify",
             "rasterlearn_method": fc.method,
             "rasterlearn_task": fc.task,

@@ -86,7 +86,12 @@ class FittedReducer:
         i = 0
         for chunk in iter_chunks(X):
             Z = self.standardizer(chunk)
-            Y = (Z - self.center) @ self.matrix.T if self.matrix is not None else self.estimator.transform(Z)
+            if self.matrix is not None:
+                Y = (Z - self.center) @ self.matrix.T
+            elif self.estimator is not None:
+                Y = self.estimator.transform(Z)
+            else:
+                raise ConfigError("this reducer holds neither a projection matrix nor a fitted estimator")
             out[i : i + len(chunk)] = Y
             i += len(chunk)
         return out
@@ -105,7 +110,9 @@ class FittedReducer:
     def save(self, folder: str | Path) -> Path:
         arrays = {"std_mean": self.standardizer.mean, "std_scale": self.standardizer.scale}
         if self.matrix is not None:
-            arrays |= {"center": self.center, "matrix": self.matrix}
+            arrays["matrix"] = self.matrix
+            if self.center is not None:
+                arrays["center"] = self.center
         meta = {
             "kind": "reduce",
             "method": self.method,

@@ -138,7 +138,7 @@ def _feature_pixels(
         xs = np.array([p.x for p in pts])
         ys = np.array([p.y for p in pts])
         return grid.rowcol(xs, ys)
-    win = grid.window_for_bounds(tuple(geom.bounds), snap="out")  # type: ignore[arg-type]
+    win = grid.window_for_bounds(tuple(geom.bounds), snap="out")
     win = Window(win.row_off, win.col_off, max(1, win.height), max(1, win.width))
     inner = win.intersection(grid.window)
     if inner is None:
