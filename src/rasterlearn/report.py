@@ -139,8 +139,13 @@ def html_page(title: str, sections: Sequence[tuple[str, str]], path: str | Path,
 _RGB_ALIASES = (("red", "r", "b04", "b4"), ("green", "g", "b03", "b3"), ("blue", "b", "b02", "b2"))
 
 
-def rgb_composite(image: np.ndarray, valid: np.ndarray | None = None, band_names: Sequence[str] | None = None,
-                  rgb: Sequence[int] | None = None, percentiles: tuple[float, float] = (2.0, 98.0)) -> np.ndarray:
+def rgb_composite(
+    image: np.ndarray,
+    valid: np.ndarray | None = None,
+    band_names: Sequence[str] | None = None,
+    rgb: Sequence[int] | None = None,
+    percentiles: tuple[float, float] = (2.0, 98.0),
+) -> np.ndarray:
     """A displayable ``(H, W, 3)`` float image in 0..1 from any band count and dtype.
 
     Bands: ``rgb`` (0-based) if given, else bands named red/green/blue (``R``, ``B04`` ...), else the first
@@ -206,9 +211,16 @@ def _class_rgb(index: np.ndarray, colors: Sequence[str], ignore_index: int) -> n
     return table[idx]
 
 
-def plot_sample_grid(samples: Sequence[dict[str, np.ndarray]], path: str | Path, *,
-                     band_names: Sequence[str] | None = None, class_names: Sequence[str] = (),
-                     colors: Sequence[str] = (), ignore_index: int = 255, max_heatmaps: int = 4) -> Path:
+def plot_sample_grid(
+    samples: Sequence[dict[str, np.ndarray]],
+    path: str | Path,
+    *,
+    band_names: Sequence[str] | None = None,
+    class_names: Sequence[str] = (),
+    colors: Sequence[str] = (),
+    ignore_index: int = 255,
+    max_heatmaps: int = 4,
+) -> Path:
     """One row per chip: input composite, ground truth, prediction and per-class probability heatmaps.
 
     Each sample holds ``image`` (bands, H, W) raw values, ``valid``, ``truth`` and ``pred`` (class indices,
@@ -227,7 +239,8 @@ def plot_sample_grid(samples: Sequence[dict[str, np.ndarray]], path: str | Path,
             axes[r, 3 + k].imshow(s["probs"][k], vmin=0, vmax=1, cmap="magma")
         if r == 0:
             titles = ["input", "truth", "prediction"] + [
-                f"p({class_names[k] if k < len(class_names) else k})" for k in range(n_heat)]
+                f"p({class_names[k] if k < len(class_names) else k})" for k in range(n_heat)
+            ]
             for ax, t in zip(axes[0], titles, strict=False):
                 ax.set_title(t, fontsize=9)
     for ax in axes.ravel():
@@ -236,20 +249,39 @@ def plot_sample_grid(samples: Sequence[dict[str, np.ndarray]], path: str | Path,
     return save_figure(fig, path)
 
 
-def training_report_html(path: str | Path, *, metrics: dict[str, Any], history: Sequence[dict[str, float]],
-                         images: dict[str, Path], summary: dict[str, Any]) -> Path:
+def training_report_html(
+    path: str | Path,
+    *,
+    metrics: dict[str, Any],
+    history: Sequence[dict[str, float]],
+    images: dict[str, Path],
+    summary: dict[str, Any],
+) -> Path:
     """One self-contained HTML page: run summary, per-class metrics, curves, confusion matrix, samples."""
     sections = [("Run", table_html([{"option": k, "value": str(v)} for k, v in summary.items()]))]
-    rows = [{"class": name, "code": m.get("code"), "IoU": m["iou"], "F1": m["f1"],
-             "user's accuracy (precision)": m["users_accuracy"],
-             "producer's accuracy (recall)": m["producers_accuracy"], "support (px)": m["support"]}
-            for name, m in metrics["per_class"].items()]
-    overall = (f"<p>mean IoU {_num(metrics.get('mean_iou'))} · overall accuracy "
-               f"{_num(metrics.get('overall_accuracy'))} · kappa {_num(metrics.get('kappa'))} · "
-               f"{metrics.get('pixels', 0)} pixels</p>")
+    rows = [
+        {
+            "class": name,
+            "code": m.get("code"),
+            "IoU": m["iou"],
+            "F1": m["f1"],
+            "user's accuracy (precision)": m["users_accuracy"],
+            "producer's accuracy (recall)": m["producers_accuracy"],
+            "support (px)": m["support"],
+        }
+        for name, m in metrics["per_class"].items()
+    ]
+    overall = (
+        f"<p>mean IoU {_num(metrics.get('mean_iou'))} · overall accuracy "
+        f"{_num(metrics.get('overall_accuracy'))} · kappa {_num(metrics.get('kappa'))} · "
+        f"{metrics.get('pixels', 0)} pixels</p>"
+    )
     sections.append(("Validation metrics (best model, whole split)", overall + table_html(rows)))
-    for key, title in (("curves", "Training curves"), ("confusion", "Confusion matrix"),
-                       ("samples", "Sample chips")):
+    for key, title in (
+        ("curves", "Training curves"),
+        ("confusion", "Confusion matrix"),
+        ("samples", "Sample chips"),
+    ):
         if key in images:
             sections.append((title, img_tag(images[key], title)))
     if history:
