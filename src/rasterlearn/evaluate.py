@@ -15,42 +15,145 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from rasterlearn.errors import EmptyInputError, InputError
+from rasterlearn.errors import ConfigError, EmptyInputError, InputError, InputNotFoundError
 from rasterlearn.grid import Grid, Window
 from rasterlearn.io.aoi import resolve_aoi
 from rasterlearn.io.raster import RasterReader
 from rasterlearn.labels import ClassInfo, ClassSchema, default_color
 from rasterlearn.metrics import confusion_matrix, metrics_from_confusion, metrics_table
 
-__all__ = ["Unlabelled", "evaluate_map", "map_schema"]
+__all__ = [
+    "ClassMatch",
+    "TruthClasses",
+    "Unlabelled",
+    "evaluate_map",
+    "map_schema",
+    "match_class_names",
+    "parse_class_names",
+    "raster_class_names",
+    "resolve_class_names",
+]
 
 log = logging.getLogger(__name__)
 
 Unlabelled = Literal["auto", "background", "ignore"]
+ClassMatch = Literal["auto", "name", "code"]
+TruthClasses = ClassSchema | Mapping[int, str] | str | Path
+_SAME_GRID_TOLERANCE_PX = 0.25  # CRSs described differently but placing the grid within this are the same
 _VECTOR_EXT = {".gpkg", ".shp", ".geojson", ".json", ".fgb", ".parquet", ".gml", ".kml", ".sqlite"}
 
 
-def map_schema(path: str | Path) -> ClassSchema | None:
-    """The class schema of a map written by rasterlearn (``classes`` tag), else one built from GDAL category
-    names; ``None`` when the map names no classes."""
+def _schema_tag(tags: Mapping[str, str], path: str | Path) -> ClassSchema | None:
+    for key in ("classes", "rasterlearn_schema"):  # predict / train maps; features.classify maps
+        raw = tags.get(key)
+        if raw:
+            try:
+                return ClassSchema.from_dict(json.loads(raw))
+            except Exception:  # a foreign tag of that name
+                log.debug("Unreadable %r tag in %s", key, path)
+    return None
+
+
+def _aux_names(path: Path) -> dict[int, str]:
+    """Class names from a GDAL ``.aux.xml`` sidecar: category names, else a raster attribute table with a
+    name column (value or min/max column + name usage), else a QGIS ``.qml`` paletted style's labels."""
+    from xml.sax.saxutils import unescape
+
+    aux = Path(f"{path}.aux.xml")
+    if aux.exists():
+        text = aux.read_text(encoding="utf-8", errors="replace")
+        band = re.search(r"<PAMRasterBand[^>]*band=\"1\"[^>]*>(.*?)</PAMRasterBand>", text, re.S)
+        text = band.group(1) if band else text
+        block = re.search(r"<CategoryNames>(.*?)</CategoryNames>", text, re.S)
+        if block:
+            cats = re.findall(r"<Category>(.*?)</Category>|<Category\s*/>", block.group(1), re.S)
+            names = {i: unescape(c).strip() for i, c in enumerate(cats) if c.strip()}
+            if names:
+                return names
+        rat = re.search(r"<GDALRasterAttributeTable[^>]*>(.*?)</GDALRasterAttributeTable>", text, re.S)
+        if rat:
+            fields = re.findall(
+                r"<FieldDefn[^>]*>\s*<Name>(.*?)</Name>\s*<Type>(\d+)</Type>\s*<Usage>(\d+)</Usage>",
+                rat.group(1),
+                re.S,
+            )
+            usage = [int(u) for _, _, u in fields]
+            # GDAL field usages: 2 = name, 5 = min/max (value), 3 = min; else a column called value
+            value_col = next((i for i, u in enumerate(usage) if u == 5), None)
+            if value_col is None:
+                value_col = next((i for i, u in enumerate(usage) if u == 3), None)
+            if value_col is None:
+                value_col = next((i for i, f in enumerate(fields) if f[0].lower() == "value"), None)
+            name_col = next((i for i, u in enumerate(usage) if u == 2), None)
+            if value_col is not None and name_col is not None:
+                names = {}
+                for row in re.findall(r"<Row[^>]*>(.*?)</Row>", rat.group(1), re.S):
+                    cells = [unescape(c) for c in re.findall(r"<F>(.*?)</F>|<F\s*/>", row, re.S)]
+                    if len(cells) > max(value_col, name_col):
+                        try:
+                            v = float(cells[value_col])
+                        except ValueError:
+                            continue
+                        if v.is_integer() and cells[name_col].strip():
+                            names[int(v)] = cells[name_col].strip()
+                if names:
+                    return names
+    qml = path.with_suffix(".qml")
+    if qml.exists():
+        text = qml.read_text(encoding="utf-8", errors="replace")
+        names = {}
+        for entry in re.findall(r"<paletteEntry\b[^>]*>", text):
+            value = re.search(r'value="([^"]*)"', entry)
+            label = re.search(r'label="([^"]*)"', entry)
+            if value and label and label.group(1).strip():
+                try:
+                    v = float(value.group(1))
+                except ValueError:
+                    continue
+                if v.is_integer():
+                    names[int(v)] = unescape(label.group(1), {"&quot;": '"'}).strip()
+        return names
+    return {}
+
+
+def raster_class_names(path: str | Path) -> dict[int, str]:
+    """The class names a raster declares for its codes, ``{code: name}`` (empty when it names none).
+
+    Sources, in order: rasterlearn's ``classes`` / ``rasterlearn_schema`` tags; GDAL category names or a raster
+    attribute table (value + name columns) in the ``.aux.xml`` sidecar; the labels of a QGIS paletted
+    ``.qml`` style beside the file. The nodata value's name (e.g. ``0: "nodata"``) is left out.
+    """
     import rasterio
 
-    from rasterlearn.vectorize import read_class_names
+    path = Path(path)
+    with rasterio.open(path) as ds:
+        tags = ds.tags()
+        nodata = ds.nodata
+    schema = _schema_tag(tags, path)
+    names = dict(zip(schema.codes, schema.names, strict=True)) if schema else _aux_names(path)
+    if nodata is not None and not math.isnan(nodata) and float(nodata).is_integer():
+        names.pop(int(nodata), None)
+    return names
+
+
+def map_schema(path: str | Path) -> ClassSchema | None:
+    """The class schema of a map written by rasterlearn (``classes`` or ``rasterlearn_schema`` tag), else one
+    built from the class names it declares (:func:`raster_class_names`); ``None`` when it names no classes."""
+    import rasterio
 
     with rasterio.open(path) as ds:
-        raw = ds.tags().get("classes")
-    if raw:
-        try:
-            return ClassSchema.from_dict(json.loads(raw))
-        except Exception:  # a foreign 'classes' tag
-            log.debug("Unreadable 'classes' tag in %s", path)
-    names = read_class_names(path)
+        tags = ds.tags()
+    schema = _schema_tag(tags, path)
+    if schema is not None:
+        return schema
+    names = raster_class_names(path)
     if not names:
         return None
     ignore = 255 if max(names) < 255 else 65535
@@ -59,6 +162,133 @@ def map_schema(path: str | Path) -> ClassSchema | None:
         ignore,
         0 if 0 in names else None,
     )
+
+
+def parse_class_names(text: str) -> dict[int, str]:
+    """Parse inline class names ``"1=developed,2=agriculture"`` (``:`` also separates; ``;`` also
+    delimits) into ``{1: "developed", 2: "agriculture"}``.
+
+    Raises:
+        InputError: an item is not ``CODE=NAME`` with an integer code, or a code repeats.
+    """
+    out: dict[int, str] = {}
+    for item in re.split(r"[,;]", text):
+        if not item.strip():
+            continue
+        m = re.fullmatch(r"\s*(-?\d+(?:\.0*)?)\s*[=:]\s*(.*?)\s*", item)
+        if not m or not m.group(2):
+            raise InputError(
+                f"Class names must be 'CODE=NAME' items separated by commas, e.g. '1=developed,2=water'; "
+                f"cannot read {item.strip()!r} in {text!r}"
+            )
+        code = int(float(m.group(1)))
+        if code in out:
+            raise InputError(f"Class code {code} is named twice in {text!r}")
+        out[code] = m.group(2)
+    if not out:
+        raise InputError(f"No class names in {text!r}; expected e.g. '1=developed,2=water'")
+    return out
+
+
+def resolve_class_names(value: TruthClasses) -> dict[int, str]:
+    """``{code: name}`` from a :class:`ClassSchema`, a mapping, a schema file (YAML/JSON/CSV, see
+    :meth:`ClassSchema.load`) or inline ``"1=developed,2=agriculture"`` text."""
+    if isinstance(value, ClassSchema):
+        return dict(zip(value.codes, value.names, strict=True))
+    if isinstance(value, Mapping):
+        try:
+            return {int(k): str(v) for k, v in value.items()}
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"Truth class names must map integer codes to names; got {value!r}") from exc
+    text = str(value)
+    if isinstance(value, Path) or Path(text).exists() or not re.search(r"[=:]", text):
+        try:
+            schema = ClassSchema.load(text)
+        except InputNotFoundError as exc:
+            raise InputNotFoundError(
+                f"Truth class file not found: {text} (inline names look like '1=developed,2=water')"
+            ) from exc
+        except (ConfigError, InputError) as exc:
+            raise ConfigError(f"Cannot read truth classes from {text}: {exc}") from exc
+        return dict(zip(schema.codes, schema.names, strict=True))
+    return parse_class_names(text)
+
+
+def _norm_name(name: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", str(name).strip().casefold())
+
+
+def match_class_names(
+    truth_names: Mapping[int, str], schema: ClassSchema
+) -> tuple[dict[int, int], dict[int, str]]:
+    """Match truth codes to the map's classes by name.
+
+    Names are compared case-insensitively, with runs of spaces, underscores and hyphens treated alike
+    (``"Dense_Forest"`` matches ``"dense forest"``); the schema's ``source_values`` (original label texts)
+    count as names too. Several truth codes may name the same map class (they are merged).
+
+    Returns:
+        ``({truth code: map code}, {truth code: name} of the truth classes that match no map class)``.
+    """
+    lookup = {_norm_name(n): c for c, n in zip(schema.codes, schema.names, strict=True)}
+    for text, code in schema.source_values.items():
+        lookup.setdefault(_norm_name(text), code)
+    matched: dict[int, int] = {}
+    unmatched: dict[int, str] = {}
+    for code, name in sorted(truth_names.items()):
+        key = _norm_name(name)
+        if key in lookup:
+            matched[code] = lookup[key]
+        else:
+            unmatched[code] = name
+    return matched, unmatched
+
+
+def _grid_relation(truth: Grid, grid: Grid) -> tuple[bool, str | None]:
+    """Whether a truth grid is the map's grid (possibly with a differently described CRS), and a note."""
+    if truth == grid:
+        return True, None
+    if truth.shape != grid.shape:
+        return False, None
+    rel = ~grid.transform * truth.transform  # truth pixel -> map pixel; identity on the same grid
+    if max(abs(x - y) for x, y in zip(rel[:6], (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), strict=True)) > 1e-6:
+        return False, None
+    if truth.crs is None or grid.crs is None:
+        which = "the truth raster" if truth.crs is None else "the map"
+        return True, (
+            f"{which} has no CRS; the truth has the map's shape and transform, so it is read on the map's "
+            f"grid (not resampled)"
+        )
+    from pyproj import Transformer
+
+    try:
+        tr = Transformer.from_crs(truth.crs, grid.crs, always_xy=True)
+        # the corners and the centre of the grid, truth pixel -> truth CRS -> map CRS -> map pixel
+        rows = np.array([0, 0, truth.height, truth.height, truth.height / 2], dtype="float64")
+        cols = np.array([0, truth.width, 0, truth.width, truth.width / 2], dtype="float64")
+        t, inv = truth.transform, ~grid.transform
+        xs, ys = t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f
+        xt, yt = (np.asarray(v, dtype="float64") for v in tr.transform(xs, ys))
+        c2, r2 = inv.a * xt + inv.b * yt + inv.c, inv.d * xt + inv.e * yt + inv.f
+        shift = float(np.max(np.hypot(c2 - cols, r2 - rows)))
+    except Exception as exc:  # CRSs pyproj cannot relate
+        log.debug("Cannot relate the CRSs of truth and map: %s", exc)
+        return False, None
+    if not math.isfinite(shift) or shift > _SAME_GRID_TOLERANCE_PX:
+        return False, None
+    return True, (
+        f"truth CRS ({_crs_label(truth.crs)}) is described differently from the map's "
+        f"({_crs_label(grid.crs)}) but, with the same shape and transform, places every pixel within "
+        f"{shift:.3g} px of the map's: read on the map's grid, not resampled"
+    )
+
+
+def _crs_label(crs: Any) -> str:
+    epsg = crs.to_epsg()
+    if epsg:
+        return f"EPSG:{epsg}"
+    name = getattr(crs, "name", None) or ""
+    return f"{name!r} (no EPSG code)" if name else crs.to_string()[:60]
 
 
 def _scan_codes(reader: RasterReader, window_size: int) -> list[int]:
@@ -103,6 +333,18 @@ def _value_to_code(value: Any, schema: ClassSchema) -> int | None:
     return int(num) if num.is_integer() and int(num) in schema.codes else None
 
 
+def _as_number(value: Any) -> float | None:
+    """A numeric attribute value (or numeric text) as float, else None."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | np.integer | float | np.floating):
+        return float(value)
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        return None
+
+
 def _atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -116,6 +358,8 @@ def evaluate_map(
     attribute: str | None = None,
     layer: str | None = None,
     schema: ClassSchema | None = None,
+    truth_classes: TruthClasses | None = None,
+    class_match: ClassMatch = "auto",
     unlabelled: Unlabelled = "auto",
     aoi: Any = None,
     ignore_values: Sequence[float] | None = None,
@@ -134,8 +378,18 @@ def evaluate_map(
         attribute: vector truth: the column holding class codes or class names (text values are matched to
             the map's class names, case-insensitively, or the schema's ``source_values``).
         layer: vector truth: the layer.
-        schema: the classes; default: the map's own (``classes`` tag or category names), else the codes
-            found in the map.
+        schema: the map's classes; default: the map's own (``classes`` tag or category names), else the
+            codes found in the map.
+        truth_classes: the names of the truth's class codes, when they differ from the map's codes: a
+            :class:`ClassSchema`, a ``{code: name}`` mapping, a schema file (YAML/JSON/CSV) or inline text
+            ``"1=developed,2=agriculture"``. Truth codes are then matched to the map's classes by name
+            (:func:`match_class_names`). Without it, a truth raster's own class names are used
+            (:func:`raster_class_names`: tags, ``.aux.xml`` category names or attribute table, ``.qml``).
+        class_match: how truth values meet the map's classes: ``name`` (truth codes → names → the map's
+            class of that name; every named truth class must match one, or an :class:`InputError` lists
+            the others), ``code`` (truth values are the map's codes), or ``auto``: by name when
+            ``truth_classes`` is given or the truth raster names its classes and the map names its own
+            (an error when only some names match), else by code.
         unlabelled: vector truth: pixels covered by no polygon count as the ``background`` class, are
             ``ignore``-d, or ``auto`` (background when the schema has a background class among its classes).
         aoi: only pixels inside this vector file / geometry (map CRS) / bounds count.
@@ -145,9 +399,18 @@ def evaluate_map(
         output: metrics JSON path; ``csv_path``/``png_path`` default to the same name with .csv/.png.
         progress: called with the number of map pixels processed.
 
+    Truth rasters of any dtype are accepted; float rasters must hold whole-number codes (other values are
+    counted and skipped). A truth raster with the map's shape and transform but a differently described
+    CRS (e.g. an unnamed copy of the same projection) is read on the map's grid without resampling when
+    the two CRSs place every pixel within a quarter pixel of each other; this is logged and noted.
+
     Returns:
         :func:`rasterlearn.metrics.metrics_from_confusion`'s dict plus an ``evaluation`` record (inputs,
-        reprojection, pixels compared and ignored).
+        reprojection, class matching, pixels compared and ignored).
+
+    Raises:
+        InputError: unknown truth values / unmatched truth class names (listed), bad options.
+        EmptyInputError: no pixel has both a valid prediction and valid truth.
     """
     from rasterio.features import rasterize
 
@@ -155,10 +418,18 @@ def evaluate_map(
     truth = Path(truth)
     if unlabelled not in ("auto", "background", "ignore"):
         raise InputError(f"unlabelled must be 'auto', 'background' or 'ignore'; got {unlabelled!r}")
+    if class_match not in ("auto", "name", "code"):
+        raise InputError(f"class_match must be 'auto', 'name' or 'code'; got {class_match!r}")
+    if class_match == "code" and truth_classes is not None:
+        raise InputError(
+            "Truth class names were given, but class_match='code' compares codes; use 'name' or 'auto'"
+        )
+    explicit_names = None if truth_classes is None else resolve_class_names(truth_classes)
     reader = RasterReader(map_path, [1])
     grid = reader.grid
     if schema is None:
         schema = map_schema(map_path)
+    map_named = schema is not None
     if schema is None:
         codes_found = _scan_codes(reader, window_size)
         log.warning("%s names no classes; evaluating the codes found in it: %s", map_path, codes_found)
@@ -191,6 +462,66 @@ def evaluate_map(
     area = None if aoi is None else resolve_aoi(aoi, grid)
     extent = grid.window if area is None else area.window
     ignore_set = [float(v) for v in (ignore_values or [])]
+    record["class_match"] = "code"
+    counters = {"non_integer": 0}
+
+    def name_matching(found: Mapping[int, str] | None, source: str) -> dict[int, int] | None:
+        """{truth code: map code} when truth classes are matched by name, else None (codes compared)."""
+        names = explicit_names if explicit_names is not None else found
+        src = "argument" if explicit_names is not None else source
+        strict = explicit_names is not None or class_match == "name"
+        if class_match == "code":
+            return None
+        if not names:
+            if class_match == "name":
+                raise InputError(
+                    f"{truth} names no classes, so its codes cannot be matched to the map's classes by name; "
+                    f"name them (truth_classes / --truth-names '1=developed,2=water' / --truth-classes FILE)"
+                )
+            return None
+        if not map_named:
+            if strict:
+                raise InputError(
+                    f"{map_path} names no classes, so truth classes cannot be matched by name; give the map's "
+                    f"classes (schema / --schema FILE)"
+                )
+            log.info("%s names no classes; comparing the truth's codes with the map's", map_path)
+            return None
+        names = {c: nm for c, nm in names.items() if float(c) not in ignore_set}
+        matched, unmatched = match_class_names(names, schema)
+        if not matched and not strict:
+            msg = (
+                f"the truth's class names ({', '.join(sorted(set(names.values())))}) share none with the map's "
+                f"({', '.join(schema.names)}); codes are compared"
+            )
+            log.warning("Evaluating against %s: %s", truth, msg)
+            record["notes"].append(msg)
+            return None
+        if unmatched:
+            listed = ", ".join(f"{c}={nm!r}" for c, nm in unmatched.items())
+            raise InputError(
+                f"Truth class(es) {listed} ({'given' if src == 'argument' else 'named by ' + str(truth)}) "
+                f"match no class of the map {map_path.name} ({', '.join(schema.names)}; names compared "
+                f"case-insensitively). Correct the names (truth_classes / --truth-names / --truth-classes), "
+                f"skip those codes (ignore_values / --ignore {','.join(map(str, unmatched))}), or compare "
+                f"codes (class_match='code' / --class-match code)."
+            )
+        record["class_match"] = "name"
+        record["truth_class_names"] = src
+        record["truth_classes"] = {
+            str(c): {"name": names[c], "map_code": m, "map_name": schema.name_of(m)}
+            for c, m in matched.items()
+        }
+        log.info(
+            "Truth classes matched to the map's by name (%s): %s",
+            "given" if src == "argument" else f"names from {truth.name}",
+            ", ".join(f"{c} {names[c]!r} -> {m}" for c, m in matched.items()),
+        )
+        missing = [nm for c, nm in zip(codes, schema.names, strict=True) if c not in matched.values()]
+        if missing:
+            log.info("Map classes without a truth class: %s", ", ".join(missing))
+        return matched
+
     is_vector = truth.suffix.lower() in _VECTOR_EXT or truth.is_dir()
 
     truth_window: Callable[[Window], tuple[np.ndarray, np.ndarray]]
@@ -225,26 +556,32 @@ def evaluate_map(
             log.info("No attribute given: every truth polygon is class %d (%s)", fg[0], schema.name_of(fg[0]))
         else:
             raw = gdf[attribute].tolist()
-            mapping = {}
+            remap = name_matching(None, "")
+            mapping: dict[Any, int] = {}
             unknown = []
             for v in {(v if not isinstance(v, float) or not math.isnan(v) else None) for v in raw}:
                 if v is None:
                     continue
-                code = _value_to_code(v, schema)
+                num = _as_number(v)
+                if num is not None and num in ignore_set:
+                    mapping[v] = -2  # a raw truth value to ignore
+                    continue
+                if remap is not None and num is not None and num.is_integer():
+                    code = remap.get(int(num))
+                else:
+                    code = _value_to_code(v, schema)
                 if code is None:
                     unknown.append(v)
-                mapping[v] = code
+                else:
+                    mapping[v] = code
             if unknown:
                 raise InputError(
                     f"Truth values {sorted(map(str, unknown))[:10]} of {attribute!r} in {truth} match "
-                    f"no class of the map ({schema.describe()}). Pass --schema with source_values, "
-                    f"or use --ignore for values to skip."
+                    f"no class of the map ({schema.describe()}). Pass --schema with source_values or "
+                    f"--truth-names '1=name,...' for codes, or use --ignore for values to skip."
                 )
-            values = np.array(
-                [-1 if v is None or (isinstance(v, float) and math.isnan(v)) else mapping[v] for v in raw],
-                dtype="int64",
-            )
-            skipped = values < 0
+            values = np.array([mapping.get(v, -1) for v in raw], dtype="int64")  # -1: empty value
+            skipped = values == -1
             if skipped.any():
                 log.warning("%d truth features with an empty %r are not used", int(skipped.sum()), attribute)
         keep = values >= 0
@@ -288,7 +625,11 @@ def evaluate_map(
         record["unlabelled"] = None
         treader = RasterReader(truth, [1])
         tnodata = treader.nodata
-        same = treader.grid == grid
+        same, grid_note = _grid_relation(treader.grid, grid)
+        if grid_note:
+            record["notes"].append(grid_note)
+            record["truth_crs_differs"] = True
+            log.warning("Evaluating against %s: %s", truth, grid_note)
         if not same:
             record["truth_reprojected"] = True
             msg = (
@@ -303,6 +644,10 @@ def evaluate_map(
                     f"{truth} and {map_path} are on different grids and one has no CRS; cannot align them"
                 )
         tds = rasterio.open(truth) if not same else None
+        remap = name_matching(raster_class_names(truth), f"class names of {truth.name}")
+        if remap is not None:
+            remap_keys = np.array(sorted(remap), dtype="int64")
+            remap_vals = np.array([remap[k] for k in sorted(remap)], dtype="int64")
 
         def raster_window(win: Window) -> tuple[np.ndarray, np.ndarray]:
             if same:
@@ -326,9 +671,18 @@ def evaluate_map(
             ok &= np.isfinite(data)
             if ignore_set:
                 ok &= ~np.isin(data, ignore_set)
-            ok &= data != schema.ignore_index
-            ok &= np.equal(np.mod(np.where(ok, data, 0), 1), 0)
-            return np.where(ok, data, -1).astype("int64"), ok
+            whole = ok & (np.abs(np.where(ok, data, 0)) < 2**53)
+            whole &= np.equal(np.mod(np.where(whole, data, 0), 1), 0)
+            counters["non_integer"] += int((ok & ~whole).sum())
+            ok = whole
+            values = np.where(ok, data, -1).astype("int64")
+            if remap is None:
+                ok &= values != schema.ignore_index
+            else:  # truth codes -> map codes by name; unnamed codes become -1 (counted as unknown)
+                pos = np.clip(np.searchsorted(remap_keys, values), 0, len(remap_keys) - 1)
+                hit = remap_keys[pos] == values
+                values = np.where(ok & hit, remap_vals[pos], -1)
+            return np.where(ok, values, -1), ok
 
         truth_window = raster_window
 
@@ -344,7 +698,7 @@ def evaluate_map(
             p_idx, p_bad = to_index(block.data[0], pvalid)
             t_idx, t_bad = to_index(t, tvalid)
             unknown_pred += int(p_bad.sum())
-            unknown_truth += int(t_bad.sum())
+            unknown_truth += int((t_bad & pvalid).sum())
             cm += confusion_matrix(t_idx, p_idx, n, valid=pvalid & tvalid & (t_idx >= 0) & (p_idx >= 0))
         if progress:
             progress(win.size)
@@ -359,6 +713,11 @@ def evaluate_map(
             unknown_truth,
             schema.describe(),
         )
+    if counters["non_integer"]:
+        log.warning(
+            "%d truth pixels hold values that are not whole numbers (not class codes); they are not assessed",
+            counters["non_integer"],
+        )
     if unknown_pred:
         log.warning("%d map pixels hold codes outside the class list; they are not assessed", unknown_pred)
     if cm.sum() == 0:
@@ -371,6 +730,7 @@ def evaluate_map(
         {
             "pixels_compared": int(cm.sum()),
             "truth_pixels_unknown_class": unknown_truth,
+            "truth_pixels_non_integer": counters["non_integer"],
             "map_pixels_unknown_class": unknown_pred,
             "aoi": None if aoi is None else str(aoi),
             "all_touched": all_touched,
