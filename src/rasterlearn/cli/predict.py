@@ -238,6 +238,27 @@ def evaluate(
     schema: Annotated[
         Path | None, typer.Option(help="Class schema (YAML/CSV) when the map has no class names.")
     ] = None,
+    truth_classes: Annotated[
+        Path | None,
+        typer.Option(
+            help="Names of the truth's class codes (schema YAML/CSV) when they differ from the map's codes: "
+            "truth classes are matched to the map's by name."
+        ),
+    ] = None,
+    truth_names: Annotated[
+        str | None,
+        typer.Option(
+            help="Inline names of the truth's class codes, e.g. '1=developed,2=agriculture' (instead of "
+            "--truth-classes)."
+        ),
+    ] = None,
+    class_match: Annotated[
+        Literal["auto", "name", "code"],
+        typer.Option(
+            help="How truth values meet map classes: 'name', 'code', or 'auto' (by name when truth names are "
+            "given or the truth raster names its classes)."
+        ),
+    ] = "auto",
     unlabelled: Annotated[
         Literal["auto", "background", "ignore"],
         typer.Option(
@@ -254,9 +275,12 @@ def evaluate(
     ] = False,
 ) -> None:
     """Compare a predicted map with ground truth over the whole scene: confusion matrix, IoU, F1, kappa."""
-    from rasterlearn.evaluate import evaluate_map
+    from rasterlearn.evaluate import evaluate_map, parse_class_names
     from rasterlearn.labels import ClassSchema
 
+    if truth_classes is not None and truth_names is not None:
+        raise InputError("Give either --truth-classes FILE or --truth-names TEXT, not both")
+    names_of_truth = parse_class_names(truth_names) if truth_names is not None else truth_classes
     ignore_values = [float(v) for v in ignore.split(",") if v.strip()] if ignore else None
     with RasterProgress(map_path) as advance:
         metrics = evaluate_map(
@@ -265,6 +289,8 @@ def evaluate(
             attribute=attribute,
             layer=layer,
             schema=ClassSchema.load(schema) if schema else None,
+            truth_classes=names_of_truth,
+            class_match=class_match,
             unlabelled=unlabelled,
             aoi=_parse_aoi(aoi),
             ignore_values=ignore_values,
