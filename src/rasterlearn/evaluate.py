@@ -250,7 +250,7 @@ def _grid_relation(truth: Grid, grid: Grid) -> tuple[bool, str | None]:
         return True, None
     if truth.shape != grid.shape:
         return False, None
-    rel = ~grid.transform * truth.transform  # truth pixel -> map pixel; identity on the same grid
+    rel = ~grid.transform @ truth.transform  # truth pixel -> map pixel; identity on the same grid
     if max(abs(x - y) for x, y in zip(rel[:6], (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), strict=True)) > 1e-6:
         return False, None
     if truth.crs is None or grid.crs is None:
@@ -279,7 +279,7 @@ def _grid_relation(truth: Grid, grid: Grid) -> tuple[bool, str | None]:
     return True, (
         f"truth CRS ({_crs_label(truth.crs)}) is described differently from the map's "
         f"({_crs_label(grid.crs)}) but, with the same shape and transform, places every pixel within "
-        f"{shift:.3g} px of the map's: read on the map's grid, not resampled"
+        f"{shift:.3f} px of the map's: read on the map's grid, not resampled"
     )
 
 
