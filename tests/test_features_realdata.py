@@ -250,37 +250,34 @@ def test_landcover_classify_raw_landsat_against_landclass(shared_data, tmp_path)
     )  # 885 points inside the frame, some on its nodata edge
     assert len(m["classes"]) == 7 and m["overall_accuracy"] > 0.4
 
-    # full-scene agreement with the 1996 land-class raster (same grid), matched by class name
-    reference_names = {
-        1: "developed",
-        2: "agriculture",
-        3: "herbaceous",
-        4: "shrubland",
-        5: "forest",
-        6: "water",
-        7: "sediment",
+    # full-scene agreement with the 1996 land-class raster through the full-scene evaluation: its codes
+    # (1 developed .. 7 sediment, float32, nodata -99999) are matched to the map's classes (codes from the
+    # sorted label names) by name; its CRS is declared EPSG:3358 while the map carries Landsat's unnamed
+    # description of the same projection on the same grid, so it is read as is, not resampled.
+    metrics_path = tmp_path / "lc.scene.json"
+    _cli(
+        "evaluate",
+        out,
+        "--truth",
+        d / "landclass_7.tif",
+        "--truth-names",
+        "1=developed,2=agriculture,3=herbaceous,4=shrubland,5=forest,6=water,7=sediment",
+        "-o",
+        metrics_path,
+    )
+    scene = json.loads(metrics_path.read_text())
+    ev = scene["evaluation"]
+    assert ev["class_match"] == "name" and ev["truth_reprojected"] is False and ev["truth_crs_differs"]
+    assert {v["name"]: v["map_name"] for v in ev["truth_classes"].values()} == {
+        n: n for n in ("developed", "agriculture", "herbaceous", "shrubland", "forest", "water", "sediment")
     }
-    from rasterlearn.metrics import confusion_matrix, metrics_from_confusion
-
+    assert list(scene["per_class"]) == sorted(m["classes"])  # the map's own classes, in its code order
+    assert ev["truth_pixels_unknown_class"] == 0 and ev["truth_pixels_non_integer"] == 0
     with rasterio.open(out) as p, rasterio.open(d / "landclass_7.tif") as t:
-        assert p.shape == t.shape and p.transform.almost_equals(t.transform)
-        pred = p.read(1)
-        truth = t.read(1, masked=True)
-    ours = {
-        code: name
-        for name, code in json.loads((tmp_path / "lc.model" / "model.json").read_text())["schema"][
-            "source_values"
-        ].items()
-    }
-    order = [reference_names[k] for k in sorted(reference_names)]
-    pi = np.full(pred.shape, -1)
-    for code, name in ours.items():
-        pi[pred == code] = order.index(name)
-    ti = np.where(truth.mask, -1, truth.filled(0).astype(int) - 1)
-    valid = (pi >= 0) & (ti >= 0)
-    cm = confusion_matrix(ti, pi, 7, valid=valid)
-    scene = metrics_from_confusion(cm, order, list(range(1, 8)))
-    (tmp_path / "lc.scene_agreement.json").write_text(json.dumps(scene, indent=2))
-    # labels are from 1996, imagery from 2000: agreement is well above chance (1/7) but far from perfect
-    assert scene["pixels"] > 100_000
-    assert scene["overall_accuracy"] > 0.4 and scene["kappa"] > 0.2
+        both = (p.read(1) != p.nodata) & (t.read_masks(1) > 0)
+    assert scene["pixels"] == int(both.sum()) > 100_000
+    assert (metrics_path.with_suffix(".csv")).exists() and (metrics_path.with_suffix(".png")).exists()
+    # labels are from 1996, imagery from 2000: agreement is well above chance (1/7) but far from perfect;
+    # a measured run gave overall accuracy 0.636 and kappa 0.417 over 183,417 pixels
+    assert scene["overall_accuracy"] > 0.55 and scene["kappa"] > 0.33
+    assert scene["per_class"]["forest"]["f1"] > 0.6 and scene["per_class"]["developed"]["f1"] > 0.4
