@@ -267,6 +267,17 @@ def test_unmatched_truth_names_are_an_error_listing_them(named_map, tmp_path):
         evaluate_map(named_map, named)
     m = evaluate_map(named_map, named, ignore_values=[3])
     assert np.array(m["confusion_matrix"]).sum() == 29 * 25 - 5  # the 5 px of truth code 3 in agriculture
+    # names in the truth file that agree with the map's codes (one unknown to the map): codes are compared
+    same_codes = write_array(
+        tmp_path / "s.tif",
+        np.where(_truth_array() == 3, 3, 3 - _truth_array())[None].astype("uint8"),  # the map's coding
+        GRID,
+        nodata=255,
+        category_names={1: "agriculture", 2: "developed", 3: "wetland"},
+    )
+    m = evaluate_map(named_map, same_codes)
+    assert m["evaluation"]["class_match"] == "code" and "wetland" in m["evaluation"]["notes"][0]
+    assert np.array(m["confusion_matrix"]).trace() == 29 * 40 - 5
     # truth names sharing none with the map's: codes are compared (noted)
     other = write_array(
         tmp_path / "o.tif",

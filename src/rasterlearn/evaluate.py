@@ -389,7 +389,8 @@ def evaluate_map(
             class of that name; every named truth class must match one, or an :class:`InputError` lists
             the others), ``code`` (truth values are the map's codes), or ``auto``: by name when
             ``truth_classes`` is given or the truth raster names its classes and the map names its own
-            (an error when only some names match), else by code.
+            (an error when only some names match, unless the matching names have the map's codes), else
+            by code.
         unlabelled: vector truth: pixels covered by no polygon count as the ``background`` class, are
             ``ignore``-d, or ``auto`` (background when the schema has a background class among its classes).
         aoi: only pixels inside this vector file / geometry (map CRS) / bounds count.
@@ -496,6 +497,18 @@ def evaluate_map(
             )
             log.warning("Evaluating against %s: %s", truth, msg)
             record["notes"].append(msg)
+            return None
+        if not strict and all(c == m for c, m in matched.items()):
+            # the truth's names agree with the map's codes: comparing codes is the same, and it keeps
+            # unnamed or unmatched truth codes meeting map classes of that code as before
+            log.info("The class names of %s agree with the map's codes; codes are compared", truth)
+            if unmatched:
+                msg = (
+                    f"truth classes {', '.join(f'{c}={nm!r}' for c, nm in unmatched.items())} name no class of "
+                    f"the map; codes are compared"
+                )
+                log.warning("Evaluating against %s: %s", truth, msg)
+                record["notes"].append(msg)
             return None
         if unmatched:
             listed = ", ".join(f"{c}={nm!r}" for c, nm in unmatched.items())
