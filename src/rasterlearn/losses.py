@@ -173,8 +173,8 @@ class FocalLoss(_SegLoss):
         return loss[valid].mean()
 
 
-class DiceLoss(_SegLoss):
-    """Soft Dice loss ``1 - 2|P∩T| / (|P|+|T|)`` per class over the batch, averaged over present classes."""
+class _OverlapLoss(_SegLoss):
+    """Base of the soft overlap losses: a per-class term over the batch, averaged over present classes."""
 
     def __init__(
         self,
@@ -187,33 +187,34 @@ class DiceLoss(_SegLoss):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         p, t, _ = self._probs_onehot(logits, target)
+        return self._class_mean(self._per_class(p, t), t.sum(dim=(0, 2)) > 0)
+
+    def _per_class(self, p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Loss per class ``(K,)`` from probabilities and one-hot truth ``(N, K, P)`` (invalid pixels 0)."""
+        raise NotImplementedError
+
+
+class DiceLoss(_OverlapLoss):
+    """Soft Dice loss ``1 - 2|P∩T| / (|P|+|T|)`` per class over the batch, averaged over present classes."""
+
+    def _per_class(self, p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         inter = (p * t).sum(dim=(0, 2))
         card = p.sum(dim=(0, 2)) + t.sum(dim=(0, 2))
         dice = (2 * inter + self.smooth) / (card + self.smooth)
-        return self._class_mean(1 - dice, t.sum(dim=(0, 2)) > 0)
+        return 1 - dice
 
 
-class JaccardLoss(_SegLoss):
+class JaccardLoss(_OverlapLoss):
     """Soft Jaccard (IoU) loss ``1 - |P∩T| / |P or T|`` per class, averaged over present classes."""
 
-    def __init__(
-        self,
-        ignore_index: int = 255,
-        weight: Sequence[float] | torch.Tensor | None = None,
-        smooth: float = 1.0,
-    ) -> None:
-        super().__init__(ignore_index, weight)
-        self.smooth = float(smooth)
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        p, t, _ = self._probs_onehot(logits, target)
+    def _per_class(self, p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         inter = (p * t).sum(dim=(0, 2))
         union = p.sum(dim=(0, 2)) + t.sum(dim=(0, 2)) - inter
         iou = (inter + self.smooth) / (union + self.smooth)
-        return self._class_mean(1 - iou, t.sum(dim=(0, 2)) > 0)
+        return 1 - iou
 
 
-class TverskyLoss(_SegLoss):
+class TverskyLoss(_OverlapLoss):
     """Tversky loss (Salehi 2017): ``alpha`` weighs false positives, ``beta`` false negatives."""
 
     def __init__(
@@ -225,22 +226,15 @@ class TverskyLoss(_SegLoss):
         smooth: float = 1.0,
         gamma: float = 1.0,
     ) -> None:
-        super().__init__(ignore_index, weight)
-        self.alpha, self.beta, self.smooth, self.gamma = (
-            float(alpha),
-            float(beta),
-            float(smooth),
-            float(gamma),
-        )
+        super().__init__(ignore_index, weight, smooth)
+        self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        p, t, _ = self._probs_onehot(logits, target)
+    def _per_class(self, p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         tp = (p * t).sum(dim=(0, 2))
         fp = (p * (1 - t)).sum(dim=(0, 2))
         fn = ((1 - p) * t).sum(dim=(0, 2))
         ti = (tp + self.smooth) / (tp + self.alpha * fp + self.beta * fn + self.smooth)
-        per_class = (1 - ti).clamp_min(0) ** self.gamma
-        return self._class_mean(per_class, t.sum(dim=(0, 2)) > 0)
+        return (1 - ti).clamp_min(0) ** self.gamma
 
 
 class FocalTverskyLoss(TverskyLoss):
