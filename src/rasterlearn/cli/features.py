@@ -38,6 +38,13 @@ BandsOpt = Annotated[
     str | None, typer.Option("--bands", help="Bands by 1-based index or description, e.g. '4,3,2'.")
 ]
 OutOpt = Annotated[Path, typer.Option("--output", "-o", help="Output GeoTIFF (COG).")]
+FeatureRasterArg = Annotated[Path, typer.Argument(help="Feature raster or any multi-band raster.")]
+ParamsOpt = Annotated[str | None, typer.Option("--params", help="JSON estimator arguments.")]
+NoStandardizeOpt = Annotated[bool, typer.Option("--no-standardize", help="Do not z-score bands first.")]
+SeedOpt = Annotated[int, typer.Option("--seed")]
+RateOpt = Annotated[float, typer.Option("--rate", help="Fraction of polygon pixels sampled.")]
+MaxPerFeatureOpt = Annotated[int, typer.Option("--max-per-feature", help="Cap of pixels per polygon.")]
+LayerOpt = Annotated[str | None, typer.Option("--layer", help="Vector layer name.")]
 
 
 @app.command("embed")
@@ -194,7 +201,7 @@ def _blocks(raster: Path, bands: str | None, blocksize: int) -> int:
 
 @app.command("reduce")
 def reduce_cmd(
-    raster: Annotated[Path, typer.Argument(help="Feature raster or any multi-band raster.")],
+    raster: FeatureRasterArg,
     output: OutOpt,
     method: Annotated[
         str,
@@ -205,15 +212,13 @@ def reduce_cmd(
         ),
     ] = "pca",
     components: Annotated[int, typer.Option("--components", "-k", help="Output bands.")] = 3,
-    params: Annotated[str | None, typer.Option("--params", help="JSON estimator arguments.")] = None,
-    no_standardize: Annotated[
-        bool, typer.Option("--no-standardize", help="Do not z-score bands first.")
-    ] = False,
+    params: ParamsOpt = None,
+    no_standardize: NoStandardizeOpt = False,
     bands: BandsOpt = None,
     sample_size: Annotated[
         int | None, typer.Option("--sample-size", help="Pixels sampled for fitting.")
     ] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: SeedOpt = 0,
     model: Annotated[
         Path | None, typer.Option("--model", help="Apply a fitted reducer folder (OUT.model).")
     ] = None,
@@ -246,7 +251,7 @@ def reduce_cmd(
 
 @app.command("cluster")
 def cluster_cmd(
-    raster: Annotated[Path, typer.Argument(help="Feature raster or any multi-band raster.")],
+    raster: FeatureRasterArg,
     output: OutOpt,
     method: Annotated[
         str,
@@ -259,13 +264,11 @@ def cluster_cmd(
     clusters: Annotated[
         int, typer.Option("--clusters", "-k", help="Number of clusters (ignored by hdbscan).")
     ] = 8,
-    params: Annotated[str | None, typer.Option("--params", help="JSON estimator arguments.")] = None,
-    no_standardize: Annotated[
-        bool, typer.Option("--no-standardize", help="Do not z-score bands first.")
-    ] = False,
+    params: ParamsOpt = None,
+    no_standardize: NoStandardizeOpt = False,
     bands: BandsOpt = None,
     sample_size: Annotated[int, typer.Option("--sample-size", help="Pixels sampled for fitting.")] = 100_000,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: SeedOpt = 0,
     model: Annotated[Path | None, typer.Option("--model", help="Apply a fitted clustering folder.")] = None,
     model_out: Annotated[
         Path | None, typer.Option("--model-out", help="Where to save the clustering.")
@@ -295,7 +298,7 @@ def cluster_cmd(
 
 @app.command("similarity")
 def similarity_cmd(
-    raster: Annotated[Path, typer.Argument(help="Feature raster or any multi-band raster.")],
+    raster: FeatureRasterArg,
     references: Annotated[
         Path, typer.Option("--references", "-r", help="Reference points/polygons (any CRS).")
     ],
@@ -304,14 +307,12 @@ def similarity_cmd(
         Literal["mean", "max"],
         typer.Option("--mode", help="mean (mean reference vector) or max (best reference)."),
     ] = "mean",
-    rate: Annotated[float, typer.Option("--rate", help="Fraction of polygon pixels sampled.")] = 1.0,
-    max_per_feature: Annotated[
-        int, typer.Option("--max-per-feature", help="Cap of pixels per polygon.")
-    ] = 1000,
+    rate: RateOpt = 1.0,
+    max_per_feature: MaxPerFeatureOpt = 1000,
     standardize: Annotated[
         bool, typer.Option("--standardize", help="z-score bands before comparing.")
     ] = False,
-    layer: Annotated[str | None, typer.Option("--layer", help="Vector layer name.")] = None,
+    layer: LayerOpt = None,
     bands: BandsOpt = None,
 ) -> None:
     """Cosine similarity of every pixel to reference features (float32, NaN nodata)."""
@@ -335,7 +336,7 @@ def similarity_cmd(
 
 @app.command("classify")
 def classify_cmd(
-    raster: Annotated[Path, typer.Argument(help="Feature raster or any multi-band raster.")],
+    raster: FeatureRasterArg,
     output: OutOpt,
     labels: Annotated[
         Path | None, typer.Option("--labels", "-l", help="Labelled points/polygons (any CRS).")
@@ -351,7 +352,7 @@ def classify_cmd(
             "hist_gradient_boosting, knn, ... or an sklearn class name.",
         ),
     ] = "random_forest",
-    params: Annotated[str | None, typer.Option("--params", help="JSON estimator arguments.")] = None,
+    params: ParamsOpt = None,
     task: Annotated[
         Literal["auto", "classification", "regression"],
         typer.Option("--task", help="auto, classification or regression."),
@@ -370,13 +371,11 @@ def classify_cmd(
     test_labels: Annotated[
         Path | None, typer.Option("--test-labels", help="Separate validation layer.")
     ] = None,
-    rate: Annotated[float, typer.Option("--rate", help="Fraction of polygon pixels sampled.")] = 1.0,
-    max_per_feature: Annotated[
-        int, typer.Option("--max-per-feature", help="Cap of pixels per polygon.")
-    ] = 2000,
-    layer: Annotated[str | None, typer.Option("--layer", help="Vector layer name.")] = None,
+    rate: RateOpt = 1.0,
+    max_per_feature: MaxPerFeatureOpt = 2000,
+    layer: LayerOpt = None,
     bands: BandsOpt = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: SeedOpt = 0,
     model: Annotated[
         Path | None, typer.Option("--model", help="Apply a trained model folder (no training).")
     ] = None,
