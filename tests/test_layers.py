@@ -8,7 +8,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "src" / "rasterlearn"
 
 # rank of each module family: a module may import only modules of a lower or equal rank
-VALUE_TYPES = {"errors", "grid", "labels", "normalize", "metrics", "report"}
+VALUE_TYPES = {"errors", "grid", "labels", "normalize", "metrics", "report", "_util"}
 RANKS = {"value": 0, "io": 1, "stage": 2, "cli": 3}
 
 
@@ -51,7 +51,7 @@ def test_lower_layers_never_import_higher_ones() -> None:
 
 
 def test_value_types_do_not_import_io_libraries() -> None:
-    for name in ("grid.py", "errors.py", "normalize.py", "metrics.py"):
+    for name in ("grid.py", "errors.py", "normalize.py", "metrics.py", "_util.py"):
         text = (PKG / name).read_text(encoding="utf-8")
         for lib in ("import rasterio", "import geopandas", "import torch", "import pyogrio"):
             assert lib not in text, f"{name} must stay free of I/O and frameworks ({lib})"

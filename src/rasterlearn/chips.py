@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -42,6 +40,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from rasterlearn._util import atomic_write, atomic_write_json, json_default, stable_hash
 from rasterlearn.errors import (
     ConfigError,
     CRSError,
@@ -710,7 +709,6 @@ def _write_tif(
     """Write a small GeoTIFF under a temporary name, then rename it into place (atomic)."""
     import rasterio
 
-    tmp = path.with_name(f".{path.name}.tmp")
     profile: dict[str, Any] = {
         "driver": "GTiff",
         "height": data.shape[1],
@@ -725,18 +723,23 @@ def _write_tif(
         profile["compress"] = compress
     if data.shape[0] > 1:
         profile["interleave"] = "pixel" if data.shape[0] <= 4 else "band"
-    with rasterio.Env(GDAL_TIF_INTERNAL_MASK=True), rasterio.open(tmp, "w", **profile) as ds:
-        if colormap:
-            ds.write_colormap(1, colormap)  # before the data: the palette photometric tag is set at creation
-        if descriptions:
-            for i, d in enumerate(descriptions, start=1):
-                ds.set_band_description(i, d)
-        if tags:
-            ds.update_tags(**tags)
-        ds.write(data)
-        if valid is not None:
-            ds.write_mask(np.where(valid, 255, 0).astype("uint8"))
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with rasterio.Env(GDAL_TIF_INTERNAL_MASK=True), rasterio.open(tmp, "w", **profile) as ds:
+            if colormap:
+                ds.write_colormap(
+                    1, colormap
+                )  # before the data: the palette photometric tag is set at creation
+            if descriptions:
+                for i, d in enumerate(descriptions, start=1):
+                    ds.set_band_description(i, d)
+            if tags:
+                ds.update_tags(**tags)
+            ds.write(data)
+            if valid is not None:
+                ds.write_mask(np.where(valid, 255, 0).astype("uint8"))
+
+    atomic_write(path, write)
 
 
 def _colormap(schema: ClassSchema) -> dict[int, tuple[int, int, int, int]]:
@@ -788,21 +791,8 @@ def _file_identity(p: Path | None) -> dict[str, Any] | None:
     return {"path": str(Path(p).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _hash(params: Mapping[str, Any]) -> str:
-    text = json.dumps(params, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _atomic_csv(path: Path, df: pd.DataFrame) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
 @contextlib.contextmanager
@@ -923,9 +913,8 @@ class ChipJob:
         (self.out / "images").mkdir(exist_ok=True)
         (self.out / "masks").mkdir(exist_ok=True)
         (self.out / ".scan").mkdir(exist_ok=True)
-        _atomic_text(
-            self.out / _PARAMS_FILE,
-            json.dumps({"params_hash": self.params_hash, "params": self.params}, indent=2, default=str),
+        atomic_write_json(
+            self.out / _PARAMS_FILE, {"params_hash": self.params_hash, "params": self.params}, default=str
         )
         log.info(
             "Chip dataset %s (parameters %s), %d scene(s), %d candidate windows, schema: %s",
@@ -1029,7 +1018,7 @@ class ChipJob:
             **opts,
             "schema": self.schema.to_dict(),
         }
-        self.params_hash = _hash(self.params)
+        self.params_hash = stable_hash(self.params)
 
     # -- phase 2: scan -------------------------------------------------------------------------------
     def scan(self, progress: Progress | None = None) -> pd.DataFrame:
@@ -1444,7 +1433,7 @@ class ChipJob:
                 "class_proportion": {str(k): v for k, v in o["class_proportion"].items()},
             },
         }
-        _atomic_text(self.out / "dataset.json", json.dumps(dataset, indent=2, default=_json_default))
+        atomic_write_json(self.out / "dataset.json", dataset, default=json_default)
         log.info(
             "Dataset ready: %s (%s)", self.out, ", ".join(f"{k} {v}" for k, v in dataset["splits"].items())
         )
@@ -1506,16 +1495,6 @@ def combine_stats(parts: Sequence[Sequence[BandStats]], names: Sequence[str]) ->
             )
         )
     return out
-
-
-def _json_default(v: Any) -> Any:
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.floating):
-        return float(v)
-    if isinstance(v, Path):
-        return str(v)
-    return str(v)
 
 
 def _chip_id(scene: str, row_off: int, col_off: int) -> str:

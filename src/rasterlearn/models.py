@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from rasterlearn._util import atomic_write, atomic_write_text
 from rasterlearn.errors import InputNotFoundError, ModelError
 from rasterlearn.labels import ClassSchema
 from rasterlearn.normalize import Normalization
@@ -601,12 +601,11 @@ def save_package(model: nn.Module, meta: ModelMetadata, folder: str | Path) -> P
     if not meta.versions:
         meta = meta.model_copy(update={"versions": library_versions()})
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp_w = folder / f".{WEIGHTS_FILE}.tmp"
-    save_file(_dedupe_shared(state), str(tmp_w), metadata={"format": PACKAGE_FORMAT})
-    os.replace(tmp_w, folder / WEIGHTS_FILE)
-    tmp_m = folder / f".{META_FILE}.tmp"
-    tmp_m.write_text(meta.to_json(), encoding="utf-8")
-    os.replace(tmp_m, folder / META_FILE)
+    weights = _dedupe_shared(state)
+    atomic_write(
+        folder / WEIGHTS_FILE, lambda tmp: save_file(weights, str(tmp), metadata={"format": PACKAGE_FORMAT})
+    )
+    atomic_write_text(folder / META_FILE, meta.to_json())
     return folder
 
 

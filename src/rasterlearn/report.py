@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from rasterlearn._util import atomic_write_text
+
 __all__ = [
     "html_page",
     "img_tag",
@@ -127,10 +129,7 @@ def html_page(title: str, sections: Sequence[tuple[str, str]], path: str | Path,
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, text)
 
 
 # ---------------------------------------------------------------------------------------------------

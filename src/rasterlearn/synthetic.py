@@ -38,6 +38,7 @@ from affine import Affine
 from pyproj import CRS, Transformer
 from scipy import ndimage
 
+from rasterlearn._util import atomic_write_json, atomic_write_text
 from rasterlearn.errors import CRSError, InputError, OutputError
 from rasterlearn.grid import Grid
 from rasterlearn.labels import ClassInfo, ClassSchema
@@ -1160,7 +1161,7 @@ def _write(arrays: SyntheticArrays, paths: dict[str, Path], params: dict[str, An
     write_vector(
         synthetic_reference_points(arrays), paths["reference_points"], layer="synthetic_reference_points"
     )
-    _atomic_text(
+    atomic_write_text(
         paths["schema_path"],
         "# Classes of the rasterlearn SYNTHETIC demo scene (procedurally generated, not real data)\n"
         + yaml.safe_dump(schema.to_dict(), sort_keys=False),
@@ -1180,14 +1181,8 @@ def _write(arrays: SyntheticArrays, paths: dict[str, Path], params: dict[str, An
         "class_fractions": fractions,
         "files": {k: p.name for k, p in paths.items()},
     }
-    _atomic_text(paths["metadata"], json.dumps(record, indent=2))
+    atomic_write_json(paths["metadata"], record)
 
 
 def _json_float(value: float) -> float | str:
     return "nan" if math.isnan(value) else value
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

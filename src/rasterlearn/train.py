@@ -14,12 +14,11 @@ index honoured), never from means of per-batch scores.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import os
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +28,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from rasterlearn._util import atomic_write, atomic_write_json, atomic_write_text, stable_hash
 from rasterlearn.data import (
     AugmentConfig,
     ChipDataset,
@@ -157,7 +157,7 @@ class TrainConfig(BaseModel):
 
     def fingerprint(self) -> str:
         d = {k: v for k, v in self.model_dump(mode="json").items() if k not in _RESUMABLE_CHANGES}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return stable_hash(d)
 
 
 def load_train_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
@@ -650,8 +650,8 @@ def train(
     class_weights = _resolve_class_weights(config, trn)
     module = SegmentationModule(model, config, info.schema.names, info.schema.ignore_index, class_weights)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "train_config.yaml").write_text(
-        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+    atomic_write_text(
+        out_dir / "train_config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     )
     workers = _auto_workers(config.num_workers)
     trn_loader = _loader(trn, config.batch_size, workers, train=True, seed=config.seed)
@@ -910,6 +910,18 @@ def evaluate_model(
     return metrics
 
 
+def _write_csv(path: Path, fieldnames: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Rows as CSV (keys not in ``fieldnames`` left out, missing ones empty), written atomically."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(fieldnames), extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+
+    return atomic_write(path, write)
+
+
 def write_metrics(metrics: dict[str, Any], out: str | Path) -> dict[str, Path]:
     """Write ``out`` (JSON), ``<stem>.csv`` (per-class table) and ``<stem>_confusion.png``; atomic renames."""
     from rasterlearn.report import plot_confusion_matrix
@@ -918,9 +930,7 @@ def write_metrics(metrics: dict[str, Any], out: str | Path) -> dict[str, Path]:
     if out.suffix.lower() != ".json":
         out = out.with_suffix(".json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_json(out, metrics)
     csv_path = out.with_suffix(".csv")
     rows = metrics_table(metrics)
     cols = [
@@ -937,13 +947,7 @@ def write_metrics(metrics: dict[str, Any], out: str | Path) -> dict[str, Path]:
         "overall_accuracy",
         "kappa",
     ]
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: r.get(c) for c in cols})
-    os.replace(tmp, csv_path)
+    _write_csv(csv_path, cols, rows)
     png = plot_confusion_matrix(
         np.asarray(metrics["confusion_matrix"]),
         metrics["classes"],
@@ -967,12 +971,7 @@ def write_training_outputs(
     files = write_metrics(metrics, out_dir / "metrics.json")
     if history:
         keys = sorted({k for h in history for k in h}, key=lambda k: (k != "epoch", k))
-        hist = out_dir / "history.csv"
-        with open(hist, "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=keys)
-            w.writeheader()
-            w.writerows(history)
-        files["history"] = hist
+        files["history"] = _write_csv(out_dir / "history.csv", keys, history)
         files["curves"] = report.plot_training_curves(history, out_dir / "training_curves.png")
     if config.sample_chips:
         samples = _sample_predictions(model, val, config.sample_chips, binary=config.task == "binary")

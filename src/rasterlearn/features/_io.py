@@ -11,11 +11,9 @@ forged folder: load only model folders you (or someone you trust) created.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import logging
-import os
 import pickle
 import re
 from collections.abc import Callable, Iterator
@@ -25,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from rasterlearn._util import atomic_write, atomic_write_json, file_sha256, json_default
 from rasterlearn.errors import ConfigError, InputNotFoundError, ModelError
 from rasterlearn.grid import Grid, Window
 from rasterlearn.io.raster import RasterReader
@@ -165,14 +164,6 @@ def apply_by_window(
             progress(1)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_model_folder(
     folder: str | Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], estimator: Any | None = None
 ) -> Path:
@@ -180,35 +171,24 @@ def save_model_folder(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
-    tmp = folder / ".arrays.tmp.npz"
     payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}  # numpy's stub types **kwds oddly
-    np.savez(tmp, **payload)
-    os.replace(tmp, folder / "arrays.npz")
-    files["arrays.npz"] = _sha256(folder / "arrays.npz")
+    # savez appends ".npz" to a name without it, so the temporary name keeps that suffix
+    atomic_write(folder / "arrays.npz", lambda tmp: np.savez(tmp, **payload), suffix=".npz")
+    files["arrays.npz"] = file_sha256(folder / "arrays.npz")
     pkl = folder / "estimator.pkl"
     if estimator is not None:
-        tmp = folder / ".estimator.tmp.pkl"
-        with open(tmp, "wb") as fh:
-            pickle.dump(estimator, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, pkl)
-        files["estimator.pkl"] = _sha256(pkl)
+
+        def dump(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                pickle.dump(estimator, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+        atomic_write(pkl, dump)
+        files["estimator.pkl"] = file_sha256(pkl)
     elif pkl.exists():
         pkl.unlink()
     doc = {"format": MODEL_FORMAT, **meta, "files": files}
-    tmp = folder / ".model.tmp.json"
-    tmp.write_text(json.dumps(doc, indent=2, default=_json_default), encoding="utf-8")
-    os.replace(tmp, folder / "model.json")
+    atomic_write_json(folder / "model.json", doc, default=json_default)
     return folder
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 def load_model_folder(
@@ -229,7 +209,7 @@ def load_model_folder(
     files = meta.get("files", {})
     for name, digest in files.items():
         p = folder / name
-        if not p.exists() or _sha256(p) != digest:
+        if not p.exists() or file_sha256(p) != digest:
             raise ModelError(
                 f"{p} is missing or was changed after rasterlearn wrote it (SHA-256 mismatch); "
                 f"refit the model"

@@ -23,8 +23,6 @@ per-class precision/recall/F1/IoU, confusion matrix, kappa) or MAE/RMSE/R² for 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -34,6 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from rasterlearn._util import atomic_write_json, stable_hash
 from rasterlearn.errors import ConfigError, InputError
 from rasterlearn.features._io import (
     Standardizer,
@@ -276,13 +275,9 @@ class FittedClassifier:
         return np.asarray(self.estimator.predict(self.standardizer(X)))
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256(
-            json.dumps(
-                [self.method, self.params, self.task, self.info.get("samples")], default=str, sort_keys=True
-            ).encode()
+        return stable_hash(
+            [self.method, self.params, self.task, self.info.get("samples")], self.standardizer.mean
         )
-        h.update(np.ascontiguousarray(self.standardizer.mean).tobytes())
-        return h.hexdigest()[:16]
 
     def save(self, folder: str | Path) -> Path:
         meta = {
@@ -494,7 +489,7 @@ def classify_raster(
             model_path = fc.save(model_out or default_model_dir(output))
             metrics["model"] = str(model_path)
             metrics_path = Path(metrics_out) if metrics_out else metrics_path_for(output)
-            metrics_path.write_text(json.dumps(metrics, indent=2, default=str), encoding="utf-8")
+            atomic_write_json(metrics_path, metrics, default=str)
             if "overall_accuracy" in metrics:
                 log.info(
                     "Validation (%s): overall accuracy %.3f, kappa %s",
@@ -522,53 +517,43 @@ def classify_raster(
             schema = fc.schema
             assert schema is not None
             dtype = schema.mask_dtype
-            nodata = 0 if 0 not in schema.codes else schema.ignore_index
+            code = 0 if 0 not in schema.codes else schema.ignore_index
             tags["rasterlearn_schema"] = schema.to_dict()
-            names = {**({nodata: "nodata"} if nodata == 0 else {}), **schema.category_names()}
-            colors = {**({nodata: "#000000"} if nodata == 0 else {}), **schema.colormap()}
-            with BlockWriter(
-                output,
-                reader.grid,
-                1,
-                dtype,
-                nodata=nodata,
-                tags=tags,
-                colormap=colors,
-                category_names=names,
-                band_descriptions=[fc.attribute or "class"],
-                blocksize=blocksize,
-                resume=resume,
-                fingerprint=fc.fingerprint(),
-            ) as writer:
-                apply_by_window(
-                    reader,
-                    writer,
-                    lambda X: fc.predict(X)[:, None],
-                    nodata=nodata,
-                    out_dtype=dtype,
-                    blocksize=blocksize,
-                    progress=progress,
-                )
+            names = {**({code: "nodata"} if code == 0 else {}), **schema.category_names()}
+            colors = {**({code: "#000000"} if code == 0 else {}), **schema.colormap()}
+            nodata: float = code
+            style: dict[str, Any] = {"colormap": colors, "category_names": names}
+            description = fc.attribute or "class"
+
+            def predict(X: np.ndarray) -> np.ndarray:
+                return fc.predict(X)[:, None]
+
         else:
-            with BlockWriter(
-                output,
-                reader.grid,
-                1,
-                "float32",
-                nodata=float("nan"),
-                tags=tags,
-                band_descriptions=[fc.attribute or "value"],
+            dtype, nodata, style, description = "float32", float("nan"), {}, fc.attribute or "value"
+
+            def predict(X: np.ndarray) -> np.ndarray:
+                return fc.predict(X).astype("float32")[:, None]
+
+        with BlockWriter(
+            output,
+            reader.grid,
+            1,
+            dtype,
+            nodata=nodata,
+            tags=tags,
+            band_descriptions=[description],
+            blocksize=blocksize,
+            resume=resume,
+            fingerprint=fc.fingerprint(),
+            **style,
+        ) as writer:
+            apply_by_window(
+                reader,
+                writer,
+                predict,
+                nodata=nodata,
+                out_dtype=dtype,
                 blocksize=blocksize,
-                resume=resume,
-                fingerprint=fc.fingerprint(),
-            ) as writer:
-                apply_by_window(
-                    reader,
-                    writer,
-                    lambda X: fc.predict(X).astype("float32")[:, None],
-                    nodata=float("nan"),
-                    out_dtype="float32",
-                    blocksize=blocksize,
-                    progress=progress,
-                )
+                progress=progress,
+            )
     return ClassifyResult(output, metrics_path, Path(model_path), metrics, fc)

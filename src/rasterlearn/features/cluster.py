@@ -10,8 +10,6 @@ counts per cluster are reported.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from rasterlearn._util import atomic_write_json, stable_hash
 from rasterlearn.errors import ConfigError, EmptyInputError, InputError
 from rasterlearn.features._io import (
     Standardizer,
@@ -103,10 +102,9 @@ class FittedClusters:
         return nearest_centre(self.standardizer(X), self.centres) + 1
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256(json.dumps([self.method, self.params], default=str, sort_keys=True).encode())
-        for a in (self.standardizer.mean, self.standardizer.scale, self.centres):
-            h.update(np.ascontiguousarray(a).tobytes())
-        return h.hexdigest()[:16]
+        return stable_hash(
+            [self.method, self.params], self.standardizer.mean, self.standardizer.scale, self.centres
+        )
 
     def save(self, folder: str | Path) -> Path:
         meta = {
@@ -319,22 +317,19 @@ def cluster_raster(
                 counts[:] += np.bincount(b.data[0][b.valid].astype("int64"), minlength=fc.k + 1)[: fc.k + 1]
     sizes = {c: int(counts[c]) for c in range(1, fc.k + 1)}
     report = output.with_name(f"{output.stem}.clusters.json")
-    report.write_text(
-        json.dumps(
-            {
-                "method": fc.method,
-                "estimator": fc.info.get("estimator"),
-                "k": fc.k,
-                "params": fc.params,
-                "exact_assignment": fc.exact,
-                "pixels_per_cluster": {str(k): v for k, v in sizes.items()},
-                "sample_per_cluster": fc.sample_sizes,
-                "model": str(model_path),
-            },
-            indent=2,
-            default=str,
-        ),
-        encoding="utf-8",
+    atomic_write_json(
+        report,
+        {
+            "method": fc.method,
+            "estimator": fc.info.get("estimator"),
+            "k": fc.k,
+            "params": fc.params,
+            "exact_assignment": fc.exact,
+            "pixels_per_cluster": {str(k): v for k, v in sizes.items()},
+            "sample_per_cluster": fc.sample_sizes,
+            "model": str(model_path),
+        },
+        default=str,
     )
     log.info("Cluster sizes (pixels): %s", ", ".join(f"{k}: {v}" for k, v in sizes.items()))
     return ClusterResult(output, Path(model_path), report, fc, sizes)

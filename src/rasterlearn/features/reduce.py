@@ -10,8 +10,6 @@ raster with the same bands.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from rasterlearn._util import stable_hash
 from rasterlearn.errors import ConfigError, InputError
 from rasterlearn.features._io import (
     Standardizer,
@@ -97,15 +96,13 @@ class FittedReducer:
         return out
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256(
-            json.dumps(
-                {"m": self.method, "p": self.params, "k": self.components}, sort_keys=True, default=str
-            ).encode()
+        return stable_hash(
+            {"m": self.method, "p": self.params, "k": self.components},
+            self.standardizer.mean,
+            self.standardizer.scale,
+            self.center,
+            self.matrix,
         )
-        for arr in (self.standardizer.mean, self.standardizer.scale, self.center, self.matrix):
-            if arr is not None:
-                h.update(np.ascontiguousarray(arr).tobytes())
-        return h.hexdigest()[:16]
 
     def save(self, folder: str | Path) -> Path:
         arrays = {"std_mean": self.standardizer.mean, "std_scale": self.standardizer.scale}

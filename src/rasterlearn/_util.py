@@ -1,0 +1,107 @@
+"""Small helpers shared by the stages: atomic file writes, JSON defaults and stable hashes.
+
+Value layer: imports only the standard library and numpy, so every module may use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "atomic_write",
+    "atomic_write_json",
+    "atomic_write_text",
+    "file_sha256",
+    "json_default",
+    "stable_hash",
+    "temp_path",
+]
+
+
+def temp_path(path: str | Path, suffix: str = "") -> Path:
+    """The hidden temporary sibling ``.NAME.tmp[suffix]`` an output is written to before its rename."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp{suffix}")
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object], *, suffix: str = "") -> Path:
+    """Call ``write(tmp)`` on a hidden temporary sibling, then rename it over ``path`` (atomic on a volume).
+
+    Readers never see a half-written ``path``; on error the temporary file is removed and ``path`` is left
+    as it was. ``suffix`` is appended to the temporary name for writers that choose a format (or append an
+    extension) by the file name, e.g. ``".npz"`` for :func:`numpy.savez`.
+    """
+    path = Path(path)
+    tmp = temp_path(path, suffix)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str, *, fsync: bool = False) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically; ``fsync`` flushes it to disk before the rename."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    return atomic_write(path, write)
+
+
+def atomic_write_json(
+    path: str | Path,
+    data: Any,
+    *,
+    indent: int | None = 2,
+    default: Callable[[Any], Any] | None = None,
+    fsync: bool = False,
+) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically (``default`` as in :func:`json.dumps`)."""
+    return atomic_write_text(path, json.dumps(data, indent=indent, default=default), fsync=fsync)
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps`` fallback: numpy scalars and arrays as Python numbers and lists, anything else as text."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def stable_hash(value: Any, *arrays: np.ndarray | None, length: int = 16) -> str:
+    """Hex SHA-256 of ``value`` as sorted-key JSON (other objects as text), then the bytes of ``arrays``.
+
+    ``None`` arrays are skipped. Used for parameter fingerprints, so the encoding must never change: a
+    different digest would make earlier runs look different and stop them from resuming.
+    """
+    h = hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode())
+    for arr in arrays:
+        if arr is not None:
+            h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:length]
+
+
+def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(chunk_size), b""):
+            h.update(chunk)
+    return h.hexdigest()
