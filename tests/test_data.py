@@ -17,7 +17,7 @@ from rasterlearn.data import (
     augment_preset,
     load_dataset_info,
 )
-from rasterlearn.errors import EmptyInputError, InputError, InputNotFoundError
+from rasterlearn.errors import EmptyInputError, InputError, InputNotFoundError, ReadError
 from rasterlearn.normalize import Normalization
 from tests.chipdata import write_chip_dataset
 
@@ -139,3 +139,81 @@ def test_epoch_sampler_reproducible_and_epoch_dependent(chips):
     ds = ChipDataset(chips, "trn", augment=augment_preset("full"))
     x1, x2 = ds[(0, 123)], ds[(0, 123)]
     assert torch.equal(x1["image"], x2["image"]) and torch.equal(x1["mask"], x2["mask"])
+
+
+def _items(ds, keys):
+    return [ds[k] for k in keys]
+
+
+def test_chip_cache_serves_identical_items_without_touching_disk(tmp_path):
+    root = write_chip_dataset(tmp_path / "c", n_per_split=(4, 0, 0), codes=(0, 3, 7))
+    keys = [(i, 1000 + i) for i in range(4)]
+    plain = ChipDataset(root, "trn", augment=augment_preset("full"), cache_mb=0)
+    cached = ChipDataset(root, "trn", augment=augment_preset("full"))
+    assert not plain.cache_enabled and cached.cache_enabled
+    assert cached.estimated_bytes() > 4 * 3 * 32 * 32 * 2
+    first = _items(cached, keys)
+    assert cached.cached == 4 and plain.cached == 0
+    for f in (root / "images").iterdir():  # served from memory from now on
+        f.unlink()
+    again = _items(cached, keys)
+    expect = [
+        ChipDataset(
+            write_chip_dataset(tmp_path / "d", n_per_split=(4, 0, 0), codes=(0, 3, 7)),
+            "trn",
+            augment=augment_preset("full"),
+            cache_mb=0,
+        )[k]
+        for k in keys
+    ]
+    for a, b, e in zip(first, again, expect, strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+        assert torch.equal(a["image"], e["image"]) and torch.equal(a["mask"], e["mask"])
+    data, valid, codes = cached.read(0)
+    assert not data.flags.writeable and not valid.flags.writeable and not codes.flags.writeable
+    with pytest.raises(ReadError, match="Cannot read chip"):
+        ChipDataset(root, "trn", cache_mb=0)[0]  # image files are gone: the uncached dataset must fail
+
+
+def test_chip_cache_budget_and_preload(tmp_path):
+    root = write_chip_dataset(tmp_path / "c", n_per_split=(6, 0, 0))
+    small = ChipDataset(root, "trn", cache_mb=0.01)  # 6 chips of 32 px x 3 bands uint16 > 10 kB
+    assert not small.cache_enabled
+    small[0]
+    assert small.cached == 0 and small.preload() == 0
+    ds = ChipDataset(root, "trn")
+    assert ds.preload(threads=2) == 6 and ds.cached == 6
+
+
+@pytest.mark.parametrize("kind", ["nodata", "nan", "internal_mask", "none"])
+def test_validity_matches_gdal_masks(tmp_path, kind):
+    root = write_chip_dataset(tmp_path / "c", n_per_split=(1, 0, 0), bands=2, size=16)
+    ds = ChipDataset(root, "trn", cache_mb=0)
+    path = root / ds.rows[0]["image"]
+    data = np.full((2, 16, 16), 500, dtype="float32" if kind == "nan" else "uint16")
+    invalid = np.zeros((16, 16), bool)
+    invalid[2:5, 3:9] = True
+    invalid[10, 10] = True
+    with rasterio.open(path) as src:
+        prof = src.profile
+    prof.update(dtype=data.dtype.name, nodata=None)
+    if kind == "nodata":
+        prof["nodata"] = 7
+        data[0][invalid] = 7  # one band at nodata is enough to make the pixel invalid
+        data[1, 0, 0] = 7
+        invalid[0, 0] = True
+    elif kind == "nan":
+        prof["nodata"] = float("nan")
+        data[1][invalid] = np.nan
+    path.unlink()
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **prof) as dst:
+        dst.write(data)
+        if kind == "internal_mask":
+            dst.write_mask(np.where(invalid, 0, 255).astype("uint8"))
+    if kind == "none":
+        invalid[:] = False
+    with rasterio.open(path) as src:
+        gdal_valid = (src.read_masks() > 0).all(axis=0)
+    _, valid, _ = ds.read(0)
+    assert np.array_equal(valid, ~invalid)
+    assert np.array_equal(valid, gdal_valid)

@@ -223,7 +223,7 @@ def augment_preset(name: Literal["none", "flips", "geometric", "full"]) -> Augme
     }
     if name not in presets:
         raise ConfigError(f"augmentation preset must be one of {', '.join(presets)}; got {name!r}")
-    return AugmentConfig(**presets[name])
+    return AugmentConfig.model_validate(presets[name])
 
 
 class JointAugment:
@@ -232,6 +232,10 @@ class JointAugment:
     def __init__(self, config: AugmentConfig, ignore_index: int = 255) -> None:
         self.config = config
         self.ignore_index = int(ignore_index)
+        if config.p_rotate > 0 or config.p_resized_crop > 0 or config.p_blur > 0:
+            # import now, in the process that builds the dataset: forked DataLoader workers inherit the
+            # module instead of each importing torchvision on its first sample
+            import torchvision.transforms.v2.functional  # noqa: F401
 
     def __call__(
         self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
@@ -335,6 +339,21 @@ class EpochSampler(Sampler):
 # ---------------------------------------------------------------------------------------------------
 # The dataset
 # ---------------------------------------------------------------------------------------------------
+DEFAULT_CACHE_MB = 512.0
+
+
+def _equals_nodata(data: np.ndarray, nodata: float) -> np.ndarray:
+    """Pixels equal to ``nodata`` (NaN nodata matches NaN), as GDAL's nodata mask marks them."""
+    if math.isnan(nodata):
+        return np.isnan(data) if np.issubdtype(data.dtype, np.floating) else np.zeros(data.shape, bool)
+    if np.issubdtype(data.dtype, np.integer):
+        info = np.iinfo(data.dtype)
+        if not (info.min <= nodata <= info.max) or nodata != int(nodata):
+            return np.zeros(data.shape, bool)
+        return data == data.dtype.type(int(nodata))
+    return data == data.dtype.type(nodata)
+
+
 class ChipDataset(Dataset):
     """Chips of one split of a chip folder.
 
@@ -350,6 +369,11 @@ class ChipDataset(Dataset):
             become ignore.
         augment: joint augmentation (``None`` = off).
         bands: 0-based band subset of the chips (default all, in dataset order).
+        info: the already-loaded ``dataset.json`` (saves reading it again).
+        cache_mb: in-memory chip cache budget per process (each DataLoader worker holds its own copy).
+            When the split's chips fit (estimated from chip size, band count and dtypes), every chip is
+            read from disk once per process and kept as raw arrays; later epochs only normalize, map codes
+            and augment. ``0`` turns the cache off; a split larger than the budget is read from disk.
     """
 
     def __init__(
@@ -362,6 +386,7 @@ class ChipDataset(Dataset):
         augment: AugmentConfig | None = None,
         bands: Sequence[int] | None = None,
         info: DatasetInfo | None = None,
+        cache_mb: float = DEFAULT_CACHE_MB,
     ) -> None:
         self.root = Path(root)
         self.info = info or load_dataset_info(self.root)
@@ -384,6 +409,20 @@ class ChipDataset(Dataset):
         self.augment = (
             JointAugment(augment, self.ignore_index) if augment is not None and augment.enabled else None
         )
+        self.cache_mb = float(cache_mb)
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        need = self.estimated_bytes()
+        self.cache_enabled = self.cache_mb > 0 and need <= self.cache_mb * 2**20
+        if self.cache_mb > 0 and not self.cache_enabled:
+            log.info(
+                "%s split %s: %d chips need about %.0f MB, more than cache_mb=%.0f; chips are read from "
+                "disk every epoch (raise cache_mb to cache them)",
+                self.root,
+                split,
+                len(self.rows),
+                need / 2**20,
+                self.cache_mb,
+            )
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -396,22 +435,79 @@ class ChipDataset(Dataset):
         """Pixel counts per class (schema order) from the manifest's ``px_<code>`` columns."""
         return class_pixel_counts(self.rows, self.schema)
 
+    def estimated_bytes(self) -> int:
+        """Memory the raw chips of this split take in the cache (image, validity and mask arrays)."""
+        size = self.info.chip_size
+        try:
+            itemsize = np.dtype(self.info.dtype).itemsize if self.info.dtype else 8
+        except TypeError:
+            itemsize = 8
+        mask_itemsize = np.dtype(self.schema.mask_dtype).itemsize
+        per_chip = size * size * (self.in_channels * itemsize + 1 + mask_itemsize) + 512
+        return per_chip * len(self.rows)
+
+    @property
+    def cached(self) -> int:
+        """Number of chips held in this process's cache."""
+        return len(self._cache)
+
+    def preload(self, threads: int = 4) -> int:
+        """Read every chip of the split into the cache now (when it fits ``cache_mb``); returns the count.
+
+        Call it before creating a DataLoader with workers: on platforms that fork (Linux), the workers then
+        share the cached arrays instead of each reading every chip once.
+        """
+        if not self.cache_enabled:
+            return 0
+        todo = [i for i in range(len(self.rows)) if i not in self._cache]
+        if threads > 1 and len(todo) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                list(pool.map(self.read, todo))
+        else:
+            for i in todo:
+                self.read(i)
+        return len(self._cache)
+
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Raw chip: ``(image in file dtype, valid (H, W) bool, mask codes (H, W))``."""
+        """Raw chip: ``(image in file dtype, valid (H, W) bool, mask codes (H, W))``.
+
+        Arrays served from the cache are read-only; copy them before changing them.
+        """
+        hit = self._cache.get(index)
+        if hit is not None:
+            return hit
+        data, valid, codes = self._read_files(index)
+        if self.cache_enabled:
+            for a in (data, valid, codes):
+                a.setflags(write=False)
+            self._cache[index] = (data, valid, codes)
+        return data, valid, codes
+
+    def _read_files(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         import rasterio
+        from rasterio.enums import MaskFlags
 
         row = self.rows[index]
         img_path, mask_path = self.root / row["image"], self.root / row["mask"]
         try:
             with rasterio.open(img_path) as ds:
-                idx = None if self.bands is None else [b + 1 for b in self.bands]
+                idx = list(range(1, ds.count + 1)) if self.bands is None else [b + 1 for b in self.bands]
                 data = ds.read(idx)
-                masks = ds.read_masks(idx)
+                flags = [ds.mask_flag_enums[i - 1] for i in idx]
+                valid: np.ndarray
+                if all(f == [MaskFlags.all_valid] for f in flags):
+                    valid = np.ones(data.shape[1:], dtype=bool)
+                elif ds.nodata is not None and all(f == [MaskFlags.nodata] for f in flags):
+                    # GDAL's nodata mask, without a second pass through GDAL (read_masks)
+                    valid = np.logical_not(_equals_nodata(data, ds.nodata).any(axis=0))
+                else:  # internal/external mask or alpha band
+                    valid = (ds.read_masks(idx) > 0).all(axis=0)
             with rasterio.open(mask_path) as ds:
                 codes = ds.read(1)
         except rasterio.errors.RasterioIOError as exc:
             raise ReadError(f"Cannot read chip {row['chip_id']} ({img_path} / {mask_path}): {exc}") from exc
-        valid = (masks > 0).all(axis=0)
         if np.issubdtype(data.dtype, np.floating):
             valid &= np.isfinite(data).all(axis=0)
         if data.shape[1:] != codes.shape:
@@ -424,8 +520,7 @@ class ChipDataset(Dataset):
         index, seed = key if isinstance(key, tuple) else (key, None)
         data, valid, codes = self.read(int(index))
         image = self.normalization.apply(data, valid)
-        target = self.schema.code_to_index(codes)
-        target[~valid] = self.ignore_index
+        target = np.where(valid, self.schema.code_to_index(codes), self.ignore_index)
         img_t = torch.from_numpy(np.ascontiguousarray(image))
         mask_t = torch.from_numpy(np.ascontiguousarray(target))
         if self.augment is not None:
