@@ -309,3 +309,52 @@ def test_reprojected_reading(make_raster, tmp_path):
     assert crs.to_epsg() == 32632
     assert transform.a == pytest.approx(80.0)
     assert np.nanmin(arr) >= 1.0 and np.nanmax(arr) <= 2.0
+
+
+class CountingPool(PoolNet):
+    """PoolNet that records the batch size of every forward pass."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__(stride)
+        self.batches: list[int] = []
+
+    def forward_intermediates(self, x: torch.Tensor, indices=None, intermediates_only=True, **kw):
+        self.batches.append(int(x.shape[0]))
+        return super().forward_intermediates(x, indices, intermediates_only, **kw)
+
+
+@pytest.mark.parametrize("merge", ["average", "first", "center"])
+def test_batches_span_tile_rows_with_identical_output(make_raster, tmp_path, merge):
+    rng = np.random.default_rng(7)
+    data = rng.uniform(1, 100, (2, 120, 40)).astype("float32")
+    data[:, 40:72, :] = -1  # nodata band: whole tile rows are skipped
+    path = make_raster(data, nodata=-1.0)
+    outs, batches, calls = [], [], []
+    for batch_size in (1, 8):
+        net = CountingPool(4)
+        res = embed(
+            path,
+            "pool",
+            backbone=Backbone(net, "pool", "cnn", 0, 4, 2, None),
+            size=16,
+            stride=8,
+            normalization="none",
+            merge=merge,
+            batch_size=batch_size,
+            memory_mb=0.001,  # 16-row feature strips: strips are written while batches are in flight
+            output=tmp_path / f"f_{merge}_{batch_size}.tif",
+            cache_dir=tmp_path / f"s{batch_size}",
+            device="cpu",
+            progress=calls.append,
+        )
+        outs.append(read(res.path)[0])
+        batches.append(net.batches)
+        assert res.tiles == 14 * 4 and sum(calls) == res.tiles
+        calls.clear()
+    # 4 tiles per row, batch 8: full batches cross row ends (a row-bound loop would never exceed 4)
+    assert max(batches[1]) == 8 and sum(batches[1]) == sum(batches[0]) == len(batches[0])
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert np.isnan(outs[1][:, 12:16]).all() and not np.isnan(outs[1][:, :8]).any()
+    valid_rows = np.r_[0:10, 18:30]
+    exp = expected_pool(data, 4)
+    np.testing.assert_allclose(outs[1][:, valid_rows], exp[:, valid_rows], rtol=1e-5, atol=1e-4)

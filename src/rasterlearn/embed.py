@@ -154,14 +154,15 @@ class Backbone(nn.Module):
         self.std = tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        model: Any = self.model  # a timm model (forward_intermediates is not on nn.Module)
         if self.family == "vit":
             # timm strips the prefix (class + register) tokens with the model's own num_prefix_tokens and
             # reshapes to the patch grid it computed: no square-root guess.
-            out = self.model.forward_intermediates(
+            out = model.forward_intermediates(
                 x, indices=[self.layer], norm=True, output_fmt="NCHW", intermediates_only=True
             )
         else:
-            out = self.model.forward_intermediates(x, indices=[self.layer], intermediates_only=True)
+            out = model.forward_intermediates(x, indices=[self.layer], intermediates_only=True)
         feats = out[0]
         expect = (x.shape[-2] // self.stride, x.shape[-1] // self.stride)
         if tuple(feats.shape[-2:]) != expect:
@@ -261,11 +262,11 @@ def load_backbone(
         )
     use_pretrained = bool(pretrained and checkpoint is None)
     kwargs: dict[str, Any] = {**(model_kwargs or {}), "num_classes": 0, "in_chans": in_chans}
+    net: Any
     try:
         try:
-            net = timm.create_model(
-                name, pretrained=use_pretrained, **kwargs, **({"img_size": input_size} if input_size else {})
-            )
+            size_kw: dict[str, Any] = {"img_size": input_size} if input_size else {}
+            net = timm.create_model(name, pretrained=use_pretrained, **kwargs, **size_kw)
         except TypeError:
             net = timm.create_model(name, pretrained=use_pretrained, **kwargs)
     except ModelError:
@@ -604,7 +605,7 @@ def _resolve_extent(
         from rasterlearn.io.vector import read_vector
 
         gdf = read_vector(extent, crs=grid.crs)
-        win = grid.window_for_bounds(tuple(gdf.total_bounds), snap="out")  # type: ignore[arg-type]
+        win = grid.window_for_bounds(tuple(gdf.total_bounds), snap="out")
     else:
         bounds = tuple(float(v) for v in extent)
         if extent_crs is not None and grid.crs is not None:
@@ -956,7 +957,10 @@ def embed(
     if resumed:
         log.info("Resuming session %s: %d of %d feature strips already written", sid, done_prefix, n_strips)
     base = done_prefix * blocksize
-    acc = _Accumulator(dim, fgrid.width, blocksize + lay.feat_size + lay.feat_stride, base, merge)
+    # A batch may hold tiles of up to ``span + 1`` consecutive tile rows (batches cross row ends, so a
+    # narrow raster still fills batch_size); the accumulator holds the feature rows they touch.
+    span = max(1, math.ceil(batch_size / max(1, ncols)))
+    acc = _Accumulator(dim, fgrid.width, blocksize + lay.feat_size + span * lay.feat_stride, base, merge)
     first_row = 0
     while first_row < nrows and first_row * lay.feat_stride + lay.feat_size <= base:
         first_row += 1
@@ -1000,37 +1004,59 @@ def embed(
             writer.write(data, Window(k * blocksize, 0, rows, fgrid.width))
             writer.mark_done(f"strip:{k}", commit_every_s=0.0)
 
+    queue: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # (tile row, tile col, data, valid)
+    rows_reported = first_row
+
+    def encode_queue(count: int) -> None:
+        """Encode the first ``count`` queued tiles as one batch and merge them into the accumulator."""
+        nonlocal model_seconds
+        chunk = queue[:count]
+        del queue[:count]
+        # every tile not merged yet lies at or below this one: strips above it are final
+        flush(chunk[0][0] * lay.feat_stride)
+        x = np.stack([norm.apply(t[2], t[3]) for t in chunk])
+        vm = np.stack([t[3] for t in chunk]).astype("float32")
+        t0 = time.perf_counter()
+        feats, vfrac = _encode(backbone, x, vm, lay, dev)
+        model_seconds += time.perf_counter() - t0
+        for (i, j, _, _), f, vf in zip(chunk, feats, vfrac, strict=True):
+            keep = _keep_slices(merge, lay, i, j, nrows, ncols)
+            acc.add(f, vf >= max(min_valid_fraction, 1e-6), i * lay.feat_stride, j * lay.feat_stride, keep)
+        report(queue[0][0] if queue else chunk[-1][0] + 1)
+        if pause_s > 0:
+            time.sleep(pause_s)
+
+    def report(upto_row: int) -> None:
+        """Tile rows before ``upto_row`` are fully merged: count them as done."""
+        nonlocal tiles_done, rows_reported
+        while rows_reported < upto_row:
+            rows_reported += 1
+            tiles_done += ncols
+            if progress is not None:
+                progress(ncols)
+
     ok = False
     try:
         schedule(first_row)
         for i in range(first_row, nrows):
             data, valid = pending.pop(i).result()
             schedule(i + 1)
-            frow = i * lay.feat_stride
-            flush(frow)
-            tiles: list[tuple[int, np.ndarray, np.ndarray]] = []
             for j, c in enumerate(col_offsets):
                 cs = slice(c - strip_cols.col_off, c - strip_cols.col_off + size)
                 v = valid[:, cs]
                 if not v.any():
                     tiles_skipped += 1
                     continue
-                tiles.append((j, data[:, :, cs], v))
-            for b0 in range(0, len(tiles), batch_size):
-                chunk = tiles[b0 : b0 + batch_size]
-                x = np.stack([norm.apply(t[1], t[2]) for t in chunk])
-                vm = np.stack([t[2] for t in chunk]).astype("float32")
-                t0 = time.perf_counter()
-                feats, vfrac = _encode(backbone, x, vm, lay, dev)
-                model_seconds += time.perf_counter() - t0
-                for (j, _, _), f, vf in zip(chunk, feats, vfrac, strict=True):
-                    keep = _keep_slices(merge, lay, i, j, nrows, ncols)
-                    acc.add(f, vf >= max(min_valid_fraction, 1e-6), frow, j * lay.feat_stride, keep)
-                if pause_s > 0:
-                    time.sleep(pause_s)
-            tiles_done += ncols
-            if progress is not None:
-                progress(ncols)
+                if queue and i - queue[0][0] > span:
+                    encode_queue(len(queue))  # keep the rows in flight within the accumulator
+                queue.append((i, j, data[:, :, cs], v))
+                if len(queue) >= batch_size:
+                    encode_queue(batch_size)
+            if not queue:
+                report(i + 1)
+        while queue:
+            encode_queue(min(batch_size, len(queue)))
+        report(nrows)
         flush(fgrid.height)
         ok = True
     finally:
@@ -1165,13 +1191,13 @@ def _convert_storage(src: Path, dst: Path, storage: Storage) -> None:
             scales=scale.tolist(),
             offsets=offset.tolist(),
             blocksize=bs,
-        ) as w:
+        ) as out:
             for win in windows:
                 b = rd.read(win)
                 code = np.rint((b.data - offset[:, None, None]) / scale[:, None, None])
                 code = np.clip(np.nan_to_num(code, nan=0), 1, 65535).astype("uint16")
                 code[:, ~b.valid] = 0
-                w.write(code, win)
+                out.write(code, win)
     log.info(
         "Stored %s as uint16 with per-band scale/offset (max error %.3g of each band's range)",
         dst,
