@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from rasterlearn._util import atomic_write_text
 from rasterlearn.errors import ConfigError, EmptyInputError, InputError, InputNotFoundError
 from rasterlearn.grid import Grid, Window
 from rasterlearn.io.aoi import resolve_aoi
@@ -343,12 +344,6 @@ def _as_number(value: Any) -> float | None:
         return float(str(value).strip())
     except ValueError:
         return None
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def evaluate_map(
@@ -761,7 +756,7 @@ def evaluate_map(
     if output is not None:
         out = Path(output)
         out.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_text(out, json.dumps(metrics, indent=2))
+        atomic_write_text(out, json.dumps(metrics, indent=2))
         csv_out = Path(csv_path) if csv_path else out.with_suffix(".csv")
         import pandas as pd
 

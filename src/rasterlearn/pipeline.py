@@ -38,6 +38,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from rasterlearn._util import atomic_write_json
 from rasterlearn.errors import ConfigError, InputError, InputNotFoundError, OutputError
 from rasterlearn.train import TrainConfig
 
@@ -480,13 +481,8 @@ def file_identity(path: str | Path | None) -> dict[str, Any] | None:
     return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _atomic_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def _write_stage_json(path: Path, data: Any) -> None:
+    atomic_write_json(path, data, default=str, fsync=True)
 
 
 @dataclass
@@ -563,7 +559,7 @@ class StageCache:
             log.info("Stage %s was interrupted; resuming it (attempt %d)", name, runs)
         folder.mkdir(parents=True, exist_ok=True)
         rec = StageRecord(name, stage_hash, "running", params=_canonical(params), started=_now(), runs=runs)
-        _atomic_json(folder / STAGE_FILE, {"format": RUN_FORMAT, **rec.__dict__})
+        _write_stage_json(folder / STAGE_FILE, {"format": RUN_FORMAT, **rec.__dict__})
         return folder
 
     def _owned(self, folder: Path) -> bool:
@@ -585,7 +581,7 @@ class StageCache:
         rec.summary = _canonical(summary or {})
         rec.finished = _now()
         rec.seconds = seconds
-        _atomic_json(self.folder(name) / STAGE_FILE, {"format": RUN_FORMAT, **rec.__dict__})
+        _write_stage_json(self.folder(name) / STAGE_FILE, {"format": RUN_FORMAT, **rec.__dict__})
         return rec
 
     def invalidate(self, name: str) -> None:
@@ -1166,7 +1162,7 @@ class _Runner:
         result = RunResult(
             self.out, dict(self.records), self.ran, self.skipped, report, time.perf_counter() - t0
         )
-        _atomic_json(
+        _write_stage_json(
             self.out / "run.json",
             {
                 "format": RUN_FORMAT,

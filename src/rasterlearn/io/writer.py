@@ -33,6 +33,7 @@ import rasterio
 import rasterio.shutil
 from rasterio.windows import Window as RioWindow
 
+from rasterlearn._util import atomic_write_text
 from rasterlearn.errors import InputError, OutputError
 from rasterlearn.grid import Grid, Window
 
@@ -293,8 +294,10 @@ class BlockWriter:
             os.fsync(fh.fileno())
         self._done |= self._pending
         self._pending.clear()
-        _atomic_write_text(
-            self.progress_path, json.dumps({"fingerprint": self.fingerprint, "done": sorted(self._done)})
+        atomic_write_text(
+            self.progress_path,
+            json.dumps({"fingerprint": self.fingerprint, "done": sorted(self._done)}),
+            fsync=True,  # the progress record must not outrun the data it describes
         )
         self._ds = rasterio.open(self.partial_path, "r+")
         self._last_commit = time.monotonic()
@@ -320,9 +323,11 @@ class BlockWriter:
             raise OutputError(f"Could not write the COG for {self.path}: {exc}") from exc
         aux = Path(f"{self.path}.aux.xml")
         if self.category_names:
-            _atomic_write_text(aux, _pam_xml(self.category_names, self.colormap))
-            _atomic_write_text(
-                self.path.with_suffix(".qml"), _qml(self.category_names, self.colormap, self.nodata)
+            atomic_write_text(aux, _pam_xml(self.category_names, self.colormap), fsync=True)
+            atomic_write_text(
+                self.path.with_suffix(".qml"),
+                _qml(self.category_names, self.colormap, self.nodata),
+                fsync=True,
             )
         else:
             with contextlib.suppress(FileNotFoundError):
@@ -384,15 +389,6 @@ def _tag_value(value: Any) -> str:
     if isinstance(value, float) and math.isnan(value):
         return "nan"
     return json.dumps(value, default=str)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _pam_xml(names: Mapping[int, str], colors: Mapping[int, tuple[int, int, int, int]]) -> str:
