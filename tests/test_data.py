@@ -217,3 +217,14 @@ def test_validity_matches_gdal_masks(tmp_path, kind):
     _, valid, _ = ds.read(0)
     assert np.array_equal(valid, ~invalid)
     assert np.array_equal(valid, gdal_valid)
+
+
+def test_default_workers_by_device_and_cores():
+    from rasterlearn.data import default_workers
+
+    assert default_workers("cpu", 2) == 0 and default_workers("cpu", 4) == 0  # load in the main process
+    assert default_workers("cpu", 16) == 3 and default_workers("cpu", 64) == 4
+    assert (
+        default_workers("gpu", 2) == 1 and default_workers("gpu", 16) == 8 and default_workers("gpu", 1) == 0
+    )
+    assert default_workers() >= 0
