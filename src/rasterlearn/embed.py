@@ -947,7 +947,7 @@ def embed(
         blocksize=blocksize,
         overviews=storage == "float32",
         resume=resume,
-        fingerprint=sid,
+        fingerprint=f"{sid}:strip{blocksize}",  # strips are the resume keys: another height is another job
     )
     n_strips = math.ceil(fgrid.height / blocksize)
     done_prefix = 0

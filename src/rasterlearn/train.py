@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from rasterlearn.data import (
     DatasetInfo,
     EpochSampler,
     augment_preset,
+    default_workers,
     load_dataset_info,
 )
 from rasterlearn.errors import ConfigError, InputError, InputNotFoundError, ModelError, OutputError
@@ -508,10 +508,12 @@ class TrainResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def _auto_workers(requested: int | None) -> int:
+def _auto_workers(requested: int | None, accelerator: str = "auto") -> int:
+    """DataLoader workers: as requested, else :func:`rasterlearn.data.default_workers` for the device."""
     if requested is not None:
         return requested
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return default_workers("gpu" if gpu else "cpu")
 
 
 def _loader(
@@ -653,7 +655,11 @@ def train(
     atomic_write_text(
         out_dir / "train_config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     )
-    workers = _auto_workers(config.num_workers)
+    workers = _auto_workers(config.num_workers, config.accelerator)
+    if workers > 0:
+        # fill the chip caches before the workers fork, so they share one copy instead of reading each chip
+        trn.preload()
+        val.preload()
     trn_loader = _loader(trn, config.batch_size, workers, train=True, seed=config.seed)
     val_loader = _loader(val, config.batch_size, workers, train=False, seed=config.seed)
     log.info(
