@@ -655,13 +655,19 @@ def block_split(
     count = dict.fromkeys(SPLITS, 0)
     total = 0
     active = [s for s in SPLITS if fractions.get(s, 0.0) > 0]
+    # the first blocks seed every requested split (largest share first), so no requested split stays empty
+    # while there are at least as many blocks as splits; the rest go to the split furthest below its target
+    unseeded = sorted(active, key=lambda s: -fractions[s])
     for k in order:
         key = blocks[k]
         w = weight.get(key, 0)
         if w == 0:
             continue
         total += w
-        best = max(active, key=lambda s: (fractions[s] * total - count[s], fractions[s]))
+        if unseeded:
+            best = unseeded.pop(0)
+        else:
+            best = max(active, key=lambda s: (fractions[s] * total - count[s], fractions[s]))
         assigned[key] = best
         count[best] += w
     # blocks that hold no chip centre but are reached by chips take the most common split of those chips
@@ -1231,8 +1237,32 @@ class ChipJob:
 
     def _block_split(self, kept: pd.DataFrame, fractions: Mapping[str, float]) -> np.ndarray:
         o = self.opts
+        if o["block_size"]:
+            return self._block_split_at(kept, fractions, int(o["block_size"]))
+        # default block size: the largest of 4, 3, 2 chip sizes whose split gives every requested split a
+        # share of at least half its target (small scenes have few large blocks); logged and recorded
+        wanted = {s: f for s, f in fractions.items() if f > 0}
+        splits = np.empty(0)
+        for factor in (4, 3, 2):
+            splits = self._block_split_at(kept, fractions, factor * o["size"])
+            kept_splits = splits[splits != "straddle"]
+            n = max(1, len(kept_splits))
+            if all((kept_splits == s).sum() / n >= 0.5 * f for s, f in wanted.items()):
+                break
+        if self._block_info["block_size_px"] != 4 * o["size"]:
+            log.info(
+                "Split blocks of %d px (not the default %d): larger blocks could not give every split its share "
+                "of chips in these scenes",
+                self._block_info["block_size_px"],
+                4 * o["size"],
+            )
+        return splits
+
+    def _block_split_at(
+        self, kept: pd.DataFrame, fractions: Mapping[str, float], block_px: int
+    ) -> np.ndarray:
+        o = self.opts
         ref = self.states[0].grid
-        block_px = o["block_size"] or 4 * o["size"]
         if block_px < o["size"]:
             raise ConfigError(f"block_size ({block_px} px) must be at least the chip size ({o['size']} px)")
         bw, bh = block_px * ref.res[0], block_px * ref.res[1]
@@ -1613,8 +1643,8 @@ _DEFAULTS: dict[str, Any] = {
     "unknown": "error",
     "label_band": 1,
     "split_method": "auto",
-    "val": 0.2,
-    "test": 0.0,
+    "val": 0.15,
+    "test": 0.15,
     "block_size": None,
     "min_annotated": 0.0,
     "max_nodata": 100.0,
@@ -1708,8 +1738,8 @@ def make_chips(
     unknown: UnknownPolicy = "error",
     label_band: int = 1,
     split_method: SplitMethod = "auto",
-    val: float = 0.2,
-    test: float = 0.0,
+    val: float = 0.15,
+    test: float = 0.15,
     block_size: int | None = None,
     min_annotated: float = 0.0,
     max_nodata: float = 100.0,

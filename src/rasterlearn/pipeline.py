@@ -137,8 +137,8 @@ class ChipsSection(_Section):
     stride: int | None = Field(None, gt=0)
     bands: list[int | str] | None = None
     split_method: Literal["auto", "blocks", "random", "stratified", "scene"] = "auto"
-    val: float = Field(0.2, ge=0, lt=1)
-    test: float = Field(0.0, ge=0, lt=1)
+    val: float = Field(0.15, ge=0, lt=1)
+    test: float = Field(0.15, ge=0, lt=1)
     block_size: int | None = Field(None, gt=0)
     min_annotated: float = Field(0.0, ge=0, le=100)
     max_nodata: float = Field(100.0, ge=0, le=100)
@@ -385,8 +385,8 @@ chips:
   size: 256                           # chip size in pixels
   stride: 128                         # step between chips (< size: overlapping chips)
   split_method: auto                  # auto | blocks | random | stratified | scene
-  val: 0.2                            # fraction of chips for validation
-  test: 0.0                           # fraction of chips held out for testing (spatial blocks)
+  val: 0.15                           # fraction of chips for validation
+  test: 0.15                          # fraction of chips held out for testing (spatial blocks)
   min_annotated: 0                    # percent of non-background labelled pixels a chip needs
   max_nodata: 100                     # percent of nodata pixels a chip may have
   # bands: [1, 2, 3]

@@ -37,8 +37,8 @@ class ChipsConfig(BaseModel):
     unknown_classes: Literal["error", "ignore"] = "error"
     label_band: int = Field(1, ge=1)
     split_method: Literal["auto", "blocks", "random", "stratified", "scene"] = "auto"
-    val: float = Field(0.2, ge=0.0, lt=1.0)
-    test: float = Field(0.0, ge=0.0, lt=1.0)
+    val: float = Field(0.15, ge=0.0, lt=1.0)
+    test: float = Field(0.15, ge=0.0, lt=1.0)
     block_size: int | None = Field(None, gt=0)
     min_annotated: float = Field(0.0, ge=0.0, le=100.0)
     max_nodata: float = Field(100.0, ge=0.0, le=100.0)
@@ -188,8 +188,8 @@ def chips(
             "[default: auto = scene splits from the CSV, else blocks]."
         ),
     ] = None,
-    val: Annotated[float | None, typer.Option(help="Validation fraction [default: 0.2].")] = None,
-    test: Annotated[float | None, typer.Option(help="Test fraction [default: 0].")] = None,
+    val: Annotated[float | None, typer.Option(help="Validation fraction [default: 0.15].")] = None,
+    test: Annotated[float | None, typer.Option(help="Test fraction [default: 0.15].")] = None,
     block_size: Annotated[
         int | None, typer.Option(help="Spatial split block size in pixels [default: 4 x size].")
     ] = None,
