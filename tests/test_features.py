@@ -11,7 +11,7 @@ import pytest
 import rasterio
 from shapely.geometry import Point, box
 
-from rasterlearn.errors import ConfigError, EmptyInputError, ModelError
+from rasterlearn.errors import ConfigError, EmptyInputError, InputError, ModelError
 from rasterlearn.features.classify import classify_raster, label_schema
 from rasterlearn.features.cluster import cluster_raster
 from rasterlearn.features.reduce import FittedReducer, reduce_raster
@@ -110,6 +110,9 @@ def test_reduce_pca_window_by_window_and_reuse(regions, tmp_path, make_raster):
     with rasterio.open(out2) as ds:
         np.testing.assert_allclose(ds.read()[:, 4:], arr[:, 4:], rtol=1e-4, atol=1e-4)
     assert red.components == 2
+    # a fitted model applied to a raster with another band count is a clear error naming the fix
+    with pytest.raises(InputError, match=r"reducer .* expects \d+ bands .*--bands"):
+        reduce_raster(other, tmp_path / "pca3.tif", model=res.model_path, bands=[1])
 
 
 def test_reduce_nonlinear_uses_hash_checked_pickle(regions, tmp_path):

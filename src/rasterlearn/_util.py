@@ -105,3 +105,13 @@ def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: fh.read(chunk_size), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def file_identity(path: str | Path) -> dict[str, Any]:
+    """What identifies an input file in a parameter fingerprint: absolute path, size and modification time.
+
+    Cheap (one ``stat``); a changed file gets a new fingerprint, so a cached result is never reused for it.
+    """
+    p = Path(path)
+    st = p.stat()
+    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}

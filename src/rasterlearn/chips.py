@@ -40,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from rasterlearn._util import atomic_write, atomic_write_json, json_default, stable_hash
+from rasterlearn._util import atomic_write, atomic_write_json, file_identity, json_default, stable_hash
 from rasterlearn.errors import (
     ConfigError,
     CRSError,
@@ -791,10 +791,7 @@ class _SceneState:
 
 
 def _file_identity(p: Path | None) -> dict[str, Any] | None:
-    if p is None:
-        return None
-    st = Path(p).stat()
-    return {"path": str(Path(p).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return None if p is None else file_identity(p)
 
 
 def _atomic_csv(path: Path, df: pd.DataFrame) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rasterlearn._util import atomic_write_json, file_identity, file_sha256
 from rasterlearn.errors import ConfigError, InputNotFoundError, ModelError, OutputError
 from rasterlearn.grid import Bounds, Grid, Window, plan_tiles
 from rasterlearn.io.raster import RasterReader, band_statistics
@@ -424,16 +425,10 @@ def feature_layout(size: int, stride: int, model_stride: int, input_size: int | 
 
 
 def _file_identity(path: str | Path, content_hash: bool = False) -> dict[str, Any]:
-    p = Path(path)
-    st = p.stat()
-    out: dict[str, Any] = {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    """Path/size/mtime of an input, or (``content_hash``) its SHA-256 and size, e.g. for checkpoints."""
     if content_hash:
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-        out = {"sha256": h.hexdigest(), "size": st.st_size}
-    return out
+        return {"sha256": file_sha256(path), "size": Path(path).stat().st_size}
+    return file_identity(path)
 
 
 def _canonical(value: Any) -> Any:
@@ -454,10 +449,8 @@ def session_hash(parameters: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _atomic_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+def _write_json(path: Path, data: Any) -> None:
+    atomic_write_json(path, data, default=str)
 
 
 _INDEX_LOCK = threading.Lock()
@@ -471,7 +464,7 @@ def _update_index(cache_dir: Path, key: str, entry: dict[str, Any]) -> None:
         except (OSError, json.JSONDecodeError):
             index = {"format": SESSION_FORMAT, "sessions": {}}
         index.setdefault("sessions", {}).setdefault(key, {}).update(entry)
-        _atomic_json(index_path, index)
+        _write_json(index_path, index)
 
 
 def list_sessions(cache_dir: str | Path) -> dict[str, dict[str, Any]]:
@@ -832,7 +825,7 @@ def embed(
     sid = session_hash(params)
     session = cache / sid
     session.mkdir(parents=True, exist_ok=True)
-    _atomic_json(session / "parameters.json", {"session": sid, **_canonical(params)})
+    _write_json(session / "parameters.json", {"session": sid, **_canonical(params)})
     final = out_path if out_path is not None else session / "features.tif"
     _update_index(
         cache,
@@ -1082,7 +1075,7 @@ def embed(
     result = EmbedResult(
         final, session, sid, fgrid, dim, nrows * ncols, tiles_skipped, resumed, seconds, model_seconds, params
     )
-    _atomic_json(
+    _write_json(
         record_path,
         {
             "session": sid,

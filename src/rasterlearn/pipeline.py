@@ -39,6 +39,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rasterlearn._util import atomic_write_json
+from rasterlearn._util import file_identity as _stat_identity
 from rasterlearn.errors import ConfigError, InputError, InputNotFoundError, OutputError
 from rasterlearn.train import TrainConfig
 
@@ -477,8 +478,7 @@ def file_identity(path: str | Path | None) -> dict[str, Any] | None:
     p = Path(path)
     if not p.exists():
         raise InputNotFoundError(f"Input not found: {p}")
-    st = p.stat()
-    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return _stat_identity(p)
 
 
 def _write_stage_json(path: Path, data: Any) -> None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import math
 import threading
@@ -51,6 +50,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from rasterlearn._util import file_sha256, stable_hash
 from rasterlearn.errors import InputError, ModelError, OutputError
 from rasterlearn.grid import Window, plan_tiles
 from rasterlearn.io.aoi import aoi_mask, resolve_aoi
@@ -532,7 +532,7 @@ def predict_raster(
         "aoi_wkt": None if aoi_geom is None else aoi_geom.wkt,
         "version": __version__,
     }
-    fingerprint = hashlib.sha256(json.dumps(fp_src, sort_keys=True, default=str).encode()).hexdigest()
+    fingerprint = stable_hash(fp_src, length=64)
     tags = {
         "rasterlearn_version": __version__,
         "source": str(raster),
@@ -833,10 +833,6 @@ def predict_package(
     from rasterlearn.models import load_package
 
     pkg = load_package(package)
-    digest = hashlib.sha256()
-    weights = Path(package) / "model.safetensors"
-    with open(weights, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    kwargs.setdefault("model_id", f"{Path(package).resolve().name}@sha256:{digest.hexdigest()[:16]}")
+    digest = file_sha256(Path(package) / "model.safetensors")[:16]
+    kwargs.setdefault("model_id", f"{Path(package).resolve().name}@sha256:{digest}")
     return predict_raster(pkg.model, pkg.meta, raster, output, **kwargs)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from rasterlearn._util import atomic_write, atomic_write_json, file_sha256, json_default
-from rasterlearn.errors import ConfigError, InputNotFoundError, ModelError
+from rasterlearn.errors import ConfigError, InputError, InputNotFoundError, ModelError
 from rasterlearn.grid import Grid, Window
 from rasterlearn.io.raster import RasterReader
 from rasterlearn.io.writer import BlockWriter
@@ -221,6 +221,18 @@ def load_model_folder(
         with open(folder / "estimator.pkl", "rb") as fh:
             estimator = pickle.load(fh)
     return meta, arrays, estimator
+
+
+def check_model_bands(
+    what: str, model: str | Path, band_names: list[str], raster: str | Path, count: int
+) -> None:
+    """Raise :class:`InputError` when a fitted ``what`` expects another number of bands than ``raster`` gives."""
+    if len(band_names) != count:
+        shown = ", ".join(band_names[:5]) + ("..." if len(band_names) > 5 else "")
+        raise InputError(
+            f"the {what} in {model} expects {len(band_names)} bands ({shown}), {raster} has {count}; select "
+            f"the same bands it was fitted on (--bands)"
+        )
 
 
 def default_model_dir(output: Path) -> Path:

@@ -37,6 +37,7 @@ from rasterlearn.errors import ConfigError, InputError
 from rasterlearn.features._io import (
     Standardizer,
     apply_by_window,
+    check_model_bands,
     default_model_dir,
     load_model_folder,
     parse_kwargs,
@@ -383,10 +384,7 @@ def classify_raster(
     with RasterReader(raster, bands) as reader:
         if model is not None:
             fc = FittedClassifier.load(model)
-            if len(fc.band_names) != reader.count:
-                raise InputError(
-                    f"the model in {model} expects {len(fc.band_names)} bands, {raster} has {reader.count}"
-                )
+            check_model_bands("model", model, fc.band_names, raster, reader.count)
             model_path = Path(model)
         else:
             if labels is None or attribute is None:

@@ -23,6 +23,7 @@ from rasterlearn.errors import ConfigError, EmptyInputError, InputError
 from rasterlearn.features._io import (
     Standardizer,
     apply_by_window,
+    check_model_bands,
     default_model_dir,
     iter_chunks,
     load_model_folder,
@@ -249,11 +250,7 @@ def cluster_raster(
     with RasterReader(raster, bands) as reader:
         if model is not None:
             fc = FittedClusters.load(model)
-            if len(fc.band_names) != reader.count:
-                raise InputError(
-                    f"the clustering in {model} expects {len(fc.band_names)} bands, {raster} has "
-                    f"{reader.count}"
-                )
+            check_model_bands("clustering", model, fc.band_names, raster, reader.count)
             model_path = Path(model)
         else:
             sample = sample_pixels(reader, sample_size, seed=seed)

@@ -24,6 +24,7 @@ from rasterlearn.features._io import (
     Standardizer,
     apply_by_window,
     block_windows,
+    check_model_bands,
     default_model_dir,
     iter_chunks,
     load_model_folder,
@@ -261,11 +262,7 @@ def reduce_raster(
     with RasterReader(raster, bands) as reader:
         if model is not None:
             red = FittedReducer.load(model)
-            if len(red.band_names) != reader.count:
-                raise InputError(
-                    f"the reducer in {model} expects {len(red.band_names)} bands "
-                    f"({', '.join(red.band_names[:5])}...), {raster} has {reader.count}"
-                )
+            check_model_bands("reducer", model, red.band_names, raster, reader.count)
             model_path = Path(model)
         else:
             linear = REDUCERS.get(method.lower(), method).rsplit(".", 1)[-1] in _LINEAR
