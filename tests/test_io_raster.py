@@ -255,3 +255,14 @@ def test_alpha_band_selected_as_data_is_not_a_mask(tmp_path, caplog) -> None:
         block = r.read()
         assert block.data.shape == (4, 6, 6)
         assert block.valid.all()
+
+
+def test_gdal_cache_is_bounded_inside_and_restored_after() -> None:
+    from rasterio.env import get_gdal_config
+
+    from rasterlearn.io.raster import gdal_cache
+
+    before = get_gdal_config("GDAL_CACHEMAX")
+    with gdal_cache(32):
+        assert int(get_gdal_config("GDAL_CACHEMAX")) == 32
+    assert get_gdal_config("GDAL_CACHEMAX") == before

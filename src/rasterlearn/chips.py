@@ -51,7 +51,7 @@ from rasterlearn.errors import (
     ReadError,
 )
 from rasterlearn.grid import Grid, Window, plan_tiles
-from rasterlearn.io.raster import BandStats, RasterReader, band_statistics
+from rasterlearn.io.raster import BandStats, RasterReader, band_statistics, gdal_cache
 from rasterlearn.labels import (
     ClassSchema,
     LabelAreasMode,
@@ -798,15 +798,6 @@ def _atomic_csv(path: Path, df: pd.DataFrame) -> None:
     atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
-@contextlib.contextmanager
-def _gdal_cache(mb: int) -> Any:
-    """Bound GDAL's block cache (default: 5 % of RAM, enough to hold a whole scene's decoded blocks)."""
-    import rasterio
-
-    with rasterio.Env(GDAL_CACHEMAX=int(mb)):
-        yield
-
-
 _PARAMS_FILE = ".chips.params.json"
 _OWNED = (
     "images",
@@ -1026,7 +1017,7 @@ class ChipJob:
     # -- phase 2: scan -------------------------------------------------------------------------------
     def scan(self, progress: Progress | None = None) -> pd.DataFrame:
         """Read every planned window, rasterize its labels and count pixels (cached per scene)."""
-        with _gdal_cache(self.opts["cache_mb"]):
+        with gdal_cache(self.opts["cache_mb"]):
             return self._scan_all(progress)
 
     def _scan_all(self, progress: Progress | None) -> pd.DataFrame:
@@ -1319,7 +1310,7 @@ class ChipJob:
 
         Chips passing the filters are already written during :meth:`scan` (one read per window); this
         phase completes what an earlier, interrupted run left (scan results reused from ``.scan/``)."""
-        with _gdal_cache(self.opts["cache_mb"]):
+        with gdal_cache(self.opts["cache_mb"]):
             return self._write_all(progress)
 
     def _chip_done(self, chip_id: str) -> bool:
@@ -1394,7 +1385,7 @@ class ChipJob:
         manifest = self.plan[cols].copy()
         _atomic_csv(self.out / "manifest.csv", manifest)
         _atomic_csv(self.out / "candidates.csv", self.candidates)
-        with _gdal_cache(o["cache_mb"]):
+        with gdal_cache(o["cache_mb"]):
             stats = self._statistics(manifest)
         ref = self.states[0]
         crs = ref.grid.crs

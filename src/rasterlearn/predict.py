@@ -54,7 +54,7 @@ from rasterlearn._util import file_sha256, stable_hash
 from rasterlearn.errors import InputError, ModelError, OutputError
 from rasterlearn.grid import Window, plan_tiles
 from rasterlearn.io.aoi import aoi_mask, resolve_aoi
-from rasterlearn.io.raster import RasterReader
+from rasterlearn.io.raster import RasterReader, gdal_cache
 
 __all__ = [
     "TTA_CHOICES",
@@ -311,9 +311,7 @@ def _gdal_cache(fn: Callable[..., PredictResult]) -> Callable[..., PredictResult
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> PredictResult:
-        import rasterio
-
-        with rasterio.Env(GDAL_CACHEMAX=int(kwargs.get("cache_mb", 64))):
+        with gdal_cache(int(kwargs.get("cache_mb", 64))):
             return fn(*args, **kwargs)
 
     return wrapper

@@ -26,7 +26,7 @@ import numpy as np
 from rasterlearn._util import atomic_write, atomic_write_json, file_sha256, json_default
 from rasterlearn.errors import ConfigError, InputError, InputNotFoundError, ModelError
 from rasterlearn.grid import Grid, Window
-from rasterlearn.io.raster import RasterReader
+from rasterlearn.io.raster import RasterReader, gdal_cache
 from rasterlearn.io.writer import BlockWriter
 
 __all__ = [
@@ -144,6 +144,20 @@ def apply_by_window(
     are skipped (``on_block`` is then not called for them). Windows shrink below ``blocksize`` for rasters
     with many bands so one window stays within ~64 MB (:func:`window_size_for`).
     """
+    with gdal_cache(64):
+        _apply_windows(reader, writer, fn, nodata, out_dtype, blocksize, progress, on_block)
+
+
+def _apply_windows(
+    reader: RasterReader,
+    writer: BlockWriter,
+    fn: Callable[[np.ndarray], np.ndarray],
+    nodata: float,
+    out_dtype: str,
+    blocksize: int,
+    progress: Callable[[int], None] | None,
+    on_block: Callable[[np.ndarray, np.ndarray], None] | None,
+) -> None:
     for win in block_windows(reader.grid, window_size_for(reader.count, blocksize)):
         key = f"{win.row_off}:{win.col_off}"
         if writer.is_done(key):

@@ -12,9 +12,10 @@ file and band selection.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,15 @@ from rasterio.windows import Window as RioWindow
 from rasterlearn.errors import InputError, InputNotFoundError, ReadError
 from rasterlearn.grid import Grid, Window
 
-__all__ = ["BandInfo", "BandStats", "RasterBlock", "RasterReader", "band_statistics", "open_raster"]
+__all__ = [
+    "BandInfo",
+    "BandStats",
+    "RasterBlock",
+    "RasterReader",
+    "band_statistics",
+    "gdal_cache",
+    "open_raster",
+]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +90,17 @@ def _json_number(value: float | None) -> float | str | None:
 
 def _rio(window: Window) -> RioWindow:
     return RioWindow(window.col_off, window.row_off, window.width, window.height)
+
+
+@contextlib.contextmanager
+def gdal_cache(mb: int = 64) -> Iterator[None]:
+    """Bound GDAL's block cache to ``mb`` megabytes while the block runs (restored afterwards).
+
+    GDAL's default (5 % of RAM) keeps decoded blocks of everything read, so a windowed pass over a large
+    raster grows by the raster's size; stages that stream a raster once bound it here.
+    """
+    with rasterio.Env(GDAL_CACHEMAX=int(mb)):
+        yield
 
 
 def open_raster(path: str | Path, bands: Sequence[BandSelector] | None = None) -> RasterReader:
