@@ -16,7 +16,7 @@ import numpy as np
 
 from rasterlearn.errors import EmptyInputError, InputError
 from rasterlearn.grid import Window
-from rasterlearn.io.raster import RasterReader
+from rasterlearn.io.raster import RasterReader, gdal_cache
 
 __all__ = ["PixelSample", "VectorSample", "sample_pixels", "sample_vector"]
 
@@ -70,7 +70,8 @@ def sample_pixels(
     for cell in pick:
         r, c = divmod(int(cell), cols_n)
         win = Window(r * window_size, c * window_size, window_size, window_size).clip(grid.height, grid.width)
-        block = reader.read(win)
+        with gdal_cache():  # each window is read once: caching its decoded blocks only costs memory
+            block = reader.read(win)
         idx = np.flatnonzero(block.valid.ravel())
         if idx.size == 0:
             continue

@@ -427,7 +427,8 @@ def band_statistics(
     per_window = max(1, sample_size // max(1, len(windows)))
     samples: list[list[np.ndarray]] = [[] for _ in range(reader.count)]
     for win in windows:
-        block = reader.read(win, band_masks=True)
+        with gdal_cache():  # sampled windows are read once
+            block = reader.read(win, band_masks=True)
         assert block.band_valid is not None
         for k in range(reader.count):
             vals = block.data[k][block.band_valid[k]]

@@ -36,6 +36,7 @@ from rasterio.windows import Window as RioWindow
 from rasterlearn._util import atomic_write_text
 from rasterlearn.errors import InputError, OutputError
 from rasterlearn.grid import Grid, Window
+from rasterlearn.io.raster import gdal_cache
 
 __all__ = ["BlockWriter", "Compression", "cog_profile", "hex_to_rgba", "write_array"]
 
@@ -316,7 +317,8 @@ class BlockWriter:
         if not self.overviews:
             opts["OVERVIEWS"] = "NONE"
         try:
-            rasterio.shutil.copy(self.partial_path, tmp, driver="COG", **opts)
+            with gdal_cache():  # the conversion streams the partial file once
+                rasterio.shutil.copy(self.partial_path, tmp, driver="COG", **opts)
         except Exception as exc:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
