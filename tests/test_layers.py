@@ -9,7 +9,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "rasterlearn"
 
 # rank of each module family: a module may import only modules of a lower or equal rank
 VALUE_TYPES = {"errors", "grid", "labels", "normalize", "metrics", "report", "_util"}
-RANKS = {"value": 0, "io": 1, "stage": 2, "cli": 3}
+RANKS = {"value": 0, "io": 1, "engine": 2, "stage": 3, "cli": 4}
 
 
 def _family(module: str) -> str:
@@ -21,6 +21,8 @@ def _family(module: str) -> str:
         return "value"
     if head == "io":
         return "io"
+    if head == "engine":
+        return "engine"
     if head in ("cli", "__main__"):
         return "cli"
     return "stage"

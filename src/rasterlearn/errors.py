@@ -15,6 +15,7 @@ __all__ = [
     "EmptyInputError",
     "InputError",
     "InputNotFoundError",
+    "JobCancelledError",
     "ModelError",
     "NoOverlapError",
     "OutputError",
@@ -65,3 +66,11 @@ class AttributeNotFoundError(InputError):
 
 class ModelError(RasterlearnError, ValueError):
     """A model name, checkpoint or model package is invalid or incompatible with the input."""
+
+
+class JobCancelledError(RasterlearnError):
+    """A job was asked to stop (SIGTERM, Ctrl-C, a Cancel button) and stopped between blocks.
+
+    Its resumable state is kept and nothing is left under the final output names; running the same job
+    again resumes it.
+    """

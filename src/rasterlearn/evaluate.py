@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rasterlearn._util import atomic_write_text
+from rasterlearn.engine.events import report_total
 from rasterlearn.errors import ConfigError, EmptyInputError, InputError, InputNotFoundError
 from rasterlearn.grid import Grid, Window
 from rasterlearn.io.aoi import resolve_aoi
@@ -457,6 +458,7 @@ def evaluate_map(
     }
     area = None if aoi is None else resolve_aoi(aoi, grid)
     extent = grid.window if area is None else area.window
+    report_total(progress, extent.height * extent.width)
     ignore_set = [float(v) for v in (ignore_values or [])]
     record["class_match"] = "code"
     counters = {"non_integer": 0}

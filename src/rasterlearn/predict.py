@@ -51,6 +51,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rasterlearn._util import file_sha256, stable_hash
+from rasterlearn.engine.events import report_total
 from rasterlearn.errors import InputError, ModelError, OutputError
 from rasterlearn.grid import Window, plan_tiles
 from rasterlearn.io.aoi import aoi_mask, resolve_aoi
@@ -479,6 +480,7 @@ def predict_raster(
 
     area = None if aoi is None else resolve_aoi(aoi, grid)
     extent, aoi_geom = (grid.window, None) if area is None else (area.window, area.geometry)
+    report_total(progress, extent.height * extent.width)
     n = int(meta.chip_size)
     ov_px = min(n - 1, round(overlap * n))
     stride = n - ov_px

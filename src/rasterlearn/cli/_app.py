@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from rasterlearn import __version__
-from rasterlearn.errors import RasterlearnError
+from rasterlearn.errors import JobCancelledError, RasterlearnError
 
-__all__ = ["app", "console", "main", "progress_bar", "state"]
+__all__ = ["app", "console", "main", "state"]
 
 console = Console(stderr=True)
 app = typer.Typer(
@@ -76,47 +67,39 @@ def _root(
     setup_logging(verbose, quiet)
 
 
-@contextmanager
-def progress_bar(description: str, total: float | None, unit: str = "") -> Iterator[Callable[..., None]]:
-    """A rich progress bar; yields a callback ``advance(n=1, total=None)`` for library progress hooks."""
-    columns = [
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn(unit),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, console=console, disable=state.get("quiet", False), transient=False) as prog:
-        task = prog.add_task(description, total=total)
-
-        def advance(n: float = 1, total: float | None = None) -> None:
-            if total is not None:
-                prog.update(task, total=total)
-            prog.advance(task, n)
-
-        yield advance
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: runs the app and turns library errors into a message and exit code 2.
 
     Usage errors are reported by typer/click (exit code 2); library errors print their message without a
     traceback (with ``-v``, with one).
     """
+    from rasterlearn.cli._progress import end_job
+
     try:
         app(args=list(argv) if argv is not None else None, prog_name="rasterlearn")
     except SystemExit as exc:
         code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
+        code = code if isinstance(code, int) else (0 if code is None else 1)
+        end_job(code)
+        return code
+    except (JobCancelledError, KeyboardInterrupt) as exc:
+        json_mode = state.get("progress") == "json"
+        end_job(exc)
+        if not json_mode:
+            console.print(f"[bold yellow]Cancelled:[/] {exc or 'interrupted'}", highlight=False)
+        return 130
     except RasterlearnError as exc:
+        json_mode = state.get("progress") == "json"
         if state.get("verbosity", 0) > 0:
             console.print_exception()
-        console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        end_job(exc)
+        if not json_mode:
+            console.print(f"[bold red]Error:[/] {exc}", highlight=False)
         return 2
-    except KeyboardInterrupt:
-        console.print("Interrupted.")
-        return 130
+    except BaseException:
+        end_job(None)
+        raise
+    end_job(0)
     return 0
 
 

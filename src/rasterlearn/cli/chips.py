@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rasterlearn.cli._app import app, console, progress_bar
+from rasterlearn.cli._app import app, console
+from rasterlearn.cli._progress import ProgressOpt, progress_bar
 from rasterlearn.errors import ConfigError, InputError, InputNotFoundError
 
 
@@ -211,6 +212,7 @@ def chips(
         Path | None,
         typer.Option("--config", help="YAML file with any of these options (command-line options win)."),
     ] = None,
+    progress: ProgressOpt = "bar",
 ) -> None:
     """Cut rasters and labels into GeoTIFF chips with masks, a manifest and dataset.json (resumable)."""
     from rasterlearn.chips import ChipJob
@@ -341,6 +343,7 @@ def analyze(
         int | None, typer.Option(help="Rows of the threshold search to print [default: 10].")
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML file with these options.")] = None,
+    progress: ProgressOpt = "bar",
 ) -> None:
     """Class proportions per split and scene, chips kept/dropped per filter, and a threshold search."""
     from rich.table import Table

@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from rasterlearn.cli._app import app, console, progress_bar
+from rasterlearn.cli._app import app, console
+from rasterlearn.cli._progress import ProgressOpt, progress_bar
 
 
 def _bands(value: str | None) -> list[int | str] | None:
@@ -128,6 +129,7 @@ def embed_cmd(
         float,
         typer.Option("--memory-mb", help="Budget for feature rows held in memory (sets the strip height)."),
     ] = 256.0,
+    progress: ProgressOpt = "bar",
 ) -> None:
     """Encode a raster into a feature raster (one band per feature) with a foundation model."""
     from rasterlearn.embed import embed
@@ -225,6 +227,7 @@ def reduce_cmd(
     model_out: Annotated[
         Path | None, typer.Option("--model-out", help="Where to save the fitted reducer.")
     ] = None,
+    progress: ProgressOpt = "bar",
 ) -> None:
     """Reduce a raster's bands (PCA by default), fitted on a sample, applied block by block."""
     from rasterlearn.features.reduce import reduce_raster
@@ -273,6 +276,7 @@ def cluster_cmd(
     model_out: Annotated[
         Path | None, typer.Option("--model-out", help="Where to save the clustering.")
     ] = None,
+    progress: ProgressOpt = "bar",
 ) -> None:
     """Cluster a raster into a class map (1..K, 0 = nodata) with colour table; sizes in OUT.clusters.json."""
     from rasterlearn.features.cluster import cluster_raster
@@ -314,6 +318,7 @@ def similarity_cmd(
     ] = False,
     layer: LayerOpt = None,
     bands: BandsOpt = None,
+    progress: ProgressOpt = "bar",
 ) -> None:
     """Cosine similarity of every pixel to reference features (float32, NaN nodata)."""
     from rasterlearn.features.similarity import similarity_raster
@@ -383,6 +388,7 @@ def classify_cmd(
     metrics_out: Annotated[
         Path | None, typer.Option("--metrics", help="Metrics JSON (default OUT.metrics.json).")
     ] = None,
+    progress: ProgressOpt = "bar",
 ) -> None:
     """Train a classifier/regressor on labelled features, validate it (spatial k-fold), and map the raster."""
     from rasterlearn.features.classify import classify_raster

@@ -2,40 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from rasterlearn.cli._app import app, console, state
+from rasterlearn.cli._app import app, console
+from rasterlearn.cli._progress import ProgressOpt, stage_progress
 
 _UNITS = {"chips": "windows/chips", "train": "epochs", "predict": "pixels", "features": "tiles"}
-
-
-@contextmanager
-def _stage_progress() -> Iterator[Callable[[str, int], None]]:
-    """One rich progress line per stage (counts without totals: each stage reports what it finished)."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
-        TextColumn("{task.completed:,.0f} {task.fields[unit]}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=state.get("quiet", False),
-        transient=True,
-    ) as prog:
-        tasks: dict[str, Any] = {}
-
-        def advance(stage: str, n: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = prog.add_task(stage, total=None, unit=_UNITS.get(stage, ""))
-            prog.advance(tasks[stage], n)
-
-        yield advance
 
 
 def _print_run(res: Any) -> None:
@@ -82,6 +57,7 @@ def demo(
     no_features: Annotated[
         bool, typer.Option("--no-features", help="Skip embed/PCA/k-means/similarity.")
     ] = False,
+    progress: ProgressOpt = "bar",
 ) -> None:
     """Run the whole pipeline on a synthetic scene (or your data) and write an HTML report.
 
@@ -90,7 +66,7 @@ def demo(
     """
     from rasterlearn.demo import run_demo
 
-    with _stage_progress() as advance:
+    with stage_progress(_UNITS) as advance:
         res = run_demo(
             out,
             raster=raster,
@@ -154,10 +130,11 @@ def run(
     force: Annotated[
         list[str] | None, typer.Option("--force", help="Re-run this stage even if up to date.")
     ] = None,
+    progress: ProgressOpt = "bar",
 ) -> None:
     """Run every stage of a config: chips, train, predict, evaluate, features, report (cached, resumable)."""
     from rasterlearn.pipeline import run_pipeline
 
-    with _stage_progress() as advance:
+    with stage_progress(_UNITS) as advance:
         res = run_pipeline(config, out=out, stages=stage or None, force=force or (), progress=advance)
     _print_run(res)

@@ -11,40 +11,8 @@ from typing import Annotated, Any, Literal
 import typer
 
 from rasterlearn.cli._app import app, console, state
+from rasterlearn.cli._progress import ProgressOpt, progress_bar
 from rasterlearn.errors import InputError
-
-
-@contextmanager
-def _pixel_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """A progress bar in pixels with a pixels/s rate."""
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class _Rate(ProgressColumn):
-        def render(self, task: Any) -> Text:
-            speed = task.finished_speed or task.speed
-            if not speed:
-                return Text("- px/s")
-            return Text(f"{speed / 1e6:.2f} Mpx/s" if speed >= 1e5 else f"{speed:,.0f} px/s")
-
-    columns = [
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:,.0f}/{task.total:,.0f} px"),
-        _Rate(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, console=console, disable=state.get("quiet", False)) as prog:
-        task = prog.add_task(description, total=total)
-        yield lambda n: prog.advance(task, n)
 
 
 def _parse_bands(bands: str | None) -> list[int | str] | None:
@@ -126,6 +94,7 @@ def predict(
     no_resume: Annotated[
         bool, typer.Option("--no-resume", help="Discard a partial run instead of resuming it.")
     ] = False,
+    progress: ProgressOpt = "bar",
 ) -> None:
     """Map a raster with a trained model: seamless blended windows, bounded memory, resumable."""
     from rasterlearn.io.raster import RasterReader
@@ -135,7 +104,7 @@ def predict(
         raise InputError(f"{vectorize} exists; pass --overwrite or choose another name")
     with RasterReader(raster) as r:
         total = r.grid.height * r.grid.width
-    with _pixel_progress("predict", total) as advance:
+    with progress_bar("predict", total, "px") as advance:
         res = predict_package(
             model_dir,
             raster,
@@ -193,6 +162,7 @@ def vectorize_cmd(
     ] = None,
     window_size: Annotated[int, typer.Option(help="Processing window (pixels).")] = 2048,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    progress: ProgressOpt = "bar",
 ) -> None:
     """Turn a class map into polygons (class code, name, area), window by window with seams merged."""
     from rasterlearn.vectorize import vectorize_raster
@@ -200,7 +170,7 @@ def vectorize_cmd(
     if output.exists() and not overwrite:
         raise InputError(f"{output} exists; pass --overwrite or choose another name")
     codes = [int(c) for c in exclude.split(",") if c.strip()] if exclude else None
-    with RasterProgress(raster) as advance:
+    with _raster_progress("vectorize", raster) as advance:
         gdf = vectorize_raster(
             raster,
             output,
@@ -215,12 +185,13 @@ def vectorize_cmd(
 
 
 @contextmanager
-def RasterProgress(raster: Path) -> Iterator[Callable[[int], None]]:  # noqa: N802
+def _raster_progress(job: str, raster: Path) -> Iterator[Callable[[int], None]]:
+    """A phase counting the raster's pixels (the library corrects the total when an AOI clips it)."""
     from rasterlearn.io.raster import RasterReader
 
     with RasterReader(raster) as r:
         total = r.grid.height * r.grid.width
-    with _pixel_progress(raster.name, total) as advance:
+    with progress_bar(job, total, "px") as advance:
         yield advance
 
 
@@ -273,6 +244,7 @@ def evaluate(
     all_touched: Annotated[
         bool, typer.Option(help="Vector truth: burn every pixel a polygon touches.")
     ] = False,
+    progress: ProgressOpt = "bar",
 ) -> None:
     """Compare a predicted map with ground truth over the whole scene: confusion matrix, IoU, F1, kappa."""
     from rasterlearn.evaluate import evaluate_map, parse_class_names
@@ -282,7 +254,7 @@ def evaluate(
         raise InputError("Give either --truth-classes FILE or --truth-names TEXT, not both")
     names_of_truth = parse_class_names(truth_names) if truth_names is not None else truth_classes
     ignore_values = [float(v) for v in ignore.split(",") if v.strip()] if ignore else None
-    with RasterProgress(map_path) as advance:
+    with _raster_progress("evaluate", map_path) as advance:
         metrics = evaluate_map(
             map_path,
             truth,

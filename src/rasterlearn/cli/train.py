@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from rasterlearn.cli._app import app, console, progress_bar, state
+from rasterlearn.cli._app import app, console, state
+from rasterlearn.cli._progress import ProgressOpt, progress_bar
 
 
 @app.command()
@@ -86,6 +87,7 @@ def train(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Start again even if OUT has checkpoints.")
     ] = False,
+    progress: ProgressOpt = "bar",
 ) -> None:
     """Train a segmentation model on chips and write a self-describing model package into OUT."""
     from rasterlearn.train import load_train_config
@@ -121,9 +123,11 @@ def train(
         deterministic=deterministic,
         logger=logger,
     )
-    result = run_train(
-        dataset, out, cfg, resume=resume, overwrite=overwrite, progress_bar=not state.get("quiet", False)
-    )
+    bar = not state.get("quiet", False) and progress == "bar"  # Lightning draws its own bar
+    with progress_bar("train", total=cfg.epochs, unit="epochs", display=False) as advance:
+        result = run_train(
+            dataset, out, cfg, resume=resume, overwrite=overwrite, progress_bar=bar, progress=advance
+        )
     m = result.metrics
     console.print(f"Model package: {out}/model.json (+ model.safetensors); report: {out}/report.html")
     _print_metrics(m, f"validation ({cfg.val_split})")
@@ -144,6 +148,7 @@ def evaluate_model_cmd(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Chips per batch.")] = 8,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, mps (default: cuda when available).")] = None,
+    progress: ProgressOpt = "bar",
 ) -> None:
     """Score a model package on a split of a chip folder (per-class IoU/F1, producer's/user's accuracy, kappa)."""
     from rasterlearn.data import read_manifest
