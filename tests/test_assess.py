@@ -300,8 +300,8 @@ def test_sample_errors(scene, tmp_path: Path) -> None:
         draw_sample(path, tmp_path / "t.csv", n=10)
 
 
-def test_cli_contract(scene, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path, mapped, truth = scene
+def test_cli_contract(scene, tmp_path: Path) -> None:
+    path, _, truth = scene
     s, out = tmp_path / "samples.gpkg", tmp_path / "assessment.json"
     argv = [
         "sample",
