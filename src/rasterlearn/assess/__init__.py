@@ -13,7 +13,8 @@ from __future__ import annotations
 from rasterlearn.assess.design import allocate, inclusion_probabilities, sample_size, systematic_step
 from rasterlearn.assess.estimate import AccuracyEstimates, estimate_accuracy, estimate_from_counts, z_value
 from rasterlearn.assess.run import assess_sample
-from rasterlearn.assess.sample import SampleResult, count_population, draw_sample, read_design
+from rasterlearn.assess.sample import SampleResult, count_population, draw_sample
+from rasterlearn.assess.store import read_design
 
 __all__ = [
     "AccuracyEstimates",

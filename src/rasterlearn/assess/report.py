@@ -207,7 +207,7 @@ def write_assessment(
     ]
     sections = [
         ("Summary", summary),
-        ("Areas and accuracies", table_html(rows, "{:.4g}")),
+        ("Areas and accuracies", table_html(rows, "{:,.4f}")),
         ("Error matrix (proportion of area)", table_html(matrix)),
         ("Figure", img_tag(png, "error matrix and areas")),
     ]

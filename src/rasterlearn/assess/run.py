@@ -18,14 +18,8 @@ from typing import Any
 import numpy as np
 
 from rasterlearn.assess.estimate import estimate_accuracy
-from rasterlearn.assess.sample import (
-    SAMPLES_LAYER,
-    area_units,
-    count_population,
-    map_classes,
-    read_design,
-    strips,
-)
+from rasterlearn.assess.sample import area_units, count_population, map_classes, strips
+from rasterlearn.assess.store import SAMPLES_LAYER, read_design
 from rasterlearn.errors import InputError
 from rasterlearn.grid import Grid
 from rasterlearn.io.raster import RasterReader, gdal_cache
@@ -246,40 +240,8 @@ def assess_sample(
     if rec is not None:
         _check_against_design(rec, grid, counts.map_counts, map_path)
     gdf = _read_points(samples, layer, reference_field, grid)
-    rows, cols = grid.rowcol(gdf.geometry.x.to_numpy(), gdf.geometry.y.to_numpy())
-    inside = (rows >= 0) & (rows < grid.height) & (cols >= 0) & (cols < grid.width)
-    if not inside.all():
-        raise InputError(
-            f"Samples {_ids(gdf, ~inside)} of {samples} lie outside {map_path}; remove them or use the map they were drawn on"
-        )
-    with RasterReader(map_path, [1]) as reader, gdal_cache():
-        mcodes, valid = _values_at(reader, rows, cols, blocksize)
-    if not valid.all():
-        raise InputError(
-            f"Samples {_ids(gdf, ~valid)} of {samples} fall on nodata pixels of {map_path}; they are not part of the mapped population: remove them"
-        )
-    if (
-        "map_code" in gdf.columns
-        and rec is not None
-        and not np.array_equal(np.asarray(gdf["map_code"], dtype="int64"), mcodes)
-    ):
-        bad = np.asarray(gdf["map_code"], dtype="int64") != mcodes
-        raise InputError(
-            f"Samples {_ids(gdf, bad)} of {samples} record another map class than {map_path} holds there: the samples do not match the map"
-        )
-    ref = reference_codes(list(gdf[reference_field]), schema, reference_field, str(samples))
-    notes: list[str] = []
-    missing = ref < 0
-    if missing.any():
-        msg = f"{int(missing.sum())} of {len(gdf)} samples have no reference class in {reference_field!r} (ids {_ids(gdf, missing)})"
-        if not skip_unlabelled:
-            raise InputError(
-                f"{msg}; label them, or pass --skip-unlabelled to leave them out (assumes they are missing at random)"
-            )
-        log.warning("%s; left out", msg)
-        notes.append(f"{msg}; left out (assumed missing at random)")
-        keep = ~missing
-        gdf, mcodes, ref = gdf[keep].reset_index(drop=True), mcodes[keep], ref[keep]
+    mcodes = _map_codes_at(map_path, samples, gdf, grid, rec, blocksize)
+    gdf, mcodes, ref, notes = _labels(gdf, mcodes, schema, reference_field, skip_unlabelled, samples)
     h, s_codes, sizes, s_names = _strata(rec, gdf, mcodes, counts.map_counts, str(samples))
     if rec is None or rec.get("design") != "stratified":
         s_names = [schema.name_of(c) for c in s_codes]
@@ -311,6 +273,60 @@ def assess_sample(
     if output is not None:
         write_assessment(result, est, schema, output)
     return result
+
+
+def _map_codes_at(
+    map_path: Path, samples: Path, gdf: Any, grid: Grid, rec: Mapping[str, Any] | None, blocksize: int
+) -> np.ndarray:
+    """The map's codes under the points; errors for points outside the map, on nodata, or recording
+    another map class than the map holds (designed samples)."""
+    rows, cols = grid.rowcol(gdf.geometry.x.to_numpy(), gdf.geometry.y.to_numpy())
+    inside = (rows >= 0) & (rows < grid.height) & (cols >= 0) & (cols < grid.width)
+    if not inside.all():
+        raise InputError(
+            f"Samples {_ids(gdf, ~inside)} of {samples} lie outside {map_path}; remove them or use the map they were drawn on"
+        )
+    with RasterReader(map_path, [1]) as reader, gdal_cache():
+        mcodes, valid = _values_at(reader, rows, cols, blocksize)
+    if not valid.all():
+        raise InputError(
+            f"Samples {_ids(gdf, ~valid)} of {samples} fall on nodata pixels of {map_path}; they are not part of the mapped population: remove them"
+        )
+    if (
+        "map_code" in gdf.columns
+        and rec is not None
+        and not np.array_equal(np.asarray(gdf["map_code"], dtype="int64"), mcodes)
+    ):
+        bad = np.asarray(gdf["map_code"], dtype="int64") != mcodes
+        raise InputError(
+            f"Samples {_ids(gdf, bad)} of {samples} record another map class than {map_path} holds there: the samples do not match the map"
+        )
+    return mcodes
+
+
+def _labels(
+    gdf: Any,
+    mcodes: np.ndarray,
+    schema: ClassSchema,
+    reference_field: str,
+    skip_unlabelled: bool,
+    samples: Path,
+) -> tuple[Any, np.ndarray, np.ndarray, list[str]]:
+    """Reference codes of the points; unlabelled points stop the assessment or are left out (noted)."""
+    ref = reference_codes(list(gdf[reference_field]), schema, reference_field, str(samples))
+    notes: list[str] = []
+    missing = ref < 0
+    if missing.any():
+        msg = f"{int(missing.sum())} of {len(gdf)} samples have no reference class in {reference_field!r} (ids {_ids(gdf, missing)})"
+        if not skip_unlabelled:
+            raise InputError(
+                f"{msg}; label them, or pass --skip-unlabelled to leave them out (assumes they are missing at random)"
+            )
+        log.warning("%s; left out", msg)
+        notes.append(f"{msg}; left out (assumed missing at random)")
+        keep = ~missing
+        gdf, mcodes, ref = gdf[keep].reset_index(drop=True), mcodes[keep], ref[keep]
+    return gdf, mcodes, ref, notes
 
 
 def _design_statement(rec: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -3,21 +3,17 @@
 The map (and an optional strata raster on the same grid) is read block by block twice at most: one pass
 counts the pixels of every stratum and map class, the second draws the sample. Stratified and simple random
 samples pick, for each stratum, ``n_h`` distinct ranks among its ``N_h`` pixels (numpy's seeded
-``Generator.choice``, memory ``O(n_h)``) and take the pixels of those ranks in the fixed block-by-block,
-row-major order; systematic samples take a square lattice with a seeded random start. Nodata pixels (of the
-map or the strata) are never part of the population. Memory is one block plus the sample, whatever the map
-size; the same seed gives the same sample.
+``Generator.choice``, memory ``O(n_h)``) and take the pixels of those ranks in the raster's row-major order
+(the map is read in full-width strips, so the order, and the sample, do not depend on the block size);
+systematic samples take a square lattice with a seeded random start. Nodata pixels (of the map or the
+strata) are never part of the population. Memory is one strip plus the sample, whatever the map size.
 
-The sample is written to a GeoPackage (atomically: temporary name, then rename): layer ``samples`` with
-one point per unit at its pixel centre in the map's CRS, and two non-spatial tables — ``design`` (one row,
-the whole design as JSON: strata pixel counts and areas, allocation, inclusion probabilities, seed, map
-identity) and ``strata`` (one row per stratum, readable in QGIS). Formats without tables (GeoJSON,
-FlatGeobuf, Shapefile) get the JSON as a sidecar ``NAME.design.json``.
+The points and their design (strata pixel counts and areas, allocation, inclusion probabilities, seed, map
+identity) are written together by :mod:`rasterlearn.assess.store`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rasterlearn import __version__
-from rasterlearn._util import atomic_write, atomic_write_json, file_sha256, json_default
+from rasterlearn._util import file_sha256
 from rasterlearn.assess.design import (
     Allocation,
     allocate,
@@ -36,15 +32,13 @@ from rasterlearn.assess.design import (
     sample_size,
     systematic_step,
 )
+from rasterlearn.assess.store import points_frame, write_sample
 from rasterlearn.errors import EmptyInputError, InputError, OutputError
 from rasterlearn.grid import Grid, Window
 from rasterlearn.io.raster import RasterReader, gdal_cache
 from rasterlearn.labels import ClassInfo, ClassSchema, default_color, same_place
 
 __all__ = [
-    "DESIGN_LAYER",
-    "SAMPLES_LAYER",
-    "STRATA_LAYER",
     "Design",
     "PopulationCounts",
     "SampleResult",
@@ -57,8 +51,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Design = Literal["stratified", "random", "systematic"]
-SAMPLES_LAYER, DESIGN_LAYER, STRATA_LAYER = "samples", "design", "strata"
-_TABLE_FORMATS = {".gpkg"}
 
 
 @dataclass(frozen=True)
@@ -103,6 +95,10 @@ def area_units(grid: Grid) -> dict[str, Any]:
             factor = float(ax.unit_conversion_factor) ** 2 / 10_000.0
     elif grid.crs is not None:
         unit = "degree"
+        log.warning(
+            "The map is in a geographic CRS: its pixels differ in area with latitude, so areas are in "
+            "degrees² and pixel counts are not proportional to area; reproject it to an equal-area CRS"
+        )
     return {"pixel_area": pixel_area, "unit": f"{unit}²", "hectares_per_unit2": factor}
 
 
@@ -383,34 +379,9 @@ def draw_sample(
     codes, sizes, alloc, n_eq13, n_use = _plan(
         counts, schema, design, n, allocation, min_per_class, target_se, expected_ua, strata
     )
-    rng = np.random.default_rng(seed)
-    extra: dict[str, Any] = {}
-    with RasterReader(map_path, [1]) as reader, gdal_cache():
-        if design == "systematic":
-            step = systematic_step(counts.pixels, n_use)
-            offset = (int(rng.integers(0, step)), int(rng.integers(0, step)))
-            rows, cols, mcodes, scodes = _draw_systematic(reader, step, offset, blocksize, progress)
-            extra = {"step": step, "offset": list(offset)}
-        else:
-            sr = _open_strata(reader, strata)
-            try:
-                if design == "random":
-                    total = int(sizes.sum())
-                    chosen = {0: np.sort(rng.choice(total, min(n_use, total), replace=False))}
-                else:
-                    chosen = {
-                        c: np.sort(rng.choice(int(N), int(k), replace=False))
-                        for c, N, k in zip(codes, sizes, alloc, strict=True)
-                    }
-                rows, cols, mcodes, scodes = _draw_ranked(
-                    reader, sr, chosen, design == "random", blocksize, progress
-                )
-            finally:
-                if sr is not None:
-                    sr.close()
-        if design != "stratified":
-            scodes = mcodes.astype("int64")  # post-strata: the map classes
-            alloc = np.array([int((scodes == c).sum()) for c in codes])
+    rows, cols, mcodes, scodes, alloc, extra = _draw(
+        map_path, strata, design, counts, codes, sizes, alloc, n_use, seed, blocksize, progress
+    )
     if rows.size == 0:
         raise EmptyInputError(f"No sample point fell on a valid pixel of {map_path}; raise --n")
     record = _design_record(
@@ -432,8 +403,8 @@ def draw_sample(
         reference_field,
         extra,
     )
-    gdf = _points_frame(counts.grid, rows, cols, mcodes, scodes, schema, record, reference_field)
-    _write(gdf, output, record)
+    gdf = points_frame(counts.grid, rows, cols, mcodes, scodes, schema, record, reference_field)
+    write_sample(gdf, output, record)
     log.info("Wrote %d sample points to %s (%s design)", len(gdf), output, design)
     return SampleResult(output, len(gdf), record)
 
@@ -523,100 +494,47 @@ def _design_record(
     }
 
 
-def _points_frame(
-    grid: Grid,
-    rows: np.ndarray,
-    cols: np.ndarray,
-    mcodes: np.ndarray,
-    scodes: np.ndarray,
-    schema: ClassSchema,
-    record: dict[str, Any],
-    reference_field: str,
-) -> Any:
-    import geopandas as gpd
-    import pandas as pd
-
-    order = np.lexsort((cols, rows))
-    rows, cols = rows[order].astype("int64"), cols[order].astype("int64")
-    mcodes, scodes = mcodes[order].astype("int64"), scodes[order].astype("int64")
-    t = grid.transform
-    x = t.a * (cols + 0.5) + t.b * (rows + 0.5) + t.c
-    y = t.d * (cols + 0.5) + t.e * (rows + 0.5) + t.f
-    prob = {s["code"]: s["inclusion_probability"] for s in record["strata"]}
-    sname = {s["code"]: s["name"] for s in record["strata"]}
-    frame = {
-        "id": np.arange(1, rows.size + 1),
-        "map_code": mcodes,
-        "map_class": [schema.name_of(int(c)) for c in mcodes],
-        "stratum": scodes,
-        "stratum_name": [sname.get(int(s), str(s)) for s in scodes],
-        "incl_prob": [prob[int(s)] for s in scodes],
-        "row": rows,
-        "col": cols,
-        reference_field: pd.Series([None] * rows.size, dtype="string"),
-    }
-    return gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(x, y), crs=grid.crs)
-
-
-def _write(gdf: Any, output: Path, record: dict[str, Any]) -> None:
-    import pandas as pd
-    import pyogrio
-
-    text = json.dumps(record, default=json_default)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if output.suffix.lower() in _TABLE_FORMATS:
-
-        def write(tmp: Path) -> None:
-            gdf.to_file(tmp, driver="GPKG", layer=SAMPLES_LAYER, engine="pyogrio")
-            pyogrio.write_dataframe(
-                pd.DataFrame({"key": ["design"], "json": [text]}), tmp, layer=DESIGN_LAYER, driver="GPKG"
-            )
-            pyogrio.write_dataframe(
-                pd.DataFrame([{k: v for k, v in s.items()} for s in record["strata"]]),
-                tmp,
-                layer=STRATA_LAYER,
-                driver="GPKG",
-            )
-
-        atomic_write(output, write, suffix=".gpkg")
-    else:
-        from rasterlearn.io.vector import write_vector
-
-        write_vector(gdf, output)
-        atomic_write_json(design_sidecar(output), record, default=json_default)
-
-
-def design_sidecar(path: str | Path) -> Path:
-    """``NAME.design.json`` beside a sample file (formats that cannot hold a design table)."""
-    p = Path(path)
-    return p.with_name(f"{p.name}.design.json")
-
-
-def read_design(
-    samples: str | Path, design: str | Path | Mapping[str, Any] | None = None
-) -> dict[str, Any] | None:
-    """The design stored with a sample (GeoPackage ``design`` table or ``NAME.design.json``), or the one
-    given; ``None`` for a plain point layer."""
-    if isinstance(design, Mapping):
-        return dict(design)
-    if design is not None:
-        try:
-            return dict(json.loads(Path(design).read_text(encoding="utf-8")))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"Cannot read the sample design {design}: {exc}") from exc
-    samples = Path(samples)
-    side = design_sidecar(samples)
-    if side.exists():
-        return read_design(samples, side)
-    if samples.suffix.lower() == ".gpkg":
-        import pyogrio
-
-        if DESIGN_LAYER in [str(n) for n, _ in pyogrio.list_layers(samples)]:
-            table = pyogrio.read_dataframe(samples, layer=DESIGN_LAYER)
+def _draw(
+    map_path: str | Path,
+    strata: str | Path | None,
+    design: Design,
+    counts: PopulationCounts,
+    codes: list[int],
+    sizes: np.ndarray,
+    alloc: np.ndarray,
+    n_use: int,
+    seed: int,
+    blocksize: int,
+    progress: Callable[[int], None] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """The second pass: rows, cols, map codes and strata of the drawn pixels, the realised allocation and
+    the systematic lattice (step, offset)."""
+    rng = np.random.default_rng(seed)
+    extra: dict[str, Any] = {}
+    with RasterReader(map_path, [1]) as reader, gdal_cache():
+        if design == "systematic":
+            step = systematic_step(counts.pixels, n_use)
+            offset = (int(rng.integers(0, step)), int(rng.integers(0, step)))
+            rows, cols, mcodes, scodes = _draw_systematic(reader, step, offset, blocksize, progress)
+            extra = {"step": step, "offset": list(offset)}
+        else:
+            sr = _open_strata(reader, strata)
             try:
-                return dict(json.loads(str(table["json"].iloc[0])))
-            except (KeyError, IndexError, ValueError) as exc:
-                raise InputError(
-                    f"The design table of {samples} is unreadable ({exc}); it was not written by rasterlearn sample"
-                ) from exc
-    return None
+                if design == "random":
+                    total = int(sizes.sum())
+                    chosen = {0: np.sort(rng.choice(total, min(n_use, total), replace=False))}
+                else:
+                    chosen = {
+                        c: np.sort(rng.choice(int(N), int(k), replace=False))
+                        for c, N, k in zip(codes, sizes, alloc, strict=True)
+                    }
+                rows, cols, mcodes, scodes = _draw_ranked(
+                    reader, sr, chosen, design == "random", blocksize, progress
+                )
+            finally:
+                if sr is not None:
+                    sr.close()
+    if design != "stratified":
+        scodes = mcodes.astype("int64")  # post-strata: the map classes
+        alloc = np.array([int((scodes == c).sum()) for c in codes])
+    return rows, cols, mcodes, scodes, alloc, extra
