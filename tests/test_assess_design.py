@@ -192,6 +192,8 @@ def test_inclusion_probabilities_sum_to_the_sample_size() -> None:
 def test_estimator_errors() -> None:
     with pytest.raises(InputError, match="only 1 sample"):
         estimate_accuracy([0, 0, 1], [0, 0, 1], [0, 1, 1], [10, 10], 2)
+    census = estimate_accuracy([0, 0, 1], [0, 0, 1], [0, 1, 1], [10, 1], 2)  # a 1-pixel stratum, sampled
+    assert np.isfinite(census.overall_se)
     with pytest.raises(InputError, match="no samples"):
         estimate_accuracy([0, 0], [0, 0], [0, 1], [10, 10], 2)
     with pytest.raises(InputError, match="without pixels"):

@@ -119,7 +119,7 @@ def _check_strata(stratum_sizes: np.ndarray, n_h: np.ndarray, names: Sequence[st
             f"Strata {', '.join(label(i) for i in missing)} have pixels but no samples, so their share of "
             f"the area cannot be estimated; add samples there (at least 2 per stratum)"
         )
-    single = np.flatnonzero((stratum_sizes > 0) & (n_h == 1))
+    single = np.flatnonzero((stratum_sizes > 1) & (n_h == 1))  # one sample of a one-pixel stratum: a census
     if single.size:
         raise InputError(
             f"Strata {', '.join(label(i) for i in single)} have only 1 sample: the variance within a stratum "

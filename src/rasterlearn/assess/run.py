@@ -246,16 +246,24 @@ def assess_sample(
     if rec is None or rec.get("design") != "stratified":
         s_names = [schema.name_of(c) for c in s_codes]
     idx = {c: i for i, c in enumerate(schema.codes)}
-    est = estimate_accuracy(
-        h,
-        [idx[int(c)] for c in mcodes],
-        [idx[int(c)] for c in ref],
-        sizes,
-        len(schema.codes),
-        confidence=confidence,
-        fpc=fpc,
-        stratum_names=s_names,
-    )
+    try:
+        est = estimate_accuracy(
+            h,
+            [idx[int(c)] for c in mcodes],
+            [idx[int(c)] for c in ref],
+            sizes,
+            len(schema.codes),
+            confidence=confidence,
+            fpc=fpc,
+            stratum_names=s_names,
+        )
+    except InputError as exc:
+        if rec is not None and rec.get("design") == "stratified":
+            raise
+        raise InputError(
+            f"{exc} (the strata are the map classes at the points of {samples.name}: a larger sample, or a "
+            f"stratified one with --min-per-class, puts enough points in rare classes)"
+        ) from exc
     from rasterlearn.assess.report import assessment_dict, write_assessment
 
     result = assessment_dict(

@@ -125,6 +125,15 @@ def _integer_codes(values: np.ndarray, what: str) -> np.ndarray:
     return values.astype("int64")
 
 
+def _value_counts(values: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct integer codes and their counts (a bincount for 8/16-bit codes, else a sort)."""
+    if values.dtype in (np.uint8, np.uint16):
+        counts = np.bincount(values, minlength=1)
+        u = np.flatnonzero(counts)
+        return u, counts[u]
+    return np.unique(_integer_codes(values, what), return_counts=True)
+
+
 def _open_strata(reader: RasterReader, strata: str | Path | None) -> RasterReader | None:
     if strata is None:
         return None
@@ -157,7 +166,7 @@ def count_population(
             for win in strips(reader.grid, blocksize):
                 codes, svals, valid = _read_strata(reader, sr, win)
                 for store, vals, what in ((mc, codes, str(map_path)), (sc, svals, str(strata or map_path))):
-                    u, k = np.unique(_integer_codes(vals[valid], what), return_counts=True)
+                    u, k = _value_counts(vals[valid], what)
                     for c, cnt in zip(u.tolist(), k.tolist(), strict=True):
                         store[c] = store.get(c, 0) + cnt
                     if strata is None:
@@ -332,7 +341,7 @@ def draw_sample(
     design: Design = "stratified",
     n: int | None = None,
     allocation: Allocation = "proportional",
-    min_per_class: int = 0,
+    min_per_class: int = 2,
     target_se: float = 0.01,
     expected_ua: float | Mapping[int, float] = 0.8,
     strata: str | Path | None = None,
@@ -353,7 +362,8 @@ def draw_sample(
         n: total sample size; default: Olofsson et al. (2014) eq. 13 from ``target_se`` and
             ``expected_ua`` (:func:`~rasterlearn.assess.design.sample_size`). Given, it wins.
         allocation: stratified: ``proportional``, ``equal`` or ``neyman``
-            (:func:`~rasterlearn.assess.design.allocate`); ``min_per_class`` raises small strata.
+            (:func:`~rasterlearn.assess.design.allocate`); ``min_per_class`` raises small strata (default 2:
+            the variance within a stratum needs two samples).
         target_se: target standard error of overall accuracy for the computed ``n``.
         expected_ua: expected user's accuracy, one value or ``{code: value}`` per stratum (key ``-1``: the
             default for codes not listed); used by eq. 13 and Neyman allocation.

@@ -64,8 +64,9 @@ def sample_cmd(
         typer.Option(help="Stratified: how n is split among strata."),
     ] = "proportional",
     min_per_class: Annotated[
-        int, typer.Option(help="Stratified: at least this many samples per stratum.")
-    ] = 0,
+        int,
+        typer.Option(help="Stratified: at least this many samples per stratum (2: the variance needs two)."),
+    ] = 2,
     target_se: Annotated[
         float, typer.Option(help="Target standard error of overall accuracy for the computed sample size.")
     ] = 0.01,
