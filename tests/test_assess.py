@@ -330,3 +330,29 @@ def test_cli_contract(scene, tmp_path: Path) -> None:
     assert main(assess) == 2  # the output exists
     assert main([*assess, "--overwrite", "--confidence", "0.9"]) == 0
     assert json.loads(out.read_text())["z"] == pytest.approx(1.6449, abs=1e-4)
+
+
+@pytest.mark.realdata
+def test_real_float_map_with_nodata_assessed_against_itself(shared_data: Path, tmp_path: Path) -> None:
+    """landclass_7.tif (float32 codes, nodata -99999) as the map and as the reference: every estimate is
+    exact (OA 1, estimated = mapped areas, zero standard errors) and no point lies on nodata."""
+    path = shared_data / "landcover_nc" / "landclass_7.tif"
+    with rasterio.open(path) as ds:
+        data = ds.read(1)
+        valid = ds.read_masks(1) > 0
+    res = draw_sample(path, tmp_path / "s.gpkg", n=200, min_per_class=10, seed=1)
+    d = res.design
+    assert d["pixels"] == int(valid.sum())
+    assert {s["code"]: s["pixels"] for s in d["strata"]} == {
+        int(c): int((data[valid] == c).sum()) for c in np.unique(data[valid])
+    }
+    g = gpd.read_file(res.path, layer="samples")
+    assert valid[g["row"], g["col"]].all()
+    g["reference"] = [str(int(v)) for v in data[g["row"], g["col"]]]
+    _rewrite(res.path, g)
+    out = assess_sample(path, res.path)
+    assert out["overall_accuracy"]["estimate"] == pytest.approx(1.0)
+    assert out["overall_accuracy"]["se"] == pytest.approx(0.0, abs=1e-12)
+    for c in out["per_class"].values():
+        assert c["area_pixels"]["estimate"] == pytest.approx(c["mapped_pixels"])
+        assert c["area_pixels"]["se"] == pytest.approx(0.0, abs=1e-9)
