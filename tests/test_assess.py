@@ -356,3 +356,17 @@ def test_real_float_map_with_nodata_assessed_against_itself(shared_data: Path, t
     for c in out["per_class"].values():
         assert c["area_pixels"]["estimate"] == pytest.approx(c["mapped_pixels"])
         assert c["area_pixels"]["se"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_resaved_map_with_the_same_pixels_is_accepted_with_a_note(scene, tmp_path: Path) -> None:
+    path, mapped, truth = scene
+    s = draw_sample(path, tmp_path / "s.gpkg", n=40, min_per_class=5, seed=0).path
+    _label(s, truth)
+    assert assess_sample(path, s)["notes"] == []
+    copy = write_tif(
+        tmp_path / "copy.tif", mapped, crs="EPSG:32617", transform=TRANSFORM, nodata=0, compress="deflate"
+    )
+    with rasterio.open(copy, "r+") as ds:
+        ds.update_tags(classes=json.dumps(SCHEMA.to_dict()))
+    res = assess_sample(copy, s)
+    assert "other checksum" in res["notes"][0]

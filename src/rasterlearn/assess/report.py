@@ -151,7 +151,16 @@ def plot_assessment(result: Mapping[str, Any], path: str | Path) -> Path:
     if k <= 15:
         for i in range(k):
             for j in range(k):
-                ax0.text(j, i, f"{mat[i, j]:.3f}", ha="center", va="center", fontsize=7)
+                dark = np.isfinite(mat[i, j]) and mat[i, j] > 0.5 * np.nanmax(mat)
+                ax0.text(
+                    j,
+                    i,
+                    f"{mat[i, j]:.3f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if dark else "black",
+                )
     fig.colorbar(im, ax=ax0, fraction=0.046, pad=0.04)
     ha = result.get("total_area_ha") is not None
     key, scale = ("area_ha", 1.0) if ha else ("area", 1.0)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from rasterlearn._util import file_sha256
 from rasterlearn.assess.estimate import estimate_accuracy
 from rasterlearn.assess.sample import area_units, count_population, map_classes, strips
 from rasterlearn.assess.store import SAMPLES_LAYER, read_design
@@ -123,7 +124,9 @@ def _read_points(samples: Path, layer: str | None, field: str, grid: Grid) -> An
 
 def _check_against_design(
     rec: Mapping[str, Any], grid: Grid, map_counts: Mapping[int, int], map_path: Path
-) -> None:
+) -> list[str]:
+    """Errors when the map is not the one sampled (grid, pixels per class); a note when only its file
+    differs (e.g. re-saved with other compression or overviews)."""
     if Grid.from_dict(rec["map"]["grid"]) != grid:
         raise InputError(
             f"The samples were drawn on another grid than {map_path}'s ({rec['map']['path']}); assess them "
@@ -135,6 +138,14 @@ def _check_against_design(
             f"The pixels per class of {map_path} ({dict(map_counts)}) differ from those of the map the samples "
             f"were drawn from ({drawn}, {rec['map']['path']}); the map changed since `rasterlearn sample`"
         )
+    if rec["map"].get("sha256") and file_sha256(map_path) != rec["map"]["sha256"]:
+        msg = (
+            f"{map_path} is not the file the samples were drawn from ({rec['map']['path']}, other checksum) but "
+            f"has its grid and pixels per class"
+        )
+        log.info(msg)
+        return [msg]
+    return []
 
 
 def _strata(
@@ -237,11 +248,13 @@ def assess_sample(
     counts = count_population(map_path, blocksize=blocksize, progress=progress)
     grid = counts.grid
     schema = map_classes(map_path, list(counts.map_counts))
+    map_notes: list[str] = []
     if rec is not None:
-        _check_against_design(rec, grid, counts.map_counts, map_path)
+        map_notes = _check_against_design(rec, grid, counts.map_counts, map_path)
     gdf = _read_points(samples, layer, reference_field, grid)
     mcodes = _map_codes_at(map_path, samples, gdf, grid, rec, blocksize)
     gdf, mcodes, ref, notes = _labels(gdf, mcodes, schema, reference_field, skip_unlabelled, samples)
+    notes = map_notes + notes
     h, s_codes, sizes, s_names = _strata(rec, gdf, mcodes, counts.map_counts, str(samples))
     if rec is None or rec.get("design") != "stratified":
         s_names = [schema.name_of(c) for c in s_codes]
