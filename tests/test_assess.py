@@ -189,18 +189,23 @@ def test_assess_reproduces_the_estimator_and_writes_every_output(scene, tmp_path
 def test_strata_that_differ_from_the_map_classes(scene, tmp_path: Path) -> None:
     path, mapped, truth = scene
     strata = np.where(np.arange(48)[:, None] < 20, 10, 20) * np.ones((1, 64), dtype="uint8")
-    spath = write_tif(tmp_path / "strata.tif", strata.astype("uint8"), crs="EPSG:32617", transform=TRANSFORM)
+    strata[40:, 50:] = 0  # strata nodata where the map is valid: not part of the population
+    spath = write_tif(
+        tmp_path / "strata.tif", strata.astype("uint8"), crs="EPSG:32617", transform=TRANSFORM, nodata=0
+    )
     s = draw_sample(path, tmp_path / "s.gpkg", n=60, strata=spath, allocation="equal", seed=0)
     d = s.design
     assert d["strata_source"] == "strata raster" and "Stehman" in d["estimator"]
-    # strata sizes count pixels valid in both rasters
+    both = (mapped > 0) & (strata > 0)  # strata sizes count pixels valid in both rasters
     assert {x["code"]: x["pixels"] for x in d["strata"]} == {
-        10: int((mapped[:20] > 0).sum()),
-        20: int((mapped[20:] > 0).sum()),
+        10: int(both[:20].sum()),
+        20: int(both[20:].sum()),
     }
+    assert d["pixels"] == int(both.sum())
     _label(s.path, truth, as_names=False)  # codes work too
     res = assess_sample(path, s.path)
     g = gpd.read_file(s.path, layer="samples")
+    assert (strata[g["row"], g["col"]] == g["stratum"]).all()
     e = estimate_accuracy(
         (g["stratum"] == 20).astype(int),
         g["map_code"] - 1,
@@ -209,14 +214,32 @@ def test_strata_that_differ_from_the_map_classes(scene, tmp_path: Path) -> None:
         3,
     )
     assert res["overall_accuracy"]["estimate"] == pytest.approx(e.overall)
-    assert res["per_class"]["water"]["area"]["se"] == pytest.approx(
-        e.area_se[2] * mapped[mapped > 0].size * 900
-    )
+    assert res["total_pixels"] == int(both.sum())
+    assert res["per_class"]["water"]["mapped_pixels"] == int((mapped[both] == 3).sum())
+    assert res["per_class"]["water"]["area"]["se"] == pytest.approx(e.area_se[2] * both.sum() * 900)
+    # the stored strata are checked against the strata raster
+    _edit(s.path, int(g["id"][g["stratum"] == 10].iloc[0]), stratum=20)
+    with pytest.raises(InputError, match="another stratum"):
+        assess_sample(path, s.path)
+    # a moved strata raster is found again with strata=
+    _edit(s.path, int(g["id"][g["stratum"] == 10].iloc[0]), stratum=10)
+    moved = spath.rename(tmp_path / "moved.tif")
+    with pytest.raises(InputError, match="not there any more"):
+        assess_sample(path, s.path)
+    assert assess_sample(path, s.path, strata=moved)["overall_accuracy"] == res["overall_accuracy"]
     other = write_tif(
         tmp_path / "other.tif", strata[:40].astype("uint8"), crs="EPSG:32617", transform=TRANSFORM
     )
     with pytest.raises(InputError, match="not on the map's grid"):
         draw_sample(path, tmp_path / "t.gpkg", n=10, strata=other)
+    # a plain point layer with a strata raster: Stehman's estimators with the raster's strata
+    plain = g[["reference", "geometry"]]
+    plain.to_file(tmp_path / "plain.gpkg")
+    res2 = assess_sample(path, tmp_path / "plain.gpkg", strata=moved)
+    assert "Stehman" in res2["design"]["estimator"]
+    assert res2["overall_accuracy"] == res["overall_accuracy"]
+    with pytest.raises(InputError, match="does not apply"):
+        assess_sample(path, draw_sample(path, tmp_path / "m.gpkg", n=20).path, strata=moved)
 
 
 def test_a_plain_point_layer_is_accepted_and_its_design_stated(scene, tmp_path: Path) -> None:

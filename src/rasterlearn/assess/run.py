@@ -19,7 +19,7 @@ import numpy as np
 
 from rasterlearn._util import file_sha256
 from rasterlearn.assess.estimate import estimate_accuracy
-from rasterlearn.assess.sample import area_units, count_population, map_classes, strips
+from rasterlearn.assess.sample import PopulationCounts, area_units, count_population, map_classes, strips
 from rasterlearn.assess.store import SAMPLES_LAYER, read_design
 from rasterlearn.errors import InputError
 from rasterlearn.grid import Grid
@@ -149,7 +149,12 @@ def _check_against_design(
 
 
 def _strata(
-    rec: Mapping[str, Any] | None, gdf: Any, mcodes: np.ndarray, map_counts: Mapping[int, int], source: str
+    rec: Mapping[str, Any] | None,
+    gdf: Any,
+    mcodes: np.ndarray,
+    svals_at: np.ndarray | None,
+    counts: PopulationCounts,
+    source: str,
 ) -> tuple[np.ndarray, list[int], np.ndarray, list[str]]:
     """Stratum index per sample, stratum codes, sizes and names for the estimator."""
     stratified = rec is not None and rec.get("design") == "stratified"
@@ -158,23 +163,22 @@ def _strata(
         codes = [int(s["code"]) for s in table]
         sizes = np.array([float(s["pixels"]) for s in table])
         names = [str(s["name"]) for s in table]
-        if rec.get("strata_source") == "strata raster":
-            if "stratum" not in gdf.columns:
-                raise InputError(f"{source} has no 'stratum' field, which its design (strata raster) needs")
-            svals = np.asarray(gdf["stratum"], dtype="int64")
-        else:
-            svals = mcodes
-            if "stratum" in gdf.columns and not np.array_equal(
-                np.asarray(gdf["stratum"], dtype="int64"), mcodes
-            ):
-                bad = np.asarray(gdf["stratum"], dtype="int64") != mcodes
+        svals = mcodes if svals_at is None else svals_at
+        if svals_at is None and "stratum" in gdf.columns:
+            bad = np.asarray(gdf["stratum"], dtype="int64") != mcodes
+            if bad.any():
                 raise InputError(
                     f"Samples {_ids(gdf, bad)} of {source} lie in another map class than their stratum: the "
                     f"samples do not match their design (strata = map classes)"
                 )
+    elif svals_at is not None:  # a plain layer with a strata raster
+        codes = [c for c, k in counts.strata_counts.items() if k > 0]
+        sizes = np.array([float(counts.strata_counts[c]) for c in codes])
+        names = [f"stratum_{c}" for c in codes]
+        svals = svals_at
     else:
-        codes = [c for c, k in map_counts.items() if k > 0]
-        sizes = np.array([float(map_counts[c]) for c in codes])
+        codes = [c for c, k in counts.map_counts.items() if k > 0]
+        sizes = np.array([float(counts.map_counts[c]) for c in codes])
         names = [str(c) for c in codes]
         svals = mcodes
     lut = {c: i for i, c in enumerate(codes)}
@@ -209,6 +213,7 @@ def assess_sample(
     reference_field: str = "reference",
     layer: str | None = None,
     design: str | Path | Mapping[str, Any] | None = None,
+    strata: str | Path | None = None,
     skip_unlabelled: bool = False,
     confidence: float = 0.95,
     fpc: bool = False,
@@ -227,6 +232,9 @@ def assess_sample(
         reference_field: the field holding reference class names or codes.
         layer: the point layer (default: ``samples`` in a rasterlearn GeoPackage, else the first).
         design: a design JSON (path or dict) for samples whose file lost it (e.g. re-saved as Shapefile).
+        strata: the strata raster of a sample drawn with one (default: the path its design records); with a
+            plain point layer, a strata raster on the map's grid whose values at the points are the strata
+            (Stehman 2014), their sizes counted on it.
         skip_unlabelled: leave out unlabelled points (logged, recorded) instead of failing.
         confidence: level of the confidence intervals.
         fpc: apply the finite population correction.
@@ -245,18 +253,22 @@ def assess_sample(
     if output is not None and Path(output).resolve() in (map_path.resolve(), samples.resolve()):
         raise InputError(f"The output {output} is an input; choose another name")
     rec = read_design(samples, design)
-    counts = count_population(map_path, blocksize=blocksize, progress=progress)
+    strata_path = _strata_raster(rec, strata)
+    counts = count_population(map_path, strata_path, blocksize=blocksize, progress=progress)
     grid = counts.grid
     schema = map_classes(map_path, list(counts.map_counts))
     map_notes: list[str] = []
     if rec is not None:
         map_notes = _check_against_design(rec, grid, counts.map_counts, map_path)
     gdf = _read_points(samples, layer, reference_field, grid)
-    mcodes = _map_codes_at(map_path, samples, gdf, grid, rec, blocksize)
-    gdf, mcodes, ref, notes = _labels(gdf, mcodes, schema, reference_field, skip_unlabelled, samples)
+    rows, cols, mcodes = _map_codes_at(map_path, samples, gdf, grid, rec, blocksize)
+    svals = None if strata_path is None else _strata_at(strata_path, rows, cols, gdf, rec, samples, blocksize)
+    gdf, mcodes, svals, ref, notes = _labels(
+        gdf, mcodes, svals, schema, reference_field, skip_unlabelled, samples
+    )
     notes = map_notes + notes
-    h, s_codes, sizes, s_names = _strata(rec, gdf, mcodes, counts.map_counts, str(samples))
-    if rec is None or rec.get("design") != "stratified":
+    h, s_codes, sizes, s_names = _strata(rec, gdf, mcodes, svals, counts, str(samples))
+    if (rec is None or rec.get("design") != "stratified") and strata_path is None:
         s_names = [schema.name_of(c) for c in s_codes]
     idx = {c: i for i, c in enumerate(schema.codes)}
     try:
@@ -284,7 +296,7 @@ def assess_sample(
         schema,
         counts.map_counts,
         area_units(grid),
-        _design_statement(rec),
+        _design_statement(rec, strata_path),
         s_codes,
         s_names,
         map_path,
@@ -298,7 +310,7 @@ def assess_sample(
 
 def _map_codes_at(
     map_path: Path, samples: Path, gdf: Any, grid: Grid, rec: Mapping[str, Any] | None, blocksize: int
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The map's codes under the points; errors for points outside the map, on nodata, or recording
     another map class than the map holds (designed samples)."""
     rows, cols = grid.rowcol(gdf.geometry.x.to_numpy(), gdf.geometry.y.to_numpy())
@@ -322,17 +334,66 @@ def _map_codes_at(
         raise InputError(
             f"Samples {_ids(gdf, bad)} of {samples} record another map class than {map_path} holds there: the samples do not match the map"
         )
-    return mcodes
+    return rows, cols, mcodes
+
+
+def _strata_raster(rec: Mapping[str, Any] | None, strata: str | Path | None) -> Path | None:
+    """The strata raster to count and read: given, or the one the design records (which must exist)."""
+    drawn = rec is not None and rec.get("strata_source") == "strata raster"
+    if rec is not None and not drawn:
+        if strata is not None:
+            raise InputError(
+                f"The samples were drawn with the map classes as strata ({rec.get('design')} design); a strata "
+                f"raster ({strata}) does not apply to them"
+            )
+        return None
+    if strata is None and drawn and rec is not None:
+        strata = rec["strata_raster"]["path"]
+        if not Path(strata).exists():
+            raise InputError(
+                f"The samples were drawn with the strata raster {strata}, which is not there any more; give its "
+                f"new path (strata / --strata)"
+            )
+    return None if strata is None else Path(strata)
+
+
+def _strata_at(
+    strata: Path,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    gdf: Any,
+    rec: Mapping[str, Any] | None,
+    samples: Path,
+    blocksize: int,
+) -> np.ndarray:
+    """The strata raster's codes under the points; errors for points on its nodata or recording another
+    stratum (designed samples)."""
+    with RasterReader(strata, [1]) as reader, gdal_cache():
+        svals, valid = _values_at(reader, rows, cols, blocksize)
+    if not valid.all():
+        raise InputError(
+            f"Samples {_ids(gdf, ~valid)} of {samples} fall on nodata of the strata raster {strata}: they are not "
+            f"part of the sampled population; remove them"
+        )
+    if rec is not None and "stratum" in gdf.columns:
+        bad = np.asarray(gdf["stratum"], dtype="int64") != svals
+        if bad.any():
+            raise InputError(
+                f"Samples {_ids(gdf, bad)} of {samples} record another stratum than {strata} holds there: the "
+                f"samples do not match their design"
+            )
+    return svals
 
 
 def _labels(
     gdf: Any,
     mcodes: np.ndarray,
+    svals: np.ndarray | None,
     schema: ClassSchema,
     reference_field: str,
     skip_unlabelled: bool,
     samples: Path,
-) -> tuple[Any, np.ndarray, np.ndarray, list[str]]:
+) -> tuple[Any, np.ndarray, np.ndarray | None, np.ndarray, list[str]]:
     """Reference codes of the points; unlabelled points stop the assessment or are left out (noted)."""
     ref = reference_codes(list(gdf[reference_field]), schema, reference_field, str(samples))
     notes: list[str] = []
@@ -347,10 +408,21 @@ def _labels(
         notes.append(f"{msg}; left out (assumed missing at random)")
         keep = ~missing
         gdf, mcodes, ref = gdf[keep].reset_index(drop=True), mcodes[keep], ref[keep]
-    return gdf, mcodes, ref, notes
+        svals = None if svals is None else svals[keep]
+    return gdf, mcodes, svals, ref, notes
 
 
-def _design_statement(rec: Mapping[str, Any] | None) -> dict[str, Any]:
+def _design_statement(rec: Mapping[str, Any] | None, strata: Path | None) -> dict[str, Any]:
+    if rec is None and strata is not None:
+        return {
+            "design": "unknown (plain point layer, no design record)",
+            "estimator": f"stratified, strata = the values of {strata} at the points, sizes counted on it (Stehman 2014)",
+            "statement": (
+                "The points carry no design record: they are analysed as a stratified random sample with the "
+                f"strata of {strata.name}. Estimates are unbiased only if the points were drawn at random, with "
+                "equal probabilities within each stratum."
+            ),
+        }
     if rec is None:
         return {
             "design": "unknown (plain point layer, no design record)",

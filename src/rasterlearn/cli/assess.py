@@ -164,6 +164,13 @@ def assess_cmd(
         Path | None,
         typer.Option(help="Design JSON for samples whose file lost it (e.g. saved as Shapefile)."),
     ] = None,
+    strata: Annotated[
+        Path | None,
+        typer.Option(
+            help="Strata raster: the moved raster of a sample drawn with --strata, or the strata of a plain point "
+            "layer (Stehman 2014)."
+        ),
+    ] = None,
     skip_unlabelled: Annotated[
         bool, typer.Option(help="Leave unlabelled points out (recorded) instead of stopping.")
     ] = False,
@@ -184,6 +191,7 @@ def assess_cmd(
             reference_field=reference_field,
             layer=layer,
             design=design,
+            strata=strata,
             skip_unlabelled=skip_unlabelled,
             confidence=confidence,
             fpc=fpc,
