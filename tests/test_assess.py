@@ -393,3 +393,30 @@ def test_a_resaved_map_with_the_same_pixels_is_accepted_with_a_note(scene, tmp_p
         ds.update_tags(classes=json.dumps(SCHEMA.to_dict()))
     res = assess_sample(copy, s)
     assert "other checksum" in res["notes"][0]
+
+
+def test_end_to_end_estimates_are_unbiased_over_repeated_samples(scene, tmp_path: Path) -> None:
+    """Sample -> label -> assess, 25 times: the mean area estimate of every class is within 3 standard
+    errors of the mean of the true area, and most 95 % intervals contain it (the pure-numpy simulation in
+    test_assess_design checks the coverage rate precisely)."""
+    path, mapped, truth = scene
+    valid = mapped > 0
+    true_px = np.bincount(truth[valid], minlength=4)[1:]
+    reps, est, covered = 25, [], np.zeros(3)
+    for seed in range(reps):
+        s = draw_sample(path, tmp_path / f"s{seed}.fgb", n=60, min_per_class=15, seed=100 + seed).path
+        g = gpd.read_file(s)  # FlatGeobuf (design in s{seed}.fgb.design.json): faster to write than GPKG
+        g["reference"] = [NAMES[int(c)] for c in truth[g["row"], g["col"]]]
+        g.to_file(s)
+        res = assess_sample(path, s)
+        a = [res["per_class"][n]["area_pixels"] for n in ("forest", "crops", "water")]
+        est.append([x["estimate"] for x in a])
+        covered += [x["ci_low"] <= t <= x["ci_high"] for x, t in zip(a, true_px, strict=True)]
+    est_a = np.array(est)
+    sem = est_a.std(axis=0, ddof=1) / np.sqrt(reps)
+    assert np.all(np.abs(est_a.mean(axis=0) - true_px) < 3 * sem), (est_a.mean(axis=0), true_px, sem)
+    assert np.all(covered >= 0.8 * reps), covered
+    # the mapped pixel counts are biased for this map (random errors move area from the large classes
+    # to the small one); the estimates are not
+    mapped_px = np.bincount(mapped[valid], minlength=4)[1:]
+    assert abs(mapped_px[2] - true_px[2]) > 5 * sem[2]

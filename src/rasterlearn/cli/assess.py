@@ -110,12 +110,18 @@ def sample_cmd(
     )
 
 
+def _ua_text(ua: Any) -> str:
+    if isinstance(ua, dict):
+        return ", ".join(f"{'others' if int(k) == -1 else k}: {v}" for k, v in ua.items())
+    return str(ua)
+
+
 def _print_design(d: dict[str, Any]) -> None:
     from rich.table import Table
 
     console.print(
         f"Sample size from Olofsson et al. (2014) eq. 13 (target SE of overall accuracy {d['target_se']}, "
-        f"expected user's accuracy {d['expected_ua']}): {d['n_eq13']}"
+        f"expected user's accuracy {_ua_text(d['expected_ua'])}): {d['n_eq13']}"
         + (f"; using --n {d['n_requested']}" if d["n_requested"] is not None else "")
     )
     how = f"{d['allocation']} allocation, minimum {d['min_per_class']}" if d["design"] == "stratified" else ""
