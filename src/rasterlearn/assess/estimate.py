@@ -202,11 +202,10 @@ def estimate_accuracy(
     users, users_se = ratio(p_map, dm)
     producers, producers_se = ratio(p_ref, dr)
     # error matrix cells: stratified means of [m == i and r == j]
-    cell_means = np.zeros((H, K * K))
-    np.add.at(cell_means, h, (ind_map[:, :, None] * ind_ref[:, None, :]).reshape(-1, K * K))
-    cells = (W @ (cell_means / np.maximum(n_h, 1)[:, None])).reshape(K, K)
-    counts = np.zeros((K, K), dtype="int64")
-    np.add.at(counts, (m, r), 1)
+    per_stratum = np.zeros((H, K, K))
+    np.add.at(per_stratum, (h, m, r), 1.0)
+    cells = np.einsum("h,hij->ij", W / np.maximum(n_h, 1), per_stratum)
+    counts = per_stratum.sum(axis=0).astype("int64")
     return AccuracyEstimates(
         error_matrix=cells,
         counts=counts,
