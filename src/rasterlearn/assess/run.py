@@ -283,7 +283,7 @@ def assess_sample(
             stratum_names=s_names,
         )
     except InputError as exc:
-        if rec is not None and rec.get("design") == "stratified":
+        if (rec is not None and rec.get("design") == "stratified") or strata_path is not None:
             raise
         raise InputError(
             f"{exc} (the strata are the map classes at the points of {samples.name}: a larger sample, or a "
