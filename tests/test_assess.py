@@ -11,6 +11,7 @@ import pyogrio
 import pytest
 import rasterio
 from affine import Affine
+from shapely.geometry import Point
 
 from rasterlearn.assess import draw_sample, estimate_accuracy, read_design
 from rasterlearn.assess.run import assess_sample
@@ -420,3 +421,26 @@ def test_end_to_end_estimates_are_unbiased_over_repeated_samples(scene, tmp_path
     # to the small one); the estimates are not
     mapped_px = np.bincount(mapped[valid], minlength=4)[1:]
     assert abs(mapped_px[2] - true_px[2]) > 5 * sem[2]
+
+
+def test_systematic_lattice_and_lost_designs_are_checked(scene, tmp_path: Path) -> None:
+    path, mapped, truth = scene
+    res = draw_sample(path, tmp_path / "y.fgb", design="systematic", n=60, seed=3)
+    g = gpd.read_file(res.path)
+    g["reference"] = [NAMES[int(c)] for c in truth[g["row"], g["col"]]]
+    g.to_file(res.path)
+    out = assess_sample(path, res.path)
+    assert out["design"]["design"] == "systematic" and out["n"] == len(g) and out["notes"] == []
+    # a point moved off the lattice (to a valid pixel of the same class) no longer matches the design
+    step, (r0, _) = res.design["step"], res.design["offset"]
+    rows = np.arange(48)[:, None] * np.ones((1, 64), dtype=int)
+    nr, nc = np.argwhere((mapped == int(g["map_code"][0])) & ((rows - r0) % step != 0))[0]
+    x, y = TRANSFORM @ (float(nc) + 0.5, float(nr) + 0.5)
+    g.geometry = gpd.GeoSeries([Point(x, y), *g.geometry.iloc[1:]], crs=g.crs)
+    g.to_file(res.path)
+    with pytest.raises(InputError, match="not on the systematic lattice"):
+        assess_sample(path, res.path)
+    # without its design record the same file is a plain layer, with a warning and a note
+    (tmp_path / "y.fgb.design.json").unlink()
+    plain = assess_sample(path, res.path)
+    assert plain["design"]["design"].startswith("unknown") and "carries no design" in plain["notes"][0]

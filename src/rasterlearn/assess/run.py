@@ -263,6 +263,7 @@ def assess_sample(
     gdf = _read_points(samples, layer, reference_field, grid)
     rows, cols, mcodes = _map_codes_at(map_path, samples, gdf, grid, rec, blocksize)
     svals = None if strata_path is None else _strata_at(strata_path, rows, cols, gdf, rec, samples, blocksize)
+    map_notes += _check_lattice_and_record(rec, gdf, rows, cols, samples)
     gdf, mcodes, svals, ref, notes = _labels(
         gdf, mcodes, svals, schema, reference_field, skip_unlabelled, samples
     )
@@ -335,6 +336,31 @@ def _map_codes_at(
             f"Samples {_ids(gdf, bad)} of {samples} record another map class than {map_path} holds there: the samples do not match the map"
         )
     return rows, cols, mcodes
+
+
+def _check_lattice_and_record(
+    rec: Mapping[str, Any] | None, gdf: Any, rows: np.ndarray, cols: np.ndarray, samples: Path
+) -> list[str]:
+    """Systematic samples must lie on their lattice; points that look like a rasterlearn sample but carry
+    no design are analysed as a plain layer, with a warning."""
+    if rec is None:
+        if {"incl_prob", "stratum", "map_code"} <= set(gdf.columns):
+            msg = (
+                f"{samples} looks like a rasterlearn sample but carries no design (re-saved without its "
+                f"'design' table?): analysed as a plain point layer; give the design with --design to use it"
+            )
+            log.warning(msg)
+            return [msg]
+        return []
+    if rec.get("design") == "systematic":
+        step, (r0, c0) = int(rec["step"]), rec["offset"]
+        off = ((rows - r0) % step != 0) | ((cols - c0) % step != 0)
+        if off.any():
+            raise InputError(
+                f"Samples {_ids(gdf, off)} of {samples} are not on the systematic lattice of their design "
+                f"(every {step} px from row {r0}, col {c0}): the samples do not match their design"
+            )
+    return []
 
 
 def _strata_raster(rec: Mapping[str, Any] | None, strata: str | Path | None) -> Path | None:
