@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rasterlearn.assess.design import allocate, inclusion_probabilities, sample_size, systematic_step
 from rasterlearn.assess.estimate import estimate_accuracy, estimate_from_counts, z_value
@@ -237,3 +239,26 @@ def test_confidence_intervals_cover_the_truth_about_95_percent(design: str) -> N
     for key, value in coverage.items():
         assert 0.90 <= value <= 0.98, (key, value)
     assert 0.92 <= float(np.mean(list(coverage.values()))) <= 0.97, coverage
+
+
+@given(
+    counts=st.lists(st.integers(0, 5_000), min_size=1, max_size=8),
+    n=st.integers(1, 3_000),
+    minimum=st.integers(0, 60),
+    method=st.sampled_from(["proportional", "equal", "neyman"]),
+)
+def test_allocation_invariants(counts: list[int], n: int, minimum: int, method: str) -> None:
+    cnt = np.array(counts)
+    floor = np.minimum(cnt, minimum)
+    total = min(n, int(cnt.sum()))
+    if total == 0:
+        return
+    if floor.sum() > total:
+        with pytest.raises(InputError):
+            allocate(n, cnt, method, min_per_class=minimum)  # type: ignore[arg-type]
+        return
+    out = allocate(n, cnt, method, min_per_class=minimum, users_accuracies=0.7)  # type: ignore[arg-type]
+    assert out.sum() == total
+    assert np.all(out <= cnt) and np.all(out >= floor) and np.all(out[cnt == 0] == 0)
+    pi = inclusion_probabilities(out, cnt)
+    assert (cnt * pi).sum() == pytest.approx(total)
