@@ -8,6 +8,7 @@ illustrations and are not run.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -28,7 +29,7 @@ def code_blocks(path: Path) -> list[tuple[str, str]]:
 
 def test_every_tutorial_has_runnable_blocks() -> None:
     names = sorted(p.name for p in TUTORIALS.glob("*.md"))
-    assert names == ["buildings.md", "features.md", "landcover.md"]
+    assert names == ["assessment.md", "buildings.md", "features.md", "landcover.md"]
     for name in names:
         langs = [lang for lang, _ in code_blocks(TUTORIALS / name)]
         assert "python" in langs and "bash" in langs, name
@@ -104,3 +105,15 @@ def test_features_tutorial(shared_data: Path, tmp_path: Path) -> None:
         "s2_similarity.tif",
     ):
         assert (out / name).exists(), name
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_assessment_tutorial(shared_data: Path, tmp_path: Path) -> None:
+    _run_tutorial("assessment.md", shared_data, tmp_path)
+    out = tmp_path / "project" / "runs" / "assess"
+    result = json.loads((out / "assessment.json").read_text())
+    assert result["design"]["design"] == "stratified" and result["n"] >= 450
+    assert 0.3 < result["overall_accuracy"]["estimate"] < 1.0
+    for suffix in (".csv", ".png", ".html"):
+        assert (out / f"assessment{suffix}").exists()
