@@ -51,6 +51,7 @@ from rasterlearn.errors import (
     ReadError,
 )
 from rasterlearn.grid import Grid, Window, plan_tiles
+from rasterlearn.io.paths import acquire_lock, check_outputs, release_lock
 from rasterlearn.io.raster import BandStats, RasterReader, band_statistics, gdal_cache
 from rasterlearn.labels import (
     ClassSchema,
@@ -822,6 +823,8 @@ class ChipJob:
             raise InputError("No scenes: give --raster/--labels pairs or a --scenes CSV")
         self.scenes = list(scenes)
         self.requested_out = Path(out)
+        inputs = [p for s in self.scenes for p in (s.image, s.labels, s.label_raster)]
+        check_outputs([*inputs, options.get("label_areas"), options.get("schema")], [self.requested_out])
         self.opts = _check_options(options)
         self.out = self.requested_out
         self.schema: ClassSchema | None = None
@@ -841,6 +844,9 @@ class ChipJob:
 
     # -- phase 1: inputs, schema, output folder ---------------------------------------------------
     def prepare(self) -> ChipJob:
+        """Check the inputs, fix the class schema and the output folder; takes the folder's lock (released by
+        :meth:`finish`, or taken over as stale once this process ends)."""
+        acquire_lock(self.requested_out)
         o = self.opts
         ids = _unique_ids(self.scenes)
         for s, sid in zip(self.scenes, ids, strict=True):
@@ -1455,6 +1461,7 @@ class ChipJob:
         log.info(
             "Dataset ready: %s (%s)", self.out, ", ".join(f"{k} {v}" for k, v in dataset["splits"].items())
         )
+        release_lock(self.requested_out)
         return ChipResult(self.out, manifest, dataset, self.written, self.skipped)
 
     def _statistics(self, manifest: pd.DataFrame) -> list[BandStats]:

@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -39,9 +38,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from rasterlearn._util import atomic_write_json, file_identity, file_sha256
+from rasterlearn._util import atomic_write_json, file_identity, file_sha256, move_file
 from rasterlearn.errors import ConfigError, InputNotFoundError, ModelError, OutputError
 from rasterlearn.grid import Bounds, Grid, Window, plan_tiles
+from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader, band_statistics
 from rasterlearn.io.writer import BlockWriter
 from rasterlearn.normalize import Normalization
@@ -781,6 +781,7 @@ def embed(
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     stride = size if stride is None else stride
     out_path = None if output is None else Path(output)
+    check_outputs([raster, checkpoint, extent], [out_path])
     if out_path is not None and not out_path.parent.exists():
         raise OutputError(f"Output folder {out_path.parent} does not exist; create it first")
     cache = (
@@ -1070,7 +1071,7 @@ def embed(
     elif produced != final:
         if final.exists() and not overwrite:
             raise OutputError(f"{final} exists; pass overwrite=True (CLI: --overwrite)")
-        shutil.move(str(produced), str(final))
+        move_file(produced, final)  # across file systems: a temporary copy beside final, then a rename
     seconds = time.perf_counter() - t_start
     result = EmbedResult(
         final, session, sid, fgrid, dim, nrows * ncols, tiles_skipped, resumed, seconds, model_seconds, params

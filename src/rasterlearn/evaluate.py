@@ -26,6 +26,7 @@ from rasterlearn._util import atomic_write_text
 from rasterlearn.errors import ConfigError, EmptyInputError, InputError, InputNotFoundError
 from rasterlearn.grid import Grid, Window
 from rasterlearn.io.aoi import resolve_aoi
+from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader
 from rasterlearn.labels import ClassInfo, ClassSchema, default_color
 from rasterlearn.metrics import confusion_matrix, metrics_from_confusion, metrics_table
@@ -412,6 +413,7 @@ def evaluate_map(
 
     map_path = Path(map_path)
     truth = Path(truth)
+    check_outputs([map_path, truth, aoi], [output, csv_path, png_path])
     if unlabelled not in ("auto", "background", "ignore"):
         raise InputError(f"unlabelled must be 'auto', 'background' or 'ignore'; got {unlabelled!r}")
     if class_match not in ("auto", "name", "code"):

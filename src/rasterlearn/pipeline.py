@@ -22,7 +22,6 @@ the footprint of their ``tst`` chips (spatial blocks never seen in training) whe
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -41,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rasterlearn._util import atomic_write_json
 from rasterlearn._util import file_identity as _stat_identity
 from rasterlearn.errors import ConfigError, InputError, InputNotFoundError, OutputError
+from rasterlearn.io.paths import check_outputs, output_lock
 from rasterlearn.train import TrainConfig
 
 __all__ = [
@@ -1284,6 +1284,9 @@ def run_pipeline(
     """
     cfg = config if isinstance(config, RunConfig) else load_config(config)
     out_dir = Path(out) if out is not None else out_dir_of(cfg)
+    source = None if isinstance(config, RunConfig | Mapping) else config
+    scenes = [p for s in resolve_scenes(cfg) for p in (s.image, s.labels, s.label_raster)]
+    check_outputs([source, *scenes], [out_dir])
     runner = _Runner(cfg, out_dir, progress, force)
-    with contextlib.ExitStack():
+    with output_lock(out_dir):  # a second run into the same folder refuses
         return runner.run(stages)

@@ -54,6 +54,7 @@ from rasterlearn._util import file_sha256, stable_hash
 from rasterlearn.errors import InputError, ModelError, OutputError
 from rasterlearn.grid import Window, plan_tiles
 from rasterlearn.io.aoi import aoi_mask, resolve_aoi
+from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader, gdal_cache
 
 __all__ = [
@@ -399,6 +400,7 @@ def predict_raster(
     raster = Path(raster)
     output = Path(output)
     prob_path = Path(probabilities) if probabilities is not None else None
+    check_outputs([raster, aoi], [output, prob_path])
     if not 0.0 <= overlap < 1.0:
         raise InputError(f"overlap must be a fraction in [0, 1), got {overlap}")
     if blend not in ("hann", "center-crop", "none"):
@@ -830,6 +832,7 @@ def predict_package(
     """:func:`predict_raster` with a model package folder (see :func:`rasterlearn.models.load_package`)."""
     from rasterlearn.models import load_package
 
+    check_outputs([package, raster, kwargs.get("aoi")], [output, kwargs.get("probabilities")])
     pkg = load_package(package)
     digest = file_sha256(Path(package) / "model.safetensors")[:16]
     kwargs.setdefault("model_id", f"{Path(package).resolve().name}@sha256:{digest}")

@@ -38,6 +38,7 @@ from rasterlearn.data import (
     load_dataset_info,
 )
 from rasterlearn.errors import ConfigError, InputError, InputNotFoundError, ModelError, OutputError
+from rasterlearn.io.paths import check_outputs
 from rasterlearn.losses import build_loss, class_weights_from_counts
 from rasterlearn.metrics import metrics_from_confusion, metrics_table
 from rasterlearn.models import (
@@ -608,6 +609,7 @@ def train(
     config = config or TrainConfig()
     dataset = Path(dataset)
     out_dir = Path(out_dir)
+    check_outputs([dataset, config.weights], [out_dir])
     info = load_dataset_info(dataset)
     check_chip_size(config.arch, info.chip_size)
     out_ch = _out_channels(config, info)
@@ -875,6 +877,7 @@ def evaluate_model(
     producer's accuracy, plus overall accuracy and kappa) and the confusion matrix PNG (counts and
     row-normalized).
     """
+    check_outputs([model_dir, dataset], [out])
     pkg = load_package(model_dir)
     meta = pkg.meta
     info = load_dataset_info(dataset)

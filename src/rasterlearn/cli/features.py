@@ -45,6 +45,13 @@ SeedOpt = Annotated[int, typer.Option("--seed")]
 RateOpt = Annotated[float, typer.Option("--rate", help="Fraction of polygon pixels sampled.")]
 MaxPerFeatureOpt = Annotated[int, typer.Option("--max-per-feature", help="Cap of pixels per polygon.")]
 LayerOpt = Annotated[str | None, typer.Option("--layer", help="Vector layer name.")]
+TrustModelOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-model",
+        help="Allow --model to hold a pickled estimator (runs code from it): only for folders you created.",
+    ),
+]
 
 
 @app.command("embed")
@@ -225,6 +232,7 @@ def reduce_cmd(
     model_out: Annotated[
         Path | None, typer.Option("--model-out", help="Where to save the fitted reducer.")
     ] = None,
+    trust_model: TrustModelOpt = False,
 ) -> None:
     """Reduce a raster's bands (PCA by default), fitted on a sample, applied block by block."""
     from rasterlearn.features.reduce import reduce_raster
@@ -242,6 +250,7 @@ def reduce_cmd(
             seed=seed,
             model=model,
             model_out=model_out,
+            trust_model=trust_model,
             progress=advance,
         )
     evr = res.explained_variance_ratio
@@ -383,6 +392,7 @@ def classify_cmd(
     metrics_out: Annotated[
         Path | None, typer.Option("--metrics", help="Metrics JSON (default OUT.metrics.json).")
     ] = None,
+    trust_model: TrustModelOpt = False,
 ) -> None:
     """Train a classifier/regressor on labelled features, validate it (spatial k-fold), and map the raster."""
     from rasterlearn.features.classify import classify_raster
@@ -409,6 +419,7 @@ def classify_cmd(
             model=model,
             model_out=model_out,
             metrics_out=metrics_out,
+            trust_model=trust_model,
             progress=advance,
         )
     m = res.metrics
