@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rasterlearn.errors import OutputError
+from rasterlearn.errors import ConfigError, OutputError
 
 __all__ = [
     "atomic_write",
@@ -27,6 +27,7 @@ __all__ = [
     "file_sha256",
     "is_disk_full",
     "json_default",
+    "load_yaml",
     "move_file",
     "stable_hash",
     "temp_path",
@@ -53,18 +54,29 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], *, suffix: s
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and is_disk_full(exc):
+        if isinstance(exc, OSError) and is_disk_full(exc, path):
             raise disk_full_error(path) from exc
         raise
     return path
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    """Whether an error means the disk (or quota) is full: ``ENOSPC``/``EDQUOT``, or GDAL's message for it."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(exc).lower()
-    return "no space left on device" in text or "disk quota exceeded" in text
+def is_disk_full(exc: BaseException, path: str | Path | None = None) -> bool:
+    """Whether an error means the disk (or quota) is full: ``ENOSPC``/``EDQUOT`` or GDAL's message for it
+    anywhere in the exception chain, or (given ``path``) an I/O error on a volume with less than 1 MiB free."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(seen).lower()
+        if "no space left on device" in text or "disk quota exceeded" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    if path is not None and isinstance(exc, OSError):
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(_mount_point(path)).free < 2**20
+    return False
 
 
 def _mount_point(path: str | Path) -> Path:
@@ -129,6 +141,26 @@ def atomic_write_json(
 ) -> Path:
     """Write ``data`` as JSON to ``path`` atomically (``default`` as in :func:`json.dumps`)."""
     return atomic_write_text(path, json.dumps(data, indent=indent, default=default), fsync=fsync)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Parse a YAML file with ``yaml.safe_load`` (never constructs Python objects).
+
+    Raises:
+        ConfigError: invalid YAML, or Python tags (``!!python/object...``), named with the file and line.
+    """
+    import yaml
+
+    p = Path(path)
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if "python/" in str(exc):
+            problem = "Python tags (!!python/...) are not allowed in configuration files; use plain values"
+        raise ConfigError(f"{p} is not valid YAML{where}: {problem}") from exc
 
 
 def json_default(value: Any) -> Any:

@@ -320,7 +320,7 @@ def load_vector_labels(
     """
     import pyogrio
 
-    from rasterlearn.io.vector import check_overlap, list_layers, read_vector
+    from rasterlearn.io.vector import check_overlap, list_layers, read_vector, resolve_layer
 
     if grid.crs is None:
         raise CRSError(
@@ -331,6 +331,7 @@ def load_vector_labels(
         raise InputNotFoundError(
             f"Vector file not found: {path}. Check the path (relative paths are resolved from {Path.cwd()})."
         )
+    layer = resolve_layer(path, layer)
     try:
         info = pyogrio.read_info(path, layer=layer)
     except Exception as exc:

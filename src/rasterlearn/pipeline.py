@@ -37,7 +37,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from rasterlearn._util import atomic_write_json
+from rasterlearn._util import atomic_write_json, load_yaml
 from rasterlearn._util import file_identity as _stat_identity
 from rasterlearn.errors import ConfigError, InputError, InputNotFoundError, OutputError
 from rasterlearn.io.paths import check_outputs, output_lock
@@ -319,10 +319,7 @@ def load_config(path: str | Path | Mapping[str, Any], *, base_dir: str | Path | 
             raise InputNotFoundError(
                 f"Run config not found: {p} (write a template with 'rasterlearn init {p}')"
             )
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
+        data = load_yaml(p)
         source = str(p)
         base = p.resolve().parent
         if not isinstance(data, Mapping):

@@ -27,7 +27,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from rasterlearn._util import atomic_write, atomic_write_json, atomic_write_text, stable_hash
+from rasterlearn._util import atomic_write, atomic_write_json, atomic_write_text, load_yaml, stable_hash
 from rasterlearn.data import (
     AugmentConfig,
     ChipDataset,
@@ -168,7 +168,7 @@ def load_train_config(path: str | Path | None = None, **overrides: Any) -> Train
         p = Path(path)
         if not p.exists():
             raise InputNotFoundError(f"Training config not found: {p}")
-        loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        loaded = load_yaml(p) or {}
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"{p} must hold a mapping of training options")
         data.update(loaded)
@@ -186,7 +186,17 @@ def load_train_config(path: str | Path | None = None, **overrides: Any) -> Train
 def _lightning() -> Any:
     import lightning.pytorch as pl
 
+    _quiet_lightning()
     return pl
+
+
+def _quiet_lightning() -> None:
+    """Silence Lightning's start-up banner ("GPU available ..."), tips and ``limit_*_batches`` notices: they
+    are INFO lines of its own loggers. Kept with ``-v`` (our logger at DEBUG)."""
+    if logging.getLogger("rasterlearn").isEnabledFor(logging.DEBUG):
+        return
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _module_base() -> type:

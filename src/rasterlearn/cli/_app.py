@@ -73,6 +73,7 @@ def _root(
     """rasterlearn command line."""
     state["verbosity"] = verbose
     state["quiet"] = quiet
+    console.quiet = quiet  # -q: summaries, tables and bars off; main() still prints errors
     setup_logging(verbose, quiet)
 
 
@@ -105,11 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     traceback (with ``-v``, with one).
     """
     try:
-        app(args=list(argv) if argv is not None else None, prog_name="rasterlearn")
+        args = _global_options_first(list(argv) if argv is not None else sys.argv[1:])
+        app(args=args, prog_name="rasterlearn")
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except RasterlearnError as exc:
+        console.quiet = False  # errors are printed whatever -q says
         if state.get("verbosity", 0) > 0:
             console.print_exception()
         console.print(f"[bold red]Error:[/] {exc}", highlight=False)
@@ -118,6 +121,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print("Interrupted.")
         return 130
     return 0
+
+
+_GLOBAL_FLAGS = {"-q", "--quiet", "-v", "--verbose", "-vv", "-vvv"}
+
+
+def _global_options_first(args: list[str]) -> list[str]:
+    """Accept ``-q``/``-v`` anywhere (``rasterlearn vectorize MAP -o OUT -q``): move them before the command."""
+    if "--" in args:
+        head, tail = args[: args.index("--")], args[args.index("--") :]
+    else:
+        head, tail = args, []
+    flags = [a for a in head if a in _GLOBAL_FLAGS]
+    return [*flags, *[a for a in head if a not in _GLOBAL_FLAGS], *tail]
 
 
 def entry() -> None:  # pragma: no cover - exercised by the installed script

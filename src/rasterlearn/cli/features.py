@@ -191,7 +191,9 @@ def embed_models_cmd() -> None:
     from rasterlearn.embed import RECOMMENDED_MODELS
 
     table = Table(title="recommended backbones (any timm name also works)")
-    for col in ("name", "family", "patch/stride", "features", "default size", "notes"):
+    width = max(len(m.name) for m in RECOMMENDED_MODELS.values())
+    table.add_column("name", no_wrap=True, min_width=width)  # names are copied: never truncated
+    for col in ("family", "patch/stride", "features", "default size", "notes"):
         table.add_column(col)
     for m in RECOMMENDED_MODELS.values():
         table.add_row(m.name, m.family, str(m.patch_size), str(m.feature_dim), str(m.default_size), m.notes)

@@ -23,6 +23,7 @@ from rasterlearn.errors import (
     AttributeNotFoundError,
     CRSError,
     EmptyInputError,
+    InputError,
     InputNotFoundError,
     NoOverlapError,
     ReadError,
@@ -35,6 +36,7 @@ __all__ = [
     "list_layers",
     "read_vector",
     "repair_geometries",
+    "resolve_layer",
     "transform_bounds",
     "write_vector",
 ]
@@ -55,6 +57,48 @@ def list_layers(path: str | Path) -> list[str]:
     """Layer names of a vector data source."""
     _check_exists(path)
     return [str(name) for name, _ in pyogrio.list_layers(path)]
+
+
+_ANNOUNCED: set[tuple[str, str]] = set()
+
+
+def resolve_layer(path: str | Path, layer: str | int | None) -> str | int | None:
+    """The layer to read: ``layer`` when given, else the source's only data layer.
+
+    A source with several data layers (GeoPackage, FileGDB, ...) and no ``layer`` is ambiguous: refused with
+    the list of layers. Tables without geometry that are not data (QGIS's ``layer_styles``) do not count;
+    when they are passed over, one log line says so (instead of pyogrio's repeated warnings).
+
+    Raises:
+        InputError: several data layers and no ``layer``.
+    """
+    if layer is not None:
+        return layer
+    _check_exists(path)
+    try:
+        layers = [(str(n), g) for n, g in pyogrio.list_layers(path)]
+    except Exception:  # let the reader report an unreadable source
+        return None
+    if len(layers) <= 1:
+        return None
+    data = [n for n, g in layers if g is not None and n != "layer_styles"]
+    if len(data) != 1:
+        raise InputError(
+            f"{path} holds {len(layers)} layers ({', '.join(repr(n) for n, _ in layers)}); choose one with "
+            f"--layer (Python: layer=...)"
+        )
+    ignored = [n for n, _ in layers if n != data[0]]
+    key = (str(path), data[0])
+    if key not in _ANNOUNCED:
+        _ANNOUNCED.add(key)
+        log.info(
+            "%s: %d layers: %r used, %s ignored — use --layer to choose",
+            path,
+            len(layers),
+            data[0],
+            ", ".join(repr(n) for n in ignored),
+        )
+    return data[0]
 
 
 def _check_exists(path: str | Path) -> None:
@@ -94,6 +138,7 @@ def read_vector(
         InputNotFoundError, ReadError, EmptyInputError, AttributeNotFoundError, CRSError.
     """
     _check_exists(path)
+    layer = resolve_layer(path, layer)
     try:
         info = pyogrio.read_info(path, layer=layer)
     except Exception as exc:
@@ -142,11 +187,31 @@ def read_vector(
                 _crs_label(gdf.crs),
                 _crs_label(target),
             )
+            raw_bounds = tuple(float(v) for v in gdf.total_bounds)
             gdf = gdf.to_crs(target)
+            _check_finite(gdf, path, src_crs, target, raw_bounds)
     if read_bbox is not None:
         log.debug("Read %d of %d features of %s intersecting %s", len(gdf), total, path, bounds)
     gdf.attrs["source"] = str(path)
     return gdf
+
+
+def _check_finite(
+    gdf: gpd.GeoDataFrame, path: str | Path, src: CRS, dst: CRS, raw_bounds: tuple[float, ...] | None
+) -> None:
+    """A wrong declared CRS reprojects to inf: say so with the layer's raw bounds instead of inf extents."""
+    if len(gdf) == 0:
+        return
+    finite = np.isfinite(shapely.get_coordinates(gdf.geometry.values)).all(axis=1)
+    if finite.all():
+        return
+    raw = "unknown" if raw_bounds is None else "(" + ", ".join(f"{v:.6g}" for v in raw_bounds) + ")"
+    what = "no finite coordinates" if not finite.any() else f"{int((~finite).sum())} non-finite coordinates"
+    raise CRSError(
+        f"Reprojecting {path} from its declared CRS {_crs_label(src)} to {_crs_label(dst)} produced {what}: "
+        f"the declared CRS is likely wrong (the layer's raw bounds are {raw}). Assign the right one, e.g. "
+        f"ogr2ogr -a_srs EPSG:xxxx fixed.gpkg {Path(str(path)).name}"
+    )
 
 
 def _to_crs(value: Any, name: str) -> CRS:
@@ -213,8 +278,8 @@ def check_overlap(gdf: gpd.GeoDataFrame, grid: Grid, *, what: str = "labels", ra
     frame = gdf if CRS.from_user_input(gdf.crs).equals(grid.crs) else gdf.to_crs(grid.crs)
     footprint = box(*grid.bounds)
     if len(frame) == 0 or not frame.geometry.intersects(footprint).any():
-        vb = tuple(round(v, 3) for v in frame.total_bounds) if len(frame) else "(empty)"
-        rb = tuple(round(v, 3) for v in grid.bounds)
+        vb = tuple(round(float(v), 3) for v in frame.total_bounds) if len(frame) else "(empty)"
+        rb = tuple(round(float(v), 3) for v in grid.bounds)
         raise NoOverlapError(
             f"The {what} ({gdf.attrs.get('source', 'vector')}) do not overlap the {raster}. In {_crs_label(grid.crs)}: "
             f"{what} extent {vb}, raster extent {rb}. Check that both cover the same area and that the vector's "

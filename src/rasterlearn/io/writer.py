@@ -264,7 +264,7 @@ class BlockWriter:
         try:
             ds = rasterio.open(self.partial_path, "w", **profile)
         except rasterio.errors.RasterioIOError as exc:
-            if is_disk_full(exc):
+            if is_disk_full(exc, self.path):
                 raise disk_full_error(self.path) from exc
             raise OutputError(f"Cannot create {self.partial_path}: {exc}") from exc
         meta = self._meta
@@ -345,7 +345,7 @@ class BlockWriter:
 
     def _fail_if_disk_full(self, exc: BaseException) -> None:
         """On a full disk: remove what cannot be resumed, release the lock, raise one clear error."""
-        if not is_disk_full(exc):
+        if not is_disk_full(exc, self.path):
             return
         self._closed = True
         with contextlib.suppress(Exception):
