@@ -188,3 +188,104 @@ def test_cross_filesystem_move_goes_through_a_temporary_name(tmp_path, monkeypat
     _util.move_file(src, dst)
     assert dst.read_bytes() == b"data" and not src.exists()
     assert calls[-1] == (".f.bin.tmp", "f.bin")
+
+
+@pytest.mark.parametrize("command", ["cluster", "classify", "chips"])
+def test_disk_full_in_every_writing_stage_is_one_line(capsys, inputs, tmp_path, monkeypatch, command):
+    import rasterlearn.chips as chips_mod
+    import rasterlearn.io.writer as writer
+    from rasterlearn import _util
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writer, "_write_block", full)
+    monkeypatch.setattr(chips_mod, "atomic_write", lambda path, write, **kw: _util.atomic_write(path, full))
+    out = tmp_path / "o"
+    line = {
+        "cluster": f"cluster {inputs['img']} --clusters 2 -o {out}.tif",
+        "classify": f"classify {inputs['img']} -l {inputs['labels']} -a cls --cv none -o {out}.tif",
+        "chips": f"chips -r {inputs['img']} -l {inputs['labels']} -a cls --size 16 -o {out}",
+    }[command]
+    code = main(line.split())
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "no space left on" in err and "Traceback" not in err, err
+    assert not (tmp_path / "o.model").exists()
+    partial = [p.name for p in tmp_path.rglob(".*") if ".tmp" in p.name or ".partial" in p.name]
+    assert partial == [], partial  # nothing committed yet: no hidden partial or temporary file is left
+    assert not list(tmp_path.rglob(".*.lock"))
+
+
+def test_a_second_cli_run_on_a_locked_output_exits_2(capsys, inputs, tmp_path):
+    out = tmp_path / "r.tif"
+    holder = {
+        "pid": os.getppid(),
+        "host": socket.gethostname(),
+        "command": "rasterlearn reduce A",
+        "started": "t",
+    }
+    lock_path(out).write_text(json.dumps(holder))
+    assert main(["reduce", str(inputs["img"]), "-o", str(out)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"pid {os.getppid()}" in err and "rasterlearn reduce A" in err
+    assert not out.exists() and lock_path(out).exists()
+
+
+def test_no_side_file_appears_beside_an_input(capsys, tmp_path):
+    """Inputs in one folder, outputs in another: after every stage the input folder is unchanged."""
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    img = write_tif(src / "img.tif", (rng.random((3, 32, 32)) * 1000).astype("uint16"))
+    cmap = write_tif(src / "map.tif", rng.integers(1, 3, (32, 32)).astype("uint8"))
+    truth = write_tif(src / "truth.tif", rng.integers(1, 3, (32, 32)).astype("uint8"))
+    gpd.GeoDataFrame(
+        {"cls": ["a", "b"]},
+        geometry=[box(500_000, 3_999_700, 500_150, 3_999_850), box(500_160, 3_999_700, 500_300, 3_999_850)],
+        crs="EPSG:32633",
+    ).to_file(src / "labels.gpkg")
+    labels = src / "labels.gpkg"
+    before = sorted(p.name for p in src.iterdir())
+    out = tmp_path / "out"
+    out.mkdir()
+    for line in [
+        f"info {img} --stats",
+        f"reduce {img} -o {out}/r.tif",
+        f"cluster {img} --clusters 2 -o {out}/c.tif",
+        f"similarity {img} -r {labels} -o {out}/s.tif",
+        f"classify {img} -l {labels} -a cls --cv none -o {out}/k.tif",
+        f"vectorize {cmap} -o {out}/v.gpkg",
+        f"evaluate {cmap} --truth {truth} -o {out}/e.json",
+        f"chips -r {img} -l {labels} -a cls --size 16 -o {out}/chips",
+    ]:
+        assert main(line.split()) == 0, (line, capsys.readouterr().err)
+    assert sorted(p.name for p in src.iterdir()) == before
+
+
+def test_disk_full_during_predict_keeps_nothing_half_written(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    import rasterlearn.io.writer as writer
+    from rasterlearn.labels import ClassSchema
+    from rasterlearn.models import ModelMetadata
+    from rasterlearn.normalize import Normalization
+    from rasterlearn.predict import predict_raster
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writer, "_write_block", full)
+    img = write_tif(tmp_path / "img.tif", np.ones((2, 48, 48), "uint16"))
+    meta = ModelMetadata(
+        arch="x",
+        encoder="x",
+        in_channels=2,
+        num_classes=3,
+        bands=["band_1", "band_2"],
+        normalization=Normalization("zscore", (1.0, 1.0), (1.0, 1.0)).to_dict(),
+        schema=ClassSchema.infer([1, 2]).to_dict(),
+        chip_size=32,
+    )
+    out = tmp_path / "map.tif"
+    with pytest.raises(OutputError, match="no space left on"):
+        predict_raster(torch.nn.Conv2d(2, 3, 1), meta, img, out, probabilities=tmp_path / "p.tif", threads=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.tif"]

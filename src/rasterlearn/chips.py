@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import logging
 import math
@@ -35,7 +36,7 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -813,6 +814,23 @@ _OWNED = (
 )
 
 
+_Phase = TypeVar("_Phase", bound=Callable[..., Any])
+
+
+def _unlock_on_error(method: _Phase) -> _Phase:
+    """A failing phase of a :class:`ChipJob` releases the output folder's lock (taken by ``prepare``)."""
+
+    @functools.wraps(method)
+    def run(self: ChipJob, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            release_lock(self.requested_out)
+            raise
+
+    return run  # type: ignore[return-value]
+
+
 class ChipJob:
     """A chips job in explicit phases, so callers (the CLI, notebooks) can show progress per phase.
 
@@ -844,6 +862,7 @@ class ChipJob:
         self._fresh: set[str] = set()  # chips written by this run
 
     # -- phase 1: inputs, schema, output folder ---------------------------------------------------
+    @_unlock_on_error
     def prepare(self) -> ChipJob:
         """Check the inputs, fix the class schema and the output folder; takes the folder's lock (released by
         :meth:`finish`, or taken over as stale once this process ends)."""
@@ -1022,6 +1041,7 @@ class ChipJob:
         self.params_hash = stable_hash(self.params)
 
     # -- phase 2: scan -------------------------------------------------------------------------------
+    @_unlock_on_error
     def scan(self, progress: Progress | None = None) -> pd.DataFrame:
         """Read every planned window, rasterize its labels and count pixels (cached per scene)."""
         with gdal_cache(self.opts["cache_mb"]):
@@ -1136,6 +1156,7 @@ class ChipJob:
         )
 
     # -- phase 3: split ------------------------------------------------------------------------------
+    @_unlock_on_error
     def split(self) -> pd.DataFrame:
         """Assign kept chips to trn/val/tst (removing chips the split drops); returns the chip plan."""
         assert self.candidates is not None and self.schema is not None
@@ -1312,6 +1333,7 @@ class ChipJob:
     def n_to_write(self) -> int:
         return 0 if self.plan is None else len(self.plan)
 
+    @_unlock_on_error
     def write(self, progress: Progress | None = None) -> int:
         """Write every planned chip that is not on disk yet (image first, then mask; both atomic).
 
@@ -1365,6 +1387,7 @@ class ChipJob:
         return self.written
 
     # -- phase 5: manifest, statistics, dataset.json -----------------------------------------------
+    @_unlock_on_error
     def finish(self) -> ChipResult:
         assert self.plan is not None and self.schema is not None and self.candidates is not None
         o, schema = self.opts, self.schema

@@ -442,7 +442,7 @@ class BlockWriter:
                     self.commit()
             with contextlib.suppress(Exception):
                 self._ds.close()
-            if not keep_partial:
+            if not keep_partial or not self._done:  # nothing committed: nothing to resume from
                 self._discard_partial()
             self._discard_created()
         finally:
@@ -459,6 +459,8 @@ class BlockWriter:
             with contextlib.suppress(Exception):
                 self._ds.close()
             self._closed = True
+            if not self._done:  # nothing committed: nothing to resume from
+                self._discard_partial()
             self._discard_created()
             release_lock(self.path)
 
