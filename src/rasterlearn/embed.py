@@ -38,7 +38,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from rasterlearn._util import atomic_write_json, file_identity, file_sha256, move_file
+from rasterlearn._util import (
+    atomic_write_json,
+    disk_full_error,
+    file_identity,
+    file_sha256,
+    is_disk_full,
+    move_file,
+)
 from rasterlearn.errors import ConfigError, InputNotFoundError, ModelError, OutputError
 from rasterlearn.grid import Bounds, Grid, Window, plan_tiles
 from rasterlearn.io.paths import check_outputs
@@ -1066,7 +1073,14 @@ def embed(
         reader.close()
     produced = writer.close()
     if storage != "float32":
-        _convert_storage(produced, final, storage)
+        try:
+            _convert_storage(produced, final, storage)
+        except Exception as exc:
+            for tmp in final.parent.glob(f".{final.name}.*tmp*"):
+                tmp.unlink(missing_ok=True)
+            if is_disk_full(exc, final):
+                raise disk_full_error(final) from exc
+            raise
         produced.unlink()
     elif produced != final:
         if final.exists() and not overwrite:

@@ -413,7 +413,8 @@ def evaluate_map(
 
     map_path = Path(map_path)
     truth = Path(truth)
-    check_outputs([map_path, truth, aoi], [output, csv_path, png_path])
+    derived = [] if output is None else [Path(output).with_suffix(".csv"), Path(output).with_suffix(".png")]
+    check_outputs([map_path, truth, aoi], [output, csv_path, png_path, *derived])
     if unlabelled not in ("auto", "background", "ignore"):
         raise InputError(f"unlabelled must be 'auto', 'background' or 'ignore'; got {unlabelled!r}")
     if class_match not in ("auto", "name", "code"):
