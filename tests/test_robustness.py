@@ -301,3 +301,19 @@ def test_chips_help_shows_defaults_without_stray_spaces(capsys, monkeypatch):
     text = capsys.readouterr().out
     assert "(default: 256)" in text and "(default: 0.15)" in text
     assert " ." not in text.replace(" ...", "")
+
+
+def test_chips_from_a_source_with_several_layers_needs_layer(capsys, tmp_path):
+    img = write_tif(
+        tmp_path / "img.tif", (np.random.default_rng(0).random((3, 96, 96)) * 100).astype("uint8")
+    )
+    path = _labels(tmp_path / "two.gpkg")
+    gdf = gpd.read_file(path)
+    gdf["cls"] = "c"
+    gdf.to_file(path, layer="other")
+    code = main(
+        ["chips", "-r", str(img), "-l", str(path), "-a", "cls", "--size", "16", "-o", str(tmp_path / "c")]
+    )
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "'two', 'other'" in err and "--layer" in err, err
+    assert not (tmp_path / "c").exists()
