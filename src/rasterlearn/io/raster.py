@@ -41,6 +41,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+try:  # GDAL errors rasterio raises without wrapping them (private module, hence the guard)
+    from rasterio._err import CPLE_BaseError
+
+    _GDAL_ERRORS: tuple[type[Exception], ...] = (rasterio.errors.RasterioError, CPLE_BaseError)
+except ImportError:  # pragma: no cover
+    _GDAL_ERRORS = (rasterio.errors.RasterioError,)
+
 BandSelector = int | str
 
 
@@ -335,7 +342,7 @@ class RasterReader:
     def _read_bands(self, window: Window, dtype: np.dtype) -> np.ndarray:
         try:
             return self._ds.read(self.band_indexes, window=_rio(window), out_dtype=dtype)
-        except rasterio.errors.RasterioError as exc:
+        except _GDAL_ERRORS as exc:
             raise self._read_error(window, exc) from exc
 
     def _read_error(self, window: Window, exc: BaseException) -> ReadError:
@@ -356,7 +363,7 @@ class RasterReader:
         if self._gdal_mask:
             try:
                 per_band = self._ds.read_masks(self.band_indexes, window=_rio(window)) > 0
-            except rasterio.errors.RasterioError as exc:
+            except _GDAL_ERRORS as exc:
                 raise self._read_error(window, exc) from exc
             if floating:
                 per_band &= np.isfinite(data)
