@@ -229,6 +229,7 @@ def test_a_second_cli_run_on_a_locked_output_exits_2(capsys, inputs, tmp_path):
     err = " ".join(capsys.readouterr().err.split())
     assert f"pid {os.getppid()}" in err and "rasterlearn reduce A" in err
     assert not out.exists() and lock_path(out).exists()
+    assert not (tmp_path / "r.model").exists()  # the model folder is written only under the lock
 
 
 def test_no_side_file_appears_beside_an_input(capsys, tmp_path):

@@ -272,7 +272,7 @@ def cluster_raster(
                 band_names=reader.band_names,
                 seed=seed,
             )
-            model_path = fc.save(model_dir or default_model_dir(output))
+            model_path = model_dir or default_model_dir(output)  # saved once the output is locked
         counts = np.zeros(fc.k + 1, "int64")
 
         def count(out: np.ndarray, valid: np.ndarray) -> None:
@@ -303,6 +303,8 @@ def cluster_raster(
             fingerprint=fc.fingerprint(),
             discard_on_error=[model_path] if new_model else [],
         ) as writer:
+            if model is None:
+                fc.save(model_path)
             resumed = bool(writer.done)
             apply_by_window(
                 reader,

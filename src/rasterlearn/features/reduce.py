@@ -287,7 +287,7 @@ def reduce_raster(
                 band_names=reader.band_names,
                 seed=seed,
             )
-            model_path = red.save(model_dir or default_model_dir(output))
+            model_path = model_dir or default_model_dir(output)  # saved once the output is locked
         k = red.components
         tags = {
             "rasterlearn_stage": "reduce",
@@ -312,6 +312,8 @@ def reduce_raster(
             fingerprint=red.fingerprint(),
             discard_on_error=[model_path] if new_model else [],
         ) as writer:
+            if model is None:
+                red.save(model_path)
             apply_by_window(
                 reader,
                 writer,
