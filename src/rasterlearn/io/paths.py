@@ -128,6 +128,18 @@ def check_outputs(inputs: Iterable[object], outputs: Iterable[object]) -> None:
                     f"the output {o} {how} the input {inp}; writing it would destroy the input. "
                     f"Choose another output name (--overwrite never allows this)"
                 )
+        _refuse_if_locked(o)
+
+
+def _refuse_if_locked(output: Path) -> None:
+    """Refuse early when another live run holds ``output``'s lock (the writer takes the lock itself later)."""
+    lock = lock_path(output)
+    key = str(_real(lock))
+    if key in _HELD or not lock.exists():
+        return
+    held = _read_lock(lock)
+    if held and _stale(held, key) is None:
+        raise OutputError(_held_message(output, lock, held))
 
 
 # -- locks --------------------------------------------------------------------------------------------
@@ -198,11 +210,7 @@ def _acquire(output: Path, command: str | None) -> Path:
                 held = _read_lock(lock)
             why = _stale(held, key) if held else "it is unreadable"
             if why is None:
-                raise OutputError(
-                    f"{output} is being written by another run (pid {held.get('pid')} on {held.get('host')}, "
-                    f"'{held.get('command')}', since {held.get('started')}); wait for it to finish or choose "
-                    f"another output. If that run is gone, delete {lock}"
-                ) from None
+                raise OutputError(_held_message(output, lock, held)) from None
             log.warning("Taking over the lock %s of %s: %s", lock, output, why)
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
@@ -215,6 +223,14 @@ def _acquire(output: Path, command: str | None) -> Path:
         _HELD[key] = 1
         return lock
     raise OutputError(f"Could not lock {output} ({lock} keeps reappearing); is another run starting?")
+
+
+def _held_message(output: Path, lock: Path, held: dict[str, object]) -> str:
+    return (
+        f"{output} is being written by another run (pid {held.get('pid')} on {held.get('host')}, "
+        f"'{held.get('command')}', since {held.get('started')}); wait for it to finish or choose another "
+        f"output. If that run is gone, delete {lock}"
+    )
 
 
 def _mtime(path: Path) -> float:
