@@ -293,6 +293,7 @@ def test_embed_models_names_are_never_truncated(capsys, monkeypatch):
     err = capsys.readouterr().err
     for name in RECOMMENDED_MODELS:
         assert name in err
+    assert "…" not in err  # nothing is cut short, not even the headers
 
 
 def test_chips_help_shows_defaults_without_stray_spaces(capsys, monkeypatch):

@@ -190,11 +190,12 @@ def embed_models_cmd() -> None:
 
     from rasterlearn.embed import RECOMMENDED_MODELS
 
-    table = Table(title="recommended backbones (any timm name also works)")
+    table = Table(title="recommended backbones (any timm name also works)", box=None, padding=(0, 1))
     width = max(len(m.name) for m in RECOMMENDED_MODELS.values())
     table.add_column("name", no_wrap=True, min_width=width)  # names are copied: never truncated
-    for col in ("family", "patch/stride", "features", "default size", "notes"):
-        table.add_column(col)
+    for col in ("family", "patch", "dim", "size"):  # patch/stride, feature dimension, default tile size
+        table.add_column(col, no_wrap=True)
+    table.add_column("notes", overflow="fold", min_width=12)
     for m in RECOMMENDED_MODELS.values():
         table.add_row(m.name, m.family, str(m.patch_size), str(m.feature_dim), str(m.default_size), m.notes)
     console.print(table)

@@ -77,12 +77,11 @@ def _same_file(a: Path, b: Path) -> bool:
 def _clash(output: Path, inp: Path) -> str | None:
     """Why writing ``output`` would touch input ``inp`` (None when it would not)."""
     if _same_file(output, inp):
-        how = "is"
-        if output.is_symlink() or inp.is_symlink() or _real(output) != Path(os.path.abspath(output)):
-            how = "is (through a symbolic link)"
-        elif output.exists() and _real(output) != _real(inp):
-            how = "is (a hard link of)"
-        return how
+        if Path(os.path.abspath(output)) == Path(os.path.abspath(inp)):
+            return "is"
+        if _real(output) == _real(inp):
+            return "is (through a symbolic link)"
+        return "is (a hard link of)"
     real_out = _real(output)
     if any(real_out == _real(s) for s in side_files(inp)):
         return "is a side file of"
