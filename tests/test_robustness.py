@@ -318,3 +318,17 @@ def test_chips_from_a_source_with_several_layers_needs_layer(capsys, tmp_path):
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2 and "'two', 'other'" in err and "--layer" in err, err
     assert not (tmp_path / "c").exists()
+
+
+def test_no_overlap_from_a_wrong_declared_crs_shows_the_layers_own_bounds(capsys, tmp_path):
+    img = write_tif(
+        tmp_path / "img.tif", (np.random.default_rng(0).random((3, 64, 64)) * 100).astype("uint8")
+    )
+    labels = _labels(tmp_path / "wrong.gpkg", crs="EPSG:4326")  # UTM numbers declared as degrees
+    code = main(
+        ["chips", "-r", str(img), "-l", str(labels), "-a", "cls", "--size", "16", "-o", str(tmp_path / "c")]
+    )
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "do not overlap" in err
+    assert "whole layer spans (500000, 3.9988e+06, 500700, 3.9993e+06) in its declared EPSG:4326" in err, err
+    assert "np.float64" not in err and err.count(str(labels)) == 1

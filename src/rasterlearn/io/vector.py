@@ -160,6 +160,15 @@ def read_vector(
             bounds_crs if bounds_crs is not None else (crs if crs is not None else src_crs), "bounds_crs"
         )
         read_bbox = transform_bounds(bounds, bcrs, src_crs) if not bcrs.equals(src_crs) else tuple(bounds)
+        if not np.isfinite(read_bbox).all():
+            raw = pyogrio.read_info(path, layer=layer, force_total_bounds=True).get("total_bounds")
+            shown = "unknown" if raw is None else "(" + ", ".join(f"{float(v):.6g}" for v in raw) + ")"
+            raise CRSError(
+                f"The extent {tuple(round(float(v), 3) for v in bounds)} ({_crs_label(bcrs)}) has no finite "
+                f"coordinates in the declared CRS {_crs_label(src_crs)} of {path}: the declared CRS is likely "
+                f"wrong (the layer's raw bounds are {shown}). Assign the right one, e.g. ogr2ogr -a_srs "
+                f"EPSG:xxxx fixed{Path(str(path)).suffix} {Path(str(path)).name}"
+            )
     keep = list(columns) if columns is not None else None
     if keep is not None and attribute is not None and attribute not in keep:
         keep.append(attribute)
@@ -193,6 +202,10 @@ def read_vector(
     if read_bbox is not None:
         log.debug("Read %d of %d features of %s intersecting %s", len(gdf), total, path, bounds)
     gdf.attrs["source"] = str(path)
+    layer_bounds = info.get("total_bounds")
+    if layer_bounds is not None and np.isfinite(np.asarray(layer_bounds, dtype=float)).all():
+        gdf.attrs["layer_bounds"] = tuple(float(v) for v in layer_bounds)
+        gdf.attrs["layer_crs"] = _crs_label(src_crs)
     return gdf
 
 
@@ -278,7 +291,10 @@ def check_overlap(gdf: gpd.GeoDataFrame, grid: Grid, *, what: str = "labels", ra
     frame = gdf if CRS.from_user_input(gdf.crs).equals(grid.crs) else gdf.to_crs(grid.crs)
     footprint = box(*grid.bounds)
     if len(frame) == 0 or not frame.geometry.intersects(footprint).any():
-        vb = tuple(round(float(v), 3) for v in frame.total_bounds) if len(frame) else "(empty)"
+        vb: Any = tuple(round(float(v), 3) for v in frame.total_bounds) if len(frame) else "(empty)"
+        if not len(frame) and gdf.attrs.get("layer_bounds"):
+            shown = ", ".join(f"{v:.6g}" for v in gdf.attrs["layer_bounds"])
+            vb = f"(none here; the whole layer spans ({shown}) in its declared {gdf.attrs.get('layer_crs')})"
         rb = tuple(round(float(v), 3) for v in grid.bounds)
         raise NoOverlapError(
             f"The {what} ({gdf.attrs.get('source', 'vector')}) do not overlap the {raster}. In {_crs_label(grid.crs)}: "
