@@ -19,6 +19,7 @@ from pyproj import CRS
 from pyproj.exceptions import CRSError as PyprojCRSError
 from shapely.geometry import box
 
+from rasterlearn._util import disk_full_error, is_disk_full
 from rasterlearn.errors import (
     AttributeNotFoundError,
     CRSError,
@@ -318,10 +319,17 @@ def write_vector(gdf: gpd.GeoDataFrame, path: str | Path, *, layer: str | None =
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     for stale in tmp.parent.glob(f".{path.stem}.tmp.*"):
         stale.unlink()
-    if driver == "Parquet":
-        gdf.to_parquet(tmp)
-    else:
-        gdf.to_file(tmp, driver=driver, layer=layer or path.stem, engine="pyogrio")
+    try:
+        if driver == "Parquet":
+            gdf.to_parquet(tmp)
+        else:
+            gdf.to_file(tmp, driver=driver, layer=layer or path.stem, engine="pyogrio")
+    except Exception as exc:
+        for part in tmp.parent.glob(f".{path.stem}.tmp.*"):
+            part.unlink(missing_ok=True)
+        if is_disk_full(exc, path):
+            raise disk_full_error(path) from exc
+        raise
     # a Shapefile is several files: move every sidecar (.shx, .dbf, .prj, .cpg) with the main file
     for part in sorted(tmp.parent.glob(f".{path.stem}.tmp.*")):
         os.replace(part, path.with_suffix(part.suffix))
