@@ -105,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Usage errors are reported by typer/click (exit code 2); library errors print their message without a
     traceback (with ``-v``, with one).
     """
+    console.quiet = False  # set again by -q for this invocation
     try:
         args = _global_options_first(list(argv) if argv is not None else sys.argv[1:])
         app(args=args, prog_name="rasterlearn")
