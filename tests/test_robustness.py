@@ -113,6 +113,10 @@ def test_south_up_raster_is_refused_with_the_fix(tmp_path, capsys):
     with pytest.raises(InputError, match=r"south-up.*gdalwarp"):
         RasterReader(path)
     assert RasterReader(path, south_up_ok=True).grid.transform.e == 10  # info still describes it
+    plain = write_tif(
+        tmp_path / "plain.tif", np.zeros((1, 4, 4), "uint8"), crs=None, transform=Affine.identity()
+    )
+    assert RasterReader(plain).grid.height == 4  # no georeferencing (identity transform) is not south-up
     assert main(["cluster", str(path), "--clusters", "2", "-o", str(tmp_path / "c.tif")]) == 2
     assert "south-up" in capsys.readouterr().err
 

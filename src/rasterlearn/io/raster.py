@@ -147,7 +147,8 @@ class RasterReader:
             ) from exc
         ds = self._ds
         t = ds.transform
-        if t.b == 0 and t.d == 0 and t.e > 0 and not south_up_ok:
+        # (a raster without georeferencing has the identity transform: rows run down, nothing to flip)
+        if t.b == 0 and t.d == 0 and t.e > 0 and not t.is_identity and not south_up_ok:
             ds.close()
             raise InputError(
                 f"{self.path} is stored south-up (positive pixel height {t.e:g}): rows run from south to "
