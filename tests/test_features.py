@@ -127,10 +127,12 @@ def test_reduce_nonlinear_uses_hash_checked_pickle(regions, tmp_path):
     )
     pkl = res.model_path / "estimator.pkl"
     assert pkl.exists()
-    FittedReducer.load(res.model_path)
+    with pytest.raises(ModelError, match="--trust-model"):  # a pickle runs code: never loaded by default
+        FittedReducer.load(res.model_path)
+    FittedReducer.load(res.model_path, trust=True)
     pkl.write_bytes(pkl.read_bytes() + b"x")
     with pytest.raises(ModelError, match="SHA-256"):
-        FittedReducer.load(res.model_path)
+        FittedReducer.load(res.model_path, trust=True)
 
 
 def test_reduce_rejects_unknown_and_transformless(regions, tmp_path):
@@ -241,7 +243,7 @@ def test_classify_regression_and_reuse(regions, tmp_path, make_raster):
     np.testing.assert_allclose(arr[4:, :32], 1.75, atol=1e-6)
     np.testing.assert_allclose(arr[4:, 32:], 0.25, atol=1e-6)
     out2 = tmp_path / "reg2.tif"
-    classify_raster(regions, None, out2, model=res.model_path)
+    classify_raster(regions, None, out2, model=res.model_path, trust_model=True)
     with rasterio.open(out2) as ds:
         np.testing.assert_array_equal(ds.read(1)[4:], arr[4:])
 

@@ -124,9 +124,16 @@ def test_failure_never_leaves_final_name(tmp_path) -> None:
     out = tmp_path / "fail.tif"
     with pytest.raises(RuntimeError), BlockWriter(out, GRID, 1, "uint8") as w:
         w.write(np.ones((1, 10, 10), dtype="uint8"), Window(0, 0, 10, 10))
+        w.mark_done("0:0")
+        w.commit()
         raise RuntimeError("killed")
     assert not out.exists()
     assert w.partial_path.exists()  # kept, so a resumable job can continue
+    other = tmp_path / "nothing.tif"
+    with pytest.raises(RuntimeError), BlockWriter(other, GRID, 1, "uint8") as w2:
+        w2.write(np.ones((1, 10, 10), dtype="uint8"), Window(0, 0, 10, 10))
+        raise RuntimeError("killed")
+    assert not w2.partial_path.exists()  # nothing committed: nothing to resume, nothing left behind
 
 
 def test_resume_keeps_committed_blocks_and_discards_other_parameters(tmp_path) -> None:

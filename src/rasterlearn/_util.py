@@ -5,21 +5,30 @@ Value layer: imports only the standard library and numpy, so every module may us
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rasterlearn.errors import ConfigError, OutputError
+
 __all__ = [
     "atomic_write",
     "atomic_write_json",
     "atomic_write_text",
+    "disk_full_error",
     "file_sha256",
+    "is_disk_full",
     "json_default",
+    "load_yaml",
+    "move_file",
     "stable_hash",
     "temp_path",
 ]
@@ -43,10 +52,70 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], *, suffix: s
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and is_disk_full(exc, path):
+            raise disk_full_error(path) from exc
         raise
     return path
+
+
+def is_disk_full(exc: BaseException, path: str | Path | None = None) -> bool:
+    """Whether an error means the disk (or quota) is full: ``ENOSPC``/``EDQUOT`` or GDAL's message for it
+    anywhere in the exception chain, or (given ``path``) an I/O error on a volume with less than 1 MiB free."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(seen).lower()
+        if "no space left on device" in text or "disk quota exceeded" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    if path is not None and isinstance(exc, OSError):
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(_mount_point(path)).free < 2**20
+    return False
+
+
+def _mount_point(path: str | Path) -> Path:
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def disk_full_error(path: str | Path, note: str = "") -> OutputError:
+    """The one-line :class:`~rasterlearn.errors.OutputError` for a full disk while writing ``path``."""
+    free = ""
+    with contextlib.suppress(OSError):
+        free = f" ({shutil.disk_usage(_mount_point(path)).free / 2**20:.0f} MiB free)"
+    return OutputError(
+        f"no space left on {_mount_point(path)}{free} while writing {path}; free some space (or write to "
+        f"another disk) and run the command again{note}"
+    )
+
+
+def move_file(src: str | Path, dst: str | Path) -> Path:
+    """Move ``src`` onto ``dst`` atomically, also across file systems.
+
+    On one file system this is :func:`os.replace`. Across file systems the file is first copied to a hidden
+    temporary name beside ``dst`` (on the target file system), then renamed over ``dst`` and ``src`` is
+    removed, so ``dst`` never holds a partial copy.
+    """
+    src, dst = Path(src), Path(dst)
+    try:
+        os.replace(src, dst)
+        return dst
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+    src.unlink()
+    return dst
 
 
 def atomic_write_text(path: str | Path, text: str, *, fsync: bool = False) -> Path:
@@ -72,6 +141,26 @@ def atomic_write_json(
 ) -> Path:
     """Write ``data`` as JSON to ``path`` atomically (``default`` as in :func:`json.dumps`)."""
     return atomic_write_text(path, json.dumps(data, indent=indent, default=default), fsync=fsync)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Parse a YAML file with ``yaml.safe_load`` (never constructs Python objects).
+
+    Raises:
+        ConfigError: invalid YAML, or Python tags (``!!python/object...``), named with the file and line.
+    """
+    import yaml
+
+    p = Path(path)
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if "python/" in str(exc):
+            problem = "Python tags (!!python/...) are not allowed in configuration files; use plain values"
+        raise ConfigError(f"{p} is not valid YAML{where}: {problem}") from exc
 
 
 def json_default(value: Any) -> Any:

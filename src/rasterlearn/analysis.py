@@ -27,6 +27,7 @@ import pandas as pd
 
 from rasterlearn.chips import SPLITS, filter_failures
 from rasterlearn.errors import InputError, InputNotFoundError
+from rasterlearn.io.paths import check_outputs
 from rasterlearn.labels import ClassSchema
 
 __all__ = ["Analysis", "analyze_dataset", "balance_score", "class_proportions", "threshold_search"]
@@ -211,6 +212,7 @@ def analyze_dataset(
         InputNotFoundError: the folder is not a finished chip dataset.
     """
     folder = Path(folder)
+    check_outputs([folder], [out])
     meta_path = folder / "dataset.json"
     if not meta_path.exists():
         raise InputNotFoundError(

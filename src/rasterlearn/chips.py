@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import logging
 import math
@@ -35,7 +36,7 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,7 @@ from rasterlearn.errors import (
     ReadError,
 )
 from rasterlearn.grid import Grid, Window, plan_tiles
+from rasterlearn.io.paths import acquire_lock, check_outputs, release_lock
 from rasterlearn.io.raster import BandStats, RasterReader, band_statistics, gdal_cache
 from rasterlearn.labels import (
     ClassSchema,
@@ -319,7 +321,7 @@ def load_vector_labels(
     """
     import pyogrio
 
-    from rasterlearn.io.vector import check_overlap, list_layers, read_vector
+    from rasterlearn.io.vector import check_overlap, list_layers, read_vector, resolve_layer
 
     if grid.crs is None:
         raise CRSError(
@@ -330,6 +332,7 @@ def load_vector_labels(
         raise InputNotFoundError(
             f"Vector file not found: {path}. Check the path (relative paths are resolved from {Path.cwd()})."
         )
+    layer = resolve_layer(path, layer)
     try:
         info = pyogrio.read_info(path, layer=layer)
     except Exception as exc:
@@ -811,6 +814,23 @@ _OWNED = (
 )
 
 
+_Phase = TypeVar("_Phase", bound=Callable[..., Any])
+
+
+def _unlock_on_error(method: _Phase) -> _Phase:
+    """A failing phase of a :class:`ChipJob` releases the output folder's lock (taken by ``prepare``)."""
+
+    @functools.wraps(method)
+    def run(self: ChipJob, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            release_lock(self.requested_out)
+            raise
+
+    return run  # type: ignore[return-value]
+
+
 class ChipJob:
     """A chips job in explicit phases, so callers (the CLI, notebooks) can show progress per phase.
 
@@ -822,6 +842,8 @@ class ChipJob:
             raise InputError("No scenes: give --raster/--labels pairs or a --scenes CSV")
         self.scenes = list(scenes)
         self.requested_out = Path(out)
+        inputs = [p for s in self.scenes for p in (s.image, s.labels, s.label_raster)]
+        check_outputs([*inputs, options.get("label_areas"), options.get("schema")], [self.requested_out])
         self.opts = _check_options(options)
         self.out = self.requested_out
         self.schema: ClassSchema | None = None
@@ -840,7 +862,11 @@ class ChipJob:
         self._fresh: set[str] = set()  # chips written by this run
 
     # -- phase 1: inputs, schema, output folder ---------------------------------------------------
+    @_unlock_on_error
     def prepare(self) -> ChipJob:
+        """Check the inputs, fix the class schema and the output folder; takes the folder's lock (released by
+        :meth:`finish`, or taken over as stale once this process ends)."""
+        acquire_lock(self.requested_out)
         o = self.opts
         ids = _unique_ids(self.scenes)
         for s, sid in zip(self.scenes, ids, strict=True):
@@ -1015,6 +1041,7 @@ class ChipJob:
         self.params_hash = stable_hash(self.params)
 
     # -- phase 2: scan -------------------------------------------------------------------------------
+    @_unlock_on_error
     def scan(self, progress: Progress | None = None) -> pd.DataFrame:
         """Read every planned window, rasterize its labels and count pixels (cached per scene)."""
         with gdal_cache(self.opts["cache_mb"]):
@@ -1129,6 +1156,7 @@ class ChipJob:
         )
 
     # -- phase 3: split ------------------------------------------------------------------------------
+    @_unlock_on_error
     def split(self) -> pd.DataFrame:
         """Assign kept chips to trn/val/tst (removing chips the split drops); returns the chip plan."""
         assert self.candidates is not None and self.schema is not None
@@ -1305,6 +1333,7 @@ class ChipJob:
     def n_to_write(self) -> int:
         return 0 if self.plan is None else len(self.plan)
 
+    @_unlock_on_error
     def write(self, progress: Progress | None = None) -> int:
         """Write every planned chip that is not on disk yet (image first, then mask; both atomic).
 
@@ -1358,6 +1387,7 @@ class ChipJob:
         return self.written
 
     # -- phase 5: manifest, statistics, dataset.json -----------------------------------------------
+    @_unlock_on_error
     def finish(self) -> ChipResult:
         assert self.plan is not None and self.schema is not None and self.candidates is not None
         o, schema = self.opts, self.schema
@@ -1455,6 +1485,7 @@ class ChipJob:
         log.info(
             "Dataset ready: %s (%s)", self.out, ", ".join(f"{k} {v}" for k, v in dataset["splits"].items())
         )
+        release_lock(self.requested_out)
         return ChipResult(self.out, manifest, dataset, self.written, self.skipped)
 
     def _statistics(self, manifest: pd.DataFrame) -> list[BandStats]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rasterlearn.errors import InputError
+from rasterlearn.io.paths import check_outputs
 from rasterlearn.pipeline import RunConfig, RunResult, run_pipeline
 
 __all__ = ["DEMO_FEATURE_MODEL", "DemoResult", "demo_config", "pretrained_available", "run_demo"]
@@ -183,6 +184,7 @@ def run_demo(
         :class:`DemoResult` with the report path and headline metrics.
     """
     out = Path(out_dir)
+    check_outputs([raster, labels], [out])
     if (raster is None) != (labels is None):
         raise InputError(
             "Give both --raster and --labels (and usually --attribute), or neither for the synthetic demo"

@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -39,9 +38,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from rasterlearn._util import atomic_write_json, file_identity, file_sha256
+from rasterlearn._util import (
+    atomic_write_json,
+    disk_full_error,
+    file_identity,
+    file_sha256,
+    is_disk_full,
+    move_file,
+)
 from rasterlearn.errors import ConfigError, InputNotFoundError, ModelError, OutputError
 from rasterlearn.grid import Bounds, Grid, Window, plan_tiles
+from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader, band_statistics
 from rasterlearn.io.writer import BlockWriter
 from rasterlearn.normalize import Normalization
@@ -781,6 +788,7 @@ def embed(
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     stride = size if stride is None else stride
     out_path = None if output is None else Path(output)
+    check_outputs([raster, checkpoint, extent], [out_path])
     if out_path is not None and not out_path.parent.exists():
         raise OutputError(f"Output folder {out_path.parent} does not exist; create it first")
     cache = (
@@ -1065,12 +1073,19 @@ def embed(
         reader.close()
     produced = writer.close()
     if storage != "float32":
-        _convert_storage(produced, final, storage)
+        try:
+            _convert_storage(produced, final, storage)
+        except Exception as exc:
+            for tmp in final.parent.glob(f".{final.name}.*tmp*"):
+                tmp.unlink(missing_ok=True)
+            if is_disk_full(exc, final):
+                raise disk_full_error(final) from exc
+            raise
         produced.unlink()
     elif produced != final:
         if final.exists() and not overwrite:
             raise OutputError(f"{final} exists; pass overwrite=True (CLI: --overwrite)")
-        shutil.move(str(produced), str(final))
+        move_file(produced, final)  # across file systems: a temporary copy beside final, then a rename
     seconds = time.perf_counter() - t_start
     result = EmbedResult(
         final, session, sid, fgrid, dim, nrows * ncols, tiles_skipped, resumed, seconds, model_seconds, params

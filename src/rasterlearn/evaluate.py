@@ -27,8 +27,9 @@ from rasterlearn.engine.events import report_total
 from rasterlearn.errors import ConfigError, EmptyInputError, InputError, InputNotFoundError
 from rasterlearn.grid import Grid, Window
 from rasterlearn.io.aoi import resolve_aoi
+from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader
-from rasterlearn.labels import ClassInfo, ClassSchema, default_color
+from rasterlearn.labels import ClassInfo, ClassSchema, count_skipped_shapes, default_color
 from rasterlearn.metrics import confusion_matrix, metrics_from_confusion, metrics_table
 
 __all__ = [
@@ -413,6 +414,8 @@ def evaluate_map(
 
     map_path = Path(map_path)
     truth = Path(truth)
+    derived = [] if output is None else [Path(output).with_suffix(".csv"), Path(output).with_suffix(".png")]
+    check_outputs([map_path, truth, aoi], [output, csv_path, png_path, *derived])
     if unlabelled not in ("auto", "background", "ignore"):
         raise InputError(f"unlabelled must be 'auto', 'background' or 'ignore'; got {unlabelled!r}")
     if class_match not in ("auto", "name", "code"):
@@ -545,6 +548,9 @@ def evaluate_map(
         record["truth_kind"] = "vector"
         if grid.crs is None:
             raise InputError(f"{map_path} has no CRS, so vector truth cannot be placed on it")
+        from rasterlearn.io.vector import resolve_layer
+
+        layer = resolve_layer(truth, layer)  # type: ignore[assignment]
         gdf = read_vector(truth, layer=layer, attribute=attribute, crs=grid.crs)
         import pyogrio
 
@@ -615,14 +621,15 @@ def evaluate_map(
             hits = tree.query(box(*grid.window_bounds(win)))
             out = np.full(win.shape, fill, dtype="int64")
             if len(hits):
-                out = rasterize(
-                    zip(geoms[hits], values[hits], strict=True),
-                    out_shape=win.shape,
-                    transform=grid.window_transform(win),
-                    fill=fill,
-                    all_touched=all_touched,
-                    dtype="int64",
-                )
+                with count_skipped_shapes():
+                    out = rasterize(
+                        zip(geoms[hits], values[hits], strict=True),
+                        out_shape=win.shape,
+                        transform=grid.window_transform(win),
+                        fill=fill,
+                        all_touched=all_touched,
+                        dtype="int64",
+                    )
             return out, out >= 0
 
         truth_window = vector_window

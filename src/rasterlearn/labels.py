@@ -8,16 +8,18 @@ attribute values.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 
+from rasterlearn._util import load_yaml
 from rasterlearn.errors import AttributeNotFoundError, ConfigError, InputError, InputNotFoundError
 from rasterlearn.grid import Grid, Window
 
@@ -263,7 +265,7 @@ class ClassSchema:
             raise InputNotFoundError(f"Class schema file not found: {p}")
         if p.suffix.lower() == ".csv":
             return cls.from_csv(p)
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_yaml(p)
         if not isinstance(data, Mapping):
             raise ConfigError(f"{p} must hold a mapping with a 'classes' list")
         return cls.from_dict(data)
@@ -407,14 +409,31 @@ def rasterize_window(
     shape = (window.height, window.width)
     if len(geometries) == 0:
         return np.full(shape, fill, dtype=dtype)
-    return features.rasterize(
-        zip(geometries, (int(v) for v in values), strict=True),
-        out_shape=shape,
-        transform=grid.window_transform(window),
-        fill=fill,
-        all_touched=all_touched,
-        dtype=dtype,
-    )
+    with count_skipped_shapes():
+        return features.rasterize(
+            zip(geometries, (int(v) for v in values), strict=True),
+            out_shape=shape,
+            transform=grid.window_transform(window),
+            fill=fill,
+            all_touched=all_touched,
+            dtype=dtype,
+        )
+
+
+@contextlib.contextmanager
+def count_skipped_shapes() -> Iterator[None]:
+    """Turn rasterio's ``ShapeSkipWarning`` (one per empty/invalid geometry) into one log line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    skipped = 0
+    for w in caught:
+        if type(w.message).__name__ == "ShapeSkipWarning":
+            skipped += 1
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if skipped:
+        log.warning("%d feature%s with empty geometry skipped", skipped, "" if skipped == 1 else "s")
 
 
 def infer_schema(

@@ -22,7 +22,6 @@ the footprint of their ``tst`` chips (spatial blocks never seen in training) whe
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -38,9 +37,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from rasterlearn._util import atomic_write_json
+from rasterlearn._util import atomic_write_json, load_yaml
 from rasterlearn._util import file_identity as _stat_identity
 from rasterlearn.errors import ConfigError, InputError, InputNotFoundError, OutputError
+from rasterlearn.io.paths import check_outputs, output_lock
 from rasterlearn.train import TrainConfig
 
 __all__ = [
@@ -319,10 +319,7 @@ def load_config(path: str | Path | Mapping[str, Any], *, base_dir: str | Path | 
             raise InputNotFoundError(
                 f"Run config not found: {p} (write a template with 'rasterlearn init {p}')"
             )
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
+        data = load_yaml(p)
         source = str(p)
         base = p.resolve().parent
         if not isinstance(data, Mapping):
@@ -1284,6 +1281,9 @@ def run_pipeline(
     """
     cfg = config if isinstance(config, RunConfig) else load_config(config)
     out_dir = Path(out) if out is not None else out_dir_of(cfg)
+    source = None if isinstance(config, RunConfig | Mapping) else config
+    scenes = [p for s in resolve_scenes(cfg) for p in (s.image, s.labels, s.label_raster)]
+    check_outputs([source, *scenes], [out_dir])
     runner = _Runner(cfg, out_dir, progress, force)
-    with contextlib.ExitStack():
+    with output_lock(out_dir):  # a second run into the same folder refuses
         return runner.run(stages)

@@ -55,6 +55,7 @@ from rasterlearn.engine.events import report_total
 from rasterlearn.errors import InputError, ModelError, OutputError
 from rasterlearn.grid import Window, plan_tiles
 from rasterlearn.io.aoi import aoi_mask, resolve_aoi
+from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader, gdal_cache
 
 __all__ = [
@@ -381,7 +382,8 @@ def predict_raster(
         resume: continue an interrupted run of the same job (same fingerprint) instead of starting afresh.
         commit_every_s: minimum seconds between progress commits (0: after every finished block row).
         model_id: identifies the model in provenance/fingerprint (default: a digest of its weights).
-        progress: called with the number of extent pixels finished (block by block).
+        progress: called with the number of extent pixels finished: after every window row (their scores
+            are final; the block rows holding them are committed as they fill), so small runs move early.
 
     Returns:
         A :class:`PredictResult` with paths, window counts and throughput.
@@ -400,6 +402,7 @@ def predict_raster(
     raster = Path(raster)
     output = Path(output)
     prob_path = Path(probabilities) if probabilities is not None else None
+    check_outputs([raster, aoi], [output, prob_path])
     if not 0.0 <= overlap < 1.0:
         raise InputError(f"overlap must be a fraction in [0, 1), got {overlap}")
     if blend not in ("hann", "center-crop", "none"):
@@ -710,6 +713,7 @@ def predict_raster(
             if not todo:
                 continue
             band_start = first_todo
+            reported_to = first_todo  # progress runs per finished window row, not per written block row
             jcols = [j for j, c in enumerate(col_offs) if c < ce and c + n > cs]
             irows = [i for i, r in enumerate(row_offs) if r + n > band_start]
             acc = np.zeros((n_out, bs + n, sw), dtype="float32")
@@ -756,7 +760,10 @@ def predict_raster(
                 if ci != row_done_after[i]:
                     continue
                 # window row i finished: rows before the next window row are final
-                final = row_offs[i + 1] if i + 1 < len(row_offs) else e_r1
+                final = min(row_offs[i + 1] if i + 1 < len(row_offs) else e_r1, e_r1)
+                if progress and final > reported_to:
+                    progress((final - reported_to) * sw)
+                    reported_to = final
                 flush_to = band_start
                 for rbi, r0b, r1b in row_blocks:
                     if r0b >= band_start and r1b <= final:
@@ -773,8 +780,6 @@ def predict_raster(
                             keys,
                         )
                         pixels_done += (r1b - r0b) * sw
-                        if progress:
-                            progress((r1b - r0b) * sw)
                 if flush_to > band_start:
                     shift = flush_to - band_start
                     keep = acc.shape[1] - shift
@@ -832,6 +837,7 @@ def predict_package(
     """:func:`predict_raster` with a model package folder (see :func:`rasterlearn.models.load_package`)."""
     from rasterlearn.models import load_package
 
+    check_outputs([package, raster, kwargs.get("aoi")], [output, kwargs.get("probabilities")])
     pkg = load_package(package)
     digest = file_sha256(Path(package) / "model.safetensors")[:16]
     kwargs.setdefault("model_id", f"{Path(package).resolve().name}@sha256:{digest}")

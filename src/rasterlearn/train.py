@@ -27,7 +27,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from rasterlearn._util import atomic_write, atomic_write_json, atomic_write_text, stable_hash
+from rasterlearn._util import atomic_write, atomic_write_json, atomic_write_text, load_yaml, stable_hash
 from rasterlearn.data import (
     AugmentConfig,
     ChipDataset,
@@ -38,6 +38,7 @@ from rasterlearn.data import (
     load_dataset_info,
 )
 from rasterlearn.errors import ConfigError, InputError, InputNotFoundError, ModelError, OutputError
+from rasterlearn.io.paths import check_outputs
 from rasterlearn.losses import build_loss, class_weights_from_counts
 from rasterlearn.metrics import metrics_from_confusion, metrics_table
 from rasterlearn.models import (
@@ -167,7 +168,7 @@ def load_train_config(path: str | Path | None = None, **overrides: Any) -> Train
         p = Path(path)
         if not p.exists():
             raise InputNotFoundError(f"Training config not found: {p}")
-        loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        loaded = load_yaml(p) or {}
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"{p} must hold a mapping of training options")
         data.update(loaded)
@@ -185,7 +186,17 @@ def load_train_config(path: str | Path | None = None, **overrides: Any) -> Train
 def _lightning() -> Any:
     import lightning.pytorch as pl
 
+    _quiet_lightning()
     return pl
+
+
+def _quiet_lightning() -> None:
+    """Silence Lightning's start-up banner ("GPU available ..."), tips and ``limit_*_batches`` notices: they
+    are INFO lines of its own loggers. Kept with ``-v`` (our logger at DEBUG)."""
+    if logging.getLogger("rasterlearn").isEnabledFor(logging.DEBUG):
+        return
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _module_base() -> type:
@@ -608,6 +619,7 @@ def train(
     config = config or TrainConfig()
     dataset = Path(dataset)
     out_dir = Path(out_dir)
+    check_outputs([dataset, config.weights], [out_dir])
     info = load_dataset_info(dataset)
     check_chip_size(config.arch, info.chip_size)
     out_ch = _out_channels(config, info)
@@ -875,6 +887,7 @@ def evaluate_model(
     producer's accuracy, plus overall accuracy and kappa) and the confusion matrix PNG (counts and
     row-normalized).
     """
+    check_outputs([model_dir, dataset], [out])
     pkg = load_package(model_dir)
     meta = pkg.meta
     info = load_dataset_info(dataset)

@@ -23,6 +23,7 @@ import numpy as np
 
 from rasterlearn.errors import InputError
 from rasterlearn.grid import Window
+from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader
 
 __all__ = ["AreaUnit", "read_class_names", "vectorize_raster"]
@@ -108,6 +109,7 @@ def vectorize_raster(
     from affine import Affine
     from rasterio.features import shapes
 
+    check_outputs([raster], [output])
     if area_unit not in ("map", "pixels"):
         raise InputError(f"area_unit must be 'map' or 'pixels'; got {area_unit!r}")
     if window_size < 2:

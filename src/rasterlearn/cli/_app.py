@@ -64,6 +64,7 @@ def _root(
     """rasterlearn command line."""
     state["verbosity"] = verbose
     state["quiet"] = quiet
+    console.quiet = quiet  # -q: summaries, tables and bars off; main() still prints errors
     setup_logging(verbose, quiet)
 
 
@@ -75,8 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     from rasterlearn.cli._progress import end_job
 
+    console.quiet = False  # set again by -q for this invocation
     try:
-        app(args=list(argv) if argv is not None else None, prog_name="rasterlearn")
+        args = _global_options_first(list(argv) if argv is not None else sys.argv[1:])
+        app(args=args, prog_name="rasterlearn")
     except SystemExit as exc:
         code = exc.code
         code = code if isinstance(code, int) else (0 if code is None else 1)
@@ -90,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except RasterlearnError as exc:
         json_mode = state.get("progress") == "json"
+        console.quiet = False  # errors are printed whatever -q says
         if state.get("verbosity", 0) > 0:
             console.print_exception()
         end_job(exc)
@@ -101,6 +105,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     end_job(0)
     return 0
+
+
+_GLOBAL_FLAGS = {"-q", "--quiet", "-v", "--verbose", "-vv", "-vvv"}
+
+
+def _global_options_first(args: list[str]) -> list[str]:
+    """Accept ``-q``/``-v`` anywhere (``rasterlearn vectorize MAP -o OUT -q``): move them before the command."""
+    if "--" in args:
+        head, tail = args[: args.index("--")], args[args.index("--") :]
+    else:
+        head, tail = args, []
+    flags = [a for a in head if a in _GLOBAL_FLAGS]
+    return [*flags, *[a for a in head if a not in _GLOBAL_FLAGS], *tail]
 
 
 def entry() -> None:  # pragma: no cover - exercised by the installed script

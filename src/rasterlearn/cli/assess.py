@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from rasterlearn.cli._app import app, console, progress_bar
+from rasterlearn.cli._app import app, console
+from rasterlearn.cli._progress import ProgressOpt, progress_bar
 from rasterlearn.errors import InputError
 
 MapArg = Annotated[
@@ -83,6 +84,7 @@ def sample_cmd(
     ] = "reference",
     blocksize: Annotated[int, typer.Option(help="Processing block (pixels per side).")] = 1024,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    progress: ProgressOpt = "bar",
 ) -> None:
     """Draw a probability sample of a class map for accuracy assessment and area estimation."""
     from rasterlearn.assess.sample import draw_sample
@@ -184,6 +186,7 @@ def assess_cmd(
     fpc: Annotated[bool, typer.Option(help="Apply the finite population correction.")] = False,
     blocksize: Annotated[int, typer.Option(help="Processing block (pixels per side).")] = 1024,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    progress: ProgressOpt = "bar",
 ) -> None:
     """Accuracy (OA, user's, producer's) and class areas with standard errors and confidence intervals."""
     from rasterlearn.assess.run import assess_sample

@@ -52,13 +52,13 @@ class ChipsConfig(BaseModel):
 
 def _load_config(path: Path | None, cli: dict[str, Any], model: type[BaseModel]) -> Any:
     """Config file values, overridden by options given on the command line (not None / not empty)."""
-    import yaml
+    from rasterlearn._util import load_yaml
 
     data: dict[str, Any] = {}
     if path is not None:
         if not path.exists():
             raise InputNotFoundError(f"Config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        loaded = load_yaml(path) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of option names to values")
         data.update(loaded)
@@ -144,10 +144,10 @@ def chips(
     ] = None,
     layer: Annotated[str | None, typer.Option(help="Vector layer name.")] = None,
     size: Annotated[
-        int | None, typer.Option("--size", "-s", help="Chip size in pixels [default: 256].")
+        int | None, typer.Option("--size", "-s", help="Chip size in pixels (default: 256).")
     ] = None,
     stride: Annotated[
-        int | None, typer.Option(help="Step between chips in pixels [default: --size].")
+        int | None, typer.Option(help="Step between chips in pixels (default: --size).")
     ] = None,
     bands: Annotated[
         list[str] | None,
@@ -161,7 +161,7 @@ def chips(
             "--schema", help="Class schema YAML or colormap CSV (value,name,#RRGGBB); default: inferred."
         ),
     ] = None,
-    ignore_index: Annotated[int | None, typer.Option(help="Ignore code in masks [default: 255].")] = None,
+    ignore_index: Annotated[int | None, typer.Option(help="Ignore code in masks (default: 255).")] = None,
     all_touched: Annotated[
         bool, typer.Option("--all-touched", help="Burn every pixel a geometry touches.")
     ] = False,
@@ -181,18 +181,18 @@ def chips(
     unknown_classes: Annotated[
         str | None, typer.Option(help="Label values not in the schema: 'error' or 'ignore'.")
     ] = None,
-    label_band: Annotated[int | None, typer.Option(help="Band of label rasters [default: 1].")] = None,
+    label_band: Annotated[int | None, typer.Option(help="Band of label rasters (default: 1).")] = None,
     split_method: Annotated[
         str | None,
         typer.Option(
             help="auto | blocks | random | stratified | scene "
-            "[default: auto = scene splits from the CSV, else blocks]."
+            "(default: auto = scene splits from the CSV, else blocks)."
         ),
     ] = None,
-    val: Annotated[float | None, typer.Option(help="Validation fraction [default: 0.15].")] = None,
-    test: Annotated[float | None, typer.Option(help="Test fraction [default: 0.15].")] = None,
+    val: Annotated[float | None, typer.Option(help="Validation fraction (default: 0.15).")] = None,
+    test: Annotated[float | None, typer.Option(help="Test fraction (default: 0.15).")] = None,
     block_size: Annotated[
-        int | None, typer.Option(help="Spatial split block size in pixels [default: 4 x size].")
+        int | None, typer.Option(help="Spatial split block size in pixels (default: 4 x size).")
     ] = None,
     min_annotated: Annotated[
         float | None, typer.Option(help="Min percent of non-background labelled pixels per chip.")
@@ -326,11 +326,11 @@ class AnalyzeConfig(BaseModel):
 def analyze(
     dataset: Annotated[Path, typer.Argument(help="Chip dataset folder written by `rasterlearn chips`.")],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder [default: DATASET/analysis].")
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: DATASET/analysis).")
     ] = None,
     min_keep: Annotated[
         float | None,
-        typer.Option(help="Threshold search: keep at least this fraction of chips [default: 0.1]."),
+        typer.Option(help="Threshold search: keep at least this fraction of chips (default: 0.1)."),
     ] = None,
     annotated: Annotated[
         str | None, typer.Option(help="min_annotated percents to try, e.g. '0,5,10,20'.")
@@ -340,7 +340,7 @@ def analyze(
     ] = None,
     no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip the bar chart PNG.")] = False,
     top: Annotated[
-        int | None, typer.Option(help="Rows of the threshold search to print [default: 10].")
+        int | None, typer.Option(help="Rows of the threshold search to print (default: 10).")
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML file with these options.")] = None,
     progress: ProgressOpt = "bar",

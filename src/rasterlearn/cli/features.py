@@ -46,6 +46,13 @@ SeedOpt = Annotated[int, typer.Option("--seed")]
 RateOpt = Annotated[float, typer.Option("--rate", help="Fraction of polygon pixels sampled.")]
 MaxPerFeatureOpt = Annotated[int, typer.Option("--max-per-feature", help="Cap of pixels per polygon.")]
 LayerOpt = Annotated[str | None, typer.Option("--layer", help="Vector layer name.")]
+TrustModelOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-model",
+        help="Allow --model to hold a pickled estimator (runs code from it): only for folders you created.",
+    ),
+]
 
 
 @app.command("embed")
@@ -185,9 +192,12 @@ def embed_models_cmd() -> None:
 
     from rasterlearn.embed import RECOMMENDED_MODELS
 
-    table = Table(title="recommended backbones (any timm name also works)")
-    for col in ("name", "family", "patch/stride", "features", "default size", "notes"):
-        table.add_column(col)
+    table = Table(title="recommended backbones (any timm name also works)", box=None, padding=(0, 1))
+    width = max(len(m.name) for m in RECOMMENDED_MODELS.values())
+    table.add_column("name", no_wrap=True, min_width=width)  # names are copied: never truncated
+    for col in ("family", "patch", "dim", "size"):  # patch/stride, feature dimension, default tile size
+        table.add_column(col, no_wrap=True)
+    table.add_column("notes", overflow="fold", min_width=12)
     for m in RECOMMENDED_MODELS.values():
         table.add_row(m.name, m.family, str(m.patch_size), str(m.feature_dim), str(m.default_size), m.notes)
     console.print(table)
@@ -228,6 +238,7 @@ def reduce_cmd(
         Path | None, typer.Option("--model-out", help="Where to save the fitted reducer.")
     ] = None,
     progress: ProgressOpt = "bar",
+    trust_model: TrustModelOpt = False,
 ) -> None:
     """Reduce a raster's bands (PCA by default), fitted on a sample, applied block by block."""
     from rasterlearn.features.reduce import reduce_raster
@@ -245,6 +256,7 @@ def reduce_cmd(
             seed=seed,
             model=model,
             model_out=model_out,
+            trust_model=trust_model,
             progress=advance,
         )
     evr = res.explained_variance_ratio
@@ -389,6 +401,7 @@ def classify_cmd(
         Path | None, typer.Option("--metrics", help="Metrics JSON (default OUT.metrics.json).")
     ] = None,
     progress: ProgressOpt = "bar",
+    trust_model: TrustModelOpt = False,
 ) -> None:
     """Train a classifier/regressor on labelled features, validate it (spatial k-fold), and map the raster."""
     from rasterlearn.features.classify import classify_raster
@@ -415,6 +428,7 @@ def classify_cmd(
             model=model,
             model_out=model_out,
             metrics_out=metrics_out,
+            trust_model=trust_model,
             progress=advance,
         )
     m = res.metrics

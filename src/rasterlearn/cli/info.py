@@ -23,10 +23,10 @@ def info(
     sample_size: Annotated[int, typer.Option(help="Valid pixels sampled per band for --stats.")] = 200_000,
 ) -> None:
     """Grid, CRS, resolution, bands, nodata, block layout and (optionally) statistics of a raster."""
-    with RasterReader(raster) as reader:
+    with RasterReader(raster, south_up_ok=True) as reader:
         desc = reader.describe()
         if stats:
-            all_reader = RasterReader(raster, list(range(1, reader.dataset.count + 1)))
+            all_reader = RasterReader(raster, list(range(1, reader.dataset.count + 1)), south_up_ok=True)
             with all_reader:
                 desc["statistics"] = [
                     s.to_dict() for s in band_statistics(all_reader, sample_size=sample_size)

@@ -97,9 +97,11 @@ def predict(
     progress: ProgressOpt = "bar",
 ) -> None:
     """Map a raster with a trained model: seamless blended windows, bounded memory, resumable."""
+    from rasterlearn.io.paths import check_outputs
     from rasterlearn.io.raster import RasterReader
     from rasterlearn.predict import predict_package
 
+    check_outputs([model_dir, raster, output, probabilities], [vectorize])
     if vectorize is not None and vectorize.exists() and not overwrite:
         raise InputError(f"{vectorize} exists; pass --overwrite or choose another name")
     with RasterReader(raster) as r:

@@ -3,19 +3,24 @@ the fitted-model folder format.
 
 Model folders hold ``model.json`` (what the model is, its inputs, and the SHA-256 of every other file),
 ``arrays.npz`` (numbers: standardization, components, centres; loaded with ``allow_pickle=False``) and, only
-for estimators that cannot be reduced to arrays (UMAP, random forests, ...), ``estimator.pkl``. That pickle is
-written by rasterlearn itself and is unpickled only after its SHA-256 matches the one recorded in
-``model.json`` and the folder carries our format tag. The hash detects a changed or corrupted pickle, not a
-forged folder: load only model folders you (or someone you trust) created.
+for estimators that cannot be reduced to arrays (UMAP, random forests, ...), ``estimator.pkl``.
+
+Security: PCA, TruncatedSVD, FastICA and every clustering are stored as arrays only, and loading them never
+runs code from the folder. A folder holding ``estimator.pkl`` is refused unless the caller passes
+``trust=True`` (CLI ``--trust-model``): unpickling runs code, and the SHA-256 recorded in ``model.json`` only
+detects a changed or corrupted pickle, not a forged folder. Estimator classes are looked up only in an
+allow-list of modules (:data:`ALLOWED_MODULES`), so ``--method`` cannot call arbitrary Python.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
 import pickle
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from rasterlearn._util import atomic_write, atomic_write_json, file_sha256, json_default
-from rasterlearn.errors import ConfigError, InputError, InputNotFoundError, ModelError
+from rasterlearn.errors import ConfigError, InputError, InputNotFoundError, ModelError, RasterlearnError
 from rasterlearn.grid import Grid, Window
 from rasterlearn.io.raster import RasterReader, gdal_cache
 from rasterlearn.io.writer import BlockWriter
@@ -34,6 +39,7 @@ __all__ = [
     "Standardizer",
     "apply_by_window",
     "block_windows",
+    "estimator_errors",
     "load_model_folder",
     "parse_kwargs",
     "resolve_estimator",
@@ -43,6 +49,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "rasterlearn-features-model/1"
+ALLOWED_MODULES = ("sklearn", "umap", "hdbscan")
+"""Top-level packages whose estimator classes ``--method`` may name."""
 
 
 def parse_kwargs(kwargs: str | dict[str, Any] | None, what: str = "estimator") -> dict[str, Any]:
@@ -75,21 +83,47 @@ def resolve_estimator(name: str, modules: list[str], aliases: dict[str, str]) ->
     target = aliases.get(name.lower(), name)
     if "." in target:
         mod_name, cls_name = target.rsplit(".", 1)
+        if mod_name.split(".")[0] not in ALLOWED_MODULES:
+            raise ConfigError(
+                f"method {name!r}: only estimator classes from {', '.join(ALLOWED_MODULES)} may be named; "
+                f"use one of {', '.join(sorted(aliases))} or e.g. sklearn.decomposition.NMF"
+            )
         try:
-            return getattr(importlib.import_module(mod_name), cls_name)
+            obj = getattr(importlib.import_module(mod_name), cls_name)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"Cannot import {target} for method {name!r}: {exc}") from exc
+        if not (isinstance(obj, type) and callable(getattr(obj, "fit", None))):
+            raise ConfigError(f"method {name!r}: {target} is not an estimator class (it has no fit method)")
+        return obj
     key = _norm_name(target)
     for mod_name in modules:
         mod = importlib.import_module(mod_name)
         for attr in getattr(mod, "__all__", dir(mod)):
             obj = getattr(mod, attr, None)
-            if isinstance(obj, type) and _norm_name(attr) == key:
+            if isinstance(obj, type) and _norm_name(attr) == key and callable(getattr(obj, "fit", None)):
                 return obj
     raise ConfigError(
         f"Unknown method {name!r}. Use one of {', '.join(sorted(aliases))} or a class name from "
         f"{', '.join(modules)}"
     )
+
+
+@contextlib.contextmanager
+def estimator_errors(cls: type, kwargs: dict[str, Any], n_samples: int) -> Iterator[None]:
+    """Turn an estimator's own error (bad parameter, unsuitable data) into one :class:`ConfigError` line."""
+    try:
+        yield
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        if isinstance(exc, RasterlearnError):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = ""
+        if "negative" in first.lower():
+            hint = " (standardized bands have negative values: try --no-standardize on non-negative data)"
+        raise ConfigError(
+            f"{cls.__name__}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed on {n_samples} "
+            f"samples: {first}{hint}; change --method or --params"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -183,7 +217,19 @@ def save_model_folder(
 ) -> Path:
     """Write ``model.json`` + ``arrays.npz`` (+ ``estimator.pkl`` when given), file by file atomically."""
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return _save_model_files(folder, meta, arrays, estimator)
+    except BaseException:
+        if created:  # a half-written folder (disk full, interrupted) must not look like a model
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _save_model_files(
+    folder: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], estimator: Any | None
+) -> Path:
     files: dict[str, str] = {}
     payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}  # numpy's stub types **kwds oddly
     # savez appends ".npz" to a name without it, so the temporary name keeps that suffix
@@ -206,9 +252,12 @@ def save_model_folder(
 
 
 def load_model_folder(
-    folder: str | Path, kind: str
+    folder: str | Path, kind: str, *, trust: bool = False
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], Any | None]:
-    """Read a model folder written by :func:`save_model_folder`, verifying format, kind and file hashes."""
+    """Read a model folder written by :func:`save_model_folder`, verifying format, kind and file hashes.
+
+    A folder with a pickled estimator is refused unless ``trust`` (unpickling runs code from the file).
+    """
     folder = Path(folder)
     meta_path = folder / "model.json"
     if not meta_path.exists():
@@ -221,6 +270,12 @@ def load_model_folder(
     if meta.get("kind") != kind:
         raise ModelError(f"{folder} holds a {meta.get('kind')!r} model, not a {kind!r} model")
     files = meta.get("files", {})
+    if ("estimator.pkl" in files or (folder / "estimator.pkl").exists()) and not trust:
+        raise ModelError(
+            f"{folder} holds a pickled estimator (estimator.pkl, written for {meta.get('method')!r}); loading "
+            f"it runs code from the file. If you created this folder yourself, pass --trust-model "
+            f"(trust_model=True); otherwise refit the model"
+        )
     for name, digest in files.items():
         p = folder / name
         if not p.exists() or file_sha256(p) != digest:

@@ -39,12 +39,14 @@ from rasterlearn.features._io import (
     apply_by_window,
     check_model_bands,
     default_model_dir,
+    estimator_errors,
     load_model_folder,
     parse_kwargs,
     resolve_estimator,
     save_model_folder,
 )
 from rasterlearn.features.sampling import VectorSample, sample_vector
+from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader
 from rasterlearn.io.writer import BlockWriter
 from rasterlearn.labels import ClassInfo, ClassSchema, default_color
@@ -296,8 +298,9 @@ class FittedClassifier:
         return save_model_folder(folder, meta, arrays, self.estimator)
 
     @classmethod
-    def load(cls, folder: str | Path) -> FittedClassifier:
-        meta, arrays, est = load_model_folder(folder, "classify")
+    def load(cls, folder: str | Path, *, trust: bool = False) -> FittedClassifier:
+        """Read a model folder; one with a pickled estimator needs ``trust=True`` (see ``_io``)."""
+        meta, arrays, est = load_model_folder(folder, "classify", trust=trust)
         schema = None if meta.get("schema") is None else ClassSchema.from_dict(meta["schema"])
         return cls(
             meta["method"],
@@ -322,8 +325,9 @@ class ClassifyResult:
 
 
 def _fit(cls: type, kwargs: dict[str, Any], X: np.ndarray, y: np.ndarray) -> Any:
-    est = cls(**kwargs)
-    est.fit(X, y)
+    with estimator_errors(cls, kwargs, len(X)):
+        est = cls(**kwargs)
+        est.fit(X, y)
     return est
 
 
@@ -357,6 +361,7 @@ def classify_raster(
     metrics_out: str | Path | None = None,
     blocksize: int = 512,
     resume: bool = True,
+    trust_model: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> ClassifyResult:
     """Train on labelled features, validate, refit on all samples, save the model and map the raster.
@@ -377,13 +382,21 @@ def classify_raster(
         rate, max_per_feature: polygon pixel sampling.
         model: apply an already trained model folder (no training).
         metrics_out: metrics JSON (default ``OUT.metrics.json`` beside the output).
+        trust_model: allow ``model`` to hold a pickled estimator (forests, boosting, ...); unpickling runs
+            code from the file, so only for folders you created (CLI ``--trust-model``).
     """
     output = Path(output)
     metrics: dict[str, Any] = {}
     metrics_path: Path | None = None
+    model_dir = None if model is not None else Path(model_out or default_model_dir(output))
+    check_outputs(
+        [raster, labels, test_labels, model],
+        [output, model_dir, None if model is not None else (metrics_out or metrics_path_for(output))],
+    )
+    new_model = model_dir is not None and not model_dir.exists()
     with RasterReader(raster, bands) as reader:
         if model is not None:
-            fc = FittedClassifier.load(model)
+            fc = FittedClassifier.load(model, trust=trust_model)
             check_model_bands("model", model, fc.band_names, raster, reader.count)
             model_path = Path(model)
         else:
@@ -484,7 +497,7 @@ def classify_raster(
                 attribute,
                 {"samples": len(y), "features": vs.n_features, "estimator": cls.__name__},
             )
-            model_path = fc.save(model_out or default_model_dir(output))
+            model_path = fc.save(model_dir or default_model_dir(output))
             metrics["model"] = str(model_path)
             metrics_path = Path(metrics_out) if metrics_out else metrics_path_for(output)
             atomic_write_json(metrics_path, metrics, default=str)
@@ -543,6 +556,7 @@ def classify_raster(
             blocksize=blocksize,
             resume=resume,
             fingerprint=fc.fingerprint(),
+            discard_on_error=[model_path] if new_model else [],
             **style,
         ) as writer:
             apply_by_window(

@@ -25,6 +25,7 @@ from rasterlearn.features._io import (
     apply_by_window,
     check_model_bands,
     default_model_dir,
+    estimator_errors,
     iter_chunks,
     load_model_folder,
     parse_kwargs,
@@ -32,6 +33,7 @@ from rasterlearn.features._io import (
     save_model_folder,
 )
 from rasterlearn.features.sampling import sample_pixels
+from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader
 from rasterlearn.io.writer import BlockWriter
 from rasterlearn.labels import default_color
@@ -174,8 +176,9 @@ def fit_clusters(
     std = Standardizer.fit(X, standardize)
     Z = std(X)
     log.info("Fitting %s(%s) on %d samples x %d bands", cls.__name__, kwargs, *X.shape)
-    est = cls(**kwargs)
-    labels = est.fit_predict(Z) if hasattr(est, "fit_predict") else est.fit(Z).predict(Z)
+    with estimator_errors(cls, kwargs, len(Z)):
+        est = cls(**kwargs)
+        labels = est.fit_predict(Z) if hasattr(est, "fit_predict") else est.fit(Z).predict(Z)
     labels = np.asarray(labels)
     centres = getattr(est, "cluster_centers_", None)
     if centres is None:
@@ -247,6 +250,12 @@ def cluster_raster(
     the pixel count of every cluster. ``model`` applies an existing clustering (another raster, same bands).
     """
     output = Path(output)
+    model_dir = None if model is not None else Path(model_out or default_model_dir(output))
+    report = output.with_name(f"{output.stem}.clusters.json")
+    check_outputs([raster, model], [output, model_dir, report])
+    new_model = model_dir is not None and not model_dir.exists()
+    if model is None and clusters is not None and clusters < 1:
+        raise ConfigError(f"the number of clusters (--clusters) must be at least 1, got {clusters}")
     with RasterReader(raster, bands) as reader:
         if model is not None:
             fc = FittedClusters.load(model)
@@ -263,7 +272,7 @@ def cluster_raster(
                 band_names=reader.band_names,
                 seed=seed,
             )
-            model_path = fc.save(model_out or default_model_dir(output))
+            model_path = model_dir or default_model_dir(output)  # saved once the output is locked
         counts = np.zeros(fc.k + 1, "int64")
 
         def count(out: np.ndarray, valid: np.ndarray) -> None:
@@ -292,7 +301,10 @@ def cluster_raster(
             blocksize=blocksize,
             resume=resume,
             fingerprint=fc.fingerprint(),
+            discard_on_error=[model_path] if new_model else [],
         ) as writer:
+            if model is None:
+                fc.save(model_path)
             resumed = bool(writer.done)
             apply_by_window(
                 reader,
@@ -313,7 +325,6 @@ def cluster_raster(
                 b = done.read(win)
                 counts[:] += np.bincount(b.data[0][b.valid].astype("int64"), minlength=fc.k + 1)[: fc.k + 1]
     sizes = {c: int(counts[c]) for c in range(1, fc.k + 1)}
-    report = output.with_name(f"{output.stem}.clusters.json")
     atomic_write_json(
         report,
         {

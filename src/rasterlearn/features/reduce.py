@@ -26,6 +26,7 @@ from rasterlearn.features._io import (
     block_windows,
     check_model_bands,
     default_model_dir,
+    estimator_errors,
     iter_chunks,
     load_model_folder,
     parse_kwargs,
@@ -34,6 +35,7 @@ from rasterlearn.features._io import (
     window_size_for,
 )
 from rasterlearn.features.sampling import sample_pixels
+from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader
 from rasterlearn.io.writer import BlockWriter
 
@@ -126,8 +128,9 @@ class FittedReducer:
         return save_model_folder(folder, meta, arrays, None if self.matrix is not None else self.estimator)
 
     @classmethod
-    def load(cls, folder: str | Path) -> FittedReducer:
-        meta, arrays, est = load_model_folder(folder, "reduce")
+    def load(cls, folder: str | Path, *, trust: bool = False) -> FittedReducer:
+        """Read a reducer folder; one with a pickled estimator needs ``trust=True`` (see ``_io``)."""
+        meta, arrays, est = load_model_folder(folder, "reduce", trust=trust)
         return cls(
             meta["method"],
             meta["params"],
@@ -170,9 +173,10 @@ def fit_reducer(
         kwargs["random_state"] = seed
     std = Standardizer.fit(X, standardize)
     Z = std(X)
-    est = cls(**kwargs)
     log.info("Fitting %s(%s) on %d samples x %d bands", cls.__name__, kwargs, *X.shape)
-    est.fit(Z)
+    with estimator_errors(cls, kwargs, len(Z)):
+        est = cls(**kwargs)
+        est.fit(Z)
     names = list(band_names) if band_names is not None else [f"band_{i + 1}" for i in range(X.shape[1])]
     evr = getattr(est, "explained_variance_ratio_", None)
     evr_list = None if evr is None else [float(v) for v in evr]
@@ -242,6 +246,7 @@ def reduce_raster(
     model_out: str | Path | None = None,
     blocksize: int = 512,
     resume: bool = True,
+    trust_model: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> ReduceResult:
     """Reduce a raster to ``components`` bands (float32 COG, NaN nodata where the input is nodata).
@@ -257,11 +262,16 @@ def reduce_raster(
         model: apply an already fitted reducer folder instead of fitting (reuse on another raster).
         model_out: where the fitted reducer is saved (default ``OUT.model/`` beside the output).
         resume: continue an interrupted write with the same model.
+        trust_model: allow ``model`` to hold a pickled estimator (non-linear methods); unpickling runs code
+            from the file, so only for folders you created (CLI ``--trust-model``).
     """
     output = Path(output)
+    model_dir = None if model is not None else Path(model_out or default_model_dir(output))
+    check_outputs([raster, model], [output, model_dir])
+    new_model = model_dir is not None and not model_dir.exists()
     with RasterReader(raster, bands) as reader:
         if model is not None:
-            red = FittedReducer.load(model)
+            red = FittedReducer.load(model, trust=trust_model)
             check_model_bands("reducer", model, red.band_names, raster, reader.count)
             model_path = Path(model)
         else:
@@ -277,7 +287,7 @@ def reduce_raster(
                 band_names=reader.band_names,
                 seed=seed,
             )
-            model_path = red.save(model_out or default_model_dir(output))
+            model_path = model_dir or default_model_dir(output)  # saved once the output is locked
         k = red.components
         tags = {
             "rasterlearn_stage": "reduce",
@@ -300,7 +310,10 @@ def reduce_raster(
             blocksize=blocksize,
             resume=resume,
             fingerprint=red.fingerprint(),
+            discard_on_error=[model_path] if new_model else [],
         ) as writer:
+            if model is None:
+                red.save(model_path)
             apply_by_window(
                 reader,
                 writer,

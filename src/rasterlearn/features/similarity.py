@@ -19,6 +19,7 @@ import numpy as np
 from rasterlearn.errors import ConfigError
 from rasterlearn.features._io import Standardizer, apply_by_window
 from rasterlearn.features.sampling import sample_pixels, sample_vector
+from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader
 from rasterlearn.io.writer import BlockWriter
 
@@ -74,6 +75,7 @@ def similarity_raster(
     if mode not in ("mean", "max"):
         raise ConfigError(f"mode must be 'mean' or 'max', got {mode!r}")
     output = Path(output)
+    check_outputs([raster, references], [output])
     with RasterReader(raster, bands) as reader:
         vs = sample_vector(
             reader, references, layer=layer, rate=rate, max_per_feature=max_per_feature, seed=seed

@@ -41,6 +41,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+try:  # GDAL errors rasterio raises without wrapping them (private module, hence the guard)
+    from rasterio._err import CPLE_BaseError
+
+    _GDAL_ERRORS: tuple[type[Exception], ...] = (rasterio.errors.RasterioError, CPLE_BaseError)
+except ImportError:  # pragma: no cover
+    _GDAL_ERRORS = (rasterio.errors.RasterioError,)
+
 BandSelector = int | str
 
 
@@ -115,12 +122,18 @@ class RasterReader:
         path: any GDAL-readable raster (file path, ``/vsi...`` path or URL GDAL understands).
         bands: 1-based band indexes or band descriptions, in the order wanted. Default: every band
             except alpha bands (which become part of the validity mask).
+        south_up_ok: accept a south-up raster (positive pixel height). By default it is refused with an
+            :class:`InputError` that says how to rewrite it north-up: windows, chips and models assume rows
+            run from north to south, and a flipped image would be mapped upside down without a word.
 
     Use as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, path: str | Path, bands: Sequence[BandSelector] | None = None) -> None:
+    def __init__(
+        self, path: str | Path, bands: Sequence[BandSelector] | None = None, *, south_up_ok: bool = False
+    ) -> None:
         self.path = str(path)
+        self._south_up_ok = south_up_ok
         if "://" not in self.path and not self.path.startswith("/vsi") and not Path(self.path).exists():
             raise InputNotFoundError(
                 f"Raster not found: {self.path}. Check the path (relative paths are "
@@ -133,6 +146,15 @@ class RasterReader:
                 f"Cannot open {self.path} as a raster: {exc}. Is it a GDAL-readable image?"
             ) from exc
         ds = self._ds
+        t = ds.transform
+        # (a raster without georeferencing has the identity transform: rows run down, nothing to flip)
+        if t.b == 0 and t.d == 0 and t.e > 0 and not t.is_identity and not south_up_ok:
+            ds.close()
+            raise InputError(
+                f"{self.path} is stored south-up (positive pixel height {t.e:g}): rows run from south to "
+                f"north, so a model would see it upside down. Rewrite it north-up first, e.g. "
+                f"'gdalwarp {self.path} north_up.tif' (GDAL writes north-up by default)"
+            )
         self._requested = None if bands is None else list(bands)
         self.grid = Grid(ds.height, ds.width, ds.transform, ds.crs.to_wkt() if ds.crs else None)
         self._alpha = [i + 1 for i, ci in enumerate(ds.colorinterp) if ci == ColorInterp.alpha]
@@ -302,7 +324,7 @@ class RasterReader:
         inner = window.intersection(self.grid.window)
         nb = self.count
         if inner is not None and inner == window:
-            data = self._ds.read(self.band_indexes, window=_rio(window), out_dtype=dtype)
+            data = self._read_bands(window, dtype)
             valid, band_valid = self._validity(data, window, band_masks)
         else:
             data = np.empty((nb, window.height, window.width), dtype=dtype)
@@ -311,12 +333,28 @@ class RasterReader:
             band_valid = np.zeros((nb, window.height, window.width), dtype=bool) if band_masks else None
             if inner is not None:
                 rs, cs = inner.relative_to(window).slices()
-                part = self._ds.read(self.band_indexes, window=_rio(inner), out_dtype=dtype)
+                part = self._read_bands(inner, dtype)
                 data[:, rs, cs] = part
                 valid[rs, cs], part_bands = self._validity(part, inner, band_masks)
                 if band_valid is not None:
                     band_valid[:, rs, cs] = part_bands
         return RasterBlock(window, data, valid, band_valid)
+
+    def _read_bands(self, window: Window, dtype: np.dtype) -> np.ndarray:
+        try:
+            return self._ds.read(self.band_indexes, window=_rio(window), out_dtype=dtype)
+        except _GDAL_ERRORS as exc:
+            raise self._read_error(window, exc) from exc
+
+    def _read_error(self, window: Window, exc: BaseException) -> ReadError:
+        """One line for a read that fails mid-job (a truncated or corrupt file, a lost network file)."""
+        cause = exc.__cause__ or exc.__context__
+        detail = str(cause) if cause is not None and str(cause) else str(exc)
+        return ReadError(
+            f"Cannot read {self.path} at rows {window.row_off}..{window.row_off + window.height - 1}, columns "
+            f"{window.col_off}..{window.col_off + window.width - 1} ({detail.strip().splitlines()[0]}); the "
+            f"file may be truncated or corrupt: check it with 'gdalinfo -checksum {self.path}'"
+        )
 
     def _validity(
         self, data: np.ndarray, window: Window, band_masks: bool
@@ -324,7 +362,10 @@ class RasterReader:
         """Pixel validity (all bands valid) and, when asked, per-band validity of data read at ``window``."""
         floating = np.issubdtype(data.dtype, np.floating)
         if self._gdal_mask:
-            per_band = self._ds.read_masks(self.band_indexes, window=_rio(window)) > 0
+            try:
+                per_band = self._ds.read_masks(self.band_indexes, window=_rio(window)) > 0
+            except _GDAL_ERRORS as exc:
+                raise self._read_error(window, exc) from exc
             if floating:
                 per_band &= np.isfinite(data)
             return np.asarray(per_band.all(axis=0)), (per_band if band_masks else None)
@@ -354,7 +395,7 @@ class RasterReader:
 
     def reopen(self) -> RasterReader:
         """A new, independent handle on the same file and band selection (one per thread)."""
-        return RasterReader(self.path, self.band_indexes)
+        return RasterReader(self.path, self.band_indexes, south_up_ok=self._south_up_ok)
 
     def close(self) -> None:
         self._ds.close()

@@ -19,10 +19,12 @@ from pyproj import CRS
 from pyproj.exceptions import CRSError as PyprojCRSError
 from shapely.geometry import box
 
+from rasterlearn._util import disk_full_error, is_disk_full
 from rasterlearn.errors import (
     AttributeNotFoundError,
     CRSError,
     EmptyInputError,
+    InputError,
     InputNotFoundError,
     NoOverlapError,
     ReadError,
@@ -35,6 +37,7 @@ __all__ = [
     "list_layers",
     "read_vector",
     "repair_geometries",
+    "resolve_layer",
     "transform_bounds",
     "write_vector",
 ]
@@ -55,6 +58,48 @@ def list_layers(path: str | Path) -> list[str]:
     """Layer names of a vector data source."""
     _check_exists(path)
     return [str(name) for name, _ in pyogrio.list_layers(path)]
+
+
+_ANNOUNCED: set[tuple[str, str]] = set()
+
+
+def resolve_layer(path: str | Path, layer: str | int | None) -> str | int | None:
+    """The layer to read: ``layer`` when given, else the source's only data layer.
+
+    A source with several data layers (GeoPackage, FileGDB, ...) and no ``layer`` is ambiguous: refused with
+    the list of layers. Tables without geometry that are not data (QGIS's ``layer_styles``) do not count;
+    when they are passed over, one log line says so (instead of pyogrio's repeated warnings).
+
+    Raises:
+        InputError: several data layers and no ``layer``.
+    """
+    if layer is not None:
+        return layer
+    _check_exists(path)
+    try:
+        layers = [(str(n), g) for n, g in pyogrio.list_layers(path)]
+    except Exception:  # let the reader report an unreadable source
+        return None
+    if len(layers) <= 1:
+        return None
+    data = [n for n, g in layers if g is not None and n != "layer_styles"]
+    if len(data) != 1:
+        raise InputError(
+            f"{path} holds {len(layers)} layers ({', '.join(repr(n) for n, _ in layers)}); choose one with "
+            f"--layer (Python: layer=...)"
+        )
+    ignored = [n for n, _ in layers if n != data[0]]
+    key = (str(path), data[0])
+    if key not in _ANNOUNCED:
+        _ANNOUNCED.add(key)
+        log.info(
+            "%s: %d layers: %r used, %s ignored — use --layer to choose",
+            path,
+            len(layers),
+            data[0],
+            ", ".join(repr(n) for n in ignored),
+        )
+    return data[0]
 
 
 def _check_exists(path: str | Path) -> None:
@@ -94,6 +139,7 @@ def read_vector(
         InputNotFoundError, ReadError, EmptyInputError, AttributeNotFoundError, CRSError.
     """
     _check_exists(path)
+    layer = resolve_layer(path, layer)
     try:
         info = pyogrio.read_info(path, layer=layer)
     except Exception as exc:
@@ -115,6 +161,15 @@ def read_vector(
             bounds_crs if bounds_crs is not None else (crs if crs is not None else src_crs), "bounds_crs"
         )
         read_bbox = transform_bounds(bounds, bcrs, src_crs) if not bcrs.equals(src_crs) else tuple(bounds)
+        if not np.isfinite(read_bbox).all():
+            raw = pyogrio.read_info(path, layer=layer, force_total_bounds=True).get("total_bounds")
+            shown = "unknown" if raw is None else "(" + ", ".join(f"{float(v):.6g}" for v in raw) + ")"
+            raise CRSError(
+                f"The extent {tuple(round(float(v), 3) for v in bounds)} ({_crs_label(bcrs)}) has no finite "
+                f"coordinates in the declared CRS {_crs_label(src_crs)} of {path}: the declared CRS is likely "
+                f"wrong (the layer's raw bounds are {shown}). Assign the right one, e.g. ogr2ogr -a_srs "
+                f"EPSG:xxxx fixed{Path(str(path)).suffix} {Path(str(path)).name}"
+            )
     keep = list(columns) if columns is not None else None
     if keep is not None and attribute is not None and attribute not in keep:
         keep.append(attribute)
@@ -142,11 +197,35 @@ def read_vector(
                 _crs_label(gdf.crs),
                 _crs_label(target),
             )
+            raw_bounds = tuple(float(v) for v in gdf.total_bounds)
             gdf = gdf.to_crs(target)
+            _check_finite(gdf, path, src_crs, target, raw_bounds)
     if read_bbox is not None:
         log.debug("Read %d of %d features of %s intersecting %s", len(gdf), total, path, bounds)
     gdf.attrs["source"] = str(path)
+    layer_bounds = info.get("total_bounds")
+    if layer_bounds is not None and np.isfinite(np.asarray(layer_bounds, dtype=float)).all():
+        gdf.attrs["layer_bounds"] = tuple(float(v) for v in layer_bounds)
+        gdf.attrs["layer_crs"] = _crs_label(src_crs)
     return gdf
+
+
+def _check_finite(
+    gdf: gpd.GeoDataFrame, path: str | Path, src: CRS, dst: CRS, raw_bounds: tuple[float, ...] | None
+) -> None:
+    """A wrong declared CRS reprojects to inf: say so with the layer's raw bounds instead of inf extents."""
+    if len(gdf) == 0:
+        return
+    finite = np.isfinite(shapely.get_coordinates(gdf.geometry.values)).all(axis=1)
+    if finite.all():
+        return
+    raw = "unknown" if raw_bounds is None else "(" + ", ".join(f"{v:.6g}" for v in raw_bounds) + ")"
+    what = "no finite coordinates" if not finite.any() else f"{int((~finite).sum())} non-finite coordinates"
+    raise CRSError(
+        f"Reprojecting {path} from its declared CRS {_crs_label(src)} to {_crs_label(dst)} produced {what}: "
+        f"the declared CRS is likely wrong (the layer's raw bounds are {raw}). Assign the right one, e.g. "
+        f"ogr2ogr -a_srs EPSG:xxxx fixed.gpkg {Path(str(path)).name}"
+    )
 
 
 def _to_crs(value: Any, name: str) -> CRS:
@@ -213,8 +292,11 @@ def check_overlap(gdf: gpd.GeoDataFrame, grid: Grid, *, what: str = "labels", ra
     frame = gdf if CRS.from_user_input(gdf.crs).equals(grid.crs) else gdf.to_crs(grid.crs)
     footprint = box(*grid.bounds)
     if len(frame) == 0 or not frame.geometry.intersects(footprint).any():
-        vb = tuple(round(v, 3) for v in frame.total_bounds) if len(frame) else "(empty)"
-        rb = tuple(round(v, 3) for v in grid.bounds)
+        vb: Any = tuple(round(float(v), 3) for v in frame.total_bounds) if len(frame) else "(empty)"
+        if not len(frame) and gdf.attrs.get("layer_bounds"):
+            shown = ", ".join(f"{v:.6g}" for v in gdf.attrs["layer_bounds"])
+            vb = f"(none here; the whole layer spans ({shown}) in its declared {gdf.attrs.get('layer_crs')})"
+        rb = tuple(round(float(v), 3) for v in grid.bounds)
         raise NoOverlapError(
             f"The {what} ({gdf.attrs.get('source', 'vector')}) do not overlap the {raster}. In {_crs_label(grid.crs)}: "
             f"{what} extent {vb}, raster extent {rb}. Check that both cover the same area and that the vector's "
@@ -237,10 +319,17 @@ def write_vector(gdf: gpd.GeoDataFrame, path: str | Path, *, layer: str | None =
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     for stale in tmp.parent.glob(f".{path.stem}.tmp.*"):
         stale.unlink()
-    if driver == "Parquet":
-        gdf.to_parquet(tmp)
-    else:
-        gdf.to_file(tmp, driver=driver, layer=layer or path.stem, engine="pyogrio")
+    try:
+        if driver == "Parquet":
+            gdf.to_parquet(tmp)
+        else:
+            gdf.to_file(tmp, driver=driver, layer=layer or path.stem, engine="pyogrio")
+    except Exception as exc:
+        for part in tmp.parent.glob(f".{path.stem}.tmp.*"):
+            part.unlink(missing_ok=True)
+        if is_disk_full(exc, path):
+            raise disk_full_error(path) from exc
+        raise
     # a Shapefile is several files: move every sidecar (.shx, .dbf, .prj, .cpg) with the main file
     for part in sorted(tmp.parent.glob(f".{path.stem}.tmp.*")):
         os.replace(part, path.with_suffix(part.suffix))

@@ -12,7 +12,14 @@ The progress record also stores a fingerprint of the job's parameters: a partial
 parameters is discarded, never mixed.
 
 Class rasters get a colour table and category names (stored in the ``.aux.xml`` sidecar that GDAL and QGIS
-read, plus a QGIS ``.qml`` style with the class names).
+read, plus a QGIS ``.qml`` style with the class names). Sidecars are written under temporary names and
+renamed right after the raster.
+
+Safety: a writer holds ``.NAME.lock`` (:func:`rasterlearn.io.paths.output_lock`) from creation to
+close/abort, so a second run on the same output refuses. A full disk becomes one
+:class:`~rasterlearn.errors.OutputError` ("no space left on ... while writing ...") after removing what
+cannot be resumed (the partial file when no block was committed yet, temporary COG and sidecars, and the
+``discard_on_error`` paths the stage created).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,9 +41,10 @@ import rasterio
 import rasterio.shutil
 from rasterio.windows import Window as RioWindow
 
-from rasterlearn._util import atomic_write_text
+from rasterlearn._util import atomic_write_text, disk_full_error, is_disk_full
 from rasterlearn.errors import InputError, OutputError
 from rasterlearn.grid import Grid, Window
+from rasterlearn.io.paths import acquire_lock, release_lock
 from rasterlearn.io.raster import gdal_cache
 
 __all__ = ["BlockWriter", "Compression", "cog_profile", "hex_to_rgba", "write_array"]
@@ -114,6 +123,8 @@ class BlockWriter:
         resume: reopen a partial file left by an interrupted run with the same ``fingerprint``.
         fingerprint: parameters of the job; a partial written with another fingerprint is discarded.
         overwrite: replace an existing output at ``path`` (else :class:`OutputError`).
+        discard_on_error: paths the stage created for this output that cannot be resumed (e.g. a freshly
+            fitted ``OUT.model/`` folder); removed when the write fails or is interrupted.
     """
 
     def __init__(
@@ -137,8 +148,10 @@ class BlockWriter:
         resume: bool = False,
         fingerprint: str | None = None,
         overwrite: bool = True,
+        discard_on_error: Sequence[str | Path] = (),
     ) -> None:
         self.path = Path(path)
+        self.discard_on_error = [Path(p) for p in discard_on_error]
         self.grid = grid
         self.count = int(count)
         self.dtype = np.dtype(dtype).name
@@ -168,6 +181,22 @@ class BlockWriter:
             raise OutputError(
                 f"{self.path} exists; pass overwrite=True (CLI: --overwrite) or choose another name"
             )
+        acquire_lock(self.path)
+        try:
+            self._open(resume, band_descriptions, tags, band_tags, scales, offsets)
+        except BaseException:
+            release_lock(self.path)
+            raise
+
+    def _open(
+        self,
+        resume: bool,
+        band_descriptions: Sequence[str] | None,
+        tags: Mapping[str, Any] | None,
+        band_tags: Sequence[Mapping[str, Any]] | None,
+        scales: Sequence[float] | None,
+        offsets: Sequence[float] | None,
+    ) -> None:
         self._meta: dict[str, Any] = {
             "band_descriptions": list(band_descriptions) if band_descriptions else None,
             "tags": {k: _tag_value(v) for k, v in (tags or {}).items()},
@@ -235,6 +264,8 @@ class BlockWriter:
         try:
             ds = rasterio.open(self.partial_path, "w", **profile)
         except rasterio.errors.RasterioIOError as exc:
+            if is_disk_full(exc, self.path):
+                raise disk_full_error(self.path) from exc
             raise OutputError(f"Cannot create {self.partial_path}: {exc}") from exc
         meta = self._meta
         if meta["band_descriptions"]:
@@ -270,7 +301,11 @@ class BlockWriter:
         part = arr[:, sub.slices()[0], sub.slices()[1]]
         if part.dtype != np.dtype(self.dtype):
             part = _safe_cast(part, np.dtype(self.dtype), self.path)
-        self._ds.write(part, window=RioWindow(inner.col_off, inner.row_off, inner.width, inner.height))
+        try:
+            _write_block(self._ds, part, RioWindow(inner.col_off, inner.row_off, inner.width, inner.height))
+        except OSError as exc:
+            self._fail_if_disk_full(exc)
+            raise
 
     def is_done(self, key: str) -> bool:
         """Whether a unit of work (e.g. a block) was committed by an earlier or the current run."""
@@ -290,24 +325,67 @@ class BlockWriter:
         """Flush the partial GeoTIFF to disk, then atomically record the finished keys."""
         if not self._pending and self.progress_path.exists():
             return
-        self._ds.close()  # closing is GDAL's flush: block data and tile directory reach the file
-        with open(self.partial_path, "rb") as fh:
-            os.fsync(fh.fileno())
-        self._done |= self._pending
+        try:
+            self._ds.close()  # closing is GDAL's flush: block data and tile directory reach the file
+            with open(self.partial_path, "rb") as fh:
+                os.fsync(fh.fileno())
+            done = self._done | self._pending
+            atomic_write_text(
+                self.progress_path,
+                json.dumps({"fingerprint": self.fingerprint, "done": sorted(done)}),
+                fsync=True,  # the progress record must not outrun the data it describes
+            )
+        except OSError as exc:
+            self._fail_if_disk_full(exc)
+            raise
+        self._done = done
         self._pending.clear()
-        atomic_write_text(
-            self.progress_path,
-            json.dumps({"fingerprint": self.fingerprint, "done": sorted(self._done)}),
-            fsync=True,  # the progress record must not outrun the data it describes
-        )
         self._ds = rasterio.open(self.partial_path, "r+")
         self._last_commit = time.monotonic()
+
+    def _fail_if_disk_full(self, exc: BaseException) -> None:
+        """On a full disk: remove what cannot be resumed, release the lock, raise one clear error."""
+        if not is_disk_full(exc, self.path):
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._ds.close()
+        resumable = self.progress_path.exists() and bool(self._done)
+        if not resumable:
+            self._discard_partial()
+        for p in (_hidden(self.path, ".cog.tmp.tif"), *self._sidecar_temps()):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        self._discard_created()
+        release_lock(self.path)
+        note = f" (it resumes from the {len(self._done)} block(s) kept)" if resumable else ""
+        raise disk_full_error(self.path, note) from exc
+
+    def _discard_created(self) -> None:
+        for p in self.discard_on_error:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+
+    def _sidecars(self) -> list[Path]:
+        return [Path(f"{self.path}.aux.xml"), self.path.with_suffix(".qml")]
+
+    def _sidecar_temps(self) -> list[Path]:
+        return [_hidden(p, ".tmp") for p in self._sidecars()]
 
     # -- finishing --------------------------------------------------------------------------------
     def close(self) -> Path:
         """Convert the partial file to a COG, rename it into place and remove the partial and progress."""
         if self._closed:
             return self.path
+        try:
+            return self._publish()
+        finally:
+            release_lock(self.path)
+
+    def _publish(self) -> Path:
         self._ds.close()
         self._closed = True
         tmp = _hidden(self.path, ".cog.tmp.tif")
@@ -322,19 +400,26 @@ class BlockWriter:
         except Exception as exc:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+            self._fail_if_disk_full(exc)
             raise OutputError(f"Could not write the COG for {self.path}: {exc}") from exc
-        aux = Path(f"{self.path}.aux.xml")
+        aux, qml = self._sidecars()
+        aux_tmp, qml_tmp = self._sidecar_temps()
+        if self.category_names:  # sidecars under temporary names, renamed right after the raster
+            try:
+                _write_text(aux_tmp, _pam_xml(self.category_names, self.colormap))
+                _write_text(qml_tmp, _qml(self.category_names, self.colormap, self.nodata))
+            except OSError as exc:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+                self._fail_if_disk_full(exc)
+                raise
+        os.replace(tmp, self.path)
         if self.category_names:
-            atomic_write_text(aux, _pam_xml(self.category_names, self.colormap), fsync=True)
-            atomic_write_text(
-                self.path.with_suffix(".qml"),
-                _qml(self.category_names, self.colormap, self.nodata),
-                fsync=True,
-            )
+            os.replace(aux_tmp, aux)
+            os.replace(qml_tmp, qml)
         else:
             with contextlib.suppress(FileNotFoundError):
                 aux.unlink()  # a stale sidecar of an older output must not describe the new one
-        os.replace(tmp, self.path)
         self._discard_partial()
         log.info(
             "Wrote %s (%dx%d, %d band(s), %s)",
@@ -351,13 +436,17 @@ class BlockWriter:
         if self._closed:
             return
         self._closed = True
-        if keep_partial:
+        try:
+            if keep_partial:
+                with contextlib.suppress(Exception):
+                    self.commit()
             with contextlib.suppress(Exception):
-                self.commit()
-        with contextlib.suppress(Exception):
-            self._ds.close()
-        if not keep_partial:
-            self._discard_partial()
+                self._ds.close()
+            if not keep_partial or not self._done:  # nothing committed: nothing to resume from
+                self._discard_partial()
+            self._discard_created()
+        finally:
+            release_lock(self.path)
 
     def __enter__(self) -> BlockWriter:
         return self
@@ -365,11 +454,27 @@ class BlockWriter:
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         if exc_type is None:
             self.close()
-        else:
+        elif not self._closed:
             # keep what was committed so the same job can resume; pending work is re-done
             with contextlib.suppress(Exception):
                 self._ds.close()
             self._closed = True
+            if not self._done:  # nothing committed: nothing to resume from
+                self._discard_partial()
+            self._discard_created()
+            release_lock(self.path)
+
+
+def _write_block(ds: Any, data: np.ndarray, window: RioWindow) -> None:
+    """One block into the partial GeoTIFF (a seam for tests that simulate a full disk)."""
+    ds.write(data, window=window)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _safe_cast(arr: np.ndarray, dtype: np.dtype, path: Path) -> np.ndarray:
