@@ -1096,6 +1096,7 @@ class _Runner:
                         output=feat,
                         checkpoint=_resolve(self.cfg, f.checkpoint),
                         pretrained=f.pretrained,
+                        seed=f.seed,
                         model_kwargs=f.model_kwargs or None,
                         bands=f.bands,
                         size=f.size,

@@ -116,6 +116,12 @@ def embed_cmd(
     workers: Annotated[int, typer.Option("--workers", help="Reader threads.")] = 1,
     pause: Annotated[float, typer.Option("--pause", help="Seconds to sleep between batches.")] = 0.0,
     no_pretrained: Annotated[bool, typer.Option("--no-pretrained", help="Random weights (testing).")] = False,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed", help="Seed of the random weights with --no-pretrained (reproducible features)."
+        ),
+    ] = 0,
     model_kwargs: Annotated[
         str | None, typer.Option("--model-kwargs", help="JSON arguments for timm.create_model.")
     ] = None,
@@ -144,6 +150,7 @@ def embed_cmd(
             output=output,
             checkpoint=checkpoint,
             pretrained=not no_pretrained,
+            seed=seed,
             model_kwargs=parse_kwargs(model_kwargs, "model") or None,
             bands=_bands(bands),
             size=size,
