@@ -419,7 +419,12 @@ def classify_cmd(
             progress=advance,
         )
     m = res.metrics
-    if "overall_accuracy" in m:
+    if m.get("validation", {}).get("valid") is False:
+        console.print(
+            f"Validation impossible: {m['validation']['reason']}. No validation metrics reported. "
+            f"Remedy: {m['validation']['remedy']}."
+        )
+    elif "overall_accuracy" in m:
         console.print(
             f"Validation ({m['validation']['type']}): overall accuracy {m['overall_accuracy']:.3f}, "
             f"kappa {m['kappa'] if m['kappa'] is None else round(m['kappa'], 3)}"
