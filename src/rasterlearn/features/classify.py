@@ -432,6 +432,7 @@ def classify_raster(
                 "labels": str(labels) if not hasattr(labels, "geometry") else "",
                 "samples": len(y),
                 "features": vs.n_features,
+                "features_without_label": vs.n_unlabelled,
                 "validation": cv_info,
             }
             missing: list[list[int]] = [[] for _ in splits]
