@@ -82,3 +82,15 @@ def test_only_rank_zero_writes_outputs(monkeypatch):
     monkeypatch.delenv("RANK")
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert is_global_zero() is True
+
+
+def test_non_zero_rank_writes_no_package_report_or_metrics(chips, tmp_path, monkeypatch):
+    import lightning.pytorch as pl
+
+    monkeypatch.setattr(pl.Trainer, "is_global_zero", property(lambda self: False))
+    monkeypatch.setenv("RANK", "1")
+    out = tmp_path / "m"
+    res = train(chips, out, TrainConfig(**{**TINY, "epochs": 1}))
+    assert res.files == {} and res.metrics["pixels"] > 0  # rank 1 still evaluates, but writes nothing
+    for name in ("model.json", "model.safetensors", "metrics.json", "report.html", "train_config.yaml"):
+        assert not (out / name).exists(), name
