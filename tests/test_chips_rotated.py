@@ -52,6 +52,7 @@ def test_rotated_raster_block_split_keeps_every_chip(rotated_scene, tmp_path):
     )
     man = res.manifest
     assert len(man) == 16 and res.dataset["dropped"].get("straddle", 0) == 0
+    assert res.dataset["blocks"]["block_space"] == "pixels (rotated grid)"
     assert set(man["split"]) == {"trn", "val", "tst"}
     # every split's chips lie in whole 64 px blocks of their own, and each carries labels
     for split, rows in man.groupby("split"):
