@@ -13,6 +13,7 @@ from rasterlearn.chip_blocks import pixel_space_bounds
 from rasterlearn.chips import Scene, make_chips
 from rasterlearn.grid import Grid
 from tests.conftest import write_tif
+from tests.logcapture import rasterlearn_logs  # noqa: F401
 
 X0, Y0 = 500_000.0, 4_000_000.0
 ROT = Affine.translation(X0, Y0) * Affine.rotation(-30) * Affine.scale(10, -10)

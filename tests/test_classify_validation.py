@@ -10,6 +10,7 @@ import pytest
 from shapely.geometry import box
 
 from rasterlearn.features.classify import classify_raster
+from tests.logcapture import rasterlearn_logs  # noqa: F401
 from tests.test_features import RES, X0, Y0, two_regions
 
 

@@ -171,6 +171,7 @@ import sys, time
 sys.path.insert(0, {root!r})
 from tests.test_embed import pool_backbone
 from rasterlearn.embed import embed
+from tests.logcapture import rasterlearn_logs  # noqa: F401
 def progress(n):
     print("tiles", n, flush=True)
 embed({src!r}, "pool", backbone=pool_backbone(1, 4), size=16, normalization="none", output={out!r},

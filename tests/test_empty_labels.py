@@ -12,6 +12,7 @@ import pytest
 from rasterlearn.errors import InputError
 from rasterlearn.features.classify import classify_raster
 from rasterlearn.labels import ClassSchema, VectorLabels, is_null_label
+from tests.logcapture import rasterlearn_logs  # noqa: F401
 from tests.test_features import pixel_point as feature_point
 from tests.test_features import two_regions
 from tests.test_labels import GRID, frame, px_box

@@ -15,6 +15,7 @@ from rasterlearn.labels import ClassInfo, ClassSchema
 from rasterlearn.models import ModelMetadata, create_model, load_package, model_spec, save_package
 from rasterlearn.normalize import Normalization
 from rasterlearn.predict import predict_package
+from tests.logcapture import rasterlearn_logs  # noqa: F401
 
 ENC = "tu-mobilenetv3_small_050"
 
