@@ -16,11 +16,11 @@ from tests.conftest import write_tif
 from tests.logcapture import rasterlearn_logs  # noqa: F401
 
 X0, Y0 = 500_000.0, 4_000_000.0
-ROT = Affine.translation(X0, Y0) * Affine.rotation(-30) * Affine.scale(10, -10)
+ROT = Affine.translation(X0, Y0) @ Affine.rotation(-30) @ Affine.scale(10, -10)
 
 
 def _px_poly(t: Affine, r0: float, c0: float, r1: float, c1: float) -> Polygon:
-    return Polygon([t * (c, r) for c, r in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))])
+    return Polygon([t @ (c, r) for c, r in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))])
 
 
 @pytest.fixture
@@ -69,6 +69,6 @@ def test_rotated_raster_block_split_keeps_every_chip(rotated_scene, tmp_path):
 
 def test_pixel_space_bounds_of_reference_and_other_grid():
     ref = Grid(64, 64, ROT, "EPSG:32633")
-    shifted = Grid(64, 64, ROT * Affine.translation(16, 32), "EPSG:32633")
+    shifted = Grid(64, 64, ROT @ Affine.translation(16, 32), "EPSG:32633")
     b = pixel_space_bounds(["a", "b"], np.array([0, 0]), np.array([32, 0]), 16, {"a": ref, "b": shifted}, ref)
     np.testing.assert_allclose(b, [[32, 0, 48, 16], [16, 32, 32, 48]], atol=1e-6)

@@ -184,7 +184,7 @@ print("finished", flush=True)
     "sig",
     [
         pytest.param(signal.SIGINT, marks=pytest.mark.slow, id="SIGINT"),
-        pytest.param(signal.SIGTERM, id="SIGTERM"),
+        pytest.param(signal.SIGTERM, marks=pytest.mark.slow, id="SIGTERM"),
     ],
 )
 def test_embed_stops_promptly_on_signal_and_resumes(make_raster, tmp_path, sig):
@@ -232,5 +232,39 @@ def test_embed_stops_promptly_on_signal_and_resumes(make_raster, tmp_path, sig):
         batch_size=4,
         memory_mb=0.001,
     )
+    with rasterio.open(res.path) as a, rasterio.open(ref.path) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+
+
+def test_sigterm_during_embed_stops_it_resumably(make_raster, tmp_path):
+    """SIGTERM becomes KeyboardInterrupt inside embed (in-process; the subprocess tests above are slow)."""
+    data = np.random.default_rng(4).uniform(1, 100, (1, 256, 64)).astype("float32")
+    src = make_raster(data, nodata=0.0)
+    kw = {
+        "backbone": pool_backbone(1, 4),
+        "size": 16,
+        "normalization": "none",
+        "device": "cpu",
+        "batch_size": 4,
+        "memory_mb": 0.001,
+        "cache_dir": tmp_path / "s",
+    }
+    calls = []
+
+    def term(n: int) -> None:
+        calls.append(n)
+        if len(calls) == 10:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler interrupts this sleep
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        embed(src, "pool", output=tmp_path / "f.tif", progress=term, **kw)
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is removed again
+    (entry,) = list_sessions(tmp_path / "s").values()
+    assert entry["status"] == "interrupted" and len(calls) == 10
+    res = embed(src, "pool", output=tmp_path / "f.tif", **kw)
+    ref = embed(src, "pool", output=tmp_path / "ref.tif", **{**kw, "cache_dir": tmp_path / "r"})
+    assert res.resumed
     with rasterio.open(res.path) as a, rasterio.open(ref.path) as b:
         np.testing.assert_array_equal(a.read(), b.read())
