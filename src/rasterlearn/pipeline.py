@@ -1111,6 +1111,7 @@ class _Runner:
                         progress=self.cb("features"),
                     )
                     summary[f"{s.id}_dim"] = res.dim
+                    summary[f"{s.id}_weights_sha256"] = res.parameters.get("weights_sha256")
                 o["features"] = str(feat)
                 if f.pca_components:
                     pca = folder / f"{s.id}_pca.tif"
