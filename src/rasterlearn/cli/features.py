@@ -134,6 +134,9 @@ def embed_cmd(
         float,
         typer.Option("--memory-mb", help="Budget for feature rows held in memory (sets the strip height)."),
     ] = 256.0,
+    cache_mb: Annotated[
+        int, typer.Option("--cache-mb", help="GDAL block cache bound during the job (MB).")
+    ] = 64,
 ) -> None:
     """Encode a raster into a feature raster (one band per feature) with a foundation model."""
     from rasterlearn.embed import embed
@@ -173,6 +176,7 @@ def embed_cmd(
             pause_s=pause,
             cache_dir=cache_dir,
             memory_mb=memory_mb,
+            cache_mb=cache_mb,
             resume=not no_resume,
             progress=advance,
         )
