@@ -141,8 +141,8 @@ def test_embed_sparse_huge_raster_stays_bounded_and_skips_empty_tiles(tmp_path):
     t = threading.Thread(target=watch, daemon=True)
     t.start()
     try:
-        # an ambient GDAL cache of 8 GB: embed must bound it itself (else it grows by the raster, 1.2 GB)
-        with rasterio.Env(GDAL_CACHEMAX=8192):
+        # an ambient GDAL cache of 8 GiB (in bytes): embed must bound it itself (else it grows by the raster, 1.2 GB)
+        with rasterio.Env(GDAL_CACHEMAX=8 * 2**30):
             res = embed(
                 src,
                 "pool",
