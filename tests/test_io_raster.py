@@ -264,5 +264,5 @@ def test_gdal_cache_is_bounded_inside_and_restored_after() -> None:
 
     before = get_gdal_config("GDAL_CACHEMAX")
     with gdal_cache(32):
-        assert int(get_gdal_config("GDAL_CACHEMAX")) == 32
+        assert int(get_gdal_config("GDAL_CACHEMAX")) == 32 * 2**20  # bytes: 32 MiB, not 32 bytes
     assert get_gdal_config("GDAL_CACHEMAX") == before

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from rasterlearn._util import atomic_write, atomic_write_json, file_identity, json_default, stable_hash
+from rasterlearn.chip_blocks import any_rotated, pixel_space_bounds
 from rasterlearn.errors import (
     ConfigError,
     CRSError,
@@ -1209,7 +1210,12 @@ class ChipJob:
         straddle = kept["split"] == "straddle"
         self.dropped["straddle"] = int(straddle.sum())
         if straddle.any():
-            log.info("Dropped %d chips straddling blocks of two splits", int(straddle.sum()))
+            log.info(
+                "Dropped %d of %d chips straddling split blocks of two splits (they would share pixels "
+                "across splits); a larger --block-size or a stride dividing it keeps more",
+                int(straddle.sum()),
+                len(kept),
+            )
         plan = kept[~straddle].copy()
         if plan.empty:
             raise EmptyInputError("Every chip straddles two splits; use a larger --block-size")
@@ -1281,6 +1287,8 @@ class ChipJob:
         ref = self.states[0].grid
         if block_px < o["size"]:
             raise ConfigError(f"block_size ({block_px} px) must be at least the chip size ({o['size']} px)")
+        if any_rotated([st.grid for st in self.states]):
+            return self._pixel_block_split(kept, fractions, block_px)
         bw, bh = block_px * ref.res[0], block_px * ref.res[1]
         bounds = kept[["minx", "miny", "maxx", "maxy"]].to_numpy(dtype="float64").copy()
         from rasterlearn.io.vector import transform_bounds
@@ -1301,6 +1309,31 @@ class ChipJob:
             "blocks": len(blocks),
             "blocks_per_split": {s: sum(1 for v in blocks.values() if v == s) for s in SPLITS},
         }
+        return splits
+
+    def _pixel_block_split(
+        self, kept: pd.DataFrame, fractions: Mapping[str, float], block_px: int
+    ) -> np.ndarray:
+        # rotated grids: map-space envelopes of tilted chips overlap, so blocks are planned in the first
+        # scene's pixel space, where a chip is exactly its window (see rasterlearn.chip_blocks)
+        ref = self.states[0].grid
+        local = pixel_space_bounds(
+            kept["scene"].tolist(),
+            kept["row_off"].to_numpy(),
+            kept["col_off"].to_numpy(),
+            int(self.opts["size"]),
+            {st.id: st.grid for st in self.states},
+            ref,
+        )
+        splits, blocks = block_split(local, (float(block_px), float(block_px)), fractions, self.opts["seed"])
+        self._block_info = {
+            "block_size_px": block_px,
+            "block_size_crs": [block_px * ref.res[0], block_px * ref.res[1]],
+            "blocks": len(blocks),
+            "blocks_per_split": {s: sum(1 for v in blocks.values() if v == s) for s in SPLITS},
+            "block_space": "pixels (rotated grid)",
+        }
+        log.info("Rotated/sheared grid: split blocks of %d px are planned in pixel space", block_px)
         return splits
 
     def _warn_scene_overlap(self) -> None:

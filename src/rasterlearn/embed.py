@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rasterlearn._signals import interrupt_on_sigterm
 from rasterlearn._util import (
     atomic_write_json,
     disk_full_error,
@@ -49,9 +50,10 @@ from rasterlearn._util import (
 from rasterlearn.errors import ConfigError, InputNotFoundError, ModelError, OutputError
 from rasterlearn.grid import Bounds, Grid, Window, plan_tiles
 from rasterlearn.io.paths import check_outputs
-from rasterlearn.io.raster import RasterReader, band_statistics
+from rasterlearn.io.raster import RasterReader, band_statistics, gdal_cache
 from rasterlearn.io.writer import BlockWriter
 from rasterlearn.normalize import Normalization
+from rasterlearn.weights import seeded_init, state_digest
 
 __all__ = [
     "RECOMMENDED_MODELS",
@@ -137,6 +139,7 @@ class Backbone(nn.Module):
         layer: the block (ViT) or stage (CNN) index the features come from.
         mean, std: the model's own normalization (for 0..1 inputs), from its pretrained config.
         fixed_size: the input size a ViT was built for (``None`` for CNNs, which take any multiple of stride).
+        random_weights: ``True`` when built without pretrained weights or a checkpoint (seeded random init).
     """
 
     def __init__(
@@ -157,6 +160,7 @@ class Backbone(nn.Module):
         self.stride = stride
         self.dim = dim
         self.fixed_size = fixed_size
+        self.random_weights = False
         cfg = getattr(model, "pretrained_cfg", None) or {}
         self.mean = tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406)))
         self.std = tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225)))
@@ -243,6 +247,7 @@ def load_backbone(
     layer: int | None = None,
     pretrained: bool = True,
     model_kwargs: dict[str, Any] | None = None,
+    seed: int = 0,
 ) -> Backbone:
     """Build a feature extractor from a timm name, an ``hf-hub:`` name or a local checkpoint.
 
@@ -257,6 +262,8 @@ def load_backbone(
             Negative values count from the end.
         pretrained: download pretrained weights (ignored when ``checkpoint`` is given).
         model_kwargs: extra ``timm.create_model`` arguments (e.g. ``{"depth": 6}`` for a custom checkpoint).
+        seed: seed of the random initialisation when there are neither pretrained weights nor a checkpoint
+            (the same seed gives the same network; the caller's random state is left untouched).
     """
     import timm
 
@@ -272,11 +279,12 @@ def load_backbone(
     kwargs: dict[str, Any] = {**(model_kwargs or {}), "num_classes": 0, "in_chans": in_chans}
     net: Any
     try:
-        try:
-            size_kw: dict[str, Any] = {"img_size": input_size} if input_size else {}
-            net = timm.create_model(name, pretrained=use_pretrained, **kwargs, **size_kw)
-        except TypeError:
-            net = timm.create_model(name, pretrained=use_pretrained, **kwargs)
+        with seeded_init(seed):
+            try:
+                size_kw: dict[str, Any] = {"img_size": input_size} if input_size else {}
+                net = timm.create_model(name, pretrained=use_pretrained, **kwargs, **size_kw)
+            except TypeError:
+                net = timm.create_model(name, pretrained=use_pretrained, **kwargs)
     except ModelError:
         raise
     except Exception as exc:
@@ -329,6 +337,7 @@ def load_backbone(
             bb.stride,
             bb.dim,
         )
+    bb.random_weights = not use_pretrained and checkpoint is None
     return bb.eval()
 
 
@@ -708,6 +717,20 @@ def _choose_blocksize(
     return 16
 
 
+def _streaming_job(fn: Callable[..., EmbedResult]) -> Callable[..., EmbedResult]:
+    """Run ``fn`` with GDAL's block cache bounded by its ``cache_mb`` keyword (GDAL's default, 5 % of RAM,
+    keeps every decoded input block: gigabytes on a large raster) and SIGTERM stopping it like Ctrl-C."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> EmbedResult:
+        with gdal_cache(int(kwargs.get("cache_mb", 64))), interrupt_on_sigterm():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_streaming_job
 def embed(
     raster: str | Path,
     model: str,
@@ -715,6 +738,7 @@ def embed(
     output: str | Path | None = None,
     checkpoint: str | Path | None = None,
     pretrained: bool = True,
+    seed: int = 0,
     model_kwargs: dict[str, Any] | None = None,
     bands: Sequence[int | str] | None = None,
     size: int = 224,
@@ -736,6 +760,7 @@ def embed(
     workers: int = 1,
     pause_s: float = 0.0,
     memory_mb: float = 256.0,
+    cache_mb: int = 64,
     cache_dir: str | Path | None = None,
     resume: bool = True,
     overwrite: bool = True,
@@ -749,7 +774,11 @@ def embed(
         model: timm name, ``hf-hub:`` name or one of :data:`RECOMMENDED_MODELS`.
         output: the final COG (default: ``features.tif`` in the session folder).
         checkpoint: local weights (``.safetensors``/``.pth``) for ``model``; no download then.
-        pretrained: download pretrained weights when no checkpoint is given.
+        pretrained: download pretrained weights when no checkpoint is given. Without both, the network
+            has random weights: a loud warning is logged, and ``seed`` makes it reproducible.
+        seed: seed of the random weights (only used without pretrained weights and checkpoint). The
+            digest of the weights used is part of the session hash and the output's tags
+            (``rasterlearn_weights_sha256``), so a resumed run never mixes two networks.
         model_kwargs: extra ``timm.create_model`` arguments (JSON-able; part of the session hash).
         bands: 1-based indexes or descriptions of the bands to encode (default: all but alpha).
         size: tile size in raster pixels; stride: step between tiles (default ``size``: no overlap).
@@ -766,10 +795,14 @@ def embed(
         device: ``auto``, ``cpu``, ``cuda``, ``mps``; batch_size: tiles per forward pass.
         workers: reader threads prefetching tile rows; pause_s: sleep between batches (thermal throttling).
         memory_mb: budget for the feature rows held in memory (sets the strip height).
+        cache_mb: GDAL block cache while the job runs (bounded so memory does not grow with the raster).
         cache_dir: where sessions live (default: ``embed_sessions`` beside ``output``, else ``./embed_sessions``).
         resume: continue an interrupted session with the same parameters.
         backbone: an already-built :class:`Backbone` (then ``model`` only names it).
         progress: called with the number of tiles finished.
+
+    Tiles without any valid pixel are not encoded (counted in ``tiles_skipped``). Ctrl-C or SIGTERM stop
+    the job after the batch in flight; the strips written so far are kept and a rerun resumes from them.
 
     Returns:
         :class:`EmbedResult` with the output path, session folder and feature grid.
@@ -799,6 +832,28 @@ def embed(
     with RasterReader(raster, bands) as probe:
         band_indexes = probe.band_indexes
         in_names = probe.band_names
+    if backbone is None:
+        backbone = load_backbone(
+            model,
+            checkpoint=checkpoint,
+            in_chans=len(band_indexes),
+            input_size=input_size or size,
+            layer=layer,
+            pretrained=pretrained,
+            model_kwargs=model_kwargs,
+            seed=seed,
+        )
+    digest = state_digest(backbone)
+    random_weights = bool(getattr(backbone, "random_weights", False))
+    if random_weights:
+        log.warning(
+            "RANDOM WEIGHTS: %s has no pretrained weights or checkpoint here; its features come from a "
+            "random network (seed %d, weights %s). They are reproducible with the same seed, but carry no "
+            "learned meaning; give --checkpoint or pretrained weights for real features.",
+            model,
+            seed,
+            digest,
+        )
     params: dict[str, Any] = {
         "format": SESSION_FORMAT,
         "input": _file_identity(raster),
@@ -807,6 +862,8 @@ def embed(
         "checkpoint": None if checkpoint is None else _file_identity(checkpoint, content_hash=True),
         "pretrained": bool(pretrained and checkpoint is None),
         "model_kwargs": model_kwargs or {},
+        "weights_sha256": digest,
+        **({"seed": seed} if random_weights else {}),
         "layer": layer,
         "size": size,
         "stride": stride,
@@ -877,16 +934,6 @@ def embed(
         )
     reader = RasterReader(source, band_indexes)
     dev = _pick_device(str(device))
-    if backbone is None:
-        backbone = load_backbone(
-            model,
-            checkpoint=checkpoint,
-            in_chans=reader.count,
-            input_size=input_size or size,
-            layer=layer,
-            pretrained=pretrained,
-            model_kwargs=model_kwargs,
-        )
     lay = feature_layout(size, stride, backbone.stride, input_size)
     if backbone.family == "vit" and backbone.fixed_size is not None and backbone.fixed_size != lay.input_size:
         raise ModelError(
@@ -919,6 +966,9 @@ def embed(
         "rasterlearn_session": sid,
         "rasterlearn_model": model,
         "rasterlearn_checkpoint": "" if checkpoint is None else str(Path(checkpoint).resolve()),
+        "rasterlearn_weights_sha256": digest,
+        "rasterlearn_random_weights": random_weights,
+        "rasterlearn_seed": seed if random_weights else None,
         "rasterlearn_layer": backbone.layer,
         "rasterlearn_family": backbone.family,
         "rasterlearn_tile_size": size,

@@ -29,7 +29,7 @@ from rasterlearn.grid import Grid, Window
 from rasterlearn.io.aoi import resolve_aoi
 from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader
-from rasterlearn.labels import ClassInfo, ClassSchema, count_skipped_shapes, default_color
+from rasterlearn.labels import ClassInfo, ClassSchema, count_skipped_shapes, default_color, is_null_label
 from rasterlearn.metrics import confusion_matrix, metrics_from_confusion, metrics_table
 
 __all__ = [
@@ -575,7 +575,7 @@ def evaluate_map(
             remap = name_matching(None, "")
             mapping: dict[Any, int] = {}
             unknown = []
-            for v in {(v if not isinstance(v, float) or not math.isnan(v) else None) for v in raw}:
+            for v in {(None if is_null_label(v) else v) for v in raw}:
                 if v is None:
                     continue
                 num = _as_number(v)
@@ -599,7 +599,14 @@ def evaluate_map(
             values = np.array([mapping.get(v, -1) for v in raw], dtype="int64")  # -1: empty value
             skipped = values == -1
             if skipped.any():
-                log.warning("%d truth features with an empty %r are not used", int(skipped.sum()), attribute)
+                log.warning(
+                    "%d truth features with no value (null, empty or blank) in %r are not used",
+                    int(skipped.sum()),
+                    attribute,
+                )
+                record["notes"].append(
+                    f"{int(skipped.sum())} truth features without a value in {attribute!r} skipped"
+                )
         keep = values >= 0
         if ignore_set:
             keep &= ~np.isin(values.astype("float64"), ignore_set)

@@ -35,6 +35,7 @@ __all__ = [
     "crs_name",
     "default_color",
     "infer_schema",
+    "is_null_label",
     "is_raster_path",
     "rasterize_window",
     "same_place",
@@ -305,9 +306,11 @@ class ClassSchema:
         1..N in sorted order with their text as names. A background class (code ``background``) is added
         unless it is ``None`` or already present.
         """
-        uniq = {v for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))}
+        uniq = {v for v in values if not is_null_label(v)}
         if not uniq:
-            raise InputError("No label values to infer classes from (the attribute is empty or all null)")
+            raise InputError(
+                "No label values to infer classes from (the attribute is empty, blank or all null)"
+            )
         numeric = all(_is_int_like(v) for v in uniq)
         classes: list[ClassInfo] = []
         source: dict[str, int] = {}
@@ -559,7 +562,10 @@ class VectorLabels:
         self.n_null = int((~keep).sum())
         if self.n_null:
             log.warning(
-                "%s: %d features have no value in %r and are skipped", self.source, self.n_null, attribute
+                "%s: %d features have no value (null, empty or blank) in %r and are skipped",
+                self.source,
+                self.n_null,
+                attribute,
             )
         self._geoms = geoms[keep]
         self._raw = [v for v, k in zip(raw, keep, strict=True) if k]
@@ -697,13 +703,23 @@ class VectorLabels:
         }
 
 
-def _is_null(v: Any) -> bool:
+def is_null_label(v: Any) -> bool:
+    """Whether an attribute value means "no label": None, NaN, pandas NA, or an empty/whitespace string.
+
+    Empty strings are how many tools (QGIS, shapefiles, CSV exports) store a missing text value; they
+    are never a class named "".
+    """
     if v is None:
         return True
-    try:
-        return bool(isinstance(v, float | np.floating) and np.isnan(v))
-    except TypeError:
-        return False
+    if isinstance(v, str):
+        return v.strip() == ""
+    import pandas as pd
+
+    null = pd.isna(v)  # NaN, NaT, pandas NA
+    return bool(null) if isinstance(null, bool | np.bool_) else False
+
+
+_is_null = is_null_label
 
 
 def values_to_codes(

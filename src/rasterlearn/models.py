@@ -648,6 +648,9 @@ def load_package(folder: str | Path, device: str | torch.device = "cpu") -> Mode
         meta.arch, meta.encoder, meta.in_channels, meta.num_classes, weights=None, **meta.model_kwargs
     )
     state = load_file(str(weights), device=str(device))
+    from rasterlearn.compat import check_first_layer
+
+    check_first_layer(model.state_dict(), state, meta.in_channels, str(folder))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ModelError(

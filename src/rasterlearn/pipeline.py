@@ -1093,6 +1093,7 @@ class _Runner:
                         output=feat,
                         checkpoint=_resolve(self.cfg, f.checkpoint),
                         pretrained=f.pretrained,
+                        seed=f.seed,
                         model_kwargs=f.model_kwargs or None,
                         bands=f.bands,
                         size=f.size,
@@ -1107,6 +1108,7 @@ class _Runner:
                         progress=self.cb("features"),
                     )
                     summary[f"{s.id}_dim"] = res.dim
+                    summary[f"{s.id}_weights_sha256"] = res.parameters.get("weights_sha256")
                 o["features"] = str(feat)
                 if f.pca_components:
                     pca = folder / f"{s.id}_pca.tif"

@@ -52,6 +52,7 @@ import numpy as np
 
 from rasterlearn._util import file_sha256, stable_hash
 from rasterlearn.engine.events import report_total
+from rasterlearn.compat import check_imagery
 from rasterlearn.errors import InputError, ModelError, OutputError
 from rasterlearn.grid import Window, plan_tiles
 from rasterlearn.io.aoi import aoi_mask, resolve_aoi
@@ -216,6 +217,13 @@ def resolve_bands(
             f"{reader.path} lacks the model's band(s) {missing} (it has {have}); the model expects "
             f"{list(model_bands)} in that order. Use a raster with these bands or pass --bands."
         )
+    if count != need and band_indexes and list(band_indexes) == list(range(1, need + 1)):
+        raise InputError(
+            f"{reader.path} has {count} band(s) ({have}) but the model was trained on {need} "
+            f"({', '.join(model_bands)}), and no band description names them. Pass --bands with the {need} "
+            f"bands to use (e.g. --bands {','.join(str(i) for i in band_indexes)}) if the raster really "
+            f"holds the training bands"
+        )
     if band_indexes and len(band_indexes) == need and max(band_indexes) <= count:
         log.warning(
             "Raster band descriptions do not name the model's bands %s; using the training band "
@@ -347,6 +355,8 @@ def predict_raster(
     resume: bool = True,
     commit_every_s: float = 0.0,
     model_id: str | None = None,
+    allow_resolution_mismatch: bool = False,
+    allow_dtype_mismatch: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> PredictResult:
     """Predict a class map (and optionally class probabilities) for a whole raster, block by block.
@@ -382,6 +392,9 @@ def predict_raster(
         resume: continue an interrupted run of the same job (same fingerprint) instead of starting afresh.
         commit_every_s: minimum seconds between progress commits (0: after every finished block row).
         model_id: identifies the model in provenance/fingerprint (default: a digest of its weights).
+        allow_resolution_mismatch: predict although the pixel size is more than 25 % off the training
+            ``gsd`` (else an :class:`InputError`); allow_dtype_mismatch: likewise for a raster whose dtype
+            and values are far from the training data's (see :func:`rasterlearn.compat.check_imagery`).
         progress: called with the number of extent pixels finished: after every window row (their scores
             are final; the block rows holding them are committed as they fill), so small runs move early.
 
@@ -464,22 +477,16 @@ def predict_raster(
                 in_nodata,
                 "--nodata" if nodata is not None else "model package input_nodata",
             )
-    if meta.input_dtype and meta.input_dtype != reader.dtype:
-        log.info(
-            "Raster dtype %s differs from the training dtype %s; values are used as they are (the "
-            "package normalization is applied, nothing is rescaled)",
-            reader.dtype,
-            meta.input_dtype,
+    try:
+        compat_notes = check_imagery(
+            meta,
+            reader,
+            allow_resolution_mismatch=allow_resolution_mismatch,
+            allow_dtype_mismatch=allow_dtype_mismatch,
         )
-    if meta.gsd and grid.crs is not None and not grid.is_geographic:
-        res = grid.res[0]
-        if abs(res - meta.gsd) / meta.gsd > 0.25:
-            log.warning(
-                "Raster resolution %.4g differs from the model's training resolution %.4g by more than "
-                "25%%; resample the raster for best results",
-                res,
-                meta.gsd,
-            )
+    except InputError:
+        reader.close()
+        raise
 
     area = None if aoi is None else resolve_aoi(aoi, grid)
     extent, aoi_geom = (grid.window, None) if area is None else (area.window, area.geometry)
@@ -521,6 +528,7 @@ def predict_raster(
         "aoi": None if aoi is None else (str(aoi) if isinstance(aoi, str | Path) else "geometry/extent"),
         "extent": extent.to_tuple(),
         "input_nodata": in_nodata,
+        **({"accepted_mismatches": compat_notes} if compat_notes else {}),
     }
     model_ident = model_id or f"sha256:{_model_digest(model)}"
     stat = raster.stat()

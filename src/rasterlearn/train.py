@@ -52,6 +52,7 @@ from rasterlearn.models import (
     rgb_band_indexes,
     save_package,
 )
+from rasterlearn.train_loggers import build_logger, is_global_zero
 
 __all__ = [
     "SegmentationModule",
@@ -76,6 +77,8 @@ _RESUMABLE_CHANGES = {
     "logger",
     "sample_chips",
     "limit_val_batches",
+    "mlflow_experiment",
+    "run_name",
 }
 
 
@@ -130,6 +133,8 @@ class TrainConfig(BaseModel):
     monitor_mode: Literal["max", "min"] | None = None
     early_stopping_patience: int | None = Field(default=None, ge=1)
     logger: Literal["csv", "tensorboard", "mlflow"] = "csv"
+    mlflow_experiment: str = Field(default="rasterlearn", description="MLflow experiment name")
+    run_name: str | None = Field(default=None, description="MLflow run name (None = MLflow's own)")
     sample_chips: int = Field(default=6, ge=0, description="validation chips drawn in the report")
     # hardware and reproducibility
     accelerator: str = "auto"
@@ -409,12 +414,14 @@ def make_trainer(
     callbacks: Sequence[Any] = (),
     progress_bar: bool = False,
     progress: Callable[[int], None] | None = None,
+    resume_ckpt: Path | None = None,
 ) -> Any:
     """A Lightning Trainer for ``config`` writing checkpoints and logs under ``out_dir``.
 
     Best checkpoint (``checkpoints/best.ckpt``) by ``config.monitor`` and the last one (``last.ckpt``);
     early stopping when ``early_stopping_patience`` is set; CSV logs in ``logs/`` (TensorBoard/MLflow when
-    asked and installed); ``progress`` is called once per finished epoch.
+    asked and installed; see :mod:`rasterlearn.train_loggers`); ``progress`` is called once per finished
+    epoch. ``resume_ckpt``: the checkpoint a resumed run starts from (its earlier CSV log rows are kept).
     """
     pl = _lightning()
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
@@ -447,27 +454,13 @@ def make_trainer(
         from lightning.pytorch.callbacks import RichProgressBar
 
         cbs.append(RichProgressBar())
-    logger: Any
-    if config.logger == "csv":
-        from lightning.pytorch.loggers import CSVLogger
-
-        logger = CSVLogger(str(out_dir), name="logs", version="")
-    elif config.logger == "tensorboard":
-        try:
-            from lightning.pytorch.loggers import TensorBoardLogger
-
-            logger = TensorBoardLogger(str(out_dir), name="logs", version="")
-        except ModuleNotFoundError as exc:
-            raise ConfigError(
-                "logger 'tensorboard' needs the tensorboard package (pip install tensorboard)"
-            ) from exc
-    else:
-        try:
-            import mlflow  # noqa: F401
-            from lightning.pytorch.loggers import MLFlowLogger
-        except ModuleNotFoundError as exc:
-            raise ConfigError("logger 'mlflow' needs the mlflow package (pip install mlflow)") from exc
-        logger = MLFlowLogger(experiment_name="rasterlearn", tracking_uri=f"file:{out_dir / 'mlruns'}")
+    logger = build_logger(
+        config.logger,
+        out_dir,
+        resume_ckpt=resume_ckpt,
+        experiment=config.mlflow_experiment,
+        run_name=config.run_name,
+    )
     if (
         any(cb.__class__.__name__ == "LearningRateMonitor" for cb in callbacks) is False
         and config.scheduler != "none"
@@ -664,9 +657,10 @@ def train(
     class_weights = _resolve_class_weights(config, trn)
     module = SegmentationModule(model, config, info.schema.names, info.schema.ignore_index, class_weights)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(
-        out_dir / "train_config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-    )
+    if is_global_zero():
+        atomic_write_text(
+            out_dir / "train_config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+        )
     workers = _auto_workers(config.num_workers, config.accelerator)
     if workers > 0:
         # fill the chip caches before the workers fork, so they share one copy instead of reading each chip
@@ -688,7 +682,14 @@ def train(
         workers,
     )
 
-    trainer = make_trainer(config, out_dir, callbacks=callbacks, progress_bar=progress_bar, progress=progress)
+    trainer = make_trainer(
+        config,
+        out_dir,
+        callbacks=callbacks,
+        progress_bar=progress_bar,
+        progress=progress,
+        resume_ckpt=ckpt_path,
+    )
     best: Path | None = None
     if config.epochs > 0:
         trainer.fit(
@@ -739,6 +740,9 @@ def train(
         len(val),
         best,
     )
+    files: dict[str, Path] = {}
+    if not trainer.is_global_zero:  # under DDP only rank 0 writes the package, metrics and report
+        return TrainResult(out_dir, metrics, history, best, epochs_trained, files)
     save_package(model, meta, out_dir)
     files = write_training_outputs(out_dir, metrics, history, model, val, config, info)
     log.info("Model package written to %s (val mIoU %s)", out_dir, _fmt(metrics.get("mean_iou")))

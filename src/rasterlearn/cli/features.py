@@ -124,6 +124,12 @@ def embed_cmd(
     workers: Annotated[int, typer.Option("--workers", help="Reader threads.")] = 1,
     pause: Annotated[float, typer.Option("--pause", help="Seconds to sleep between batches.")] = 0.0,
     no_pretrained: Annotated[bool, typer.Option("--no-pretrained", help="Random weights (testing).")] = False,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed", help="Seed of the random weights with --no-pretrained (reproducible features)."
+        ),
+    ] = 0,
     model_kwargs: Annotated[
         str | None, typer.Option("--model-kwargs", help="JSON arguments for timm.create_model.")
     ] = None,
@@ -136,6 +142,9 @@ def embed_cmd(
         float,
         typer.Option("--memory-mb", help="Budget for feature rows held in memory (sets the strip height)."),
     ] = 256.0,
+    cache_mb: Annotated[
+        int, typer.Option("--cache-mb", help="GDAL block cache bound during the job (MB).")
+    ] = 64,
     progress: ProgressOpt = "bar",
 ) -> None:
     """Encode a raster into a feature raster (one band per feature) with a foundation model."""
@@ -153,6 +162,7 @@ def embed_cmd(
             output=output,
             checkpoint=checkpoint,
             pretrained=not no_pretrained,
+            seed=seed,
             model_kwargs=parse_kwargs(model_kwargs, "model") or None,
             bands=_bands(bands),
             size=size,
@@ -175,6 +185,7 @@ def embed_cmd(
             pause_s=pause,
             cache_dir=cache_dir,
             memory_mb=memory_mb,
+            cache_mb=cache_mb,
             resume=not no_resume,
             progress=advance,
         )
@@ -432,7 +443,12 @@ def classify_cmd(
             progress=advance,
         )
     m = res.metrics
-    if "overall_accuracy" in m:
+    if m.get("validation", {}).get("valid") is False:
+        console.print(
+            f"Validation impossible: {m['validation']['reason']}. No validation metrics reported. "
+            f"Remedy: {m['validation']['remedy']}."
+        )
+    elif "overall_accuracy" in m:
         console.print(
             f"Validation ({m['validation']['type']}): overall accuracy {m['overall_accuracy']:.3f}, "
             f"kappa {m['kappa'] if m['kappa'] is None else round(m['kappa'], 3)}"

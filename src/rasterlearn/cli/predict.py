@@ -91,6 +91,20 @@ def predict(
     cache_mb: Annotated[int, typer.Option(help="GDAL block cache bound during the job (MB).")] = 64,
     min_area: Annotated[float, typer.Option(help="--vectorize: drop polygons smaller than this.")] = 0.0,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    allow_resolution_mismatch: Annotated[
+        bool,
+        typer.Option(
+            "--allow-resolution-mismatch",
+            help="Predict although the pixel size is >25% off the model's training resolution.",
+        ),
+    ] = False,
+    allow_dtype_mismatch: Annotated[
+        bool,
+        typer.Option(
+            "--allow-dtype-mismatch",
+            help="Predict although the raster's dtype and values are far from the training data's.",
+        ),
+    ] = False,
     no_resume: Annotated[
         bool, typer.Option("--no-resume", help="Discard a partial run instead of resuming it.")
     ] = False,
@@ -128,6 +142,8 @@ def predict(
             blocksize=blocksize,
             memory_mb=memory_mb,
             cache_mb=cache_mb,
+            allow_resolution_mismatch=allow_resolution_mismatch,
+            allow_dtype_mismatch=allow_dtype_mismatch,
             overwrite=overwrite,
             resume=not no_resume,
             progress=advance,

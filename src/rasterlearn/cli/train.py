@@ -81,6 +81,14 @@ def train(
         typer.Option("--deterministic/--no-deterministic", help="Deterministic algorithms (slower)."),
     ] = None,
     logger: Annotated[str | None, typer.Option(help="csv, tensorboard, mlflow.")] = None,
+    mlflow_experiment: Annotated[
+        str | None,
+        typer.Option(
+            help="MLflow experiment name (store: $MLFLOW_TRACKING_URI, else OUT/mlruns.db). "
+            "[default: rasterlearn]"
+        ),
+    ] = None,
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from OUT/checkpoints/last.ckpt.")
     ] = False,
@@ -122,6 +130,8 @@ def train(
         seed=seed,
         deterministic=deterministic,
         logger=logger,
+        mlflow_experiment=mlflow_experiment,
+        run_name=run_name,
     )
     bar = not state.get("quiet", False) and progress == "bar"  # Lightning draws its own bar
     with progress_bar("train", total=cfg.epochs, unit="epochs", display=False) as advance:

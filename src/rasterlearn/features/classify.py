@@ -45,6 +45,7 @@ from rasterlearn.features._io import (
     resolve_estimator,
     save_model_folder,
 )
+from rasterlearn.features.cv_check import check_folds, groups_per_class
 from rasterlearn.features.sampling import VectorSample, sample_vector
 from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader
@@ -193,6 +194,7 @@ def make_folds(
             "type": "fold",
             "column_values": sorted(np.unique(groups).tolist()),
             "folds": len(splits),
+            **({"groups_per_class": groups_per_class(y, groups)} if task == "classification" else {}),
         }
     if cv == "random":
         k = min(folds, n)
@@ -234,6 +236,7 @@ def make_folds(
         "block_size": bs,
         "blocks": n_groups,
         "grouping": "feature representative point",
+        **({"groups_per_class": groups_per_class(y, groups)} if task == "classification" else {}),
     }
 
 
@@ -442,8 +445,14 @@ def classify_raster(
                 "labels": str(labels) if not hasattr(labels, "geometry") else "",
                 "samples": len(y),
                 "features": vs.n_features,
+                "features_without_label": vs.n_unlabelled,
                 "validation": cv_info,
             }
+            missing: list[list[int]] = [[] for _ in splits]
+            verdict: dict[str, Any] = {}
+            if splits and task_ == "classification":
+                missing, verdict = check_folds(splits, y, schema, cv_info)  # type: ignore[arg-type]
+                cv_info.update(verdict)
             if splits:
                 oof = np.zeros(len(y), dtype=y.dtype)
                 tested = np.zeros(len(y), bool)
@@ -456,12 +465,17 @@ def classify_raster(
                     if task_ == "classification":
                         row["accuracy"] = float((oof[te] == y[te]).mean())
                         row["classes_in_training"] = sorted(int(v) for v in np.unique(y[tr]))
+                        if missing[f]:  # this fold cannot score the classes it never saw
+                            row["untrained_test_classes"] = missing[f]
+                            row["accuracy"] = None
                     else:
                         row |= regression_metrics(y[te], oof[te].astype("float64"))
                     fold_rows.append(row)
                 metrics["folds"] = fold_rows
-                if task_ == "classification":
+                if task_ == "classification" and not verdict:
                     metrics |= _class_metrics(y[tested], oof[tested], schema)  # type: ignore[arg-type]
+                elif task_ == "classification":
+                    pass  # impossible folds: no headline metric (see metrics["validation"]["reason"])
                 else:
                     metrics |= regression_metrics(y[tested], oof[tested].astype("float64"))
             final = _fit(cls, kwargs, X, y)

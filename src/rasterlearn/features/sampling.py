@@ -17,6 +17,7 @@ import numpy as np
 from rasterlearn.errors import EmptyInputError, InputError
 from rasterlearn.grid import Window
 from rasterlearn.io.raster import RasterReader, gdal_cache
+from rasterlearn.labels import is_null_label
 
 __all__ = ["PixelSample", "VectorSample", "sample_pixels", "sample_vector"]
 
@@ -107,6 +108,7 @@ class VectorSample:
         labels: the attribute value of that feature (object array), when an attribute was asked for.
         extra: other requested columns, per pixel.
         n_features: features read; n_outside / n_invalid: pixels dropped outside the raster / on nodata.
+        n_unlabelled: features skipped because their label attribute is null, empty or blank.
     """
 
     values: np.ndarray
@@ -121,6 +123,7 @@ class VectorSample:
     n_outside: int
     n_invalid: int
     feature_xy: np.ndarray  # (n_features, 2) representative point of each feature
+    n_unlabelled: int = 0  # features skipped for a null, empty or blank label attribute
 
     def __len__(self) -> int:
         return len(self.values)
@@ -212,11 +215,18 @@ def sample_vector(
             check_attribute(gdf, col)
         source = str(vector)
     check_overlap(gdf, grid, what=f"features of {source}", raster=reader.path)
+    n_unlabelled = 0
     if attribute is not None:
-        null = gdf[attribute].isna().to_numpy()
+        null = np.array([is_null_label(v) for v in gdf[attribute]], dtype=bool)
         if null.any():
-            log.warning("%s: %d features with an empty %r are skipped", source, int(null.sum()), attribute)
+            log.warning(
+                "%s: %d features with no value (null, empty or blank) in %r are skipped",
+                source,
+                int(null.sum()),
+                attribute,
+            )
             gdf = gdf.loc[~null]
+            n_unlabelled = int(null.sum())
     rng = np.random.default_rng(seed)
     rows_l, cols_l, feat_l = [], [], []
     rep = np.zeros((len(gdf), 2))
@@ -275,4 +285,6 @@ def sample_vector(
     labels = gdf[attribute].to_numpy(dtype=object)[feat] if attribute is not None else None
     extra = {c: gdf[c].to_numpy(dtype=object)[feat] for c in (columns or [])}
     log.info("Sampled %d pixels from %d features of %s", len(values), len(gdf), source)
-    return VectorSample(values, rows, cols, x, y, feat, labels, extra, len(gdf), n_outside, n_invalid, rep)
+    return VectorSample(
+        values, rows, cols, x, y, feat, labels, extra, len(gdf), n_outside, n_invalid, rep, n_unlabelled
+    )

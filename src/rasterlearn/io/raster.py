@@ -106,7 +106,9 @@ def gdal_cache(mb: int = 64) -> Iterator[None]:
     GDAL's default (5 % of RAM) keeps decoded blocks of everything read, so a windowed pass over a large
     raster grows by the raster's size; stages that stream a raster once bound it here.
     """
-    with rasterio.Env(GDAL_CACHEMAX=int(mb)):
+    # rasterio hands an integer GDAL_CACHEMAX to GDALSetCacheMax64, which counts bytes (GDAL's "values
+    # below 100000 are megabytes" rule only applies to the config string): give it bytes
+    with rasterio.Env(GDAL_CACHEMAX=int(mb) * 2**20):
         yield
 
 
