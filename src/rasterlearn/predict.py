@@ -51,8 +51,8 @@ from typing import Any, Literal
 import numpy as np
 
 from rasterlearn._util import file_sha256, stable_hash
-from rasterlearn.engine.events import report_total
 from rasterlearn.compat import check_imagery
+from rasterlearn.engine.events import report_total
 from rasterlearn.errors import InputError, ModelError, OutputError
 from rasterlearn.grid import Window, plan_tiles
 from rasterlearn.io.aoi import aoi_mask, resolve_aoi
