@@ -37,6 +37,7 @@ from rasterlearn.data import (
     default_workers,
     load_dataset_info,
 )
+from rasterlearn.diagnostics import annotate
 from rasterlearn.errors import ConfigError, InputNotFoundError, ModelError, OutputError
 from rasterlearn.imbalance import balanced_sampler, resolve_imbalance
 from rasterlearn.losses import build_loss
@@ -52,7 +53,7 @@ from rasterlearn.models import (
     rgb_band_indexes,
     save_package,
 )
-from rasterlearn.train_checks import after_training
+from rasterlearn.train_checks import after_training, attach_stored_baseline
 
 __all__ = [
     "SegmentationModule",
@@ -924,6 +925,8 @@ def evaluate_model(
     metrics["chips"] = len(ds)
     metrics["model"] = str(Path(model_dir))
     metrics["dataset"] = str(Path(dataset))
+    annotate(metrics, split)
+    attach_stored_baseline(metrics, model_dir, dataset, split)
     if out is not None:
         write_metrics(metrics, out)
     return metrics

@@ -21,7 +21,7 @@ from rasterlearn.baseline import baseline_warnings, run_baseline, side_by_side
 from rasterlearn.data import ChipDataset, DatasetInfo, read_manifest
 from rasterlearn.diagnostics import annotate, log_warnings
 
-__all__ = ["BASELINE_FILE", "after_training", "summary"]
+__all__ = ["BASELINE_FILE", "after_training", "attach_stored_baseline", "summary"]
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +115,37 @@ def after_training(
 
 def _f(v: Any) -> str:
     return "n/a" if v is None else f"{float(v):.4f}"
+
+
+def attach_stored_baseline(
+    metrics: dict[str, Any], model_dir: str | Path, dataset: str | Path, split: str
+) -> dict[str, Any] | None:
+    """Add the package's stored baseline metrics for ``split`` to ``metrics`` (``baseline`` key) when the
+    package was trained on ``dataset``; warn when the network does not beat it. Returns the baseline summary.
+    """
+    import json
+
+    path = Path(model_dir) / BASELINE_FILE
+    meta_path = Path(model_dir) / "model.json"
+    if not path.exists() or not meta_path.exists():
+        return None
+    trained_on = (json.loads(meta_path.read_text(encoding="utf-8")).get("training") or {}).get("dataset")
+    if not trained_on or Path(trained_on).resolve() != Path(dataset).resolve():
+        log.info(
+            "The package's baseline was fitted on %s, not on %s: no side-by-side baseline",
+            trained_on,
+            dataset,
+        )
+        return None
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    base = (stored.get("metrics") or {}).get(split)
+    if not base:
+        return None
+    lost = baseline_warnings({split: metrics}, {split: base})
+    log_warnings(lost)
+    metrics["warnings"] = list(metrics.get("warnings") or []) + lost
+    metrics["baseline"] = {
+        "random_forest": summary(base),
+        "table": side_by_side({split: metrics}, {split: base}),
+    }
+    return metrics["baseline"]

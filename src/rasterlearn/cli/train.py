@@ -52,13 +52,29 @@ def train(
     loss: Annotated[
         str | None,
         typer.Option(
-            help="ce, bce, dice, focal, jaccard, tversky, focal_tversky, lovasz; "
-            "combine with +, e.g. 'ce+dice'."
+            help="auto (ce+dice when imbalanced, else ce), ce, bce, dice, focal, jaccard, tversky, "
+            "focal_tversky, lovasz; combine with +, e.g. 'ce+dice'. [default: auto]"
         ),
     ] = None,
     class_weights: Annotated[
         str | None,
-        typer.Option(help="none, inverse, inverse_sqrt, median (from the manifest's trn pixel counts)."),
+        typer.Option(
+            help="auto, none, inverse, inverse_sqrt, median (from the manifest's trn pixel counts). "
+            "[default: auto]"
+        ),
+    ] = None,
+    sampler: Annotated[
+        str | None,
+        typer.Option(
+            help="shuffle, or balanced (chips holding rare classes drawn more often). [default: shuffle]"
+        ),
+    ] = None,
+    baseline: Annotated[
+        bool | None,
+        typer.Option(
+            "--baseline/--no-baseline",
+            help="Fit a per-pixel random forest on the same chips and compare. [default: on]",
+        ),
     ] = None,
     optimizer: Annotated[str | None, typer.Option(help="adamw, adam, sgd.")] = None,
     scheduler: Annotated[str | None, typer.Option(help="cosine, onecycle, plateau, step, none.")] = None,
@@ -107,6 +123,8 @@ def train(
         task=task,
         loss=loss,
         class_weights=class_weights,
+        sampler=sampler,
+        baseline=baseline,
         optimizer=optimizer,
         scheduler=scheduler,
         augment=augment,
@@ -186,10 +204,11 @@ def models_cmd() -> None:
 def _print_metrics(m: dict[str, Any], title: str) -> None:
     from rich.table import Table
 
-    table = Table(
-        title=f"{title}: mIoU {_f(m.get('mean_iou'))}, OA {_f(m.get('overall_accuracy'))}, "
-        f"kappa {_f(m.get('kappa'))}"
-    )
+    from rasterlearn.diagnostics import headline
+
+    for w in m.get("warnings") or []:
+        console.print(f"[bold red]WARNING:[/] {w}", highlight=False)
+    table = Table(title=f"{title}: {headline(m)}")
     for col in ("class", "IoU", "F1", "user's acc.", "producer's acc.", "pixels"):
         table.add_column(col, justify="right")
     for name, pc in m["per_class"].items():
@@ -202,6 +221,15 @@ def _print_metrics(m: dict[str, Any], title: str) -> None:
             str(pc["support"]),
         )
     console.print(table)
+    comp = (m.get("comparison") or {}).get("table") or (m.get("baseline") or {}).get("table")
+    if comp:
+        side = Table(title="network vs per-pixel random forest baseline")
+        cols = ["split", "model", "mean IoU", "kappa"] + [c for c in comp[0] if c.startswith("IoU ")]
+        for col in cols:
+            side.add_column(col, justify="right")
+        for row in comp:
+            side.add_row(*[v if isinstance(v := row.get(c), str) else _f(v) for c in cols])
+        console.print(side)
 
 
 def _f(v: Any) -> str:
