@@ -185,6 +185,62 @@ def evaluate_model_cmd(
         console.print(f"Metrics written to {output} (+ .csv, _confusion.png)")
 
 
+@app.command("compare")
+def compare_cmd(
+    dataset: Annotated[Path, typer.Argument(help="Chip folder written by 'rasterlearn chips'.")],
+    candidates: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: ARCH:ENCODER networks (e.g. unet:resnet18), rf:bands, rf:features."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: compare.csv/.json/.png.")],
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML file of training options for the networks.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs of each network. [default: 20]")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Chips per batch. [default: 8]")] = None,
+    rf_samples: Annotated[int, typer.Option(help="Training pixels of each random forest.")] = 100_000,
+    feature_model: Annotated[
+        str, typer.Option(help="timm backbone of rf:features (pretrained only when cached).")
+    ] = "resnet18.a1_in1k",
+    workers: Annotated[int | None, typer.Option(help="DataLoader workers. [default: auto]")] = None,
+) -> None:
+    """Train/fit each candidate on the same chips and split; one table (mIoU, IoU per class, kappa, time, size)."""
+    from rich.table import Table
+
+    from rasterlearn.compare import compare, parse_candidates
+    from rasterlearn.train import load_train_config
+
+    cands = parse_candidates(candidates)
+    cfg = load_train_config(config, epochs=epochs, batch_size=batch_size, num_workers=workers)
+    opts = cfg.model_dump(exclude_unset=True)
+    with progress_bar("candidates", total=len(cands)) as advance:
+        res = compare(
+            dataset,
+            candidates,
+            out,
+            train_options=opts,
+            rf_samples=rf_samples,
+            feature_model=feature_model,
+            progress=advance,
+        )
+    table = Table(title="candidates on the same chips and split")
+    for col in ("candidate", "split", "mIoU", "kappa", "seconds", "model MB"):
+        table.add_column(col, justify="right")
+    for r in res.rows:
+        table.add_row(
+            r["candidate"],
+            r["split"],
+            _f(r["mean_iou"]),
+            _f(r["kappa"]),
+            f"{r['seconds']:.1f}",
+            f"{r['model_bytes'] / 2**20:.2f}",
+        )
+    console.print(table)
+    console.print(f"Table: {res.files['csv']} (+ .json); plot: {res.files['plot']}")
+
+
 @app.command("models")
 def models_cmd() -> None:
     """List the registered segmentation architectures."""
