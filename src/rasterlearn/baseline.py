@@ -33,6 +33,7 @@ import numpy as np
 from rasterlearn.data import ChipDataset, DatasetInfo, load_dataset_info, read_manifest
 from rasterlearn.errors import EmptyInputError
 from rasterlearn.metrics import confusion_matrix, metrics_from_confusion
+from rasterlearn.normalize import Normalization
 
 __all__ = [
     "BaselineModel",
@@ -110,6 +111,7 @@ class BaselineModel:
     samples: int
     fit_seconds: float
     kind: str
+    normalization: Normalization
     extra: ExtraFeatures | None = field(default=None, repr=False)
 
     @property
@@ -187,7 +189,7 @@ def fit_baseline(
         len(y),
         secs,
     )
-    return BaselineModel(rf, names, len(y), secs, kind, extra)
+    return BaselineModel(rf, names, len(y), secs, kind, ds.normalization, extra)
 
 
 def evaluate_baseline(
@@ -198,9 +200,13 @@ def evaluate_baseline(
     info: DatasetInfo | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Metrics of the forest on every labelled valid pixel of ``split`` (same code as the network's)."""
+    """Metrics of the forest on every labelled valid pixel of ``split`` (same code as the network's).
+
+    ``dataset`` may be another chip folder with the same bands (e.g. another scene): the features are
+    normalized with the training chips' statistics, as a model package does.
+    """
     info = info or load_dataset_info(dataset)
-    ds = ChipDataset(dataset, split, info=info, cache_mb=0)
+    ds = ChipDataset(dataset, split, info=info, cache_mb=0, normalization=model.normalization)
     k = info.schema.num_classes
     classes = np.asarray(model.estimator.classes_)
     cm = np.zeros((k, k), dtype="int64")
