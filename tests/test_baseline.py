@@ -239,3 +239,19 @@ def test_cli_compare_and_train_options(synth_chips: Path, tmp_path: Path, capsys
     rc = main(["compare", str(synth_chips), "--candidates", "unet", "--out", str(tmp_path / "bad")])
     err = capsys.readouterr().err
     assert rc == 2 and "ARCH:ENCODER" in " ".join(err.split()) and "Traceback" not in err
+
+
+def test_compare_rf_features_uses_an_offline_backbone(synth_chips: Path, tmp_path: Path) -> None:
+    res = compare(
+        synth_chips,
+        "rf:features",
+        tmp_path / "cmpf",
+        rf_samples=2000,
+        rf_trees=5,
+        feature_model="resnet18",
+        feature_layer=1,
+        feature_pretrained=False,
+    )
+    rec = json.loads(res.files["json"].read_text())
+    assert rec["features"]["rf:features"]["pretrained"] is False and rec["features"]["rf:features"]["dim"] == 64
+    assert [r["split"] for r in res.rows] == ["val", "tst"] and all(r["mean_iou"] > 0 for r in res.rows)
