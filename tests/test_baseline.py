@@ -253,5 +253,7 @@ def test_compare_rf_features_uses_an_offline_backbone(synth_chips: Path, tmp_pat
         feature_pretrained=False,
     )
     rec = json.loads(res.files["json"].read_text())
-    assert rec["features"]["rf:features"]["pretrained"] is False and rec["features"]["rf:features"]["dim"] == 64
+    assert (
+        rec["features"]["rf:features"]["pretrained"] is False and rec["features"]["rf:features"]["dim"] == 64
+    )
     assert [r["split"] for r in res.rows] == ["val", "tst"] and all(r["mean_iou"] > 0 for r in res.rows)
