@@ -397,8 +397,10 @@ train:                                # every `rasterlearn train` option (see do
   arch: unet
   encoder: resnet18
   pretrained: null                    # e.g. imagenet (downloads once); null = random initialisation
-  loss: ce                            # ce | dice | focal | lovasz ... or {ce: 0.5, dice: 0.5}
-  class_weights: none                 # none | inverse | inverse_sqrt | median
+  loss: auto                          # auto (ce+dice if imbalanced, else ce) | ce | dice | focal ... or {ce: 0.5, dice: 0.5}
+  class_weights: auto                 # auto | none | inverse | inverse_sqrt | median
+  sampler: shuffle                    # shuffle | balanced (chips holding rare classes drawn more often)
+  baseline: true                      # compare with a per-pixel random forest on the same chips
   epochs: 20
   batch_size: 8
   lr: 0.001
