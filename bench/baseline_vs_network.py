@@ -114,7 +114,7 @@ def buildings(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         [Scene(d / "scene_22978945.tif", d / "buildings.gpkg")],
         work / "bld_a",
         size=args.chip,
-        stride=args.chip // 2,
+        stride=args.stride or args.chip // 2,
         split_method="blocks",
         block_size=2 * args.chip,
         val=0.2,
@@ -140,7 +140,7 @@ def _landsat_chips(work: Path, args: argparse.Namespace, labels: Path, name: str
         [Scene(DATA / "landcover_nc" / "landsat7_5band.tif", label_raster=labels)],
         work / name,
         size=args.chip,
-        stride=args.chip // 2,
+        stride=args.stride or args.chip // 2,
         split_method="blocks",
         block_size=2 * args.chip,
         val=0.2,
@@ -183,6 +183,7 @@ def main() -> None:
     p.add_argument("--scenario", choices=["buildings", "landcover", "rare", "all"], default="all")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--chip", type=int, default=64)
+    p.add_argument("--stride", type=int, default=None, help="training chip stride (default chip/2)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--encoder", default="resnet18")
     p.add_argument("--rf-samples", type=int, default=100_000)
@@ -197,7 +198,9 @@ def main() -> None:
     results = []
     for name in todo:
         results.append({"buildings": buildings, "landcover": landcover, "rare": rare}[name](work, args))
-    print(f"\nsettings: epochs {args.epochs}, chip {args.chip}, batch {args.batch_size}, unet/{args.encoder}")
+    print(
+        f"\nsettings: epochs {args.epochs}, chip {args.chip}, stride {args.stride or args.chip // 2}, batch {args.batch_size}, unet/{args.encoder}"
+    )
     print(f"peak memory {peak_rss_mb():.0f} MB; results in {work / 'results.json'}")
     (work / "results.json").write_text(
         json.dumps({"settings": vars(args) | {"out": str(work)}, "results": results}, indent=1, default=str)
