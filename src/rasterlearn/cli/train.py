@@ -262,8 +262,6 @@ def _print_metrics(m: dict[str, Any], title: str) -> None:
 
     from rasterlearn.diagnostics import headline
 
-    for w in m.get("warnings") or []:
-        console.print(f"[bold red]WARNING:[/] {w}", highlight=False)
     table = Table(title=f"{title}: {headline(m)}")
     for col in ("class", "IoU", "F1", "user's acc.", "producer's acc.", "pixels"):
         table.add_column(col, justify="right")
