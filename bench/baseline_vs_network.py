@@ -15,6 +15,7 @@ Prints one line per model and the ratio/difference, plus peak memory; writes ``O
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/baseline_vs_network.py --scenario all --epochs 8
     .venv/bin/python bench/baseline_vs_network.py --scenario rare --epochs 4 --chip 32 --old-defaults
+    .venv/bin/python bench/baseline_vs_network.py --scenario rare --set scheduler=onecycle --set early_stopping_patience=3
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def _train_and_score(
         sample_chips=0,
         baseline=False,
         seed=0,
-        **overrides,
+        **{**args.options, **overrides},
     )
     t0 = time.perf_counter()
     train(chips, out, cfg, overwrite=True)
@@ -189,7 +190,11 @@ def main() -> None:
     p.add_argument("--rf-samples", type=int, default=100_000)
     p.add_argument("--old-defaults", action="store_true")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra training option")
     args = p.parse_args()
+    import yaml
+
+    args.options = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
     if not DATA.is_dir():
         sys.exit(f"shared data not found at {DATA}")
     work = args.out or Path(tempfile.mkdtemp(prefix="rl-baseline-"))
