@@ -87,9 +87,12 @@ def log_warnings(messages: list[str]) -> None:
 
 
 def annotate(metrics: dict[str, Any], where: str = "validation") -> list[str]:
-    """Add ``warnings`` (collapse messages) and ``headline`` to ``metrics`` in place; log and return them."""
+    """Put ``warnings`` (collapse messages) and ``headline`` first in ``metrics`` (in place); log and return
+    the new messages."""
     msgs = collapse_warnings(metrics, where)
-    metrics["warnings"] = list(metrics.get("warnings") or []) + msgs
-    metrics["headline"] = headline(metrics)
+    rest = {k: v for k, v in metrics.items() if k not in ("warnings", "headline")}
+    warnings = list(metrics.get("warnings") or []) + msgs
+    metrics.clear()
+    metrics.update({"warnings": warnings, "headline": headline(rest), **rest})
     log_warnings(msgs)
     return msgs
