@@ -373,6 +373,9 @@ def _training_section(inputs: ReportInputs, figs: Path) -> str:
             "chip size": meta.get("chip_size"),
             "epochs trained": tr.get("epochs_trained", tr.get("epochs")),
             "best epoch": tr.get("best_epoch"),
+            "loss (chosen)": (tr.get("imbalance") or {}).get("loss"),
+            "class weights": (tr.get("imbalance") or {}).get("class_weights"),
+            "chip sampler": (tr.get("imbalance") or {}).get("sampler"),
             "model package": str(inputs.train_dir),
         }
         parts.append(
