@@ -90,6 +90,16 @@ def test_train_compares_with_the_baseline(synth_chips: Path, tmp_path: Path) -> 
     )
     m = evaluate_model(tmp_path / "m", synth_chips, split="tst")
     assert m["baseline"]["random_forest"]["mean_iou"] == base["metrics"]["tst"]["mean_iou"]
+    # the run report: warnings first, headline with kappa and the lowest class IoU, network vs baseline
+    from rasterlearn.run_report import ReportInputs, write_run_report
+
+    page = write_run_report(
+        tmp_path / "run", ReportInputs(train_dir=tmp_path / "m", sample_chips=0)
+    ).read_text()
+    assert "Network vs per-pixel random forest baseline" in page and "lowest class IoU" in page
+    assert "loss (chosen)" in page
+    if res.metrics["warnings"]:
+        assert page.index("Warnings") < page.index("Summary")
     # --no-baseline
     res2 = train(synth_chips, tmp_path / "n", cfg.model_copy(update={"baseline": False}))
     assert "comparison" not in res2.metrics and not (tmp_path / "n" / "baseline.json").exists()
