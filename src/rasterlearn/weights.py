@@ -67,7 +67,8 @@ def pretrained_error(encoder: str, weights: str, exc: BaseException) -> ModelErr
         if repo
         else f"'rasterlearn train ... --encoder {encoder} --pretrained {weights}' once"
     )
-    reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    text = str(exc).strip()
+    reason = (text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(exc).__name__)[:200]
     return ModelError(
         f"Cannot get pretrained weights {weights!r} for encoder {encoder!r} (no network or not cached: "
         f"{reason}). On a connected machine run {fetch}, then copy its Hugging Face cache to "
