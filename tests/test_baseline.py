@@ -13,7 +13,7 @@ import torch
 from rasterlearn.baseline import pixel_features, run_baseline, side_by_side
 from rasterlearn.chips import Scene, make_chips
 from rasterlearn.compare import compare, parse_candidates
-from rasterlearn.errors import ConfigError, ModelError
+from rasterlearn.errors import ConfigError, ModelError, OutputError
 from rasterlearn.models import create_model, model_spec
 from rasterlearn.synthetic import make_synthetic_scene
 from rasterlearn.train import TrainConfig, evaluate_model, train
@@ -129,7 +129,7 @@ def test_compare_table_and_plot(synth_chips: Path, tmp_path: Path) -> None:
     assert json.loads(res.files["json"].read_text())["rows"][2]["candidate"] == "rf:bands"
 
 
-def test_parse_candidates_errors() -> None:
+def test_parse_candidates_errors(tmp_path: Path) -> None:
     c = parse_candidates("unet:resnet18, rf:features")
     assert [(x.kind, x.arch, x.encoder, x.features) for x in c] == [
         ("network", "unet", "resnet18", ""),
@@ -138,6 +138,8 @@ def test_parse_candidates_errors() -> None:
     for bad in ("unet", "rf:pixels", "unet:resnet18,unet:resnet18", ""):
         with pytest.raises(ConfigError):
             parse_candidates(bad)
+    with pytest.raises(OutputError):
+        compare(tmp_path, "rf:bands", tmp_path / "cmp")
 
 
 def test_weights_file_changes_predictions(tmp_path: Path) -> None:

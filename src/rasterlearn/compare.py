@@ -29,7 +29,7 @@ import numpy as np
 
 from rasterlearn._util import atomic_write, atomic_write_json
 from rasterlearn.data import load_dataset_info, read_manifest
-from rasterlearn.errors import ConfigError
+from rasterlearn.errors import ConfigError, OutputError
 
 __all__ = ["Candidate", "CompareResult", "compare", "feature_extractor", "parse_candidates", "plot_compare"]
 
@@ -186,6 +186,8 @@ def compare(
         progress: called with 1 after each finished candidate.
     """
     dataset, out = Path(dataset), Path(out)
+    if out.resolve() == dataset.resolve() or dataset.resolve() in out.resolve().parents:
+        raise OutputError(f"--out {out} is (inside) the chip folder {dataset}; choose another output folder")
     cands = parse_candidates(candidates)
     info = load_dataset_info(dataset)
     splits = [s for s in ("val", "tst") if read_manifest(dataset, s)]
