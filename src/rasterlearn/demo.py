@@ -19,13 +19,20 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rasterlearn.errors import InputError
 from rasterlearn.io.paths import check_outputs
 from rasterlearn.pipeline import RunConfig, RunResult, run_pipeline
 
-__all__ = ["DEMO_FEATURE_MODEL", "DemoResult", "demo_config", "pretrained_available", "run_demo"]
+__all__ = [
+    "DEMO_FEATURE_MODEL",
+    "DemoResult",
+    "demo_config",
+    "pretrained_available",
+    "resolve_unlabelled",
+    "run_demo",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +77,30 @@ def pretrained_available(model: str) -> bool:
     return False
 
 
+def resolve_unlabelled(
+    unlabelled: Literal["auto", "ignore", "background"], *, synthetic: bool, attribute: str | None
+) -> Literal["ignore", "background"]:
+    """``ignore`` (sparse polygons) or ``background`` for the demo's labels; logs the choice."""
+    if unlabelled not in ("auto", "ignore", "background"):
+        raise InputError(f"unlabelled must be auto, ignore or background; got {unlabelled!r}")
+    if unlabelled != "auto":
+        chosen: Literal["ignore", "background"] = unlabelled
+    elif synthetic or attribute is None:
+        chosen = "background"
+    else:
+        chosen = "ignore"
+    if not synthetic:
+        log.info(
+            "Pixels outside every label polygon are %s (%s); %s",
+            "ignored: labels only inside the polygons" if chosen == "ignore" else "background",
+            "given" if unlabelled != "auto" else "auto",
+            "give --unlabelled background if your polygons cover every class everywhere"
+            if chosen == "ignore"
+            else "give --unlabelled ignore if your polygons are sparse samples",
+        )
+    return chosen
+
+
 def demo_config(
     out_dir: str | Path,
     *,
@@ -84,9 +115,18 @@ def demo_config(
     epochs: int | None = None,
     features: bool = True,
     feature_pretrained: bool | None = None,
+    unlabelled: Literal["auto", "ignore", "background"] = "auto",
 ) -> RunConfig:
-    """The demo's run configuration (small U-Net, a few epochs, spatial val/test blocks, features)."""
+    """The demo's run configuration (small U-Net, a few epochs, spatial val/test blocks, features).
+
+    ``unlabelled``: what pixels outside every label polygon of the user's labels are. ``ignore``: sparse
+    polygons, labelled only inside them (chips ``label_areas: features``, maps evaluated inside the
+    polygons only); ``background``: the labels are complete, every other pixel is background; ``auto``:
+    ``ignore`` when ``attribute`` names classes of the user's labels, ``background`` for the synthetic scene
+    (complete labels) and for a single burnt class (``attribute`` None: outside is its only negative).
+    """
     chip = chip_size or (64 if quick else 128)
+    sparse = resolve_unlabelled(unlabelled, synthetic=synthetic, attribute=attribute) == "ignore"
     n_epochs = epochs if epochs is not None else 8
     pretrained = (
         pretrained_available(DEMO_FEATURE_MODEL) if feature_pretrained is None else feature_pretrained
@@ -108,6 +148,7 @@ def demo_config(
                 "test": 0.2,
                 "max_nodata": 50,
                 "seed": 0,
+                **({"label_areas": "features"} if sparse else {}),
             },
             "train": {
                 "arch": "unet",
@@ -130,7 +171,11 @@ def demo_config(
                 "batch_size": 16,
                 "vectorize": True,
             },
-            "evaluate": {"region": "auto", "test_chips": True},
+            "evaluate": {
+                "region": "auto",
+                "test_chips": True,
+                **({"unlabelled": "ignore"} if sparse else {}),
+            },
             "features": {
                 "enabled": features,
                 "model": DEMO_FEATURE_MODEL,
@@ -166,6 +211,7 @@ def run_demo(
     epochs: int | None = None,
     features: bool = True,
     progress: Callable[[str, int], None] | None = None,
+    unlabelled: Literal["auto", "ignore", "background"] = "auto",
 ) -> DemoResult:
     """Run the whole pipeline on the synthetic scene (no inputs) or on ``raster`` + ``labels``.
 
@@ -179,6 +225,8 @@ def run_demo(
         epochs: training epochs (default 8).
         features: also run embed -> PCA -> k-means -> similarity.
         progress: ``progress(stage, n)`` callback (see :func:`rasterlearn.pipeline.run_pipeline`).
+        unlabelled: pixels outside the user's label polygons: ``ignore`` (sparse polygons, the default with
+            ``attribute``), ``background``, or ``auto`` (see :func:`demo_config`).
 
     Returns:
         :class:`DemoResult` with the report path and headline metrics.
@@ -213,6 +261,7 @@ def run_demo(
         quick=quick,
         epochs=epochs,
         features=features,
+        unlabelled=unlabelled,
     )
     res = run_pipeline(cfg, out=out, progress=progress)
     metrics = res.metrics()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -553,10 +553,10 @@ def create_model(
         )
     elif weights is not None:
         if in_channels == 3:
-            model = build(3, str(weights))
+            model = _build_pretrained(build, encoder, str(weights))
             info["first_layer"] = None
         else:
-            source = build(3, str(weights)).state_dict()
+            source = _build_pretrained(build, encoder, str(weights)).state_dict()
             info.update(
                 transfer_weights(
                     model,
@@ -570,6 +570,22 @@ def create_model(
             )
     model.init_info = info  # type: ignore[assignment]
     return model
+
+
+def _build_pretrained(build: Callable[[int, str | None], nn.Module], encoder: str, weights: str) -> nn.Module:
+    """``build(3, weights)``; a failed download becomes one line on how to get the weights offline."""
+    from rasterlearn.hub_weights import is_download_error, pretrained_error
+
+    try:
+        return build(3, weights)
+    except ModelError as exc:
+        if is_download_error(exc):
+            raise pretrained_error(encoder, weights, exc) from exc
+        raise
+    except Exception as exc:
+        if is_download_error(exc):
+            raise pretrained_error(encoder, weights, exc) from exc
+        raise
 
 
 def tiny_model(arch: str, in_channels: int, classes: int, **kwargs: Any) -> nn.Module:

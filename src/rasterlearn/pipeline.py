@@ -394,8 +394,10 @@ train:                                # every `rasterlearn train` option (see do
   arch: unet
   encoder: resnet18
   pretrained: null                    # e.g. imagenet (downloads once); null = random initialisation
-  loss: ce                            # ce | dice | focal | lovasz ... or {ce: 0.5, dice: 0.5}
-  class_weights: none                 # none | inverse | inverse_sqrt | median
+  loss: auto                          # auto (ce+dice if imbalanced, else ce) | ce | dice | focal ... or {ce: 0.5, dice: 0.5}
+  class_weights: auto                 # auto | none | inverse | inverse_sqrt | median
+  sampler: shuffle                    # shuffle | balanced (chips holding rare classes drawn more often)
+  baseline: true                      # compare with a per-pixel random forest on the same chips
   epochs: 20
   batch_size: 8
   lr: 0.001
@@ -867,6 +869,8 @@ class _Runner:
             summary = {
                 "val_mean_iou": m.get("mean_iou"),
                 "val_overall_accuracy": m.get("overall_accuracy"),
+                "val_kappa": m.get("kappa"),
+                "val_warnings": len(m.get("warnings") or []),
                 "epochs_trained": res.epochs_trained,
             }
             return {"package": str(folder), "files": {k: str(v) for k, v in res.files.items()}}, summary
@@ -992,6 +996,7 @@ class _Runner:
                 outputs["test_chips"] = str(folder / "test_chips.json")
                 summary["test_chips_mean_iou"] = m.get("mean_iou")
                 summary["test_chips_overall_accuracy"] = m.get("overall_accuracy")
+                summary["test_chips_kappa"] = m.get("kappa")
             maps = predict.outputs.get("maps", {}) if predict else {}
             by_id = {s.id: s for s in self.scenes}
             for sid, map_path in maps.items():
@@ -1021,6 +1026,15 @@ class _Runner:
                 outputs["maps"][sid] = {"metrics": str(out_json), "region": region}
                 summary[f"{sid}_mean_iou"] = m.get("mean_iou")
                 summary[f"{sid}_overall_accuracy"] = m.get("overall_accuracy")
+                summary[f"{sid}_kappa"] = m.get("kappa")
+                summary[f"{sid}_min_class_iou"] = min(
+                    (
+                        float(pc.get("iou") or 0.0)
+                        for pc in m.get("per_class", {}).values()
+                        if pc.get("support")
+                    ),
+                    default=None,
+                )
                 summary[f"{sid}_region"] = region
             return outputs, summary
 

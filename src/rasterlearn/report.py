@@ -114,6 +114,7 @@ h1{border-bottom:2px solid #2c7fb8}h2{color:#2c7fb8;margin-top:2rem}
 table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}th,td{border:1px solid #ccc;padding:.25rem .6rem;
 text-align:right}th{background:#eef5fb}td:first-child,th:first-child{text-align:left}
 .note{color:#666;font-size:.9rem}
+.warn{color:#b00020;font-weight:600}
 """
 
 
@@ -255,9 +256,16 @@ def training_report_html(
     history: Sequence[dict[str, float]],
     images: dict[str, Path],
     summary: dict[str, Any],
+    warnings: Sequence[str] = (),
+    comparison: Sequence[dict[str, Any]] = (),
 ) -> Path:
-    """One self-contained HTML page: run summary, per-class metrics, curves, confusion matrix, samples."""
-    sections = [("Run", table_html([{"option": k, "value": str(v)} for k, v in summary.items()]))]
+    """One self-contained HTML page: warnings (collapse, baseline) first, run summary, per-class metrics,
+    network vs baseline, curves, confusion matrix, samples."""
+    sections = []
+    if warnings:
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+        sections.append(("Warnings", f"<ul class='warn'>{items}</ul>"))
+    sections.append(("Run", table_html([{"option": k, "value": str(v)} for k, v in summary.items()])))
     rows = [
         {
             "class": name,
@@ -276,6 +284,8 @@ def training_report_html(
         f"{metrics.get('pixels', 0)} pixels</p>"
     )
     sections.append(("Validation metrics (best model, whole split)", overall + table_html(rows)))
+    if comparison:
+        sections.append(("Network vs per-pixel random forest baseline", table_html(list(comparison))))
     for key, title in (
         ("curves", "Training curves"),
         ("confusion", "Confusion matrix"),

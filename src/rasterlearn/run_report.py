@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from rasterlearn import report
+from rasterlearn.diagnostics import collapse_warnings, headline
 
 __all__ = ["ReportInputs", "plot_class_balance", "plot_class_map", "write_run_report"]
 
@@ -372,6 +373,9 @@ def _training_section(inputs: ReportInputs, figs: Path) -> str:
             "chip size": meta.get("chip_size"),
             "epochs trained": tr.get("epochs_trained", tr.get("epochs")),
             "best epoch": tr.get("best_epoch"),
+            "loss (chosen)": (tr.get("imbalance") or {}).get("loss"),
+            "class weights": (tr.get("imbalance") or {}).get("class_weights"),
+            "chip sampler": (tr.get("imbalance") or {}).get("sampler"),
             "model package": str(inputs.train_dir),
         }
         parts.append(
@@ -640,9 +644,24 @@ def write_run_report(out: str | Path, inputs: ReportInputs) -> Path:
     schema = _schema(inputs, dataset)
     sections: list[tuple[str, str]] = []
     headline, evals = _metrics_section(inputs, figs)
+    train_metrics = _load_json(inputs.train_dir / "metrics.json" if inputs.train_dir else None) or {}
+    warnings = [str(w) for w in train_metrics.get("warnings") or []]
+    for label, m in evals[1:] if train_metrics else evals:
+        warnings += [f"{label}: {w}" for w in collapse_warnings(m, label)]
+    if warnings:
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+        sections.append(("Warnings", f"<ul class='warn'>{items}</ul>"))
     summary = _headline(evals)
     if summary:
         sections.append(("Summary", summary))
+    comparison = (train_metrics.get("comparison") or {}).get("table")
+    if comparison:
+        sections.append(
+            (
+                "Network vs per-pixel random forest baseline (same chips, same split)",
+                report.table_html(comparison),
+            )
+        )
     maps = _maps_section(inputs, figs, schema, dataset)
     if maps:
         sections.append(("Predicted maps", maps))
@@ -672,9 +691,5 @@ def write_run_report(out: str | Path, inputs: ReportInputs) -> Path:
 def _headline(evals: list[tuple[str, dict[str, Any]]]) -> str:
     if not evals:
         return ""
-    items = "".join(
-        f"<li><b>{html.escape(label)}</b>: mean IoU {_num(m.get('mean_iou'))}, overall accuracy "
-        f"{_num(m.get('overall_accuracy'))}</li>"
-        for label, m in evals
-    )
+    items = "".join(f"<li><b>{html.escape(label)}</b>: {html.escape(headline(m))}</li>" for label, m in evals)
     return f"<ul>{items}</ul>"

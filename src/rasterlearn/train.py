@@ -37,9 +37,11 @@ from rasterlearn.data import (
     default_workers,
     load_dataset_info,
 )
-from rasterlearn.errors import ConfigError, InputError, InputNotFoundError, ModelError, OutputError
+from rasterlearn.diagnostics import annotate
+from rasterlearn.errors import ConfigError, InputNotFoundError, ModelError, OutputError
+from rasterlearn.imbalance import balanced_sampler, resolve_imbalance
 from rasterlearn.io.paths import check_outputs
-from rasterlearn.losses import build_loss, class_weights_from_counts
+from rasterlearn.losses import build_loss
 from rasterlearn.metrics import metrics_from_confusion, metrics_table
 from rasterlearn.models import (
     ChannelStrategy,
@@ -52,6 +54,7 @@ from rasterlearn.models import (
     rgb_band_indexes,
     save_package,
 )
+from rasterlearn.train_checks import after_training, attach_stored_baseline
 from rasterlearn.train_loggers import build_logger, is_global_zero
 
 __all__ = [
@@ -79,6 +82,8 @@ _RESUMABLE_CHANGES = {
     "limit_val_batches",
     "mlflow_experiment",
     "run_name",
+    "baseline",
+    "baseline_samples",
 }
 
 
@@ -104,9 +109,16 @@ class TrainConfig(BaseModel):
         default=0, ge=0, description="train only the decoder for the first N epochs"
     )
     # loss
-    loss: str | dict[str, float] = "ce"
+    loss: str | dict[str, float] = Field(
+        default="auto", description="'auto' = ce+dice when imbalanced, else ce (rasterlearn.imbalance)"
+    )
     loss_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    class_weights: Literal["none", "inverse", "inverse_sqrt", "median"] | list[float] = "none"
+    class_weights: Literal["auto", "none", "inverse", "inverse_sqrt", "median"] | list[float] = "auto"
+    sampler: Literal["shuffle", "balanced"] = Field(
+        default="shuffle", description="balanced: draw chips holding rare classes more often"
+    )
+    baseline: bool = Field(default=True, description="fit and compare the per-pixel random forest baseline")
+    baseline_samples: int = Field(default=100_000, ge=100, description="trn pixels the baseline is fitted on")
     # optimisation
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(default=1e-3, gt=0)
@@ -149,7 +161,8 @@ class TrainConfig(BaseModel):
     @field_validator("loss")
     @classmethod
     def _check_loss(cls, v: Any) -> Any:
-        build_loss(v)  # raises ConfigError naming the valid losses
+        if v != "auto":
+            build_loss(v)  # raises ConfigError naming the valid losses
         return v
 
     @property
@@ -226,6 +239,7 @@ class SegmentationModule(_module_base()):  # type: ignore[misc]
         class_names: Sequence[str],
         ignore_index: int = 255,
         class_weights: Sequence[float] | None = None,
+        loss: str | Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
         from torchmetrics.classification import MulticlassConfusionMatrix
@@ -237,7 +251,7 @@ class SegmentationModule(_module_base()):  # type: ignore[misc]
         self.binary = config.task == "binary"
         self.num_eval_classes = len(self.class_names)
         self.loss_fn = build_loss(
-            config.loss,
+            loss if loss is not None else config.loss,
             ignore_index=self.ignore_index,
             class_weights=class_weights,
             params=config.loss_params,
@@ -521,11 +535,12 @@ def _auto_workers(requested: int | None, accelerator: str = "auto") -> int:
 
 
 def _loader(
-    ds: ChipDataset, batch_size: int, workers: int, *, train: bool, seed: int
+    ds: ChipDataset, batch_size: int, workers: int, *, train: bool, seed: int, sampler: Any = None
 ) -> torch.utils.data.DataLoader:
     from torch.utils.data import DataLoader
 
-    sampler = EpochSampler(len(ds), shuffle=train, seed=seed) if train else None
+    if sampler is None and train:
+        sampler = EpochSampler(len(ds), shuffle=True, seed=seed)
     return DataLoader(
         ds,
         batch_size=batch_size,
@@ -553,32 +568,6 @@ def _out_channels(config: TrainConfig, info: DatasetInfo) -> int:
             f"needs at least 2"
         )
     return k
-
-
-def _resolve_class_weights(config: TrainConfig, ds: ChipDataset) -> list[float] | None:
-    if isinstance(config.class_weights, list):
-        if len(config.class_weights) != ds.schema.num_classes:
-            raise ConfigError(
-                f"class_weights has {len(config.class_weights)} values for {ds.schema.num_classes} "
-                f"classes ({ds.schema.describe()})"
-            )
-        return [float(v) for v in config.class_weights]
-    if config.class_weights == "none":
-        return None
-    counts = ds.class_counts()
-    if counts.sum() == 0:
-        raise InputError(
-            f"{ds.root}/manifest.csv has no px_<code> class counts for the trn split; cannot compute "
-            f"class weights (set class_weights: none)"
-        )
-    w = class_weights_from_counts(counts, config.class_weights)
-    log.info(
-        "Class weights (%s) from %d trn pixels: %s",
-        config.class_weights,
-        int(counts.sum()),
-        ", ".join(f"{n}={v:.3g}" for n, v in zip(ds.schema.names, w or [], strict=False)),
-    )
-    return w
 
 
 def train(
@@ -654,8 +643,13 @@ def train(
         rgb_bands=rgb_band_indexes(info.bands, in_ch),
         **config.model_kwargs,
     )
-    class_weights = _resolve_class_weights(config, trn)
-    module = SegmentationModule(model, config, info.schema.names, info.schema.ignore_index, class_weights)
+    choice = resolve_imbalance(
+        config.loss, config.class_weights, info.schema, trn.class_counts(), task=config.task
+    )
+    class_weights = choice.class_weights
+    module = SegmentationModule(
+        model, config, info.schema.names, info.schema.ignore_index, class_weights, loss=choice.loss
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     if is_global_zero():
         atomic_write_text(
@@ -666,7 +660,11 @@ def train(
         # fill the chip caches before the workers fork, so they share one copy instead of reading each chip
         trn.preload()
         val.preload()
-    trn_loader = _loader(trn, config.batch_size, workers, train=True, seed=config.seed)
+    sampler = None
+    if config.sampler == "balanced":
+        sampler, chip_w = balanced_sampler(trn.rows, info.schema, seed=config.seed)
+        choice.sampler, choice.chip_weights = "balanced", chip_w.tolist()
+    trn_loader = _loader(trn, config.batch_size, workers, train=True, seed=config.seed, sampler=sampler)
     val_loader = _loader(val, config.batch_size, workers, train=False, seed=config.seed)
     log.info(
         "Training %s/%s on %d bands, %d classes: %d trn and %d %s chips of %d px, batch %d, %d workers",
@@ -722,6 +720,21 @@ def train(
         threshold=config.threshold,
         ignore_index=info.schema.ignore_index,
     )
+    extras = after_training(
+        out_dir,
+        dataset,
+        info,
+        model,
+        norm,
+        metrics=metrics,
+        val_split=config.val_split,
+        binary=config.task == "binary",
+        threshold=config.threshold,
+        baseline=config.baseline,
+        baseline_samples=config.baseline_samples,
+        seed=config.seed,
+        batch_size=config.batch_size,
+    )
     history = module.history
     epochs_trained = int(trainer.current_epoch) if config.epochs > 0 else 0
     meta = _package_metadata(
@@ -740,6 +753,7 @@ def train(
         len(val),
         best,
     )
+    meta.training.update({"imbalance": choice.to_dict(), **extras})
     files: dict[str, Path] = {}
     if not trainer.is_global_zero:  # under DDP only rank 0 writes the package, metrics and report
         return TrainResult(out_dir, metrics, history, best, epochs_trained, files)
@@ -928,6 +942,8 @@ def evaluate_model(
     metrics["chips"] = len(ds)
     metrics["model"] = str(Path(model_dir))
     metrics["dataset"] = str(Path(dataset))
+    annotate(metrics, split)
+    attach_stored_baseline(metrics, model_dir, dataset, split)
     if out is not None:
         write_metrics(metrics, out)
     return metrics
@@ -1020,6 +1036,8 @@ def write_training_outputs(
             "epochs": config.epochs,
             "dataset": str(info.root),
         },
+        warnings=metrics.get("warnings") or [],
+        comparison=(metrics.get("comparison") or {}).get("table") or [],
     )
     return files
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -57,6 +57,13 @@ def demo(
     no_features: Annotated[
         bool, typer.Option("--no-features", help="Skip embed/PCA/k-means/similarity.")
     ] = False,
+    unlabelled: Annotated[
+        Literal["auto", "ignore", "background"],
+        typer.Option(
+            help="Pixels outside your label polygons: ignore (sparse polygons; default with --attribute), "
+            "background (complete labels), or auto."
+        ),
+    ] = "auto",
     progress: ProgressOpt = "bar",
 ) -> None:
     """Run the whole pipeline on a synthetic scene (or your data) and write an HTML report.
@@ -78,6 +85,7 @@ def demo(
             epochs=epochs,
             features=not no_features,
             progress=advance,
+            unlabelled=unlabelled,
         )
     if res.run is not None:
         _print_run(res.run)
@@ -92,10 +100,17 @@ def demo(
     m = res.metrics
     map_miou = m.get("scene_mean_iou")
     if map_miou is not None:
+        low = m.get("scene_min_class_iou")
         console.print(
-            f"Map mean IoU [bold]{map_miou:.3f}[/] (region: {m.get('scene_region')}), overall accuracy "
-            f"{m.get('scene_overall_accuracy', float('nan')):.3f}"
+            f"Map mean IoU [bold]{map_miou:.3f}[/] (region: {m.get('scene_region')}), kappa "
+            f"{_num(m.get('scene_kappa'))}, lowest class IoU {_num(low)}, overall accuracy "
+            f"{_num(m.get('scene_overall_accuracy'))}"
         )
+        if (low is not None and low < 0.01) or (m.get("scene_kappa") is not None and m["scene_kappa"] < 0.01):
+            console.print(
+                "[bold red]WARNING:[/] a class IoU or kappa is ~0: the overall accuracy is misleading; see "
+                "the warnings at the top of the report."
+            )
     if res.per_class_iou:
         console.print("IoU per class: " + ", ".join(f"{k} {v:.3f}" for k, v in res.per_class_iou.items()))
     if res.features_pretrained is False:
@@ -138,3 +153,7 @@ def run(
     with stage_progress(_UNITS) as advance:
         res = run_pipeline(config, out=out, stages=stage or None, force=force or (), progress=advance)
     _print_run(res)
+
+
+def _num(v: object) -> str:
+    return "n/a" if v is None else f"{float(v):.3f}"  # type: ignore[arg-type]

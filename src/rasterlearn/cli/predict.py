@@ -295,10 +295,10 @@ def evaluate(
 def _print_metrics(metrics: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(
-        title=f"overall accuracy {_f(metrics['overall_accuracy'])}, kappa {_f(metrics['kappa'])}, "
-        f"mean IoU {_f(metrics['mean_iou'])}"
-    )
+    from rasterlearn.diagnostics import collapse_warnings, headline, log_warnings
+
+    log_warnings(collapse_warnings(metrics, "map"))
+    table = Table(title=headline(metrics))
     for col in ("class", "code", "IoU", "F1", "precision", "recall", "support"):
         table.add_column(col, justify="right")
     for name, m in metrics["per_class"].items():

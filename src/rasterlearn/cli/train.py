@@ -53,13 +53,29 @@ def train(
     loss: Annotated[
         str | None,
         typer.Option(
-            help="ce, bce, dice, focal, jaccard, tversky, focal_tversky, lovasz; "
-            "combine with +, e.g. 'ce+dice'."
+            help="auto (ce+dice when imbalanced, else ce), ce, bce, dice, focal, jaccard, tversky, "
+            "focal_tversky, lovasz; combine with +, e.g. 'ce+dice'. [default: auto]"
         ),
     ] = None,
     class_weights: Annotated[
         str | None,
-        typer.Option(help="none, inverse, inverse_sqrt, median (from the manifest's trn pixel counts)."),
+        typer.Option(
+            help="auto, none, inverse, inverse_sqrt, median (from the manifest's trn pixel counts). "
+            "[default: auto]"
+        ),
+    ] = None,
+    sampler: Annotated[
+        str | None,
+        typer.Option(
+            help="shuffle, or balanced (chips holding rare classes drawn more often). [default: shuffle]"
+        ),
+    ] = None,
+    baseline: Annotated[
+        bool | None,
+        typer.Option(
+            "--baseline/--no-baseline",
+            help="Fit a per-pixel random forest on the same chips and compare. [default: on]",
+        ),
     ] = None,
     optimizer: Annotated[str | None, typer.Option(help="adamw, adam, sgd.")] = None,
     scheduler: Annotated[str | None, typer.Option(help="cosine, onecycle, plateau, step, none.")] = None,
@@ -117,6 +133,8 @@ def train(
         task=task,
         loss=loss,
         class_weights=class_weights,
+        sampler=sampler,
+        baseline=baseline,
         optimizer=optimizer,
         scheduler=scheduler,
         augment=augment,
@@ -182,6 +200,62 @@ def evaluate_model_cmd(
         console.print(f"Metrics written to {output} (+ .csv, _confusion.png)")
 
 
+@app.command("compare")
+def compare_cmd(
+    dataset: Annotated[Path, typer.Argument(help="Chip folder written by 'rasterlearn chips'.")],
+    candidates: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: ARCH:ENCODER networks (e.g. unet:resnet18), rf:bands, rf:features."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: compare.csv/.json/.png.")],
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML file of training options for the networks.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs of each network. [default: 20]")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Chips per batch. [default: 8]")] = None,
+    rf_samples: Annotated[int, typer.Option(help="Training pixels of each random forest.")] = 100_000,
+    feature_model: Annotated[
+        str, typer.Option(help="timm backbone of rf:features (pretrained only when cached).")
+    ] = "resnet18.a1_in1k",
+    workers: Annotated[int | None, typer.Option(help="DataLoader workers. [default: auto]")] = None,
+) -> None:
+    """Train/fit each candidate on the same chips and split; one table (mIoU, IoU per class, kappa, time, size)."""
+    from rich.table import Table
+
+    from rasterlearn.compare import compare, parse_candidates
+    from rasterlearn.train import load_train_config
+
+    cands = parse_candidates(candidates)
+    cfg = load_train_config(config, epochs=epochs, batch_size=batch_size, num_workers=workers)
+    opts = cfg.model_dump(exclude_unset=True)
+    with progress_bar("candidates", total=len(cands)) as advance:
+        res = compare(
+            dataset,
+            candidates,
+            out,
+            train_options=opts,
+            rf_samples=rf_samples,
+            feature_model=feature_model,
+            progress=advance,
+        )
+    table = Table(title="candidates on the same chips and split")
+    for col in ("candidate", "split", "mIoU", "kappa", "seconds", "model MB"):
+        table.add_column(col, justify="right")
+    for r in res.rows:
+        table.add_row(
+            r["candidate"],
+            r["split"],
+            _f(r["mean_iou"]),
+            _f(r["kappa"]),
+            f"{r['seconds']:.1f}",
+            f"{r['model_bytes'] / 2**20:.2f}",
+        )
+    console.print(table)
+    console.print(f"Table: {res.files['csv']} (+ .json); plot: {res.files['plot']}")
+
+
 @app.command("models")
 def models_cmd() -> None:
     """List the registered segmentation architectures."""
@@ -201,10 +275,9 @@ def models_cmd() -> None:
 def _print_metrics(m: dict[str, Any], title: str) -> None:
     from rich.table import Table
 
-    table = Table(
-        title=f"{title}: mIoU {_f(m.get('mean_iou'))}, OA {_f(m.get('overall_accuracy'))}, "
-        f"kappa {_f(m.get('kappa'))}"
-    )
+    from rasterlearn.diagnostics import headline
+
+    table = Table(title=f"{title}: {headline(m)}")
     for col in ("class", "IoU", "F1", "user's acc.", "producer's acc.", "pixels"):
         table.add_column(col, justify="right")
     for name, pc in m["per_class"].items():
@@ -217,6 +290,15 @@ def _print_metrics(m: dict[str, Any], title: str) -> None:
             str(pc["support"]),
         )
     console.print(table)
+    comp = (m.get("comparison") or {}).get("table") or (m.get("baseline") or {}).get("table")
+    if comp:
+        side = Table(title="network vs per-pixel random forest baseline")
+        cols = ["split", "model", "mean IoU", "kappa"] + [c for c in comp[0] if c.startswith("IoU ")]
+        for col in cols:
+            side.add_column(col, justify="right")
+        for row in comp:
+            side.add_row(*[v if isinstance(v := row.get(c), str) else _f(v) for c in cols])
+        console.print(side)
 
 
 def _f(v: Any) -> str:
