@@ -69,7 +69,26 @@ def color(c) -> str:
     return c.name()
 
 
+def layer_param(value):
+    """{"memory": path} -> a memory layer copy; {"selected": path, "where": expr} -> selected features only."""
+    from qgis.core import QgsFeatureRequest, QgsProcessingFeatureSourceDefinition, QgsProject
+
+    if not isinstance(value, dict):
+        return value
+    if "memory" in value:
+        src = QgsVectorLayer(value["memory"], "src", "ogr")
+        mem = src.materialize(QgsFeatureRequest())
+        QgsProject.instance().addMapLayer(mem)
+        assert mem.providerType() == "memory"
+        return mem.id()
+    layer = QgsVectorLayer(value["selected"], "sel", "ogr")
+    QgsProject.instance().addMapLayer(layer)
+    layer.selectByExpression(value["where"])
+    return QgsProcessingFeatureSourceDefinition(layer.id(), True)
+
+
 def run(step: dict) -> dict:
+    step = {**step, "params": {k: layer_param(v) for k, v in step["params"].items()}}
     fb = Recorder()
     timer = None
     if step.get("cancel_after") is not None:

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.transform import from_origin
-from shapely.geometry import Point
+from shapely.geometry import Point, box
 
 from rasterlearn.qgis_package import build_plugin_zip
 
@@ -150,18 +150,36 @@ def _package(tmp: Path) -> Path:
     return save_package(tiny_model("unet", 3, 3), meta, tmp / "model")
 
 
+def _cli_polygons_beside_raster_style(tmp: Path) -> Path:
+    """A class map with names, colours and its raster style map.qml, vectorized by the CLI to map.gpkg."""
+    from rasterlearn.cli import main
+    from rasterlearn.io.writer import _qml
+
+    data = np.zeros((1, 32, 32), dtype="uint8")
+    data[0, :, 16:] = 2
+    data[0, :16, :16] = 1
+    path = tmp / "named" / "map.tif"
+    path.parent.mkdir()
+    colors = {0: (0, 0, 0, 255), 1: (30, 100, 255, 255), 2: (0, 160, 0, 255)}
+    with rasterio.open(path, "w", driver="GTiff", height=32, width=32, count=1, dtype="uint8", crs="EPSG:32633",
+                       transform=from_origin(500000, 4000000, 10, 10)) as ds:  # fmt: skip
+        ds.write(data)
+        ds.write_colormap(1, colors)
+    names = {0: "background", 1: "water", 2: "forest"}
+    path.with_suffix(".qml").write_text(_qml(names, colors, None), encoding="utf-8")
+    out = path.with_suffix(".gpkg")
+    assert main(["vectorize", str(path), "-o", str(out), "--exclude", "0"]) == 0
+    return out
+
+
 def test_plugin_core_workflows(plugins_dir: Path, tmp_path: Path) -> None:
     """Provider registers every algorithm; cluster, vectorize, info run through processing.run with
     the real CLI; outputs load styled; progress reaches 100 %; a bad input raises the CLI's message."""
     img = _image(tmp_path / "img.tif")
     far = tmp_path / "far.gpkg"
     gpd.GeoDataFrame({"id": [1]}, geometry=[Point(900000, 100000)], crs="EPSG:32633").to_file(far)
-    o = {
-        k: str(tmp_path / v)
-        for k, v in dict(
-            cl="cl.tif", poly="cl.gpkg", map="map.tif", prob="prob.tif", mpoly="map.gpkg"
-        ).items()
-    }
+    o = {k: str(tmp_path / v) for k, v in dict(cl="cl.tif", poly="cl.gpkg").items()}
+    cli_gpkg = _cli_polygons_beside_raster_style(tmp_path)
     steps = [
         {"op": "algorithms"},
         {"op": "run", "alg": "rasterlearn:cluster", "params": {"INPUT": str(img), "CLUSTERS": 3, "OUTPUT": o["cl"]}},
@@ -169,9 +187,10 @@ def test_plugin_core_workflows(plugins_dir: Path, tmp_path: Path) -> None:
         {"op": "run", "alg": "rasterlearn:vectorize", "params": {"INPUT": o["cl"], "OUTPUT": o["poly"]}},
         {"op": "vector_style", "path": o["poly"]},
         {"op": "run", "alg": "rasterlearn:info", "params": {"INPUT": str(img)}},
+        {"op": "vector_style", "path": str(cli_gpkg)},
         {"op": "run", "alg": "rasterlearn:similarity", "params": {"INPUT": str(img), "REFERENCES": str(far), "OUTPUT": str(tmp_path / "s.tif")}},
     ]  # fmt: skip
-    algs, cl, cl_style, vec, vec_style, info, bad = drive(plugins_dir, steps, tmp_path)
+    algs, cl, cl_style, vec, vec_style, info, cli_style, bad = drive(plugins_dir, steps, tmp_path)
     assert algs == ALL_IDS
     # cluster: paletted map with a legend (names + colours from the CLI's .qml), progress at 100 %
     assert cl["ok"], cl.get("error")
@@ -195,6 +214,12 @@ def test_plugin_core_workflows(plugins_dir: Path, tmp_path: Path) -> None:
     # info: numbers and JSON
     assert info["ok"] and info["results"]["WIDTH"] == 64 and info["results"]["BANDS"] == 3
     assert info["results"]["CRS"] == "EPSG:32633" and json.loads(info["results"]["JSON"])["epsg"] == 32633
+    # the CLI's own vectorize output opens categorized although map.qml (a raster style) sits beside it
+    assert cli_style["renderer"] == "categorizedSymbol", cli_style
+    assert [[int(v), lab, col] for v, lab, col in cli_style["categories"]] == [
+        [1, "water", "#1e64ff"],
+        [2, "forest", "#00a000"],
+    ]
     # bad input: the CLI's one-line message as a QgsProcessingException
     assert not bad["ok"]
     assert "overlap" in bad["error"].lower() and "Traceback" not in bad["error"], bad["error"]
@@ -256,3 +281,83 @@ def test_predict_styles_cancel_and_resume(plugins_dir: Path, tmp_path: Path) -> 
     assert rerun["ok"], rerun.get("error")
     resumed = [line for line in rerun["console"] if "blocks resumed" in line]
     assert resumed and not resumed[0].split("blocks resumed")[0].rstrip().endswith(" 0"), resumed
+
+
+@pytest.mark.slow
+def test_every_other_algorithm_on_generated_data(plugins_dir: Path, tmp_path: Path) -> None:
+    """embed, reduce, classify, chips, analyze, train, evaluate through processing.run on a 64 px scene; labels
+    as a GeoPackage sub-layer, a memory layer and selected features (exported to temporary files first)."""
+    img = _image(tmp_path / "img.tif")
+    # label polygons over the three regions (codes 1..3), in another CRS to exercise reprojection
+    regions = [
+        box(500000, 3999360, 500320, 4000000),
+        box(500320, 3999680, 500640, 4000000),
+        box(500320, 3999360, 500640, 3999680),
+    ]
+    labels = gpd.GeoDataFrame(
+        {"class": [1, 2, 3], "name": ["red", "green", "blue"]}, geometry=regions, crs="EPSG:32633"
+    )
+    labels.to_crs("EPSG:4326").to_file(tmp_path / "labels.gpkg", layer="regions")
+    t = {
+        k: str(tmp_path / v)
+        for k, v in dict(
+            feat="feat.tif", pca="pca.tif", cls="cls.tif", chips="chips", an="an", model="model", ev="ev.json"
+        ).items()
+    }
+    lab = str(tmp_path / "labels.gpkg") + "|layername=regions"
+    steps = [
+        {"op": "run", "alg": "rasterlearn:embed", "params": {"INPUT": str(img), "MODEL": "resnet18", "SIZE": 32, "NO_PRETRAINED": True, "OUTPUT": t["feat"]}},
+        {"op": "raster_style", "path": t["feat"]},
+        {"op": "run", "alg": "rasterlearn:reduce", "params": {"INPUT": str(img), "COMPONENTS": 3, "OUTPUT": t["pca"]}},
+        {"op": "raster_style", "path": t["pca"]},
+        {"op": "run", "alg": "rasterlearn:classify", "params": {"INPUT": str(img), "LABELS": {"memory": lab}, "ATTRIBUTE": "class", "CV": 3, "OUTPUT": t["cls"]}},
+        {"op": "raster_style", "path": t["cls"]},
+        {"op": "run", "alg": "rasterlearn:chips", "params": {"INPUT": str(img), "LABELS": {"selected": lab, "where": "class >= 1"}, "ATTRIBUTE": "class", "SIZE": 32, "STRIDE": 16, "SPLIT": 2, "VAL": 0.25, "TEST": 0.0, "OUTPUT": t["chips"]}},
+        {"op": "run", "alg": "rasterlearn:analyze", "params": {"DATASET": t["chips"], "OUTPUT": t["an"]}},
+        {"op": "run", "alg": "rasterlearn:train", "params": {"DATASET": t["chips"], "ENCODER": "tu-mobilenetv3_small_050", "EPOCHS": 1, "BATCH_SIZE": 4, "OUTPUT": t["model"]}},
+        {"op": "run", "alg": "rasterlearn:evaluate", "params": {"INPUT": t["cls"], "TRUTH": lab, "ATTRIBUTE": "class", "UNLABELLED": 2, "OUTPUT": t["ev"]}},
+    ]  # fmt: skip
+    emb, emb_style, red, red_style, cls, cls_style, chips, an, train, ev = drive(plugins_dir, steps, tmp_path)
+    for r in (emb, red, cls, chips, an, train, ev):
+        assert r["ok"], r.get("error")
+        assert r["progress"] and r["progress"][-1] == 100.0
+    with rasterio.open(t["feat"]) as ds:
+        assert ds.count == 512 and ds.crs.to_epsg() == 32633
+    assert emb_style["renderer"] == "multibandcolor" and emb_style["rgb"] == [1, 2, 3]
+    assert red_style["renderer"] == "multibandcolor" and red_style["bands"] == 3
+    assert cls_style["renderer"] == "paletted" and sorted(c[0] for c in cls_style["classes"]) == [1, 2, 3]
+    with rasterio.open(t["cls"]) as ds:
+        m = ds.read(1)
+    assert (m[5, 5], m[5, 60], m[60, 60]) == (1, 2, 3)  # the uniform regions are classified right
+    assert (Path(t["chips"]) / "dataset.json").exists() and any(Path(t["an"]).iterdir())
+    assert (Path(t["model"]) / "model.json").exists()
+    assert ev["results"]["OVERALL_ACCURACY"] > 0.95 and json.loads(Path(t["ev"]).read_text())["per_class"]
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_cluster_and_similarity_on_shared_data(plugins_dir: Path, tmp_path: Path, shared_data: Path) -> None:
+    """NAIP clustering (4 bands, nodata 0) and Sentinel-2 similarity to references in EPSG:4326."""
+    naip = shared_data / "naip_nd" / "naip_2019_rgbn.tif"
+    s2 = shared_data / "cameroon_s2" / "s2_11band.tif"
+    refs = shared_data / "cameroon_s2" / "reference_points.shp"
+    cl, sim = str(tmp_path / "naip_clusters.tif"), str(tmp_path / "s2_sim.tif")
+    steps = [
+        {"op": "run", "alg": "rasterlearn:cluster", "params": {"INPUT": str(naip), "CLUSTERS": 5, "OUTPUT": cl}},
+        {"op": "raster_style", "path": cl},
+        {"op": "run", "alg": "rasterlearn:similarity", "params": {"INPUT": str(s2), "REFERENCES": str(refs), "OUTPUT": sim}},
+        {"op": "raster_style", "path": sim},
+        {"op": "run", "alg": "rasterlearn:classify", "params": {"INPUT": str(s2), "LABELS": str(refs), "ATTRIBUTE": "id", "OUTPUT": str(tmp_path / "x.tif")}},
+    ]  # fmt: skip
+    r_cl, cl_style, r_sim, sim_style, bad = drive(plugins_dir, steps, tmp_path)
+    assert r_cl["ok"] and r_sim["ok"], (r_cl.get("error"), r_sim.get("error"))
+    assert cl_style["renderer"] == "paletted" and [c[0] for c in cl_style["classes"]] == [1, 2, 3, 4, 5]
+    with rasterio.open(naip) as src, rasterio.open(cl) as out:
+        assert out.crs == src.crs and out.transform == src.transform
+        assert ((out.read(1) == 0) == (src.read_masks(1) == 0)).all()  # nodata stays nodata (0)
+    assert sim_style["renderer"] == "singlebandpseudocolor" and (sim_style["min"], sim_style["max"]) == (
+        0.0,
+        1.0,
+    )
+    # the reference points' 'id' is all null: the CLI's one-line error, not a traceback
+    assert not bad["ok"] and "Traceback" not in bad["error"] and "id" in bad["error"], bad["error"]

@@ -163,6 +163,9 @@ def run_cli(
     rc = proc.wait()
     for t in threads:
         t.join(timeout=5)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
     if rc == CANCELLED_EXIT_CODE or state.outcome == "cancelled":
         cancelled = True
     return RunResult(rc, cancelled, state, "".join(out_chunks), text, killed)

@@ -88,6 +88,8 @@ def style_rgb(path: str) -> QgsRasterLayer:
 def style_polygons(path: str, map_path: str | None) -> QgsVectorLayer:
     """Categorize polygons by ``class_code`` with the class map's colours; store it in the GeoPackage."""
     layer = QgsVectorLayer(path, Path(path).stem, "ogr")
+    if path.lower().endswith(".gpkg") and layer.listStylesInDatabase()[0] > 0:
+        return layer  # the CLI (vectorize, predict --vectorize) stored the categorized style in it
     colors = class_colors(map_path) if map_path else {}
     idx_code = layer.fields().indexOf("class_code")
     idx_name = layer.fields().indexOf("class_name")
