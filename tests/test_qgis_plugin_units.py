@@ -233,3 +233,21 @@ def test_plugin_zip_and_imports(tmp_path: Path) -> None:
                     assert top in sys.stdlib_module_names or top == "__future__", (py.name, m)
     with pytest.raises(OSError, match="exists"):
         build_plugin_zip(out)
+
+
+@pytest.mark.slow
+def test_check_installation_command_runs_a_window() -> None:
+    """'Check installation' against this environment: versions, device and a one-window smoke run."""
+    import subprocess
+
+    exe = Path(sys.executable).with_name("rasterlearn")
+    out = subprocess.run(
+        install.check_command(exe, "cpu"), capture_output=True, text=True, check=True, timeout=300
+    )
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    import torch
+
+    import rasterlearn
+
+    assert info["rasterlearn"] == rasterlearn.__version__ and info["torch"] == torch.__version__
+    assert info["device"] == "cpu" and info["smoke_window_ok"] is True

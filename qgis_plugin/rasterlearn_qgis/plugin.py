@@ -93,7 +93,7 @@ class RasterlearnPlugin:
             f"{'NVIDIA GPU found: ' + gpu + ' - CUDA' if gpu else 'No NVIDIA GPU found - CPU-only'} PyTorch wheels.\n"
             f"These commands will create {env_dir} (proxies: HTTP_PROXY/HTTPS_PROXY are honoured):\n\n{text}\n\nRun them now?",
         )
-        if answer != QMessageBox.Yes:
+        if answer != QMessageBox.StandardButton.Yes:
             return
 
         def run(task: Any) -> str:
@@ -126,13 +126,17 @@ class RasterlearnPlugin:
                 self._parent(), "rasterlearn", "rasterlearn was not found: use Set up rasterlearn."
             )
             return
-        proc = subprocess.run(
-            install.check_command(exe, settings.device()),
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=300,
-        )
+        try:
+            proc = subprocess.run(
+                install.check_command(exe, settings.device()),
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=300,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            QMessageBox.warning(self._parent(), "rasterlearn", f"{exe} could not be checked: {exc}")
+            return
         if proc.returncode != 0:
             QMessageBox.warning(self._parent(), "rasterlearn", f"{exe} does not work:\n{proc.stderr[-1500:]}")
             return
@@ -143,4 +147,4 @@ class RasterlearnPlugin:
     def show_settings(self) -> None:
         from .options import SettingsDialog
 
-        SettingsDialog(self._parent()).exec_()
+        SettingsDialog(self._parent()).exec()
