@@ -233,6 +233,11 @@ def test_plugin_zip_and_imports(tmp_path: Path) -> None:
                     assert top in sys.stdlib_module_names or top == "__future__", (py.name, m)
     with pytest.raises(OSError, match="exists"):
         build_plugin_zip(out)
+    from rasterlearn.cli import main
+
+    assert main(["qgis-plugin", "-o", str(out)]) == 2  # exists
+    assert main(["qgis-plugin", "-o", str(out), "--overwrite"]) == 0
+    assert sorted(zipfile.ZipFile(out).namelist()) == sorted(names)
 
 
 @pytest.mark.slow
