@@ -279,7 +279,7 @@ def test_predict_styles_cancel_and_resume(plugins_dir: Path, tmp_path: Path) -> 
     assert 0 < max(cancelled["progress"] or [0]) < 100
     assert existed is False
     assert rerun["ok"], rerun.get("error")
-    resumed = [line for line in rerun["console"] if "blocks resumed" in line]
+    resumed = [line for line in rerun["infos"] + rerun["console"] if "blocks resumed" in line]
     assert resumed and not resumed[0].split("blocks resumed")[0].rstrip().endswith(" 0"), resumed
 
 
