@@ -256,3 +256,10 @@ def test_check_installation_command_runs_a_window() -> None:
 
     assert info["rasterlearn"] == rasterlearn.__version__ and info["torch"] == torch.__version__
     assert info["device"] == "cpu" and info["smoke_window_ok"] is True
+
+
+def test_train_architectures_match_the_registry() -> None:
+    from rasterlearn.models import list_models
+
+    arch = next(p for p in spec_by_id("train").params if p.name == "ARCH")
+    assert sorted(arch.options) == sorted(list_models())

@@ -360,6 +360,7 @@ ALGORITHMS: tuple[AlgoSpec, ...] = (
                     "pan",
                     "upernet",
                     "segformer",
+                    "dpt",
                 ),
             ),
             P("ENCODER", "Encoder", "string", "--encoder", "resnet18"),
