@@ -85,7 +85,10 @@ def drive(plugins: Path, steps: list[dict[str, Any]], tmp: Path, timeout: int = 
     env = {
         **os.environ,
         "QT_QPA_PLATFORM": "offscreen",
-        "RASTERLEARN_EXECUTABLE": str(Path(sys.executable).with_name("rasterlearn")),
+        # the CLI under test: this venv's, or another one's ($RASTERLEARN_TEST_EXECUTABLE)
+        "RASTERLEARN_EXECUTABLE": os.environ.get(
+            "RASTERLEARN_TEST_EXECUTABLE", str(Path(sys.executable).with_name("rasterlearn"))
+        ),
         "OMP_NUM_THREADS": "1",
         "HOME": str(tmp),  # QGIS writes its settings profile under HOME
     }
