@@ -44,12 +44,14 @@ class Recorder(QgsProcessingFeedback):
         self.infos: list[str] = []
         self.warnings: list[str] = []
         self.console: list[str] = []
+        self.cancelled_at: float | None = None
         self.cancel_at_progress = False
         self.progressChanged.connect(self._progress)
 
     def _progress(self, value: float) -> None:
         self.values.append(value)
         if self.cancel_at_progress and 0 < value < 100 and not self.isCanceled():
+            self.cancelled_at = time.monotonic()
             self.cancel()
 
     def pushConsoleInfo(self, info: str) -> None:
@@ -107,6 +109,8 @@ def run(step: dict) -> dict:
     finally:
         if timer is not None:
             timer.cancel()
+    if fb.cancelled_at is not None:
+        out["cancel_to_end_s"] = time.monotonic() - fb.cancelled_at
     out.update(
         elapsed=time.monotonic() - t0,
         progress=fb.values,

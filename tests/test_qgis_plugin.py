@@ -280,6 +280,7 @@ def test_predict_styles_cancel_and_resume(plugins_dir: Path, tmp_path: Path) -> 
     # cancel mid-run: an exception saying so, nothing under the final name; the rerun resumes
     assert not cancelled["ok"] and "Cancelled" in cancelled["error"], cancelled
     assert 0 < max(cancelled["progress"] or [0]) < 100
+    assert cancelled["cancel_to_end_s"] < 10  # SIGTERM stops it between blocks within seconds
     assert existed is False
     assert rerun["ok"], rerun.get("error")
     resumed = [line for line in rerun["infos"] + rerun["console"] if "blocks resumed" in line]
