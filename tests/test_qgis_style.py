@@ -13,7 +13,8 @@ from shapely.geometry import box
 
 from rasterlearn.cli import main
 from rasterlearn.errors import OutputError
-from rasterlearn.io.qgis_style import categorized_qml, class_styles_of_map, write_class_style
+from rasterlearn.io.qgis_style import categorized_qml, write_class_style
+from rasterlearn.vectorize import class_styles_of_map
 
 
 def test_categorized_qml_is_valid_xml() -> None:

@@ -218,7 +218,8 @@ def vectorize_cmd(
 
 def _style_polygons(polygons: Path, class_map: Path) -> None:
     """Polygons in a GeoPackage open categorized with the map's colours (not with MAP.qml beside them)."""
-    from rasterlearn.io.qgis_style import class_styles_of_map, write_class_style
+    from rasterlearn.io.qgis_style import write_class_style
+    from rasterlearn.vectorize import class_styles_of_map
 
     write_class_style(polygons, class_styles_of_map(class_map))
 

@@ -4,7 +4,8 @@ A class map ``MAP.tif`` comes with a raster style ``MAP.qml``; QGIS applies a ``
 with the same stem, so polygons written to ``MAP.gpkg`` used to open with the raster's style (and render as a
 single symbol). A GeoPackage's own default style (QGIS' ``layer_styles`` table) takes precedence over a
 ``.qml`` beside it: :func:`write_class_style` stores a categorized renderer there, with the class map's
-colours and names, keyed on the polygons' ``class_code`` field.
+colours and names (:func:`rasterlearn.vectorize.class_styles_of_map`), keyed on the polygons' ``class_code``
+field.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from xml.sax.saxutils import quoteattr
 
 from rasterlearn.errors import OutputError
 
-__all__ = ["categorized_qml", "class_styles_of_map", "write_class_style"]
+__all__ = ["categorized_qml", "write_class_style"]
 
 log = logging.getLogger(__name__)
 
@@ -66,30 +67,6 @@ def categorized_qml(classes: Mapping[int, tuple[str, str]], field: str = "class_
         f"<categories>{''.join(cats)}</categories><symbols>{''.join(syms)}</symbols>"
         "</renderer-v2></qgis>\n"
     )
-
-
-def class_styles_of_map(map_path: str | Path) -> dict[int, tuple[str, str]]:
-    """Code -> (name, '#rrggbb') of a class map: its colour table and its class names (``class_N`` when it
-    names none)."""
-    import rasterio
-
-    from rasterlearn.evaluate import raster_class_names
-
-    names = raster_class_names(map_path) or {}
-    with rasterio.open(map_path) as ds:
-        try:
-            cmap = ds.colormap(1)
-        except ValueError:  # no colour table
-            cmap = {}
-    from rasterlearn.labels import default_color
-
-    codes = set(names) | set(cmap)
-    out = {}
-    for c in sorted(codes):
-        rgba = cmap.get(c)
-        color = "#{:02x}{:02x}{:02x}".format(*rgba[:3]) if rgba else default_color(c)
-        out[int(c)] = (names.get(c, f"class_{c}"), color)
-    return out
 
 
 def write_class_style(
