@@ -26,7 +26,7 @@ from rasterlearn.grid import Window
 from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader
 
-__all__ = ["AreaUnit", "read_class_names", "vectorize_raster"]
+__all__ = ["AreaUnit", "class_styles_of_map", "read_class_names", "vectorize_raster"]
 
 log = logging.getLogger(__name__)
 
@@ -196,3 +196,27 @@ def vectorize_raster(
         write_vector(gdf, output)
         log.info("Wrote %s", output)
     return gdf
+
+
+def class_styles_of_map(map_path: str | Path) -> dict[int, tuple[str, str]]:
+    """Code -> (name, '#rrggbb') of a class map: its colour table and its class names (``class_N`` when it
+    names none)."""
+    import rasterio
+
+    from rasterlearn.evaluate import raster_class_names
+
+    names = raster_class_names(map_path) or {}
+    with rasterio.open(map_path) as ds:
+        try:
+            cmap = ds.colormap(1)
+        except ValueError:  # no colour table
+            cmap = {}
+    from rasterlearn.labels import default_color
+
+    codes = set(names) | set(cmap)
+    out = {}
+    for c in sorted(codes):
+        rgba = cmap.get(c)
+        color = "#{:02x}{:02x}{:02x}".format(*rgba[:3]) if rgba else default_color(c)
+        out[int(c)] = (names.get(c, f"class_{c}"), color)
+    return out

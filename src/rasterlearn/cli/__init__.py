@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from rasterlearn.cli import assess as _assess  # noqa: F401  (registers sample, assess)
 from rasterlearn.cli import chips as _chips  # noqa: F401  (registers chips, analyze)
+from rasterlearn.cli import export as _export  # noqa: F401  (registers export, qgis-plugin)
 from rasterlearn.cli import features as _features  # noqa: F401  (registers embed, reduce, cluster, similarity, classify)
 from rasterlearn.cli import info as _info  # noqa: F401  (registers commands)
 from rasterlearn.cli import pipeline as _pipeline  # noqa: F401  (registers demo, init, run)

@@ -161,6 +161,7 @@ def predict(
         schema = map_schema(output)
         bg = schema.background if schema is not None and schema.background in schema.codes else None
         gdf = vectorize_raster(output, vectorize, min_area=min_area, exclude=None if bg is None else [bg])
+        _style_polygons(vectorize, output)
         console.print(f"Wrote {len(gdf)} polygons to {vectorize}")
 
 
@@ -199,7 +200,16 @@ def vectorize_cmd(
             window_size=window_size,
             progress=advance,
         )
+    _style_polygons(output, raster)
     console.print(f"Wrote {len(gdf)} polygons to {output}")
+
+
+def _style_polygons(polygons: Path, class_map: Path) -> None:
+    """Polygons in a GeoPackage open categorized with the map's colours (not with MAP.qml beside them)."""
+    from rasterlearn.io.qgis_style import write_class_style
+    from rasterlearn.vectorize import class_styles_of_map
+
+    write_class_style(polygons, class_styles_of_map(class_map))
 
 
 @contextmanager

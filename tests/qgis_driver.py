@@ -1,0 +1,173 @@
+"""Headless QGIS driver for the plugin tests: run with Debian's /usr/bin/python3 (which has qgis.core), never
+with the project's venv. ``python3 qgis_driver.py PLUGINS_DIR JOB.json`` starts QgsApplication (offscreen),
+initializes Processing, registers the rasterlearn provider from PLUGINS_DIR, runs the job's steps and prints
+one JSON object (the results of each step) on the last line of stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
+
+app = QgsApplication([], False)
+app.initQgis()
+for path in ("/usr/share/qgis/python/plugins", sys.argv[1]):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+import processing  # noqa: E402
+from processing.core.Processing import Processing  # noqa: E402
+
+Processing.initialize()
+from rasterlearn_qgis.provider import RasterlearnProvider  # noqa: E402
+
+provider = RasterlearnProvider()
+QgsApplication.processingRegistry().addProvider(provider)
+
+
+class Recorder(QgsProcessingFeedback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: list[float] = []
+        self.infos: list[str] = []
+        self.warnings: list[str] = []
+        self.console: list[str] = []
+        self.cancelled_at: float | None = None
+        self.cancel_at_progress = False
+        self.progressChanged.connect(self._progress)
+
+    def _progress(self, value: float) -> None:
+        self.values.append(value)
+        if self.cancel_at_progress and 0 < value < 100 and not self.isCanceled():
+            self.cancelled_at = time.monotonic()
+            self.cancel()
+
+    def pushConsoleInfo(self, info: str) -> None:
+        self.console.append(info)
+
+    def pushInfo(self, info: str) -> None:
+        self.infos.append(info)
+
+    def pushWarning(self, warning: str) -> None:
+        self.warnings.append(warning)
+
+    def reportError(self, error: str, fatalError: bool = False) -> None:
+        self.warnings.append(error)
+
+
+def color(c) -> str:
+    return c.name()
+
+
+def layer_param(value):
+    """{"memory": path} -> a memory layer copy; {"selected": path, "where": expr} -> selected features only."""
+    from qgis.core import QgsFeatureRequest, QgsProcessingFeatureSourceDefinition, QgsProject
+
+    if not isinstance(value, dict):
+        return value
+    if "memory" in value:
+        src = QgsVectorLayer(value["memory"], "src", "ogr")
+        mem = src.materialize(QgsFeatureRequest())
+        QgsProject.instance().addMapLayer(mem)
+        assert mem.providerType() == "memory"
+        return mem.id()
+    layer = QgsVectorLayer(value["selected"], "sel", "ogr")
+    QgsProject.instance().addMapLayer(layer)
+    layer.selectByExpression(value["where"])
+    return QgsProcessingFeatureSourceDefinition(layer.id(), True)
+
+
+def run(step: dict) -> dict:
+    step = {**step, "params": {k: layer_param(v) for k, v in step["params"].items()}}
+    fb = Recorder()
+    timer = None
+    if step.get("cancel_after") is not None:
+        timer = threading.Timer(step["cancel_after"], fb.cancel)
+        timer.start()
+    fb.cancel_at_progress = bool(step.get("cancel_at_progress"))
+    t0 = time.monotonic()
+    out: dict = {}
+    try:
+        res = processing.run(step["alg"], step["params"], feedback=fb)
+        out["ok"] = True
+        out["results"] = {k: v for k, v in res.items() if isinstance(v, (str, int, float, type(None)))}
+    except QgsProcessingException as exc:
+        out["ok"] = False
+        out["error"] = str(exc)
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if fb.cancelled_at is not None:
+        out["cancel_to_end_s"] = time.monotonic() - fb.cancelled_at
+    out.update(
+        elapsed=time.monotonic() - t0,
+        progress=fb.values,
+        infos=fb.infos,
+        warnings=fb.warnings,
+        console=fb.console,
+    )
+    return out
+
+
+def raster_style(path: str) -> dict:
+    layer = QgsRasterLayer(path, "r")
+    r = layer.renderer()
+    out = {"valid": layer.isValid(), "bands": layer.bandCount(), "renderer": r.type() if r else None}
+    if r is not None and r.type() == "paletted":
+        out["classes"] = [[int(c.value), c.label, color(c.color)] for c in r.classes()]
+    if r is not None and r.type() == "singlebandpseudocolor":
+        out["min"], out["max"] = r.classificationMin(), r.classificationMax()
+    if r is not None and r.type() == "multibandcolor":
+        out["rgb"] = [r.redBand(), r.greenBand(), r.blueBand()]
+    return out
+
+
+def vector_style(path: str) -> dict:
+    layer = QgsVectorLayer(path, "v", "ogr")
+    r = layer.renderer()
+    out = {"valid": layer.isValid(), "count": layer.featureCount(), "renderer": r.type() if r else None}
+    if r is not None and r.type() == "categorizedSymbol":
+        out["field"] = r.classAttribute()
+        out["categories"] = [[c.value(), c.label(), color(c.symbol().color())] for c in r.categories()]
+    return out
+
+
+def main() -> None:
+    with open(sys.argv[2], encoding="utf-8") as fh:
+        job = json.load(fh)
+    results = []
+    for step in job:
+        op = step["op"]
+        try:
+            if op == "algorithms":
+                results.append(sorted(a.id() for a in provider.algorithms()))
+            elif op == "run":
+                results.append(run(step))
+            elif op == "raster_style":
+                results.append(raster_style(step["path"]))
+            elif op == "exists":
+                results.append(os.path.exists(step["path"]))
+            elif op == "vector_style":
+                results.append(vector_style(step["path"]))
+            else:
+                results.append({"error": f"unknown op {op}"})
+        except Exception:
+            results.append({"exception": traceback.format_exc()})
+    sys.stdout.write("\n" + json.dumps(results) + "\n")
+    sys.stdout.flush()
+
+
+main()
+app.exitQgis()

@@ -1,0 +1,367 @@
+"""The QGIS plugin under real (headless) QGIS, calling the real rasterlearn CLI.
+
+QGIS' Python bindings are Debian's (``/usr/bin/python3``), not this venv's, so each test writes a job file and
+runs ``tests/qgis_driver.py`` in a subprocess with ``QT_QPA_PLATFORM=offscreen``: it starts QgsApplication,
+initializes Processing, registers the provider from the plugin ZIP installed into a temporary profile folder,
+and runs ``processing.run`` steps. The plugin runs this venv's ``rasterlearn`` ($RASTERLEARN_EXECUTABLE).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+from shapely.geometry import Point, box
+
+from rasterlearn.qgis_package import build_plugin_zip
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+DRIVER = Path(__file__).with_name("qgis_driver.py")
+ALL_IDS = sorted(
+    f"rasterlearn:{a}"
+    for a in [
+        "embed",
+        "reduce",
+        "cluster",
+        "similarity",
+        "classify",
+        "chips",
+        "analyze",
+        "train",
+        "predict",
+        "evaluate",
+        "vectorize",
+        "info",
+    ]
+)
+
+
+def _qgis_available() -> str | None:
+    if not Path(SYSTEM_PYTHON).exists():
+        return f"{SYSTEM_PYTHON} does not exist"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    probe = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import qgis.core"], capture_output=True, env=env, check=False
+    )
+    if probe.returncode != 0:
+        how = (
+            "run .ci/run (it installs it with apt-get)"
+            if shutil.which("apt-get")
+            else "apt-get is unavailable"
+        )
+        return f"QGIS' Python bindings are not installed for {SYSTEM_PYTHON} (python3-qgis); {how}"
+    return None
+
+
+_REASON = _qgis_available()
+pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
+
+
+@pytest.fixture(scope="module")
+def plugins_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The plugin ZIP built by rasterlearn and extracted into a profile's python/plugins folder."""
+    root = tmp_path_factory.mktemp("profile")
+    z = build_plugin_zip(root / "rasterlearn_qgis.zip")
+    plugins = root / "profiles" / "default" / "python" / "plugins"
+    plugins.mkdir(parents=True)
+    zipfile.ZipFile(z).extractall(plugins)
+    return plugins
+
+
+def drive(plugins: Path, steps: list[dict[str, Any]], tmp: Path, timeout: int = 600) -> list[Any]:
+    job = tmp / f"job_{len(list(tmp.glob('job_*.json')))}.json"
+    job.write_text(json.dumps(steps), encoding="utf-8")
+    env = {
+        **os.environ,
+        "QT_QPA_PLATFORM": "offscreen",
+        # the CLI under test: this venv's, or another one's ($RASTERLEARN_TEST_EXECUTABLE)
+        "RASTERLEARN_EXECUTABLE": os.environ.get(
+            "RASTERLEARN_TEST_EXECUTABLE", str(Path(sys.executable).with_name("rasterlearn"))
+        ),
+        "OMP_NUM_THREADS": "1",
+        "HOME": str(tmp),  # QGIS writes its settings profile under HOME
+    }
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run(
+        [SYSTEM_PYTHON, str(DRIVER), str(plugins), str(job)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for r in results:
+        assert not (isinstance(r, dict) and "exception" in r), r["exception"]
+    return results
+
+
+def _image(path: Path, size: int = 64) -> Path:
+    """Three uniform regions (red left, green top right, blue bottom right) plus noise, UTM 33N, 10 m."""
+    rng = np.random.default_rng(0)
+    data = np.zeros((3, size, size), dtype="int32")
+    h = size // 2
+    data[:, :, :h] = np.array([200, 40, 40])[:, None, None]
+    data[:, :h, h:] = np.array([40, 200, 40])[:, None, None]
+    data[:, h:, h:] = np.array([40, 40, 200])[:, None, None]
+    data = np.clip(data + rng.integers(-10, 11, data.shape), 0, 255).astype("uint8")
+    profile = dict(driver="GTiff", height=size, width=size, count=3, dtype="uint8", crs="EPSG:32633")
+    with rasterio.open(path, "w", transform=from_origin(500000, 4000000, 10, 10), **profile) as ds:
+        ds.write(data)
+    return path
+
+
+def _package(tmp: Path) -> Path:
+    import torch
+
+    from rasterlearn.labels import ClassInfo, ClassSchema
+    from rasterlearn.models import ModelMetadata, model_spec, save_package, tiny_model
+    from rasterlearn.normalize import Normalization
+
+    torch.manual_seed(0)
+    spec = model_spec("unet")
+    schema = ClassSchema(
+        (
+            ClassInfo(0, "background", "#000000"),
+            ClassInfo(1, "water", "#1e64ff"),
+            ClassInfo(2, "forest", "#00a000"),
+        )
+    )
+    meta = ModelMetadata(
+        arch="unet",
+        encoder=spec.tiny_encoder,
+        model_kwargs=dict(spec.tiny_kwargs),
+        in_channels=3,
+        num_classes=3,
+        bands=["b1", "b2", "b3"],
+        normalization=Normalization("zscore", (100.0,) * 3, (60.0,) * 3).to_dict(),
+        schema=schema.to_dict(),
+        chip_size=32,
+    )
+    return save_package(tiny_model("unet", 3, 3), meta, tmp / "model")
+
+
+def _cli_polygons_beside_raster_style(tmp: Path) -> Path:
+    """A class map with names, colours and its raster style map.qml, vectorized by the CLI to map.gpkg."""
+    from rasterlearn.cli import main
+    from rasterlearn.io.writer import _qml
+
+    data = np.zeros((1, 32, 32), dtype="uint8")
+    data[0, :, 16:] = 2
+    data[0, :16, :16] = 1
+    path = tmp / "named" / "map.tif"
+    path.parent.mkdir()
+    colors = {0: (0, 0, 0, 255), 1: (30, 100, 255, 255), 2: (0, 160, 0, 255)}
+    with rasterio.open(path, "w", driver="GTiff", height=32, width=32, count=1, dtype="uint8", crs="EPSG:32633",
+                       transform=from_origin(500000, 4000000, 10, 10)) as ds:  # fmt: skip
+        ds.write(data)
+        ds.write_colormap(1, colors)
+    names = {0: "background", 1: "water", 2: "forest"}
+    path.with_suffix(".qml").write_text(_qml(names, colors, None), encoding="utf-8")
+    out = path.with_suffix(".gpkg")
+    assert main(["vectorize", str(path), "-o", str(out), "--exclude", "0"]) == 0
+    return out
+
+
+def test_plugin_core_workflows(plugins_dir: Path, tmp_path: Path) -> None:
+    """Provider registers every algorithm; cluster, vectorize, info run through processing.run with
+    the real CLI; outputs load styled; progress reaches 100 %; a bad input raises the CLI's message."""
+    img = _image(tmp_path / "img.tif")
+    far = tmp_path / "far.gpkg"
+    gpd.GeoDataFrame({"id": [1]}, geometry=[Point(900000, 100000)], crs="EPSG:32633").to_file(far)
+    o = {k: str(tmp_path / v) for k, v in dict(cl="cl.tif", poly="cl.gpkg").items()}
+    cli_gpkg = _cli_polygons_beside_raster_style(tmp_path)
+    steps = [
+        {"op": "algorithms"},
+        {"op": "run", "alg": "rasterlearn:cluster", "params": {"INPUT": str(img), "CLUSTERS": 3, "OUTPUT": o["cl"]}},
+        {"op": "raster_style", "path": o["cl"]},
+        {"op": "run", "alg": "rasterlearn:vectorize", "params": {"INPUT": o["cl"], "OUTPUT": o["poly"]}},
+        {"op": "vector_style", "path": o["poly"]},
+        {"op": "run", "alg": "rasterlearn:info", "params": {"INPUT": str(img)}},
+        {"op": "vector_style", "path": str(cli_gpkg)},
+        {"op": "run", "alg": "rasterlearn:similarity", "params": {"INPUT": str(img), "REFERENCES": str(far), "OUTPUT": str(tmp_path / "s.tif")}},
+    ]  # fmt: skip
+    algs, cl, cl_style, vec, vec_style, info, cli_style, bad = drive(plugins_dir, steps, tmp_path)
+    assert algs == ALL_IDS
+    # cluster: paletted map with a legend (names + colours from the CLI's .qml), progress at 100 %
+    assert cl["ok"], cl.get("error")
+    assert cl["progress"] and cl["progress"][-1] == 100.0
+    assert cl_style["valid"] and cl_style["renderer"] == "paletted"
+    assert [c[0] for c in cl_style["classes"]] == [1, 2, 3]
+    assert all(c[1] == f"cluster {c[0]}" for c in cl_style["classes"])
+    # three uniform regions: three clusters, each one region
+    with rasterio.open(o["cl"]) as ds:
+        m = ds.read(1)
+    assert len({m[5, 5], m[5, 60], m[60, 60]}) == 3
+    # vectorize: categorized by class_code with the same colours and names, style inside the GeoPackage
+    assert vec["ok"], vec.get("error")
+    assert (
+        vec_style["valid"]
+        and vec_style["renderer"] == "categorizedSymbol"
+        and vec_style["field"] == "class_code"
+    )
+    assert [[int(v), lab, col] for v, lab, col in vec_style["categories"]] == cl_style["classes"]
+    assert not Path(o["poly"]).with_suffix(".qml").exists() or Path(o["poly"]).stem == Path(o["cl"]).stem
+    # info: numbers and JSON
+    assert info["ok"] and info["results"]["WIDTH"] == 64 and info["results"]["BANDS"] == 3
+    assert info["results"]["CRS"] == "EPSG:32633" and json.loads(info["results"]["JSON"])["epsg"] == 32633
+    # the CLI's own vectorize output opens categorized although map.qml (a raster style) sits beside it
+    assert cli_style["renderer"] == "categorizedSymbol", cli_style
+    assert [[int(v), lab, col] for v, lab, col in cli_style["categories"]] == [
+        [1, "water", "#1e64ff"],
+        [2, "forest", "#00a000"],
+    ]
+    # bad input: the CLI's one-line message as a QgsProcessingException
+    assert not bad["ok"]
+    assert "overlap" in bad["error"].lower() and "Traceback" not in bad["error"], bad["error"]
+    assert not (tmp_path / "s.tif").exists()
+
+
+@pytest.mark.slow
+def test_predict_styles_cancel_and_resume(plugins_dir: Path, tmp_path: Path) -> None:
+    """Predict with probabilities and polygons (styled); a cancelled run leaves no output and a rerun resumes."""
+    img = _image(tmp_path / "img.tif")
+    big = _image(tmp_path / "big.tif", size=384)
+    pkg = _package(tmp_path)
+    o = {
+        k: str(tmp_path / v)
+        for k, v in dict(map="map.tif", prob="prob.tif", mpoly="map.gpkg", big="big_map.tif").items()
+    }
+    params = {"MODEL": str(pkg), "INPUT": str(big), "OUTPUT": o["big"], "BLOCKSIZE": 32, "BATCH_SIZE": 1}
+    steps = [
+        {
+            "op": "run",
+            "alg": "rasterlearn:predict",
+            "params": {
+                "MODEL": str(pkg),
+                "INPUT": str(img),
+                "OUTPUT": o["map"],
+                "PROBABILITIES": o["prob"],
+                "POLYGONS": o["mpoly"],
+                "BLOCKSIZE": 32,
+            },
+        },
+        {"op": "raster_style", "path": o["map"]},
+        {"op": "raster_style", "path": o["prob"]},
+        {"op": "vector_style", "path": o["mpoly"]},
+        {"op": "run", "alg": "rasterlearn:predict", "params": params, "cancel_at_progress": True},
+        {"op": "exists", "path": o["big"]},
+        {"op": "run", "alg": "rasterlearn:predict", "params": params},
+    ]
+    pr, map_style, prob_style, mpoly_style, cancelled, existed, rerun = drive(plugins_dir, steps, tmp_path)
+    # predict: map paletted with the package's names/colours, probabilities pseudocolour 0-1, polygons categorized
+    assert pr["ok"], pr.get("error")
+    assert pr["progress"][-1] == 100.0
+    assert map_style["renderer"] == "paletted"
+    names = {c[0]: (c[1], c[2]) for c in map_style["classes"]}
+    assert names[1] == ("water", "#1e64ff") and names[2] == ("forest", "#00a000")
+    assert prob_style["renderer"] == "singlebandpseudocolor" and (prob_style["min"], prob_style["max"]) == (
+        0.0,
+        1.0,
+    )
+    assert prob_style["bands"] == 3
+    # map.gpkg sits beside map.qml (the raster style) but opens categorized from its own layer_styles
+    assert Path(o["map"]).with_suffix(".qml").exists()
+    assert mpoly_style["renderer"] == "categorizedSymbol", mpoly_style
+    for value, label, colour in mpoly_style["categories"]:
+        assert (label, colour) == names[int(value)]
+    # cancel mid-run: an exception saying so, nothing under the final name; the rerun resumes
+    assert not cancelled["ok"] and "Cancelled" in cancelled["error"], cancelled
+    assert 0 < max(cancelled["progress"] or [0]) < 100
+    assert cancelled["cancel_to_end_s"] < 10  # SIGTERM stops it between blocks within seconds
+    assert existed is False
+    assert rerun["ok"], rerun.get("error")
+    resumed = [line for line in rerun["infos"] + rerun["console"] if "blocks resumed" in line]
+    assert resumed and not resumed[0].split("blocks resumed")[0].rstrip().endswith(" 0"), resumed
+
+
+@pytest.mark.slow
+def test_every_other_algorithm_on_generated_data(plugins_dir: Path, tmp_path: Path) -> None:
+    """embed, reduce, classify, chips, analyze, train, evaluate through processing.run on a 64 px scene; labels
+    as a GeoPackage sub-layer, a memory layer and selected features (exported to temporary files first)."""
+    img = _image(tmp_path / "img.tif")
+    # label polygons over the three regions (codes 1..3), in another CRS to exercise reprojection
+    regions = [
+        box(500000, 3999360, 500320, 4000000),
+        box(500320, 3999680, 500640, 4000000),
+        box(500320, 3999360, 500640, 3999680),
+    ]
+    labels = gpd.GeoDataFrame(
+        {"class": [1, 2, 3], "name": ["red", "green", "blue"]}, geometry=regions, crs="EPSG:32633"
+    )
+    labels.to_crs("EPSG:4326").to_file(tmp_path / "labels.gpkg", layer="regions")
+    t = {
+        k: str(tmp_path / v)
+        for k, v in dict(
+            feat="feat.tif", pca="pca.tif", cls="cls.tif", chips="chips", an="an", model="model", ev="ev.json"
+        ).items()
+    }
+    lab = str(tmp_path / "labels.gpkg") + "|layername=regions"
+    steps = [
+        {"op": "run", "alg": "rasterlearn:embed", "params": {"INPUT": str(img), "MODEL": "resnet18", "SIZE": 32, "NO_PRETRAINED": True, "OUTPUT": t["feat"]}},
+        {"op": "raster_style", "path": t["feat"]},
+        {"op": "run", "alg": "rasterlearn:reduce", "params": {"INPUT": str(img), "COMPONENTS": 3, "OUTPUT": t["pca"]}},
+        {"op": "raster_style", "path": t["pca"]},
+        {"op": "run", "alg": "rasterlearn:classify", "params": {"INPUT": str(img), "LABELS": {"memory": lab}, "ATTRIBUTE": "class", "CV": 3, "OUTPUT": t["cls"]}},
+        {"op": "raster_style", "path": t["cls"]},
+        {"op": "run", "alg": "rasterlearn:chips", "params": {"INPUT": str(img), "LABELS": {"selected": lab, "where": "class >= 1"}, "ATTRIBUTE": "class", "SIZE": 32, "STRIDE": 16, "SPLIT": 2, "VAL": 0.25, "TEST": 0.0, "OUTPUT": t["chips"]}},
+        {"op": "run", "alg": "rasterlearn:analyze", "params": {"DATASET": t["chips"], "OUTPUT": t["an"]}},
+        {"op": "run", "alg": "rasterlearn:train", "params": {"DATASET": t["chips"], "ENCODER": "tu-mobilenetv3_small_050", "EPOCHS": 1, "BATCH_SIZE": 4, "OUTPUT": t["model"]}},
+        {"op": "run", "alg": "rasterlearn:evaluate", "params": {"INPUT": t["cls"], "TRUTH": lab, "ATTRIBUTE": "class", "UNLABELLED": 2, "OUTPUT": t["ev"]}},
+    ]  # fmt: skip
+    emb, emb_style, red, red_style, cls, cls_style, chips, an, train, ev = drive(plugins_dir, steps, tmp_path)
+    for r in (emb, red, cls, chips, an, train, ev):
+        assert r["ok"], r.get("error")
+        assert r["progress"] and r["progress"][-1] == 100.0
+    with rasterio.open(t["feat"]) as ds:
+        assert ds.count == 512 and ds.crs.to_epsg() == 32633
+    assert emb_style["renderer"] == "multibandcolor" and emb_style["rgb"] == [1, 2, 3]
+    assert red_style["renderer"] == "multibandcolor" and red_style["bands"] == 3
+    assert cls_style["renderer"] == "paletted" and sorted(c[0] for c in cls_style["classes"]) == [1, 2, 3]
+    with rasterio.open(t["cls"]) as ds:
+        m = ds.read(1)
+    assert (m[5, 5], m[5, 60], m[60, 60]) == (1, 2, 3)  # the uniform regions are classified right
+    assert (Path(t["chips"]) / "dataset.json").exists() and any(Path(t["an"]).iterdir())
+    assert (Path(t["model"]) / "model.json").exists()
+    assert ev["results"]["OVERALL_ACCURACY"] > 0.95 and json.loads(Path(t["ev"]).read_text())["per_class"]
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_cluster_and_similarity_on_shared_data(plugins_dir: Path, tmp_path: Path, shared_data: Path) -> None:
+    """NAIP clustering (4 bands, nodata 0) and Sentinel-2 similarity to references in EPSG:4326."""
+    naip = shared_data / "naip_nd" / "naip_2019_rgbn.tif"
+    s2 = shared_data / "cameroon_s2" / "s2_11band.tif"
+    refs = shared_data / "cameroon_s2" / "reference_points.shp"
+    cl, sim = str(tmp_path / "naip_clusters.tif"), str(tmp_path / "s2_sim.tif")
+    steps = [
+        {"op": "run", "alg": "rasterlearn:cluster", "params": {"INPUT": str(naip), "CLUSTERS": 5, "OUTPUT": cl}},
+        {"op": "raster_style", "path": cl},
+        {"op": "run", "alg": "rasterlearn:similarity", "params": {"INPUT": str(s2), "REFERENCES": str(refs), "OUTPUT": sim}},
+        {"op": "raster_style", "path": sim},
+        {"op": "run", "alg": "rasterlearn:classify", "params": {"INPUT": str(s2), "LABELS": str(refs), "ATTRIBUTE": "id", "OUTPUT": str(tmp_path / "x.tif")}},
+    ]  # fmt: skip
+    r_cl, cl_style, r_sim, sim_style, bad = drive(plugins_dir, steps, tmp_path)
+    assert r_cl["ok"] and r_sim["ok"], (r_cl.get("error"), r_sim.get("error"))
+    assert cl_style["renderer"] == "paletted" and [c[0] for c in cl_style["classes"]] == [1, 2, 3, 4, 5]
+    with rasterio.open(naip) as src, rasterio.open(cl) as out:
+        assert out.crs == src.crs and out.transform == src.transform
+        assert ((out.read(1) == 0) == (src.read_masks(1) == 0)).all()  # nodata stays nodata (0)
+    assert sim_style["renderer"] == "singlebandpseudocolor" and (sim_style["min"], sim_style["max"]) == (
+        0.0,
+        1.0,
+    )
+    # the reference points' 'id' is all null: the CLI's one-line error, not a traceback
+    assert not bad["ok"] and "Traceback" not in bad["error"] and "id" in bad["error"], bad["error"]
