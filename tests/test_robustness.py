@@ -16,6 +16,7 @@ from rasterlearn.cli import main
 from rasterlearn.errors import ConfigError, CRSError, InputError, ModelError, ReadError
 from rasterlearn.io.raster import RasterReader
 from tests.conftest import write_tif
+from tests.test_safety import two_band_meta
 
 UTM = "EPSG:32633"
 
@@ -266,22 +267,10 @@ def test_quiet_prints_errors_only_and_is_accepted_after_the_command(capsys, imag
 
 def test_predict_progress_moves_before_the_first_block_is_written(tmp_path):
     torch = pytest.importorskip("torch")
-    from rasterlearn.labels import ClassSchema
-    from rasterlearn.models import ModelMetadata
-    from rasterlearn.normalize import Normalization
     from rasterlearn.predict import predict_raster
 
     img = write_tif(tmp_path / "img.tif", np.ones((2, 160, 48), "uint16"))
-    meta = ModelMetadata(
-        arch="x",
-        encoder="x",
-        in_channels=2,
-        num_classes=3,
-        bands=["band_1", "band_2"],
-        normalization=Normalization("zscore", (1.0, 1.0), (1.0, 1.0)).to_dict(),
-        schema=ClassSchema.infer([1, 2]).to_dict(),
-        chip_size=32,
-    )
+    meta = two_band_meta()
     calls: list[int] = []
     predict_raster(torch.nn.Conv2d(2, 3, 1), meta, img, tmp_path / "o.tif", progress=calls.append, threads=1)
     assert sum(calls) == 160 * 48

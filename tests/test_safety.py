@@ -266,9 +266,6 @@ def test_no_side_file_appears_beside_an_input(capsys, tmp_path):
 def test_disk_full_during_predict_keeps_nothing_half_written(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     import rasterlearn.io.writer as writer
-    from rasterlearn.labels import ClassSchema
-    from rasterlearn.models import ModelMetadata
-    from rasterlearn.normalize import Normalization
     from rasterlearn.predict import predict_raster
 
     def full(*args, **kwargs):
@@ -276,7 +273,20 @@ def test_disk_full_during_predict_keeps_nothing_half_written(tmp_path, monkeypat
 
     monkeypatch.setattr(writer, "_write_block", full)
     img = write_tif(tmp_path / "img.tif", np.ones((2, 48, 48), "uint16"))
-    meta = ModelMetadata(
+    meta = two_band_meta()
+    out = tmp_path / "map.tif"
+    with pytest.raises(OutputError, match="no space left on"):
+        predict_raster(torch.nn.Conv2d(2, 3, 1), meta, img, out, probabilities=tmp_path / "p.tif", threads=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.tif"]
+
+
+def two_band_meta():
+    """Metadata of a 2-band, 3-output model on 32 px chips with unit normalization (uint16 test rasters)."""
+    from rasterlearn.labels import ClassSchema
+    from rasterlearn.models import ModelMetadata
+    from rasterlearn.normalize import Normalization
+
+    return ModelMetadata(
         arch="x",
         encoder="x",
         in_channels=2,
@@ -286,7 +296,3 @@ def test_disk_full_during_predict_keeps_nothing_half_written(tmp_path, monkeypat
         schema=ClassSchema.infer([1, 2]).to_dict(),
         chip_size=32,
     )
-    out = tmp_path / "map.tif"
-    with pytest.raises(OutputError, match="no space left on"):
-        predict_raster(torch.nn.Conv2d(2, 3, 1), meta, img, out, probabilities=tmp_path / "p.tif", threads=1)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.tif"]
