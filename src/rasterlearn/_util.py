@@ -201,6 +201,36 @@ def file_identity(path: str | Path) -> dict[str, Any]:
 
     Cheap (one ``stat``); a changed file gets a new fingerprint, so a cached result is never reused for it.
     """
+    if is_virtual(path):
+        return _virtual_identity(str(path))
     p = Path(path)
     st = p.stat()
     return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def is_virtual(path: object) -> bool:
+    """True for a GDAL virtual path (``/vsi…/``) or a URL: something ``pathlib`` must not normalise."""
+    s = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    return s.startswith("/vsi") or "://" in s
+
+
+def _virtual_identity(path: str) -> dict[str, Any]:
+    """Identity of a URL or ``/vsi`` path: the path, plus size/ETag/Last-Modified for an HTTP(S) URL.
+
+    For HTTP(S) one ``HEAD`` request gives what the server says identifies the content; other handlers
+    (``/vsis3/``, ``/vsizip/`` ...) are identified by their path alone, so a changed object under the same
+    key is not detected — rerun with ``--no-resume`` after replacing remote data.
+    """
+    url = path.removeprefix("/vsicurl/")
+    out: dict[str, Any] = {"path": path}
+    if url.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=30) as resp:
+                for key in ("Content-Length", "ETag", "Last-Modified"):
+                    if resp.headers.get(key):
+                        out[key.lower()] = resp.headers[key]
+        except OSError:  # unreachable here: the reader reports it with the fix
+            pass
+    return out

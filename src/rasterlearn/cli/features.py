@@ -39,7 +39,9 @@ BandsOpt = Annotated[
     str | None, typer.Option("--bands", help="Bands by 1-based index or description, e.g. '4,3,2'.")
 ]
 OutOpt = Annotated[Path, typer.Option("--output", "-o", help="Output GeoTIFF (COG).")]
-FeatureRasterArg = Annotated[Path, typer.Argument(help="Feature raster or any multi-band raster.")]
+FeatureRasterArg = Annotated[
+    str, typer.Argument(help="Feature raster or any multi-band raster (a file, URL or /vsi... path).")
+]
 ParamsOpt = Annotated[str | None, typer.Option("--params", help="JSON estimator arguments.")]
 NoStandardizeOpt = Annotated[bool, typer.Option("--no-standardize", help="Do not z-score bands first.")]
 SeedOpt = Annotated[int, typer.Option("--seed")]
@@ -57,7 +59,9 @@ TrustModelOpt = Annotated[
 
 @app.command("embed")
 def embed_cmd(
-    raster: Annotated[Path, typer.Argument(help="Input raster (any bands, any dtype).")],
+    raster: Annotated[
+        str, typer.Argument(help="Input raster (any bands, any dtype; a file, URL or /vsi... path).")
+    ],
     model: Annotated[
         str,
         typer.Option(
@@ -214,7 +218,7 @@ def embed_models_cmd() -> None:
     console.print(table)
 
 
-def _blocks(raster: Path, bands: str | None, blocksize: int) -> int:
+def _blocks(raster: str, bands: str | None, blocksize: int) -> int:
     from rasterlearn.features._io import block_windows, window_size_for
     from rasterlearn.io.raster import RasterReader
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,7 +14,10 @@ from rasterlearn.io.raster import RasterReader, band_statistics
 
 @app.command()
 def info(
-    raster: Annotated[Path, typer.Argument(help="Any GDAL-readable raster.")],
+    raster: Annotated[
+        str,
+        typer.Argument(help="Any GDAL-readable raster: a file, a URL (https://, s3:// ...) or /vsi... path."),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
     stats: Annotated[
         bool, typer.Option("--stats", help="Add nodata-aware per-band statistics (sampled).")

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from rasterlearn.errors import OutputError
+from rasterlearn.io.remote import is_virtual
 
 __all__ = ["check_outputs", "lock_path", "output_lock", "side_files"]
 
@@ -53,11 +54,6 @@ def side_files(path: PathLike) -> list[Path]:
     out += [p.with_suffix(s) for s in _REPLACED if p.suffix and p.suffix != s]
     out.append(p.with_name(f".{p.name}.lock"))
     return out
-
-
-def _is_remote(path: object) -> bool:
-    s = str(path)
-    return "://" in s or s.startswith("/vsi")
 
 
 def _real(path: Path) -> Path:
@@ -115,9 +111,9 @@ def check_outputs(inputs: Iterable[object], outputs: Iterable[object]) -> None:
     Raises:
         OutputError: naming the output, the input and how to fix it.
     """
-    ins = [Path(p) for p in inputs if isinstance(p, str | os.PathLike) and not _is_remote(p)]
+    ins = [Path(p) for p in inputs if isinstance(p, str | os.PathLike) and not is_virtual(p)]
     for out in outputs:
-        if not isinstance(out, str | os.PathLike) or _is_remote(out):
+        if not isinstance(out, str | os.PathLike) or is_virtual(out):
             continue
         o = Path(out)
         for inp in ins:

@@ -28,6 +28,7 @@ from rasterio.windows import Window as RioWindow
 
 from rasterlearn.errors import InputError, InputNotFoundError, ReadError
 from rasterlearn.grid import Grid, Window
+from rasterlearn.io.remote import apply_cloud_defaults, gdal_path, is_remote, is_virtual
 
 __all__ = [
     "BandInfo",
@@ -112,6 +113,26 @@ def gdal_cache(mb: int = 64) -> Iterator[None]:
         yield
 
 
+def _open_error(path: str, exc: Exception) -> str:
+    """One line saying why ``path`` did not open and what to check."""
+    msg = str(exc).strip().rstrip(".")
+    if not is_remote(path):
+        return f"Cannot open {path} as a raster: {msg}. Is it a GDAL-readable image?"
+    if "404" in msg or "does not exist" in msg.lower() or "no such file" in msg.lower():
+        why = "the server answered that it does not exist (HTTP 404)"
+        fix = "Check the URL (open it in a browser or with 'curl -I')"
+    elif any(code in msg for code in ("401", "403")) or "denied" in msg.lower():
+        why = "access was refused (HTTP 401/403)"
+        fix = (
+            "Set the credentials GDAL reads (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*) "
+            "or AWS_NO_SIGN_REQUEST=YES for a public bucket"
+        )
+    else:
+        why = msg
+        fix = "Check the URL, the network and any proxy (HTTP_PROXY/HTTPS_PROXY)"
+    return f"Cannot open remote raster {path}: {why}. {fix}; GDAL said: {msg}"
+
+
 def open_raster(path: str | Path, bands: Sequence[BandSelector] | None = None) -> RasterReader:
     """Open a raster for windowed reading (see :class:`RasterReader`)."""
     return RasterReader(path, bands)
@@ -136,17 +157,17 @@ class RasterReader:
     ) -> None:
         self.path = str(path)
         self._south_up_ok = south_up_ok
-        if "://" not in self.path and not self.path.startswith("/vsi") and not Path(self.path).exists():
+        if not is_virtual(self.path) and not Path(self.path).exists():
             raise InputNotFoundError(
                 f"Raster not found: {self.path}. Check the path (relative paths are "
                 f"resolved from {Path.cwd()})."
             )
+        if is_remote(self.path):
+            apply_cloud_defaults()
         try:
-            self._ds = rasterio.open(self.path)
+            self._ds = rasterio.open(gdal_path(self.path))
         except rasterio.errors.RasterioIOError as exc:
-            raise ReadError(
-                f"Cannot open {self.path} as a raster: {exc}. Is it a GDAL-readable image?"
-            ) from exc
+            raise ReadError(_open_error(self.path, exc)) from exc
         ds = self._ds
         t = ds.transform
         # (a raster without georeferencing has the identity transform: rows run down, nothing to flip)

@@ -30,6 +30,7 @@ from rasterlearn.errors import (
     ReadError,
 )
 from rasterlearn.grid import Bounds, Grid
+from rasterlearn.io.remote import is_virtual
 
 __all__ = [
     "check_attribute",
@@ -104,7 +105,7 @@ def resolve_layer(path: str | Path, layer: str | int | None) -> str | int | None
 
 def _check_exists(path: str | Path) -> None:
     p = str(path)
-    if "://" not in p and not p.startswith("/vsi") and not Path(p).exists():
+    if not is_virtual(p) and not Path(p).exists():
         raise InputNotFoundError(
             f"Vector file not found: {p}. Check the path (relative paths are resolved from {Path.cwd()})."
         )
