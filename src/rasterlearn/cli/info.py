@@ -9,24 +9,29 @@ import typer
 from rich.table import Table
 
 from rasterlearn.cli._app import app, console
+from rasterlearn.cli._scene import AssetsOpt, StacOpt, resolve_raster
 from rasterlearn.io.raster import RasterReader, band_statistics
 
 
 @app.command()
 def info(
     raster: Annotated[
-        str,
+        str | None,
         typer.Argument(help="Any GDAL-readable raster: a file, a URL (https://, s3:// ...) or /vsi... path."),
-    ],
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
     stats: Annotated[
         bool, typer.Option("--stats", help="Add nodata-aware per-band statistics (sampled).")
     ] = False,
     sample_size: Annotated[int, typer.Option(help="Valid pixels sampled per band for --stats.")] = 200_000,
+    stac: StacOpt = None,
+    assets: AssetsOpt = None,
 ) -> None:
     """Grid, CRS, resolution, bands, nodata, block layout and (optionally) statistics of a raster."""
+    raster, source = resolve_raster(raster, stac, assets)
     with RasterReader(raster, south_up_ok=True) as reader:
         desc = reader.describe()
+        desc.update(source)
         if stats:
             all_reader = RasterReader(raster, list(range(1, reader.dataset.count + 1)), south_up_ok=True)
             with all_reader:

@@ -1,0 +1,44 @@
+"""The raster a command reads: a path, URL or /vsi path given as RASTER, or a STAC item's assets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+StacOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--stac",
+        metavar="ITEM.json",
+        help="Read a STAC item (path or URL) instead of RASTER: its --assets stacked on one grid.",
+    ),
+]
+AssetsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--assets", metavar="A,B,...", help="With --stac: the item's assets, in band order (B04,B03,B02)."
+    ),
+]
+
+
+def resolve_raster(
+    raster: str | Path | None, stac: str | None, assets: str | None
+) -> tuple[str, dict[str, Any]]:
+    """The path to open and what the output should record about it (the STAC item, when one is used)."""
+    if stac is None:
+        if assets:
+            raise typer.BadParameter("--assets needs --stac ITEM.json (the STAC item whose assets to stack)")
+        if raster is None:
+            raise typer.BadParameter(
+                "Give a RASTER to read (a file, URL or /vsi... path) or --stac ITEM.json"
+            )
+        return str(raster), {}
+    if raster is not None:
+        raise typer.BadParameter(f"Give either RASTER ({raster}) or --stac {stac}, not both")
+    from rasterlearn.io.stac import stac_stack
+
+    names = [a.strip() for a in (assets or "").split(",") if a.strip()]
+    st = stac_stack(stac, names)
+    return st.path, st.provenance()

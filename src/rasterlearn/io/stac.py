@@ -1,0 +1,243 @@
+"""STAC items as scenes: chosen assets stacked as bands of one virtual raster (a GDAL VRT) on one grid.
+
+A STAC item lists one file per band group (``B04``, ``B03``, ``B02`` … of a Sentinel-2 scene), often at
+different resolutions. :func:`stac_stack` reads the item with pystac, resolves the chosen assets' hrefs
+(relative hrefs against the item, URLs through GDAL's network handlers) and writes a VRT that places every
+asset's bands, in the order asked, on one grid: the first asset's footprint at the finest resolution of the
+chosen assets. Coarser assets are resampled onto it (bilinear by default; logged and recorded in the
+VRT's metadata). The VRT lives in GDAL's in-memory file system unless a destination is given, so no file
+appears anywhere; give ``dest`` when other processes (dask workers) must open it.
+
+The stack records the item id and each asset's href (:meth:`StacStack.provenance`), which stages store in
+their outputs' metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.errors
+from rasterio.io import MemoryFile
+
+from rasterlearn.errors import InputError, InputNotFoundError
+from rasterlearn.io.remote import apply_cloud_defaults, gdal_path, is_remote
+
+__all__ = ["StacStack", "stac_stack"]
+
+log = logging.getLogger(__name__)
+
+_RESAMPLING = ("nearest", "bilinear", "cubic", "average", "mode")
+# VRT data type names of the numpy dtypes rasterio reads
+_VRT_TYPES = {
+    "uint8": "Byte",
+    "int8": "Int8",
+    "uint16": "UInt16",
+    "int16": "Int16",
+    "uint32": "UInt32",
+    "int32": "Int32",
+    "float32": "Float32",
+    "float64": "Float64",
+}
+_KEEP: dict[str, MemoryFile] = {}  # in-memory VRTs stay alive for the process
+
+
+@dataclass(frozen=True)
+class StacStack:
+    """A virtual band stack built from a STAC item.
+
+    ``path`` opens with :func:`rasterlearn.io.raster.open_raster` like any raster; ``bands`` names each
+    band ``ASSET`` (one-band assets) or ``ASSET:N``.
+    """
+
+    path: str
+    item_id: str
+    item: str
+    assets: tuple[str, ...]
+    hrefs: dict[str, str] = field(default_factory=dict)
+    bands: tuple[str, ...] = ()
+    resampled: tuple[str, ...] = ()
+
+    def provenance(self) -> dict[str, Any]:
+        """What an output records about its STAC source."""
+        return {
+            "stac_item": self.item,
+            "stac_item_id": self.item_id,
+            "stac_assets": list(self.assets),
+            "stac_hrefs": dict(self.hrefs),
+            "stac_resampled": list(self.resampled),
+        }
+
+
+def _read_item(item: str | Path) -> Any:
+    import pystac
+
+    s = str(item)
+    if not is_remote(s) and not Path(s).exists():
+        raise InputNotFoundError(f"STAC item not found: {s}. Give the path or URL of an item JSON file.")
+    try:
+        obj = pystac.read_file(s)
+    except Exception as exc:  # pystac raises JSON, HTTP and schema errors of many kinds
+        raise InputError(f"Cannot read {s} as a STAC item: {exc}. Is it a STAC Item JSON file?") from exc
+    if not isinstance(obj, pystac.Item):
+        raise InputError(
+            f"{s} is a STAC {type(obj).__name__}, not an Item: give one item's JSON (one scene)."
+        )
+    return obj
+
+
+def _open_asset(name: str, href: str, item: str) -> rasterio.DatasetReader:
+    try:
+        return rasterio.open(gdal_path(href))
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(
+            f"Asset {name!r} of STAC item {item} cannot be opened ({href}): {exc}. Check that the href "
+            f"is reachable from this machine."
+        ) from exc
+
+
+def stac_stack(
+    item: str | Path,
+    assets: Sequence[str],
+    *,
+    resampling: str = "bilinear",
+    dest: str | Path | None = None,
+) -> StacStack:
+    """Stack ``assets`` of the STAC ``item`` as bands of one VRT on one grid (see the module docs).
+
+    Raises:
+        InputError: an asset name the item does not have (the message lists the raster assets), assets
+            in different CRSs, or an asset that does not open.
+    """
+    if resampling not in _RESAMPLING:
+        raise InputError(f"Unknown resampling {resampling!r}: use one of {', '.join(_RESAMPLING)}")
+    if not assets:
+        raise InputError("No STAC assets chosen: name them, e.g. --assets B04,B03,B02")
+    it = _read_item(item)
+    missing = [a for a in assets if a not in it.assets]
+    if missing:
+        rasters = [
+            k
+            for k, a in it.assets.items()
+            if ("data" in (a.roles or []) or any(t in (a.media_type or "") for t in ("tiff", "jp2")))
+            and not {"thumbnail", "overview"} & set(a.roles or [])
+        ]
+        raise InputError(
+            f"STAC item {item} has no asset {', '.join(map(repr, missing))}; its raster assets are: "
+            f"{', '.join(rasters) or 'none'}. Choose with --assets NAME,NAME,..."
+        )
+    if any(is_remote(it.assets[a].get_absolute_href() or "") for a in assets):
+        apply_cloud_defaults()
+    hrefs = {a: str(it.assets[a].get_absolute_href()) for a in assets}
+    infos = []
+    for a in assets:
+        with _open_asset(a, hrefs[a], str(item)) as ds:
+            infos.append(
+                {
+                    "name": a,
+                    "crs": ds.crs,
+                    "transform": ds.transform,
+                    "bounds": ds.bounds,
+                    "shape": (ds.height, ds.width),
+                    "count": ds.count,
+                    "dtypes": ds.dtypes,
+                    "nodata": ds.nodatavals,
+                    "blocks": ds.block_shapes[0],
+                }
+            )
+    first = infos[0]
+    other = [i for i in infos if i["crs"] != first["crs"]]
+    if other:
+        raise InputError(
+            f"STAC item {item}: asset {other[0]['name']!r} is in {other[0]['crs']}, asset "
+            f"{first['name']!r} in {first['crs']}; stack assets of one CRS (a reprojected stack would "
+            f"resample every band twice)"
+        )
+    res = min(min(abs(i["transform"].a), abs(i["transform"].e)) for i in infos)
+    left, bottom, right, top = first["bounds"]
+    width, height = round((right - left) / res), round((top - bottom) / res)
+    dtype = np.result_type(*[d for i in infos for d in i["dtypes"]]).name
+    resampled = tuple(i["name"] for i in infos if abs(abs(i["transform"].a) - res) > 1e-9 * res)
+    if resampled:
+        log.info(
+            "STAC item %s: asset(s) %s resampled (%s) onto the %g-unit grid of the finest chosen asset",
+            it.id,
+            ", ".join(resampled),
+            resampling,
+            res,
+        )
+    if any(d != dtype for i in infos for d in i["dtypes"]):
+        log.info(
+            "STAC item %s: assets of different data types stacked as %s (values unchanged)", it.id, dtype
+        )
+
+    root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
+    ET.SubElement(root, "SRS").text = first["crs"].to_wkt()
+    ET.SubElement(root, "GeoTransform").text = ", ".join(
+        repr(float(v)) for v in (left, res, 0.0, top, 0.0, -res)
+    )
+    md = ET.SubElement(root, "Metadata")
+    meta = {"stac_item_id": it.id, "stac_assets": ",".join(assets), "stac_resampling": resampling}
+    for k, v in meta.items():
+        ET.SubElement(md, "MDI", key=k).text = v
+    names: list[str] = []
+    band_no = 0
+    for info in infos:
+        sl, sb, sr, st = info["bounds"]
+        dst = {
+            "xOff": repr((sl - left) / res),
+            "yOff": repr((top - st) / res),
+            "xSize": repr((sr - sl) / res),
+            "ySize": repr((st - sb) / res),
+        }
+        for b in range(1, info["count"] + 1):
+            band_no += 1
+            name = info["name"] if info["count"] == 1 else f"{info['name']}:{b}"
+            names.append(name)
+            vb = ET.SubElement(root, "VRTRasterBand", dataType=_VRT_TYPES[dtype], band=str(band_no))
+            ET.SubElement(vb, "Description").text = name
+            nodata = info["nodata"][b - 1]
+            if nodata is not None:
+                ET.SubElement(vb, "NoDataValue").text = repr(float(nodata))
+            src = ET.SubElement(vb, "ComplexSource", resampling=resampling)
+            ET.SubElement(src, "SourceFilename", relativeToVRT="0").text = gdal_path(hrefs[info["name"]])
+            ET.SubElement(src, "SourceBand").text = str(b)
+            ET.SubElement(
+                src,
+                "SourceProperties",
+                RasterXSize=str(info["shape"][1]),
+                RasterYSize=str(info["shape"][0]),
+                DataType=_VRT_TYPES[info["dtypes"][b - 1]],
+                BlockXSize=str(info["blocks"][1]),
+                BlockYSize=str(info["blocks"][0]),
+            )
+            ET.SubElement(
+                src, "SrcRect", xOff="0", yOff="0", xSize=str(info["shape"][1]), ySize=str(info["shape"][0])
+            )
+            ET.SubElement(src, "DstRect", attrib=dst)
+            if nodata is not None:
+                ET.SubElement(src, "NODATA").text = repr(float(nodata))
+    xml = ET.tostring(root, encoding="unicode")
+    if dest is not None:
+        Path(dest).write_text(xml)
+        path = str(dest)
+    else:
+        mem = MemoryFile(xml.encode(), filename=f"{it.id}-{uuid.uuid4().hex[:8]}.vrt")
+        _KEEP[mem.name] = mem
+        path = mem.name
+    return StacStack(
+        path=path,
+        item_id=it.id,
+        item=str(item),
+        assets=tuple(assets),
+        hrefs=hrefs,
+        bands=tuple(names),
+        resampled=resampled,
+    )
