@@ -10,7 +10,9 @@ from typing import Annotated, Any, Literal
 import typer
 
 from rasterlearn.cli._app import app, console
+from rasterlearn.cli._executor import SchedulerOpt, WorkersOpt
 from rasterlearn.cli._progress import ProgressOpt, progress_bar
+from rasterlearn.engine.executor import open_executor
 
 
 def _bands(value: str | None) -> list[int | str] | None:
@@ -253,12 +255,17 @@ def reduce_cmd(
         Path | None, typer.Option("--model-out", help="Where to save the fitted reducer.")
     ] = None,
     progress: ProgressOpt = "bar",
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
     trust_model: TrustModelOpt = False,
 ) -> None:
     """Reduce a raster's bands (PCA by default), fitted on a sample, applied block by block."""
     from rasterlearn.features.reduce import reduce_raster
 
-    with progress_bar("reduce", _blocks(raster, bands, 512), "blocks") as advance:
+    with (
+        open_executor(scheduler, workers) as executor,
+        progress_bar("reduce", _blocks(raster, bands, 512), "blocks") as advance,
+    ):
         res = reduce_raster(
             raster,
             output,
@@ -273,6 +280,7 @@ def reduce_cmd(
             model_out=model_out,
             trust_model=trust_model,
             progress=advance,
+            executor=executor,
         )
     evr = res.explained_variance_ratio
     extra = f"; explained variance {', '.join(f'{v:.3f}' for v in evr)} (total {sum(evr):.3f})" if evr else ""
@@ -304,11 +312,16 @@ def cluster_cmd(
         Path | None, typer.Option("--model-out", help="Where to save the clustering.")
     ] = None,
     progress: ProgressOpt = "bar",
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Cluster a raster into a class map (1..K, 0 = nodata) with colour table; sizes in OUT.clusters.json."""
     from rasterlearn.features.cluster import cluster_raster
 
-    with progress_bar("cluster", _blocks(raster, bands, 512), "blocks") as advance:
+    with (
+        open_executor(scheduler, workers) as executor,
+        progress_bar("cluster", _blocks(raster, bands, 512), "blocks") as advance,
+    ):
         res = cluster_raster(
             raster,
             output,
@@ -322,6 +335,7 @@ def cluster_cmd(
             model=model,
             model_out=model_out,
             progress=advance,
+            executor=executor,
         )
     sizes = ", ".join(f"{k}: {v}" for k, v in res.sizes.items())
     console.print(f"Wrote {res.path} ({res.clusters.k} clusters; pixels {sizes}); report {res.report_path}")
@@ -346,11 +360,16 @@ def similarity_cmd(
     layer: LayerOpt = None,
     bands: BandsOpt = None,
     progress: ProgressOpt = "bar",
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Cosine similarity of every pixel to reference features (float32, NaN nodata)."""
     from rasterlearn.features.similarity import similarity_raster
 
-    with progress_bar("similarity", _blocks(raster, bands, 512), "blocks") as advance:
+    with (
+        open_executor(scheduler, workers) as executor,
+        progress_bar("similarity", _blocks(raster, bands, 512), "blocks") as advance,
+    ):
         res = similarity_raster(
             raster,
             references,
@@ -362,6 +381,7 @@ def similarity_cmd(
             layer=layer,
             bands=_bands(bands),
             progress=advance,
+            executor=executor,
         )
     console.print(f"Wrote {res.path} (references: {res.n_pixels} pixels from {res.n_features} features)")
 
@@ -416,12 +436,17 @@ def classify_cmd(
         Path | None, typer.Option("--metrics", help="Metrics JSON (default OUT.metrics.json).")
     ] = None,
     progress: ProgressOpt = "bar",
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
     trust_model: TrustModelOpt = False,
 ) -> None:
     """Train a classifier/regressor on labelled features, validate it (spatial k-fold), and map the raster."""
     from rasterlearn.features.classify import classify_raster
 
-    with progress_bar("classify", _blocks(raster, bands, 512), "blocks") as advance:
+    with (
+        open_executor(scheduler, workers) as executor,
+        progress_bar("classify", _blocks(raster, bands, 512), "blocks") as advance,
+    ):
         res = classify_raster(
             raster,
             labels,
@@ -445,6 +470,7 @@ def classify_cmd(
             metrics_out=metrics_out,
             trust_model=trust_model,
             progress=advance,
+            executor=executor,
         )
     m = res.metrics
     if m.get("validation", {}).get("valid") is False:

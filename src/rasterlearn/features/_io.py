@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from rasterlearn._util import atomic_write, atomic_write_json, file_sha256, json_default
+from rasterlearn.engine.executor import BlockExecutor, LocalExecutor, worker_cache
 from rasterlearn.errors import ConfigError, InputError, InputNotFoundError, ModelError, RasterlearnError
 from rasterlearn.grid import Grid, Window
 from rasterlearn.io.raster import RasterReader, gdal_cache
@@ -171,45 +172,71 @@ def apply_by_window(
     blocksize: int,
     progress: Callable[[int], None] | None = None,
     on_block: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    executor: BlockExecutor | None = None,
 ) -> None:
     """Read the raster block by block, apply ``fn`` to the valid pixels ``(n, bands)`` -> ``(n, k)`` and write.
 
     Invalid pixels get ``nodata``. Blocks already committed by an interrupted run with the same fingerprint
     are skipped (``on_block`` is then not called for them). Windows shrink below ``blocksize`` for rasters
-    with many bands so one window stays within ~64 MB (:func:`window_size_for`).
+    with many bands so one window stays within ~64 MB (:func:`window_size_for`). ``executor`` computes the
+    blocks elsewhere (a dask cluster: ``fn`` is sent to each worker once, workers read their own windows);
+    the writer, the journal and ``on_block`` stay in this process, so the output is the same.
     """
-    with gdal_cache(64):
-        _apply_windows(reader, writer, fn, nodata, out_dtype, blocksize, progress, on_block)
-
-
-def _apply_windows(
-    reader: RasterReader,
-    writer: BlockWriter,
-    fn: Callable[[np.ndarray], np.ndarray],
-    nodata: float,
-    out_dtype: str,
-    blocksize: int,
-    progress: Callable[[int], None] | None,
-    on_block: Callable[[np.ndarray, np.ndarray], None] | None,
-) -> None:
-    for win in block_windows(reader.grid, window_size_for(reader.count, blocksize)):
-        key = f"{win.row_off}:{win.col_off}"
-        if writer.is_done(key):
+    executor = executor or LocalExecutor()
+    local = isinstance(executor, LocalExecutor)
+    if not local:
+        executor.check_readable(reader.path)
+    spec = _BlockSpec(
+        reader.path,
+        tuple(reader.band_indexes),
+        fn,
+        nodata,
+        out_dtype,
+        writer.count,
+        reader if local else None,
+    )
+    windows = block_windows(reader.grid, window_size_for(reader.count, blocksize))
+    todo = []
+    for win in windows:
+        if writer.is_done(f"{win.row_off}:{win.col_off}"):
             if progress is not None:
                 progress(1)
-            continue
+        else:
+            todo.append(win)
+    with gdal_cache(64):
+        for win, (out, valid) in executor.map(_apply_block, todo, spec):
+            if on_block is not None:
+                on_block(out, valid)
+            writer.write(out, win)
+            writer.mark_done(f"{win.row_off}:{win.col_off}")
+            if progress is not None:
+                progress(1)
+
+
+@dataclass(frozen=True)
+class _BlockSpec:
+    """What a worker needs to compute a block of :func:`apply_by_window` (sent once per worker)."""
+
+    path: str
+    bands: tuple[int, ...]
+    fn: Callable[[np.ndarray], np.ndarray]
+    nodata: float
+    out_dtype: str
+    count: int
+    reader: RasterReader | None = None  # the local executor reuses the caller's handle
+
+
+def _apply_block(spec: _BlockSpec, win: Window) -> tuple[np.ndarray, np.ndarray]:
+    reader = spec.reader or worker_cache(
+        ("reader", spec.path, spec.bands), lambda: RasterReader(spec.path, spec.bands)
+    )
+    with gdal_cache(64):
         block = reader.read(win)
-        out = np.full((writer.count, win.height, win.width), nodata, dtype=out_dtype)
-        if block.valid.any():
-            X = block.data[:, block.valid].T.astype("float32", copy=False)
-            Y = fn(X)
-            out[:, block.valid] = Y.T.astype(out_dtype, copy=False)
-        if on_block is not None:
-            on_block(out, block.valid)
-        writer.write(out, win)
-        writer.mark_done(key)
-        if progress is not None:
-            progress(1)
+    out = np.full((spec.count, win.height, win.width), spec.nodata, dtype=spec.out_dtype)
+    if block.valid.any():
+        X = block.data[:, block.valid].T.astype("float32", copy=False)
+        out[:, block.valid] = spec.fn(X).T.astype(spec.out_dtype, copy=False)
+    return out, block.valid
 
 
 def save_model_folder(

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rasterlearn._util import atomic_write_json, stable_hash
+from rasterlearn.engine.executor import BlockExecutor
 from rasterlearn.errors import ConfigError, InputError
 from rasterlearn.features._io import (
     Standardizer,
@@ -366,6 +367,7 @@ def classify_raster(
     resume: bool = True,
     trust_model: bool = False,
     progress: Callable[[int], None] | None = None,
+    executor: BlockExecutor | None = None,
 ) -> ClassifyResult:
     """Train on labelled features, validate, refit on all samples, save the model and map the raster.
 
@@ -581,5 +583,6 @@ def classify_raster(
                 out_dtype=dtype,
                 blocksize=blocksize,
                 progress=progress,
+                executor=executor,
             )
     return ClassifyResult(output, metrics_path, Path(model_path), metrics, fc)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from rasterlearn._util import atomic_write_json, stable_hash
+from rasterlearn.engine.executor import BlockExecutor
 from rasterlearn.errors import ConfigError, EmptyInputError, InputError
 from rasterlearn.features._io import (
     Standardizer,
@@ -243,6 +244,7 @@ def cluster_raster(
     blocksize: int = 512,
     resume: bool = True,
     progress: Callable[[int], None] | None = None,
+    executor: BlockExecutor | None = None,
 ) -> ClusterResult:
     """Cluster a raster into a class map (codes 1..K, 0 = nodata) with colour table and category names.
 
@@ -314,6 +316,7 @@ def cluster_raster(
                 out_dtype=fc.dtype,
                 blocksize=blocksize,
                 progress=progress,
+                executor=executor,
                 on_block=count,
             )
     if resumed:  # blocks written before the interruption were not counted: count from the finished map

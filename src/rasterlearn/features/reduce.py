@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from rasterlearn._util import stable_hash
+from rasterlearn.engine.executor import BlockExecutor
 from rasterlearn.errors import ConfigError, InputError
 from rasterlearn.features._io import (
     Standardizer,
@@ -248,6 +249,7 @@ def reduce_raster(
     resume: bool = True,
     trust_model: bool = False,
     progress: Callable[[int], None] | None = None,
+    executor: BlockExecutor | None = None,
 ) -> ReduceResult:
     """Reduce a raster to ``components`` bands (float32 COG, NaN nodata where the input is nodata).
 
@@ -322,6 +324,7 @@ def reduce_raster(
                 out_dtype="float32",
                 blocksize=blocksize,
                 progress=progress,
+                executor=executor,
             )
     log.info("Wrote %s (%d components of %s)", output, k, red.method)
     return ReduceResult(output, Path(model_path), red)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from rasterlearn.engine.executor import BlockExecutor
 from rasterlearn.errors import ConfigError
 from rasterlearn.features._io import Standardizer, apply_by_window
 from rasterlearn.features.sampling import sample_pixels, sample_vector
@@ -60,6 +61,7 @@ def similarity_raster(
     seed: int = 0,
     blocksize: int = 512,
     progress: Callable[[int], None] | None = None,
+    executor: BlockExecutor | None = None,
 ) -> SimilarityResult:
     """Write a cosine-similarity map of the raster to its reference features.
 
@@ -131,5 +133,6 @@ def similarity_raster(
                 out_dtype="float32",
                 blocksize=blocksize,
                 progress=progress,
+                executor=executor,
             )
     return SimilarityResult(output, refs, len(vs), vs.n_features)
