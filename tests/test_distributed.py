@@ -122,11 +122,13 @@ def test_worker_killed_mid_job_still_completes(raster: Path, tmp_path: Path, das
 
 
 def test_bad_executor_options_are_one_line_errors(raster: Path, tmp_path: Path, dask_executor) -> None:
-    with pytest.raises(
-        InputError, match=r"Cannot reach the dask scheduler at tcp://127\.0\.0\.1:1.*dask scheduler"
+    with (
+        pytest.raises(
+            InputError, match=r"Cannot reach the dask scheduler at tcp://127\.0\.0\.1:1.*dask scheduler"
+        ),
+        open_executor(scheduler="tcp://127.0.0.1:1"),
     ):
-        with open_executor(scheduler="tcp://127.0.0.1:1"):
-            pass
+        pass
     with pytest.raises(ConfigError, match="not both"), open_executor(scheduler="tcp://x:1", workers=2):
         pass
     with open_executor() as ex:
