@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,27 +24,18 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.errors
+from affine import Affine
 from rasterio.io import MemoryFile
 
 from rasterlearn.errors import InputError, InputNotFoundError
 from rasterlearn.io.remote import apply_cloud_defaults, gdal_path, is_remote
+from rasterlearn.io.vrt import VrtBand, VrtSource, dst_rect, vrt_xml
 
 __all__ = ["StacStack", "stac_stack"]
 
 log = logging.getLogger(__name__)
 
 _RESAMPLING = ("nearest", "bilinear", "cubic", "average", "mode")
-# VRT data type names of the numpy dtypes rasterio reads
-_VRT_TYPES = {
-    "uint8": "Byte",
-    "int8": "Int8",
-    "uint16": "UInt16",
-    "int16": "Int16",
-    "uint32": "UInt32",
-    "int32": "Int32",
-    "float32": "Float32",
-    "float64": "Float64",
-}
 _KEEP: dict[str, MemoryFile] = {}  # in-memory VRTs stay alive for the process
 
 
@@ -178,53 +168,28 @@ def stac_stack(
             "STAC item %s: assets of different data types stacked as %s (values unchanged)", it.id, dtype
         )
 
-    root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
-    ET.SubElement(root, "SRS").text = first["crs"].to_wkt()
-    ET.SubElement(root, "GeoTransform").text = ", ".join(
-        repr(float(v)) for v in (left, res, 0.0, top, 0.0, -res)
-    )
-    md = ET.SubElement(root, "Metadata")
-    meta = {"stac_item_id": it.id, "stac_assets": ",".join(assets), "stac_resampling": resampling}
-    for k, v in meta.items():
-        ET.SubElement(md, "MDI", key=k).text = v
     names: list[str] = []
-    band_no = 0
+    bands: list[VrtBand] = []
     for info in infos:
-        sl, sb, sr, st = info["bounds"]
-        dst = {
-            "xOff": repr((sl - left) / res),
-            "yOff": repr((top - st) / res),
-            "xSize": repr((sr - sl) / res),
-            "ySize": repr((st - sb) / res),
-        }
+        dst = dst_rect(info["bounds"], left, top, res)
         for b in range(1, info["count"] + 1):
-            band_no += 1
             name = info["name"] if info["count"] == 1 else f"{info['name']}:{b}"
             names.append(name)
-            vb = ET.SubElement(root, "VRTRasterBand", dataType=_VRT_TYPES[dtype], band=str(band_no))
-            ET.SubElement(vb, "Description").text = name
             nodata = info["nodata"][b - 1]
-            if nodata is not None:
-                ET.SubElement(vb, "NoDataValue").text = repr(float(nodata))
-            src = ET.SubElement(vb, "ComplexSource", resampling=resampling)
-            ET.SubElement(src, "SourceFilename", relativeToVRT="0").text = gdal_path(hrefs[info["name"]])
-            ET.SubElement(src, "SourceBand").text = str(b)
-            ET.SubElement(
-                src,
-                "SourceProperties",
-                RasterXSize=str(info["shape"][1]),
-                RasterYSize=str(info["shape"][0]),
-                DataType=_VRT_TYPES[info["dtypes"][b - 1]],
-                BlockXSize=str(info["blocks"][1]),
-                BlockYSize=str(info["blocks"][0]),
+            src = VrtSource(
+                hrefs[info["name"]], b, info["shape"], info["dtypes"][b - 1], info["blocks"], dst, nodata
             )
-            ET.SubElement(
-                src, "SrcRect", xOff="0", yOff="0", xSize=str(info["shape"][1]), ySize=str(info["shape"][0])
-            )
-            ET.SubElement(src, "DstRect", attrib=dst)
-            if nodata is not None:
-                ET.SubElement(src, "NODATA").text = repr(float(nodata))
-    xml = ET.tostring(root, encoding="unicode")
+            bands.append(VrtBand(dtype, [src], description=name, nodata=nodata))
+    meta = {"stac_item_id": it.id, "stac_assets": ",".join(assets), "stac_resampling": resampling}
+    xml = vrt_xml(
+        width,
+        height,
+        first["crs"].to_wkt(),
+        Affine(res, 0, left, 0, -res, top),
+        bands,
+        metadata=meta,
+        resampling=resampling,
+    )
     if dest is not None:
         Path(dest).write_text(xml)
         path = str(dest)
