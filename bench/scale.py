@@ -1,0 +1,181 @@
+"""Benchmark: throughput of the local executor vs dask LocalClusters of 1 and 2 workers, on the same data.
+
+Two jobs, each run three ways (local, ``--workers 1``, ``--workers 2``) in one process:
+
+* ``cluster``: the apply step of k-means on a generated feature raster (the fit is done once beforehand, so
+  only block computation is compared); the unit of work is the feature stage's block.
+* ``scenes``: ``predict_scenes`` of a U-Net/ResNet-18 package over several generated scenes; the unit of
+  work is the scene (each worker loads the model once).
+
+Prints wall seconds, the ratio to the local run (below 1 = faster), peak RSS of the client and of each
+worker, and checks the outputs equal the local ones. Cluster start-up (including the workers' imports of torch and
+rasterlearn) is reported separately: it is paid once per job. On a 2-core machine two workers can at best halve the time.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/scale.py
+    OMP_NUM_THREADS=1 .venv/bin/python bench/scale.py --size 2048 --scenes 6 --scene-size 768
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import peak_rss_mb
+
+
+def _worker_peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _warm() -> None:
+    """Import what the kernels need, so the timed runs do not include a worker's first imports."""
+    import rasterlearn.features.cluster
+    import rasterlearn.models
+    import rasterlearn.predict  # noqa: F401
+
+
+def _features(path: Path, size: int, bands: int) -> None:
+    import rasterio
+    from affine import Affine
+
+    rng = np.random.default_rng(0)
+    prof = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": bands,
+        "dtype": "float32",
+        "crs": "EPSG:32633",
+        "transform": Affine(10.0, 0, 500_000, 0, -10.0, 4e6),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+    }
+    with rasterio.open(path, "w", **prof) as dst:
+        for r in range(0, size, 256):
+            h = min(256, size - r)
+            block = rng.normal(0, 1, (bands, h, size)).astype("float32")
+            dst.write(block, window=rasterio.windows.Window(0, r, size, h))
+
+
+def _scene(path: Path, size: int, seed: int) -> None:
+    import rasterio
+    from affine import Affine
+
+    rng = np.random.default_rng(seed)
+    data = rng.integers(1, 250, (3, size, size)).astype("uint8")
+    prof = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 3,
+        "dtype": "uint8",
+        "nodata": 0,
+        "crs": "EPSG:32633",
+        "transform": Affine(1.0, 0, 500_000 + seed * size, 0, -1.0, 4e6),
+        "tiled": True,
+    }
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(data)
+
+
+def _package(folder: Path) -> Path:
+    import torch
+
+    from rasterlearn.labels import ClassInfo, ClassSchema
+    from rasterlearn.models import ModelMetadata, create_model, save_package
+    from rasterlearn.normalize import Normalization
+
+    torch.manual_seed(0)
+    model = create_model("unet", "resnet18", in_channels=3, classes=3)
+    schema = ClassSchema(tuple(ClassInfo(c, f"c{c}", "#102030") for c in range(3)))
+    meta = ModelMetadata(
+        arch="unet",
+        encoder="resnet18",
+        in_channels=3,
+        num_classes=3,
+        task="multiclass",
+        bands=["r", "g", "b"],
+        normalization=Normalization("zscore", (120.0,) * 3, (50.0,) * 3).to_dict(),
+        schema=schema.to_dict(),
+        chip_size=256,
+    )
+    return save_package(model, meta, folder)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=1536, help="feature raster side (px)")
+    p.add_argument("--bands", type=int, default=64)
+    p.add_argument("--scenes", type=int, default=4)
+    p.add_argument("--scene-size", type=int, default=512)
+    args = p.parse_args()
+
+    from rasterlearn.batch import predict_scenes
+    from rasterlearn.engine.executor import DaskExecutor, open_executor
+    from rasterlearn.features.cluster import cluster_raster
+
+    tmp = Path(tempfile.mkdtemp(prefix="rl_scale_"))
+    feat = tmp / "features.tif"
+    _features(feat, args.size, args.bands)
+    cluster_raster(feat, tmp / "fit.tif", clusters=8, model_out=tmp / "km", sample_size=50_000)
+    scenes = []
+    for i in range(args.scenes):
+        scenes.append(tmp / f"scene_{i}.tif")
+        _scene(scenes[-1], args.scene_size, i)
+    pkg = _package(tmp / "pkg")
+    print(
+        f"data: {args.size}² x {args.bands} float32 features; {args.scenes} scenes of {args.scene_size}² RGB"
+    )
+
+    rows = []
+    for label, workers in (("local", None), ("workers=1", 1), ("workers=2", 2)):
+        t0 = time.perf_counter()
+        with open_executor(workers=workers) as ex:
+            if isinstance(ex, DaskExecutor):
+                ex.client.run(_warm)
+            startup = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            out = cluster_raster(feat, tmp / f"k_{label}.tif", model=tmp / "km", executor=ex)
+            t_cluster = time.perf_counter() - t1
+            t2 = time.perf_counter()
+            res = predict_scenes(pkg, scenes, tmp / f"maps_{label}", executor=ex, device="cpu")
+            t_scenes = time.perf_counter() - t2
+            workers_mb = (
+                sorted(ex.client.run(_worker_peak_mb).values()) if isinstance(ex, DaskExecutor) else []
+            )
+        assert all(s.status == "done" for s in res.scenes), res.failed
+        rows.append((label, startup, t_cluster, t_scenes, workers_mb, out.path, res))
+
+    base = rows[0]
+    import rasterio
+
+    def same(a: Path, b: Path) -> bool:
+        with rasterio.open(a) as x, rasterio.open(b) as y:
+            return bool(np.array_equal(x.read(), y.read()))
+
+    print(
+        f"{'executor':<10} {'start s':>8} {'cluster s':>10} {'ratio':>6} {'scenes s':>9} {'ratio':>6}  worker peak MB  equal"
+    )
+    for label, startup, tc, ts, wmb, path, res in rows:
+        eq = same(path, base[5]) and all(
+            same(Path(a.output), Path(b.output)) for a, b in zip(res.scenes, base[6].scenes, strict=True)
+        )
+        print(
+            f"{label:<10} {startup:8.1f} {tc:10.1f} {tc / base[2]:6.2f} {ts:9.1f} {ts / base[3]:6.2f}  "
+            f"{', '.join(f'{m:.0f}' for m in wmb) or '-':<14} {eq}"
+        )
+    print(f"client peak RSS {peak_rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
