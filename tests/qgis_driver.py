@@ -45,12 +45,13 @@ class Recorder(QgsProcessingFeedback):
         self.warnings: list[str] = []
         self.console: list[str] = []
         self.cancelled_at: float | None = None
-        self.cancel_at_progress = False
+        self.cancel_at_progress: float | None = None  # cancel once progress reaches this percent
         self.progressChanged.connect(self._progress)
 
     def _progress(self, value: float) -> None:
         self.values.append(value)
-        if self.cancel_at_progress and 0 < value < 100 and not self.isCanceled():
+        at = self.cancel_at_progress
+        if at is not None and 0 < value < 100 and value >= at and not self.isCanceled():
             self.cancelled_at = time.monotonic()
             self.cancel()
 
@@ -96,7 +97,8 @@ def run(step: dict) -> dict:
     if step.get("cancel_after") is not None:
         timer = threading.Timer(step["cancel_after"], fb.cancel)
         timer.start()
-    fb.cancel_at_progress = bool(step.get("cancel_at_progress"))
+    at = step.get("cancel_at_progress")
+    fb.cancel_at_progress = None if at is None or at is False else (0.0 if at is True else float(at))
     t0 = time.monotonic()
     out: dict = {}
     try:

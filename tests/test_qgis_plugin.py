@@ -256,7 +256,9 @@ def test_predict_styles_cancel_and_resume(plugins_dir: Path, tmp_path: Path) -> 
         {"op": "raster_style", "path": o["map"]},
         {"op": "raster_style", "path": o["prob"]},
         {"op": "vector_style", "path": o["mpoly"]},
-        {"op": "run", "alg": "rasterlearn:predict", "params": params, "cancel_at_progress": True},
+        # cancel once a third is done: predict reports a window row before writing its finished block rows, so
+        # a cancel at the very first event may leave no committed block to resume from
+        {"op": "run", "alg": "rasterlearn:predict", "params": params, "cancel_at_progress": 30},
         {"op": "exists", "path": o["big"]},
         {"op": "run", "alg": "rasterlearn:predict", "params": params},
     ]
@@ -279,7 +281,7 @@ def test_predict_styles_cancel_and_resume(plugins_dir: Path, tmp_path: Path) -> 
         assert (label, colour) == names[int(value)]
     # cancel mid-run: an exception saying so, nothing under the final name; the rerun resumes
     assert not cancelled["ok"] and "Cancelled" in cancelled["error"], cancelled
-    assert 0 < max(cancelled["progress"] or [0]) < 100
+    assert 30 <= max(cancelled["progress"] or [0]) < 100
     assert cancelled["cancel_to_end_s"] < 10  # SIGTERM stops it between blocks within seconds
     assert existed is False
     assert rerun["ok"], rerun.get("error")
