@@ -123,6 +123,31 @@ def _image(path: Path, size: int = 64) -> Path:
     return path
 
 
+def _regions(path: Path, size: int = 64) -> Path:
+    """The truth of :func:`_image` as a label raster: 1 left, 2 top right, 3 bottom right (same grid)."""
+    h = size // 2
+    data = np.ones((1, size, size), dtype="uint8")
+    data[0, :h, h:] = 2
+    data[0, h:, h:] = 3
+    profile = dict(driver="GTiff", height=size, width=size, count=1, dtype="uint8", crs="EPSG:32633")
+    with rasterio.open(path, "w", transform=from_origin(500000, 4000000, 10, 10), **profile) as ds:
+        ds.write(data)
+    return path
+
+
+def _region_polygons(path: Path) -> Path:
+    """Polygons over the three regions of :func:`_image` with fields ``class`` (1..3) and ``name``."""
+    regions = [
+        box(500000, 3999360, 500320, 4000000),
+        box(500320, 3999680, 500640, 4000000),
+        box(500320, 3999360, 500640, 3999680),
+    ]
+    gpd.GeoDataFrame(
+        {"class": [1, 2, 3], "name": ["red", "green", "blue"]}, geometry=regions, crs="EPSG:32633"
+    ).to_file(path)
+    return path
+
+
 def _package(tmp: Path) -> Path:
     import torch
 
@@ -176,9 +201,12 @@ def _cli_polygons_beside_raster_style(tmp: Path) -> Path:
 
 
 def test_plugin_core_workflows(plugins_dir: Path, tmp_path: Path) -> None:
-    """Provider registers every algorithm; cluster, vectorize, info run through processing.run with
-    the real CLI; outputs load styled; progress reaches 100 %; a bad input raises the CLI's message."""
+    """Provider registers every algorithm; cluster, vectorize, info, evaluate (raster truth) run through
+    processing.run with the real CLI; outputs load styled; progress reaches 100 %; bad inputs (no overlap, a
+    missing attribute) raise QgsProcessingException with the CLI's one-line message."""
     img = _image(tmp_path / "img.tif")
+    truth = _regions(tmp_path / "truth.tif")
+    labels = _region_polygons(tmp_path / "labels.gpkg")
     far = tmp_path / "far.gpkg"
     gpd.GeoDataFrame({"id": [1]}, geometry=[Point(900000, 100000)], crs="EPSG:32633").to_file(far)
     o = {k: str(tmp_path / v) for k, v in dict(cl="cl.tif", poly="cl.gpkg").items()}
@@ -192,8 +220,13 @@ def test_plugin_core_workflows(plugins_dir: Path, tmp_path: Path) -> None:
         {"op": "run", "alg": "rasterlearn:info", "params": {"INPUT": str(img)}},
         {"op": "vector_style", "path": str(cli_gpkg)},
         {"op": "run", "alg": "rasterlearn:similarity", "params": {"INPUT": str(img), "REFERENCES": str(far), "OUTPUT": str(tmp_path / "s.tif")}},
+        {"op": "run", "alg": "rasterlearn:evaluate", "params": {"INPUT": o["cl"], "TRUTH_RASTER": str(truth), "CLASS_MATCH": 2, "OUTPUT": str(tmp_path / "ev.json")}},
+        {"op": "run", "alg": "rasterlearn:evaluate", "params": {"INPUT": o["cl"], "OUTPUT": str(tmp_path / "ev2.json")}},
+        {"op": "run", "alg": "rasterlearn:classify", "params": {"INPUT": str(img), "LABELS": str(labels), "ATTRIBUTE": "klass", "OUTPUT": str(tmp_path / "k.tif")}},
     ]  # fmt: skip
-    algs, cl, cl_style, vec, vec_style, info, cli_style, bad = drive(plugins_dir, steps, tmp_path)
+    algs, cl, cl_style, vec, vec_style, info, cli_style, bad, ev, no_truth, no_attr = drive(
+        plugins_dir, steps, tmp_path
+    )
     assert algs == ALL_IDS
     # cluster: paletted map with a legend (names + colours from the CLI's .qml), progress at 100 %
     assert cl["ok"], cl.get("error")
@@ -227,6 +260,19 @@ def test_plugin_core_workflows(plugins_dir: Path, tmp_path: Path) -> None:
     assert not bad["ok"]
     assert "overlap" in bad["error"].lower() and "Traceback" not in bad["error"], bad["error"]
     assert not (tmp_path / "s.tif").exists()
+    # evaluate against a label raster (codes matched by code): the overall accuracy of these very arrays
+    assert ev["ok"], ev.get("error")
+    with rasterio.open(truth) as ds:
+        t = ds.read(1)
+    assert ev["results"]["OVERALL_ACCURACY"] == pytest.approx(float((m == t).mean()), abs=1e-9)
+    assert json.loads((tmp_path / "ev.json").read_text())["pixels"] == 64 * 64
+    # neither truth given: refused before anything runs
+    assert not no_truth["ok"] and "exactly one" in no_truth["error"], no_truth
+    assert not (tmp_path / "ev2.json").exists()
+    # a missing attribute: the CLI's message names it and the ones that exist
+    assert not no_attr["ok"] and "Traceback" not in no_attr["error"], no_attr["error"]
+    assert "klass" in no_attr["error"] and "class" in no_attr["error"].replace("klass", ""), no_attr["error"]
+    assert not (tmp_path / "k.tif").exists()
 
 
 @pytest.mark.slow

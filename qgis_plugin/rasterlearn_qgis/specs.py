@@ -67,6 +67,7 @@ class AlgoSpec:
     progress: bool = True  # accepts --progress json
     device: str | None = None  # '--device' or '--accelerator' when the command runs a network
     extra: tuple[str, ...] = ()
+    one_of: tuple[tuple[str, ...], ...] = ()  # groups of parameters of which exactly one must be given
 
 
 def _out(name: str, label: str, kind: str, flag: str | None, **kw: Any) -> P:
@@ -114,6 +115,15 @@ ALGORITHMS: tuple[AlgoSpec, ...] = (
                 advanced=True,
             ),
             P("BATCH_SIZE", "Tiles per batch", "int", "--batch-size", 8, minimum=1, advanced=True),
+            P(
+                "MEMORY_MB",
+                "Memory for feature rows (MB; sets the strip height = resume granularity)",
+                "float",
+                "--memory-mb",
+                optional=True,
+                minimum=1.0,
+                advanced=True,
+            ),
             P(
                 "NO_PRETRAINED",
                 "Random weights (testing only)",
@@ -409,6 +419,7 @@ ALGORITHMS: tuple[AlgoSpec, ...] = (
         (
             P("MODEL", "Model package folder", "folder", None),
             P("INPUT", "Input raster", "raster", None),
+            P("EXTENT", "Extent (default: whole raster)", "extent", "--aoi", optional=True),
             P("OVERLAP", "Window overlap (fraction)", "float", "--overlap", 0.25, minimum=0.0, maximum=0.9),
             P("BLEND", "Blending", "enum", "--blend", "hann", options=("hann", "center-crop", "none")),
             P(
@@ -463,11 +474,34 @@ ALGORITHMS: tuple[AlgoSpec, ...] = (
         ("evaluate",),
         (
             P("INPUT", "Class map", "raster", None),
-            P("TRUTH", "Ground truth polygons", "vector", "--truth"),
-            P("ATTRIBUTE", "Class field", "field", "--attribute", parent="TRUTH"),
+            P("TRUTH", "Ground truth polygons (or a truth raster below)", "vector", "--truth", optional=True),
+            P("ATTRIBUTE", "Class field (polygons)", "field", "--attribute", optional=True, parent="TRUTH"),
+            P(
+                "TRUTH_RASTER",
+                "Ground truth raster (instead of polygons)",
+                "raster",
+                "--truth",
+                optional=True,
+            ),
+            P(
+                "TRUTH_NAMES",
+                "Names of the truth's class codes, e.g. 1=developed,2=forest (when its codes differ from the map's)",
+                "string",
+                "--truth-names",
+                optional=True,
+            ),
+            P(
+                "CLASS_MATCH",
+                "Match truth and map classes by",
+                "enum",
+                "--class-match",
+                "auto",
+                options=("auto", "name", "code"),
+                advanced=True,
+            ),
             P(
                 "UNLABELLED",
-                "Pixels outside polygons",
+                "Pixels outside polygons (polygon truth)",
                 "enum",
                 "--unlabelled",
                 "auto",
@@ -481,6 +515,7 @@ ALGORITHMS: tuple[AlgoSpec, ...] = (
                 False,
                 advanced=True,
             ),
+            P("EXTENT", "Extent (default: whole map)", "extent", "--aoi", optional=True),
             _out(
                 "OUTPUT",
                 "Metrics (JSON; CSV and PNG beside it)",
@@ -489,8 +524,9 @@ ALGORITHMS: tuple[AlgoSpec, ...] = (
                 file_filter="JSON (*.json)",
             ),
         ),
-        "Compare a class map with ground truth over the whole scene: confusion matrix, per-class IoU/F1, "
-        "producer's/user's accuracy, kappa.",
+        "Compare a class map with ground truth (polygons with a class field, or a label raster) over the whole "
+        "scene or an extent: confusion matrix, per-class IoU/F1, producer's/user's accuracy, kappa.",
+        one_of=(("TRUTH", "TRUTH_RASTER"),),
     ),
     AlgoSpec(
         "vectorize",

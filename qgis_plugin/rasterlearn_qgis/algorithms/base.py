@@ -150,6 +150,18 @@ class RasterlearnAlgorithm(QgsProcessingAlgorithm):
         for p in self.spec.params:
             self.addParameter(_param(p))
 
+    def checkParameterValues(self, parameters: dict[str, Any], context: Any) -> tuple[bool, str]:
+        ok, msg = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, msg
+        for group in self.spec.one_of:
+            given = [n for n in group if not _unset(parameters, n)]
+            if len(given) != 1:
+                labels = " or ".join(repr(self._spec_param(n).label) for n in group)
+                what = "both" if given else "neither"
+                return False, f"Give exactly one of {labels} ({what} given)"
+        return True, ""
+
     # -- running ---------------------------------------------------------------------------------------
     def plain_values(self, parameters: dict[str, Any], context: Any, feedback: Any) -> dict[str, Any]:
         """QGIS parameter values as plain values: paths as text, band lists, extents as tuples."""
@@ -162,7 +174,8 @@ class RasterlearnAlgorithm(QgsProcessingAlgorithm):
                 if layer is None:
                     out[n] = None
                     continue
-                raster_crs = layer.crs()
+                if raster_crs is None:  # extents are in the first raster's CRS (the input)
+                    raster_crs = layer.crs()
                 out[n] = self._raster_path(layer, context, feedback)
             elif k == "vector":
                 if _unset(parameters, n):
