@@ -270,7 +270,12 @@ def test_build_args_evaluate_raster_truth_extents_and_memory() -> None:
     assert ev.one_of == (("TRUTH", "TRUTH_RASTER"),)
     args = build_args(
         ev,
-        {"INPUT": "/d/map.tif", "TRUTH_RASTER": "/d/truth.tif", "TRUTH_NAMES": "1=a,2=b", "OUTPUT": "/d/m.json"},
+        {
+            "INPUT": "/d/map.tif",
+            "TRUTH_RASTER": "/d/truth.tif",
+            "TRUTH_NAMES": "1=a,2=b",
+            "OUTPUT": "/d/m.json",
+        },
         progress_json=False,
     )
     assert args[-1] == "/d/map.tif" and args.count("--truth") == 1
