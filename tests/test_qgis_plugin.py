@@ -526,3 +526,32 @@ def test_documented_headless_install_and_cluster(tmp_path: Path) -> None:
         assert ds.crs.to_epsg() == 32633 and m.shape == (64, 64)
     assert set(np.unique(m)) <= set(range(1, 7)) and len(np.unique(m)) >= 3
     assert (work / "clusters.qml").exists()  # styled for QGIS
+
+
+@pytest.mark.slow
+def test_embed_cancel_leaves_no_output_and_resumes(plugins_dir: Path, tmp_path: Path) -> None:
+    """Encoder cancelled mid-run: no feature raster under the final name; the rerun resumes from the feature
+    strips written before the cancel (3 strips of 16 feature rows: 48 x 48 tiles of 32 px, 2 MB budget)."""
+    big = _image(tmp_path / "big.tif", size=1536)
+    out = tmp_path / "features.tif"
+    params = {"INPUT": str(big), "MODEL": "resnet18", "SIZE": 32, "NO_PRETRAINED": True, "MEMORY_MB": 2.0, "OUTPUT": str(out)}  # fmt: skip
+    steps = [
+        {"op": "run", "alg": "rasterlearn:embed", "params": params, "cancel_at_progress": 45},
+        {"op": "exists", "path": str(out)},
+        {"op": "run", "alg": "rasterlearn:embed", "params": params},
+        {"op": "raster_style", "path": str(out)},
+    ]
+    cancelled, existed, rerun, style = drive(plugins_dir, steps, tmp_path)
+    assert not cancelled["ok"] and "Cancelled" in cancelled["error"], cancelled
+    assert 45 <= max(cancelled["progress"]) < 100 and cancelled["cancel_to_end_s"] < 10
+    assert existed is False
+    assert rerun["ok"], rerun.get("error")
+    resumed = [line for line in rerun["infos"] if line.startswith("Resuming session")]
+    assert (
+        resumed and " 0 of " not in resumed[0] and resumed[0].endswith("of 3 feature strips already written")
+    )
+    assert rerun["progress"][-1] == 100.0
+    with rasterio.open(out) as ds:
+        assert (ds.count, ds.width, ds.height) == (512, 48, 48)
+        assert np.isfinite(ds.read(1)).all()
+    assert style["renderer"] == "multibandcolor" and style["rgb"] == [1, 2, 3]
