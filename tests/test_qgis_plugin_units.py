@@ -292,3 +292,5 @@ def test_build_args_evaluate_raster_truth_extents_and_memory() -> None:
     em = build_args(spec_by_id("embed"), {"INPUT": "/i.tif", "MEMORY_MB": 2.5, "OUTPUT": "/f.tif"})
     assert em[em.index("--memory-mb") + 1] == "2.5"
     assert "--memory-mb" not in build_args(spec_by_id("embed"), {"INPUT": "/i.tif", "OUTPUT": "/f.tif"})
+    em = build_args(spec_by_id("embed"), {"INPUT": "/i.tif", "TARGET_CRS": "EPSG:32634", "RESOLUTION": 20})
+    assert em[em.index("--target-crs") + 1] == "EPSG:32634" and em[em.index("--resolution") + 1] == "20.0"

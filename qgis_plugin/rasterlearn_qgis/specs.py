@@ -28,6 +28,7 @@ INPUT_KINDS = (
     "enum",
     "string",
     "extent",
+    "crs",
 )
 OUTPUT_KINDS = ("out_raster", "out_vector", "out_file", "out_folder")
 
@@ -106,6 +107,23 @@ ALGORITHMS: tuple[AlgoSpec, ...] = (
                 options=("image", "model", "none"),
             ),
             P("EXTENT", "Extent (default: whole raster)", "extent", "--extent", optional=True),
+            P(
+                "TARGET_CRS",
+                "Read the raster reprojected to this CRS",
+                "crs",
+                "--target-crs",
+                optional=True,
+                advanced=True,
+            ),
+            P(
+                "RESOLUTION",
+                "Read at this resolution (target CRS units)",
+                "float",
+                "--resolution",
+                optional=True,
+                minimum=0.0,
+                advanced=True,
+            ),
             P(
                 "CHECKPOINT",
                 "Local weights (.safetensors/.pth)",

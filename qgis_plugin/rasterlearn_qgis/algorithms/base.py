@@ -19,6 +19,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterCrs,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
@@ -86,6 +87,8 @@ def _param(p: P) -> QgsProcessingParameterDefinition:
         d = QgsProcessingParameterString(p.name, p.label, p.default, optional=opt)
     elif k == "extent":
         d = QgsProcessingParameterExtent(p.name, p.label, optional=opt)
+    elif k == "crs":
+        d = QgsProcessingParameterCrs(p.name, p.label, optional=opt)
     elif k == "out_raster":
         d = QgsProcessingParameterRasterDestination(p.name, p.label, optional=opt, createByDefault=not opt)
     elif k == "out_vector":
@@ -219,6 +222,9 @@ class RasterlearnAlgorithm(QgsProcessingAlgorithm):
                     if r is None or r.isNull()
                     else (r.xMinimum(), r.yMinimum(), r.xMaximum(), r.yMaximum())
                 )
+            elif k == "crs":
+                crs = None if _unset(parameters, n) else self.parameterAsCrs(parameters, n, context)
+                out[n] = None if crs is None or not crs.isValid() else (crs.authid() or crs.toWkt())
             elif k in ("out_raster", "out_vector"):
                 out[n] = self.parameterAsOutputLayer(parameters, n, context) or None
             elif k in ("out_file", "out_folder"):
