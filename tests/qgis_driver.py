@@ -204,7 +204,6 @@ def setup_action(step: dict) -> dict:
         ran.append(list(cmd))
         return subprocess.CompletedProcess(cmd, 0, "ok\n", "")
 
-    before = QgsSettings().value("rasterlearn/executable", "", type=str)
     plugin = plugin_mod.RasterlearnPlugin(None)
     with _Patched(
         (plugin_mod, "QMessageBox", _message_boxes(bool(step["accept"]), shown)),
@@ -217,12 +216,14 @@ def setup_action(step: dict) -> dict:
         (install, "detect_cuda", lambda *a, **k: step["gpu"]),
     ):
         plugin.setup()
+        manager = QgsApplication.taskManager()
         deadline = time.monotonic() + 60
         while step["accept"] and time.monotonic() < deadline:  # the task runs on QGIS' task manager
             app.processEvents()
-            if QgsSettings().value("rasterlearn/executable", "", type=str) != before:
+            if manager.countActiveTasks() == 0:
                 break
             time.sleep(0.05)
+        app.processEvents()
     return {
         "shown": shown,
         "ran": ran,
