@@ -45,12 +45,13 @@ class Recorder(QgsProcessingFeedback):
         self.warnings: list[str] = []
         self.console: list[str] = []
         self.cancelled_at: float | None = None
-        self.cancel_at_progress = False
+        self.cancel_at_progress: float | None = None  # cancel once progress reaches this percent
         self.progressChanged.connect(self._progress)
 
     def _progress(self, value: float) -> None:
         self.values.append(value)
-        if self.cancel_at_progress and 0 < value < 100 and not self.isCanceled():
+        at = self.cancel_at_progress
+        if at is not None and 0 < value < 100 and value >= at and not self.isCanceled():
             self.cancelled_at = time.monotonic()
             self.cancel()
 
@@ -96,7 +97,8 @@ def run(step: dict) -> dict:
     if step.get("cancel_after") is not None:
         timer = threading.Timer(step["cancel_after"], fb.cancel)
         timer.start()
-    fb.cancel_at_progress = bool(step.get("cancel_at_progress"))
+    at = step.get("cancel_at_progress")
+    fb.cancel_at_progress = None if at is None or at is False else (0.0 if at is True else float(at))
     t0 = time.monotonic()
     out: dict = {}
     try:
@@ -144,6 +146,139 @@ def vector_style(path: str) -> dict:
     return out
 
 
+class _Patched:
+    """Replace module attributes for one step, restoring them afterwards."""
+
+    def __init__(self, *triples) -> None:
+        self.triples = triples
+        self.saved: list = []
+
+    def __enter__(self) -> None:
+        for obj, name, value in self.triples:
+            self.saved.append((obj, name, getattr(obj, name)))
+            setattr(obj, name, value)
+
+    def __exit__(self, *exc) -> None:
+        for obj, name, value in reversed(self.saved):
+            setattr(obj, name, value)
+
+
+def _message_boxes(answer_yes: bool, shown: list):
+    """A QMessageBox stand-in recording (kind, title, text) and answering question() with Yes or No."""
+    from qgis.PyQt.QtWidgets import QMessageBox
+
+    class Box:
+        StandardButton = QMessageBox.StandardButton
+
+        @staticmethod
+        def question(parent, title, text, *args, **kwargs):
+            shown.append(["question", title, text])
+            return QMessageBox.StandardButton.Yes if answer_yes else QMessageBox.StandardButton.No
+
+        @staticmethod
+        def information(parent, title, text, *args, **kwargs):
+            shown.append(["information", title, text])
+
+        @staticmethod
+        def warning(parent, title, text, *args, **kwargs):
+            shown.append(["warning", title, text])
+
+    return Box
+
+
+def setup_action(step: dict) -> dict:
+    """'Set up rasterlearn' with uv at step["uv"] and the GPU step["gpu"] (None: none): the message shown and
+    the commands it runs (recorded, not executed; no network) when the user answers step["accept"]."""
+    import types
+
+    from qgis.core import QgsSettings
+    from rasterlearn_qgis import install, settings
+    from rasterlearn_qgis import plugin as plugin_mod
+
+    shown: list = []
+    ran: list = []
+
+    def fake_run(cmd, **kwargs):
+        import subprocess
+
+        ran.append(list(cmd))
+        return subprocess.CompletedProcess(cmd, 0, "ok\n", "")
+
+    plugin = plugin_mod.RasterlearnPlugin(None)
+    with _Patched(
+        (plugin_mod, "QMessageBox", _message_boxes(bool(step["accept"]), shown)),
+        (
+            plugin_mod,
+            "shutil",
+            types.SimpleNamespace(which=lambda name: step["uv"] if name == "uv" else None),
+        ),
+        (plugin_mod, "subprocess", types.SimpleNamespace(run=fake_run)),
+        (install, "detect_cuda", lambda *a, **k: step["gpu"]),
+    ):
+        plugin.setup()
+        manager = QgsApplication.taskManager()
+        deadline = time.monotonic() + 60
+        while step["accept"] and time.monotonic() < deadline:  # the task runs on QGIS' task manager
+            app.processEvents()
+            if manager.countActiveTasks() == 0:
+                break
+            time.sleep(0.05)
+        app.processEvents()
+    return {
+        "shown": shown,
+        "ran": ran,
+        "env_dir": str(settings.private_env_dir()),
+        "executable_setting": QgsSettings().value("rasterlearn/executable", "", type=str),
+    }
+
+
+def settings_dialog(step: dict) -> dict:
+    """Save through the Settings dialog and the options page, load again, and the command it configures."""
+    from rasterlearn_qgis import settings
+    from rasterlearn_qgis.algorithms import ALGORITHM_CLASSES
+    from rasterlearn_qgis.options import RasterlearnOptionsFactory, SettingsDialog
+
+    out: dict = {}
+    d = SettingsDialog()
+    d.form.exe.setFilePath(step["exe"])
+    d.form.device.setCurrentText("cuda:1")
+    d._ok()
+    out["saved"] = [settings.executable(), settings.device(), d.result()]
+    d2 = SettingsDialog()
+    out["loaded"] = [d2.form.exe.filePath(), d2.form.device.currentText()]
+    predict = next(c for c in ALGORITHM_CLASSES if c.SPEC_ID == "predict")()
+    out["predict_command"] = predict.command({"MODEL": "/m", "INPUT": "/i.tif", "OUTPUT": "/o.tif"})
+    d2.form.device.setCurrentText("mps")
+    d2.reject()  # Cancel keeps the saved values
+    out["after_cancel"] = settings.device()
+    page = RasterlearnOptionsFactory().createWidget(None)
+    out["page_loaded"] = [page.form.exe.filePath(), page.form.device.currentText()]
+    page.form.device.setCurrentText("tpu")
+    page.apply()
+    out["unknown_device"] = settings.device()
+    page.form.device.setCurrentText("cpu")
+    page.apply()
+    out["page_saved"] = settings.device()
+    settings.set_executable("")
+    settings.set_device("auto")
+    return out
+
+
+def check_action(step: dict) -> dict:
+    """'Check installation' with the configured executable: what the message box says."""
+    from rasterlearn_qgis import plugin as plugin_mod
+    from rasterlearn_qgis import settings
+
+    shown: list = []
+    settings.set_executable(step["exe"])
+    settings.set_device("cpu")
+    with _Patched((plugin_mod, "QMessageBox", _message_boxes(False, shown))):
+        plugin_mod.RasterlearnPlugin(None).check()
+    settings.set_executable("")
+    settings.set_device("auto")
+    return {"shown": shown}
+
+
 def main() -> None:
     with open(sys.argv[2], encoding="utf-8") as fh:
         job = json.load(fh)
@@ -161,6 +296,12 @@ def main() -> None:
                 results.append(os.path.exists(step["path"]))
             elif op == "vector_style":
                 results.append(vector_style(step["path"]))
+            elif op == "setup_action":
+                results.append(setup_action(step))
+            elif op == "settings_dialog":
+                results.append(settings_dialog(step))
+            elif op == "check_action":
+                results.append(check_action(step))
             else:
                 results.append({"error": f"unknown op {op}"})
         except Exception:

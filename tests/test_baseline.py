@@ -269,3 +269,23 @@ def test_compare_rf_features_uses_an_offline_backbone(synth_chips: Path, tmp_pat
         rec["features"]["rf:features"]["pretrained"] is False and rec["features"]["rf:features"]["dim"] == 64
     )
     assert [r["split"] for r in res.rows] == ["val", "tst"] and all(r["mean_iou"] > 0 for r in res.rows)
+
+
+def test_baseline_scores_a_split_with_a_class_absent_from_trn(synth_chips: Path) -> None:
+    """The forest predicts class values, not indices into ``classes_``: a class missing from trn (classes_
+    shorter than the schema) is scored, not an IndexError."""
+    import dataclasses
+
+    from sklearn.ensemble import RandomForestClassifier
+
+    from rasterlearn.baseline import evaluate_baseline, fit_baseline
+
+    model = fit_baseline(synth_chips, max_samples=2000, n_estimators=5)
+    nfeat = len(model.feature_names)
+    rng = np.random.default_rng(0)
+    y = np.array([0, 2] * 40)  # class 1 never seen: classes_ == [0, 2]
+    rf = RandomForestClassifier(n_estimators=5, random_state=0).fit(rng.random((80, nfeat)), y)
+    m = evaluate_baseline(dataclasses.replace(model, estimator=rf), synth_chips, "val")
+    cm = np.asarray(m["confusion_matrix"])
+    assert m["pixels"] > 0 and cm.sum() == m["pixels"]
+    assert cm[:, 1].sum() == 0 and cm[:, [0, 2]].sum() == m["pixels"]  # only classes 0 and 2 predicted

@@ -123,3 +123,20 @@ def test_torchscript_export_cli(tmp_path: Path) -> None:
         export_model(pkg, out)
     with pytest.raises(InputError, match="--format"):
         export_model(pkg, tmp_path / "m.bin")
+
+
+def test_onnx_export_cli(tmp_path: Path) -> None:
+    """The contract's command: ``rasterlearn export MODEL -o model.onnx`` (format from the suffix)."""
+    import onnx
+
+    pkg = _package(tmp_path)
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(pkg), "-o", str(out)]) == 0
+    model = onnx.load(str(out))
+    meta = {p.key: json.loads(p.value) for p in model.metadata_props}
+    assert meta["model_type"] == "Segmentor" and meta["class_names"] == {
+        "0": "bg",
+        "1": "water",
+        "2": "forest",
+    }
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:] == [3, 32, 32]

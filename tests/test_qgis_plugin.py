@@ -1,21 +1,11 @@
-"""The QGIS plugin under real (headless) QGIS, calling the real rasterlearn CLI.
-
-QGIS' Python bindings are Debian's (``/usr/bin/python3``), not this venv's, so each test writes a job file and
-runs ``tests/qgis_driver.py`` in a subprocess with ``QT_QPA_PLATFORM=offscreen``: it starts QgsApplication,
-initializes Processing, registers the provider from the plugin ZIP installed into a temporary profile folder,
-and runs ``processing.run`` steps. The plugin runs this venv's ``rasterlearn`` ($RASTERLEARN_EXECUTABLE).
-"""
+"""The QGIS plugin under real (headless) QGIS, calling the real rasterlearn CLI, on small generated data:
+every algorithm through processing.run, styled outputs, progress, cancel and resume, bad inputs (helpers and
+the driver: ``tests/qgis_helpers.py``, ``tests/qgis_driver.py``)."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
-from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -24,103 +14,22 @@ import rasterio
 from rasterio.transform import from_origin
 from shapely.geometry import Point, box
 
-from rasterlearn.qgis_package import build_plugin_zip
-
-SYSTEM_PYTHON = "/usr/bin/python3"
-DRIVER = Path(__file__).with_name("qgis_driver.py")
-ALL_IDS = sorted(
-    f"rasterlearn:{a}"
-    for a in [
-        "embed",
-        "reduce",
-        "cluster",
-        "similarity",
-        "classify",
-        "chips",
-        "analyze",
-        "train",
-        "predict",
-        "evaluate",
-        "vectorize",
-        "info",
-    ]
+from tests.qgis_helpers import (
+    ALL_IDS,
+    drive,
+    install_plugin,
+    make_image,
+    make_region_polygons,
+    make_regions,
+    needs_qgis,
 )
 
-
-def _qgis_available() -> str | None:
-    if not Path(SYSTEM_PYTHON).exists():
-        return f"{SYSTEM_PYTHON} does not exist"
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    probe = subprocess.run(
-        [SYSTEM_PYTHON, "-c", "import qgis.core"], capture_output=True, env=env, check=False
-    )
-    if probe.returncode != 0:
-        how = (
-            "run .ci/run (it installs it with apt-get)"
-            if shutil.which("apt-get")
-            else "apt-get is unavailable"
-        )
-        return f"QGIS' Python bindings are not installed for {SYSTEM_PYTHON} (python3-qgis); {how}"
-    return None
-
-
-_REASON = _qgis_available()
-pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
+pytestmark = needs_qgis
 
 
 @pytest.fixture(scope="module")
 def plugins_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The plugin ZIP built by rasterlearn and extracted into a profile's python/plugins folder."""
-    root = tmp_path_factory.mktemp("profile")
-    z = build_plugin_zip(root / "rasterlearn_qgis.zip")
-    plugins = root / "profiles" / "default" / "python" / "plugins"
-    plugins.mkdir(parents=True)
-    zipfile.ZipFile(z).extractall(plugins)
-    return plugins
-
-
-def drive(plugins: Path, steps: list[dict[str, Any]], tmp: Path, timeout: int = 600) -> list[Any]:
-    job = tmp / f"job_{len(list(tmp.glob('job_*.json')))}.json"
-    job.write_text(json.dumps(steps), encoding="utf-8")
-    env = {
-        **os.environ,
-        "QT_QPA_PLATFORM": "offscreen",
-        # the CLI under test: this venv's, or another one's ($RASTERLEARN_TEST_EXECUTABLE)
-        "RASTERLEARN_EXECUTABLE": os.environ.get(
-            "RASTERLEARN_TEST_EXECUTABLE", str(Path(sys.executable).with_name("rasterlearn"))
-        ),
-        "OMP_NUM_THREADS": "1",
-        "HOME": str(tmp),  # QGIS writes its settings profile under HOME
-    }
-    env.pop("PYTHONPATH", None)
-    proc = subprocess.run(
-        [SYSTEM_PYTHON, str(DRIVER), str(plugins), str(job)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
-    for r in results:
-        assert not (isinstance(r, dict) and "exception" in r), r["exception"]
-    return results
-
-
-def _image(path: Path, size: int = 64) -> Path:
-    """Three uniform regions (red left, green top right, blue bottom right) plus noise, UTM 33N, 10 m."""
-    rng = np.random.default_rng(0)
-    data = np.zeros((3, size, size), dtype="int32")
-    h = size // 2
-    data[:, :, :h] = np.array([200, 40, 40])[:, None, None]
-    data[:, :h, h:] = np.array([40, 200, 40])[:, None, None]
-    data[:, h:, h:] = np.array([40, 40, 200])[:, None, None]
-    data = np.clip(data + rng.integers(-10, 11, data.shape), 0, 255).astype("uint8")
-    profile = dict(driver="GTiff", height=size, width=size, count=3, dtype="uint8", crs="EPSG:32633")
-    with rasterio.open(path, "w", transform=from_origin(500000, 4000000, 10, 10), **profile) as ds:
-        ds.write(data)
-    return path
+    return install_plugin(tmp_path_factory.mktemp("profile"))
 
 
 def _package(tmp: Path) -> Path:
@@ -176,11 +85,16 @@ def _cli_polygons_beside_raster_style(tmp: Path) -> Path:
 
 
 def test_plugin_core_workflows(plugins_dir: Path, tmp_path: Path) -> None:
-    """Provider registers every algorithm; cluster, vectorize, info run through processing.run with
-    the real CLI; outputs load styled; progress reaches 100 %; a bad input raises the CLI's message."""
-    img = _image(tmp_path / "img.tif")
+    """Provider registers every algorithm; cluster, vectorize, info, evaluate (raster truth) run through
+    processing.run with the real CLI; outputs load styled; progress reaches 100 %; bad inputs (no overlap, a
+    missing attribute) raise QgsProcessingException with the CLI's one-line message."""
+    img = make_image(tmp_path / "img.tif")
+    truth = make_regions(tmp_path / "truth.tif")
+    labels = make_region_polygons(tmp_path / "labels.gpkg")
     far = tmp_path / "far.gpkg"
     gpd.GeoDataFrame({"id": [1]}, geometry=[Point(900000, 100000)], crs="EPSG:32633").to_file(far)
+    ref = tmp_path / "ref.gpkg"  # one reference point in the red region
+    gpd.GeoDataFrame({"id": [1]}, geometry=[Point(500105, 3999705)], crs="EPSG:32633").to_file(ref)
     o = {k: str(tmp_path / v) for k, v in dict(cl="cl.tif", poly="cl.gpkg").items()}
     cli_gpkg = _cli_polygons_beside_raster_style(tmp_path)
     steps = [
@@ -192,8 +106,15 @@ def test_plugin_core_workflows(plugins_dir: Path, tmp_path: Path) -> None:
         {"op": "run", "alg": "rasterlearn:info", "params": {"INPUT": str(img)}},
         {"op": "vector_style", "path": str(cli_gpkg)},
         {"op": "run", "alg": "rasterlearn:similarity", "params": {"INPUT": str(img), "REFERENCES": str(far), "OUTPUT": str(tmp_path / "s.tif")}},
+        {"op": "run", "alg": "rasterlearn:evaluate", "params": {"INPUT": o["cl"], "TRUTH_RASTER": str(truth), "CLASS_MATCH": 2, "OUTPUT": str(tmp_path / "ev.json")}},
+        {"op": "run", "alg": "rasterlearn:evaluate", "params": {"INPUT": o["cl"], "OUTPUT": str(tmp_path / "ev2.json")}},
+        {"op": "run", "alg": "rasterlearn:classify", "params": {"INPUT": str(img), "LABELS": str(labels), "ATTRIBUTE": "klass", "OUTPUT": str(tmp_path / "k.tif")}},
+        {"op": "run", "alg": "rasterlearn:similarity", "params": {"INPUT": str(img), "REFERENCES": str(ref), "OUTPUT": str(tmp_path / "sim.tif")}},
+        {"op": "raster_style", "path": str(tmp_path / "sim.tif")},
     ]  # fmt: skip
-    algs, cl, cl_style, vec, vec_style, info, cli_style, bad = drive(plugins_dir, steps, tmp_path)
+    algs, cl, cl_style, vec, vec_style, info, cli_style, bad, ev, no_truth, no_attr, sim, sim_style = drive(
+        plugins_dir, steps, tmp_path
+    )
     assert algs == ALL_IDS
     # cluster: paletted map with a legend (names + colours from the CLI's .qml), progress at 100 %
     assert cl["ok"], cl.get("error")
@@ -227,13 +148,35 @@ def test_plugin_core_workflows(plugins_dir: Path, tmp_path: Path) -> None:
     assert not bad["ok"]
     assert "overlap" in bad["error"].lower() and "Traceback" not in bad["error"], bad["error"]
     assert not (tmp_path / "s.tif").exists()
+    # evaluate against a label raster (codes matched by code): the overall accuracy of these very arrays
+    assert ev["ok"], ev.get("error")
+    with rasterio.open(truth) as ds:
+        t = ds.read(1)
+    assert ev["results"]["OVERALL_ACCURACY"] == pytest.approx(float((m == t).mean()), abs=1e-9)
+    assert json.loads((tmp_path / "ev.json").read_text())["pixels"] == 64 * 64
+    # neither truth given: refused before anything runs
+    assert not no_truth["ok"] and "exactly one" in no_truth["error"], no_truth
+    assert not (tmp_path / "ev2.json").exists()
+    # a missing attribute: the CLI's message names it and the ones that exist
+    assert not no_attr["ok"] and "Traceback" not in no_attr["error"], no_attr["error"]
+    assert "klass" in no_attr["error"] and "class" in no_attr["error"].replace("klass", ""), no_attr["error"]
+    assert not (tmp_path / "k.tif").exists()
+    # similarity to a red pixel: ~1 over the red region, the cosine of red and green/blue elsewhere
+    assert sim["ok"], sim.get("error")
+    with rasterio.open(tmp_path / "sim.tif") as ds:
+        s = ds.read(1)
+    assert s[5:27, 5:27].min() > 0.95 and s[5:27, 37:59].max() < 0.8 and s[37:59, 37:59].max() < 0.8
+    assert sim_style["renderer"] == "singlebandpseudocolor" and (sim_style["min"], sim_style["max"]) == (
+        0.0,
+        1.0,
+    )
 
 
 @pytest.mark.slow
 def test_predict_styles_cancel_and_resume(plugins_dir: Path, tmp_path: Path) -> None:
     """Predict with probabilities and polygons (styled); a cancelled run leaves no output and a rerun resumes."""
-    img = _image(tmp_path / "img.tif")
-    big = _image(tmp_path / "big.tif", size=384)
+    img = make_image(tmp_path / "img.tif")
+    big = make_image(tmp_path / "big.tif", size=384)
     pkg = _package(tmp_path)
     o = {
         k: str(tmp_path / v)
@@ -256,7 +199,9 @@ def test_predict_styles_cancel_and_resume(plugins_dir: Path, tmp_path: Path) -> 
         {"op": "raster_style", "path": o["map"]},
         {"op": "raster_style", "path": o["prob"]},
         {"op": "vector_style", "path": o["mpoly"]},
-        {"op": "run", "alg": "rasterlearn:predict", "params": params, "cancel_at_progress": True},
+        # cancel once a third is done: predict reports a window row before writing its finished block rows, so
+        # a cancel at the very first event may leave no committed block to resume from
+        {"op": "run", "alg": "rasterlearn:predict", "params": params, "cancel_at_progress": 30},
         {"op": "exists", "path": o["big"]},
         {"op": "run", "alg": "rasterlearn:predict", "params": params},
     ]
@@ -279,7 +224,7 @@ def test_predict_styles_cancel_and_resume(plugins_dir: Path, tmp_path: Path) -> 
         assert (label, colour) == names[int(value)]
     # cancel mid-run: an exception saying so, nothing under the final name; the rerun resumes
     assert not cancelled["ok"] and "Cancelled" in cancelled["error"], cancelled
-    assert 0 < max(cancelled["progress"] or [0]) < 100
+    assert 30 <= max(cancelled["progress"] or [0]) < 100
     assert cancelled["cancel_to_end_s"] < 10  # SIGTERM stops it between blocks within seconds
     assert existed is False
     assert rerun["ok"], rerun.get("error")
@@ -291,7 +236,7 @@ def test_predict_styles_cancel_and_resume(plugins_dir: Path, tmp_path: Path) -> 
 def test_every_other_algorithm_on_generated_data(plugins_dir: Path, tmp_path: Path) -> None:
     """embed, reduce, classify, chips, analyze, train, evaluate through processing.run on a 64 px scene; labels
     as a GeoPackage sub-layer, a memory layer and selected features (exported to temporary files first)."""
-    img = _image(tmp_path / "img.tif")
+    img = make_image(tmp_path / "img.tif")
     # label polygons over the three regions (codes 1..3), in another CRS to exercise reprojection
     regions = [
         box(500000, 3999360, 500320, 4000000),
@@ -310,7 +255,7 @@ def test_every_other_algorithm_on_generated_data(plugins_dir: Path, tmp_path: Pa
     }
     lab = str(tmp_path / "labels.gpkg") + "|layername=regions"
     steps = [
-        {"op": "run", "alg": "rasterlearn:embed", "params": {"INPUT": str(img), "MODEL": "resnet18", "SIZE": 32, "NO_PRETRAINED": True, "OUTPUT": t["feat"]}},
+        {"op": "run", "alg": "rasterlearn:embed", "params": {"INPUT": str(img), "MODEL": "resnet18", "SIZE": 32, "NO_PRETRAINED": True, "TARGET_CRS": "EPSG:32634", "RESOLUTION": 10, "OUTPUT": t["feat"]}},
         {"op": "raster_style", "path": t["feat"]},
         {"op": "run", "alg": "rasterlearn:reduce", "params": {"INPUT": str(img), "COMPONENTS": 3, "OUTPUT": t["pca"]}},
         {"op": "raster_style", "path": t["pca"]},
@@ -326,7 +271,10 @@ def test_every_other_algorithm_on_generated_data(plugins_dir: Path, tmp_path: Pa
         assert r["ok"], r.get("error")
         assert r["progress"] and r["progress"][-1] == 100.0
     with rasterio.open(t["feat"]) as ds:
-        assert ds.count == 512 and ds.crs.to_epsg() == 32633
+        assert ds.count == 512 and ds.crs.to_epsg() == 32634  # read reprojected (a CRS parameter)
+    # the CLI's log reaches the Processing log as it happens: warnings as warnings, info as info
+    assert any("RANDOM WEIGHTS" in w for w in emb["warnings"]), emb["warnings"]
+    assert any(line.startswith("Encoded ") for line in emb["infos"]), emb["infos"]
     assert emb_style["renderer"] == "multibandcolor" and emb_style["rgb"] == [1, 2, 3]
     assert red_style["renderer"] == "multibandcolor" and red_style["bands"] == 3
     assert cls_style["renderer"] == "paletted" and sorted(c[0] for c in cls_style["classes"]) == [1, 2, 3]
@@ -339,29 +287,29 @@ def test_every_other_algorithm_on_generated_data(plugins_dir: Path, tmp_path: Pa
 
 
 @pytest.mark.slow
-@pytest.mark.realdata
-def test_cluster_and_similarity_on_shared_data(plugins_dir: Path, tmp_path: Path, shared_data: Path) -> None:
-    """NAIP clustering (4 bands, nodata 0) and Sentinel-2 similarity to references in EPSG:4326."""
-    naip = shared_data / "naip_nd" / "naip_2019_rgbn.tif"
-    s2 = shared_data / "cameroon_s2" / "s2_11band.tif"
-    refs = shared_data / "cameroon_s2" / "reference_points.shp"
-    cl, sim = str(tmp_path / "naip_clusters.tif"), str(tmp_path / "s2_sim.tif")
+def test_embed_cancel_leaves_no_output_and_resumes(plugins_dir: Path, tmp_path: Path) -> None:
+    """Encoder cancelled mid-run: no feature raster under the final name; the rerun resumes from the feature
+    strips written before the cancel (3 strips of 16 feature rows: 48 x 48 tiles of 32 px, 2 MB budget)."""
+    big = make_image(tmp_path / "big.tif", size=1536)
+    out = tmp_path / "features.tif"
+    params = {"INPUT": str(big), "MODEL": "resnet18", "SIZE": 32, "NO_PRETRAINED": True, "MEMORY_MB": 2.0, "OUTPUT": str(out)}  # fmt: skip
     steps = [
-        {"op": "run", "alg": "rasterlearn:cluster", "params": {"INPUT": str(naip), "CLUSTERS": 5, "OUTPUT": cl}},
-        {"op": "raster_style", "path": cl},
-        {"op": "run", "alg": "rasterlearn:similarity", "params": {"INPUT": str(s2), "REFERENCES": str(refs), "OUTPUT": sim}},
-        {"op": "raster_style", "path": sim},
-        {"op": "run", "alg": "rasterlearn:classify", "params": {"INPUT": str(s2), "LABELS": str(refs), "ATTRIBUTE": "id", "OUTPUT": str(tmp_path / "x.tif")}},
-    ]  # fmt: skip
-    r_cl, cl_style, r_sim, sim_style, bad = drive(plugins_dir, steps, tmp_path)
-    assert r_cl["ok"] and r_sim["ok"], (r_cl.get("error"), r_sim.get("error"))
-    assert cl_style["renderer"] == "paletted" and [c[0] for c in cl_style["classes"]] == [1, 2, 3, 4, 5]
-    with rasterio.open(naip) as src, rasterio.open(cl) as out:
-        assert out.crs == src.crs and out.transform == src.transform
-        assert ((out.read(1) == 0) == (src.read_masks(1) == 0)).all()  # nodata stays nodata (0)
-    assert sim_style["renderer"] == "singlebandpseudocolor" and (sim_style["min"], sim_style["max"]) == (
-        0.0,
-        1.0,
+        {"op": "run", "alg": "rasterlearn:embed", "params": params, "cancel_at_progress": 45},
+        {"op": "exists", "path": str(out)},
+        {"op": "run", "alg": "rasterlearn:embed", "params": params},
+        {"op": "raster_style", "path": str(out)},
+    ]
+    cancelled, existed, rerun, style = drive(plugins_dir, steps, tmp_path)
+    assert not cancelled["ok"] and "Cancelled" in cancelled["error"], cancelled
+    assert 45 <= max(cancelled["progress"]) < 100 and cancelled["cancel_to_end_s"] < 10
+    assert existed is False
+    assert rerun["ok"], rerun.get("error")
+    resumed = [line for line in rerun["infos"] if line.startswith("Resuming session")]
+    assert (
+        resumed and " 0 of " not in resumed[0] and resumed[0].endswith("of 3 feature strips already written")
     )
-    # the reference points' 'id' is all null: the CLI's one-line error, not a traceback
-    assert not bad["ok"] and "Traceback" not in bad["error"] and "id" in bad["error"], bad["error"]
+    assert rerun["progress"][-1] == 100.0
+    with rasterio.open(out) as ds:
+        assert (ds.count, ds.width, ds.height) == (512, 48, 48)
+        assert np.isfinite(ds.read(1)).all()
+    assert style["renderer"] == "multibandcolor" and style["rgb"] == [1, 2, 3]

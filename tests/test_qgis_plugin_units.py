@@ -263,3 +263,34 @@ def test_train_architectures_match_the_registry() -> None:
 
     arch = next(p for p in spec_by_id("train").params if p.name == "ARCH")
     assert sorted(arch.options) == sorted(list_models())
+
+
+def test_build_args_evaluate_raster_truth_extents_and_memory() -> None:
+    ev = spec_by_id("evaluate")
+    assert ev.one_of == (("TRUTH", "TRUTH_RASTER"),)
+    args = build_args(
+        ev,
+        {
+            "INPUT": "/d/map.tif",
+            "TRUTH_RASTER": "/d/truth.tif",
+            "TRUTH_NAMES": "1=a,2=b",
+            "OUTPUT": "/d/m.json",
+        },
+        progress_json=False,
+    )
+    assert args[-1] == "/d/map.tif" and args.count("--truth") == 1
+    assert args[args.index("--truth") + 1] == "/d/truth.tif" and "--attribute" not in args
+    assert args[args.index("--truth-names") + 1] == "1=a,2=b"
+    assert args[args.index("--class-match") + 1] == "auto"
+    vec = build_args(ev, {"INPUT": "/m.tif", "TRUTH": "/t.gpkg", "ATTRIBUTE": "cls", "OUTPUT": "/o.json"})
+    assert vec[vec.index("--truth") + 1] == "/t.gpkg" and vec[vec.index("--attribute") + 1] == "cls"
+    pr = build_args(
+        spec_by_id("predict"),
+        {"MODEL": "/m", "INPUT": "/i.tif", "EXTENT": (1.0, 2.0, 3.5, 4.0), "OUTPUT": "/o.tif"},
+    )
+    assert pr[pr.index("--aoi") + 1] == "1.0,2.0,3.5,4.0"
+    em = build_args(spec_by_id("embed"), {"INPUT": "/i.tif", "MEMORY_MB": 2.5, "OUTPUT": "/f.tif"})
+    assert em[em.index("--memory-mb") + 1] == "2.5"
+    assert "--memory-mb" not in build_args(spec_by_id("embed"), {"INPUT": "/i.tif", "OUTPUT": "/f.tif"})
+    em = build_args(spec_by_id("embed"), {"INPUT": "/i.tif", "TARGET_CRS": "EPSG:32634", "RESOLUTION": 20})
+    assert em[em.index("--target-crs") + 1] == "EPSG:32634" and em[em.index("--resolution") + 1] == "20.0"

@@ -208,13 +208,13 @@ def evaluate_baseline(
     info = info or load_dataset_info(dataset)
     ds = ChipDataset(dataset, split, info=info, cache_mb=0, normalization=model.normalization)
     k = info.schema.num_classes
-    classes = np.asarray(model.estimator.classes_)
     cm = np.zeros((k, k), dtype="int64")
     for i in range(len(ds)):
         feats, target, _ = _chip_arrays(ds, i, model.extra)
         keep = target != ds.ignore_index
         if keep.any():
-            pred = classes[model.estimator.predict(feats[:, keep].T)]
+            # predict returns class values (classes_), not indices: a class absent from trn is never predicted
+            pred = np.asarray(model.estimator.predict(feats[:, keep].T))
             cm += confusion_matrix(target[keep], pred, k)
         if progress is not None:
             progress(1)

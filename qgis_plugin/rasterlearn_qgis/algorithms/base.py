@@ -19,6 +19,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterCrs,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
@@ -86,6 +87,8 @@ def _param(p: P) -> QgsProcessingParameterDefinition:
         d = QgsProcessingParameterString(p.name, p.label, p.default, optional=opt)
     elif k == "extent":
         d = QgsProcessingParameterExtent(p.name, p.label, optional=opt)
+    elif k == "crs":
+        d = QgsProcessingParameterCrs(p.name, p.label, optional=opt)
     elif k == "out_raster":
         d = QgsProcessingParameterRasterDestination(p.name, p.label, optional=opt, createByDefault=not opt)
     elif k == "out_vector":
@@ -150,6 +153,18 @@ class RasterlearnAlgorithm(QgsProcessingAlgorithm):
         for p in self.spec.params:
             self.addParameter(_param(p))
 
+    def checkParameterValues(self, parameters: dict[str, Any], context: Any) -> tuple[bool, str]:
+        ok, msg = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, msg
+        for group in self.spec.one_of:
+            given = [n for n in group if not _unset(parameters, n)]
+            if len(given) != 1:
+                labels = " or ".join(repr(self._spec_param(n).label) for n in group)
+                what = "both" if given else "neither"
+                return False, f"Give exactly one of {labels} ({what} given)"
+        return True, ""
+
     # -- running ---------------------------------------------------------------------------------------
     def plain_values(self, parameters: dict[str, Any], context: Any, feedback: Any) -> dict[str, Any]:
         """QGIS parameter values as plain values: paths as text, band lists, extents as tuples."""
@@ -162,7 +177,8 @@ class RasterlearnAlgorithm(QgsProcessingAlgorithm):
                 if layer is None:
                     out[n] = None
                     continue
-                raster_crs = layer.crs()
+                if raster_crs is None:  # extents are in the first raster's CRS (the input)
+                    raster_crs = layer.crs()
                 out[n] = self._raster_path(layer, context, feedback)
             elif k == "vector":
                 if _unset(parameters, n):
@@ -206,6 +222,9 @@ class RasterlearnAlgorithm(QgsProcessingAlgorithm):
                     if r is None or r.isNull()
                     else (r.xMinimum(), r.yMinimum(), r.xMaximum(), r.yMaximum())
                 )
+            elif k == "crs":
+                crs = None if _unset(parameters, n) else self.parameterAsCrs(parameters, n, context)
+                out[n] = None if crs is None or not crs.isValid() else (crs.authid() or crs.toWkt())
             elif k in ("out_raster", "out_vector"):
                 out[n] = self.parameterAsOutputLayer(parameters, n, context) or None
             elif k in ("out_file", "out_folder"):
