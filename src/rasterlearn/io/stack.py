@@ -110,7 +110,7 @@ class _WarpedDate:
                 ok &= np.isfinite(part)
             data[:, rs, cs] = part
             per_band[:, rs, cs] = ok
-        return RasterBlock(window, data, per_band.all(axis=0), per_band if band_masks else None)
+        return RasterBlock(window, data, np.asarray(per_band.all(axis=0)), per_band if band_masks else None)
 
     def close(self) -> None:
         self._vrt.close()
@@ -283,8 +283,10 @@ class StackReader:
         if band_masks or any_valid:
             band_valid = np.concatenate([b.band_valid for b in blocks if b.band_valid is not None])
         if not any_valid:
-            return RasterBlock(window, data, dvalid.all(axis=0), band_valid if band_masks else None)
-        valid = dvalid.any(axis=0)
+            return RasterBlock(
+                window, data, np.asarray(dvalid.all(axis=0)), band_valid if band_masks else None
+            )
+        valid = np.asarray(dvalid.any(axis=0))
         _fill_from_nearest_date(data, dvalid, valid, [len(d.band_indexes) for d in self._dates])
         return RasterBlock(window, data, valid, band_valid if band_masks else None)
 
