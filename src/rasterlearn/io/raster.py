@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import rasterio
@@ -32,6 +32,7 @@ from rasterlearn.grid import Grid, Window
 __all__ = [
     "BandInfo",
     "BandStats",
+    "ImageReader",
     "RasterBlock",
     "RasterReader",
     "band_statistics",
@@ -110,6 +111,31 @@ def gdal_cache(mb: int = 64) -> Iterator[None]:
     # below 100000 are megabytes" rule only applies to the config string): give it bytes
     with rasterio.Env(GDAL_CACHEMAX=int(mb) * 2**20):
         yield
+
+
+class ImageReader(Protocol):
+    """What streaming stages need from a reader: :class:`RasterReader` and
+    :class:`rasterlearn.io.stack.StackReader` (a multi-date stack) both provide it."""
+
+    path: str
+    grid: Grid
+    band_indexes: list[int]
+
+    @property
+    def count(self) -> int: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def nodata(self) -> float | None: ...
+    @property
+    def bands(self) -> list[BandInfo]: ...
+    @property
+    def band_names(self) -> list[str]: ...
+    def read(
+        self, window: Window | None = None, *, band_masks: bool = False, fill: float | None = None
+    ) -> RasterBlock: ...
+    def reopen(self) -> ImageReader: ...
+    def close(self) -> None: ...
 
 
 def open_raster(path: str | Path, bands: Sequence[BandSelector] | None = None) -> RasterReader:
@@ -445,7 +471,7 @@ class BandStats:
 
 
 def band_statistics(
-    reader: RasterReader,
+    reader: ImageReader,
     *,
     sample_size: int = 200_000,
     window_size: int = 256,
