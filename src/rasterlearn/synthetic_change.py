@@ -8,8 +8,10 @@ water, roads, buildings) is rendered twice. Between date A and date B
 * **forest is cleared**: a disc of the largest forest patch becomes bare soil;
 * **fields change crop**: a share of the parcels gets another crop (another spectrum and texture).
 
-Date B is a different acquisition: 4 % brighter with its own sensor noise, so unchanged pixels differ a
-little too (raw-band differencing has to cope with that, as with real imagery). The change label is 1
+Date B is a different acquisition and season, so unchanged pixels differ too (as with real imagery):
+a per-band gain (atmosphere), a smooth illumination gradient, leaf-off deciduous forest (lower NIR, higher
+visible), more turbid water and its own sensor noise. ``nuisance`` scales these (0: only a 4 % gain and
+noise); they are *not* labelled as change, so a method has to tell them from the planted changes. The change label is 1
 where the land cover or the crop differs, 0 elsewhere, 255 in the nodata corner; the kind raster tells which
 change it is (1 new building, 2 cleared forest, 3 crop change). Everything derives from ``seed``.
 
@@ -171,6 +173,7 @@ def make_change_arrays(
     new_buildings: float = 0.5,
     changed_fields: float = 0.3,
     cleared_forest: float = 0.5,
+    nuisance: float = 1.0,
 ) -> ChangeArrays:
     """Generate the two-date scene in memory (no I/O).
 
@@ -180,6 +183,7 @@ def make_change_arrays(
         new_buildings: share of the buildings that appear between the dates (at least one).
         changed_fields: share of the field parcels that change crop.
         cleared_forest: share of the largest forest patch that is cleared (a disc).
+        nuisance: strength of the unlabelled differences of date B (season, atmosphere, illumination).
 
     Raises:
         InputError: shares outside [0, 1], or the arguments :func:`make_synthetic_array` refuses.
@@ -188,6 +192,7 @@ def make_change_arrays(
         ("new_buildings", new_buildings),
         ("changed_fields", changed_fields),
         ("cleared_forest", cleared_forest),
+        ("nuisance", nuisance),
     ):
         if not 0.0 <= share <= 1.0:
             raise InputError(f"{name} is a share in [0, 1], got {share}")
@@ -255,18 +260,33 @@ def make_change_arrays(
     image_b, _, _ = syn._render(
         seed, objs_b, np.where(valid, objects_b, 0), labels_b, *args, r["forest"] & ~cleared, dtype
     )
-    image_b = _second_acquisition(image_b, valid, scale, nodata, rng)
+    image_b = _second_acquisition(image_b, labels_b, names, valid, scale, nodata, rng, nuisance)
     return ChangeArrays(
         image_a, image_b, labels_a, labels_b, change, kind, valid, grid, names, nodata, scale, int(seed)
     )
 
 
 def _second_acquisition(
-    image: np.ndarray, valid: np.ndarray, scale: float, nodata: float, rng: np.random.Generator
+    image: np.ndarray,
+    labels: np.ndarray,
+    names: tuple[str, ...],
+    valid: np.ndarray,
+    scale: float,
+    nodata: float,
+    rng: np.random.Generator,
+    nuisance: float,
 ) -> np.ndarray:
-    """Date B as another acquisition: a gain and independent sensor noise (then quantized again)."""
+    """Date B as another acquisition and season (unlabelled differences), then quantized again."""
+    n = np.float32(nuisance)
     refl = image.astype(np.float32) * np.float32(scale)
-    refl = refl * _B_GAIN + _B_NOISE * rng.standard_normal(refl.shape, dtype=np.float32)
+    lam = np.asarray([syn.WAVELENGTHS_NM[b] for b in names], dtype=np.float32)[:, None, None]
+    gain = _B_GAIN * (1.0 + n * np.clip(0.08 * rng.standard_normal(len(names)), -0.15, 0.15))
+    refl *= gain.astype(np.float32)[:, None, None]
+    refl *= 1.0 + n * 0.08 * syn._noise(rng, labels.shape, max(labels.shape) / 3.0)[None]
+    leaf_off = np.where(lam > 700, 1.0 - 0.25 * n, 1.0 + 0.2 * n).astype(np.float32)
+    refl = np.where(labels[None] == syn.FOREST, refl * leaf_off, refl)
+    refl = np.where(labels[None] == syn.WATER, refl * (1.0 + 0.4 * n), refl)
+    refl = refl + _B_NOISE * (1.0 + n) * rng.standard_normal(refl.shape, dtype=np.float32)
     if image.dtype == np.float32:
         out = np.maximum(refl, 1e-4).astype(np.float32)
         out[:, ~valid] = np.nan
