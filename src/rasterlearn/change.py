@@ -136,7 +136,9 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     mu0 = np.divide(m, w0, out=np.zeros_like(m), where=w0 > 0)
     mu1 = np.divide(m[-1] - m, w1, out=np.zeros_like(m), where=w1 > 0)
     between = w0 * w1 * (mu0 - mu1) ** 2
-    k = int(np.argmax(between[:-1]))
+    b = between[:-1]
+    ties = np.flatnonzero(b >= b.max())  # empty bins between two modes: take the middle of the gap
+    k = int(ties[len(ties) // 2])
     return float(edges[k + 1])
 
 
