@@ -82,9 +82,7 @@ def demo(
     from rasterlearn.demo import run_demo
 
     if change:
-        _change_demo(
-            out, size=size or 256, seed=seed, epochs=epochs or (2 if quick else 6), progress=progress
-        )
+        _change_demo(out, size=size or 256, seed=seed, epochs=epochs or (2 if quick else 6))
         return
     with stage_progress(_UNITS) as advance:
         res = run_demo(
