@@ -251,3 +251,38 @@ def test_change_prediction_resumes_after_sigkill_byte_identical(make_raster, tmp
     assert "Resuming" in caplog.text and res.blocks_resumed >= 10
     assert out.read_bytes() == clean.read_bytes()
     assert prob.read_bytes() == cprob.read_bytes()
+
+
+def test_cli_predict_with_an_image_per_date(make_raster, tmp_path, capsys) -> None:
+    from tests.test_cli import run_cli
+
+    pa, pb = _dates(make_raster, 40, 40)
+    torch.manual_seed(0)
+    model = create_model("unet", "tu-mobilenetv3_small_050", 4, 2, temporal="siamese", timesteps=2)
+    meta = _meta(["x@t0", "y@t0", "x@t1", "y@t1"], chip=32).model_copy(
+        update={"encoder": "tu-mobilenetv3_small_050"}
+    )
+    pkg = save_package(model, meta, tmp_path / "pkg")
+    out = tmp_path / "change.tif"
+    code, _, err = run_cli(
+        capsys, "predict", str(pkg), "--image", str(pa), "--image", str(pb), "-o", str(out)
+    )
+    assert code == 0, err
+    with rasterio.open(out) as ds:
+        assert ds.shape == (40, 40) and ds.transform == T0
+        assert json.loads(ds.tags()["dates"]) == [str(pa), str(pb)]
+    code, _, err = run_cli(
+        capsys, "predict", str(pkg), str(pa), "--image", str(pb), "-o", str(tmp_path / "x.tif")
+    )
+    assert code == 2 and "not both" in err
+    code, _, err = run_cli(capsys, "predict", str(pkg), str(pa), "-o", str(tmp_path / "y.tif"))
+    assert code == 2 and "trained on 2 dates" in err
+
+
+@pytest.mark.slow
+def test_model_trained_on_the_synthetic_pair_finds_the_planted_changes(tmp_path) -> None:
+    from rasterlearn.demo_change import run_change_demo
+
+    res = run_change_demo(tmp_path / "demo", size=192, epochs=4, encoder="resnet18")
+    assert res.outputs["change map"].exists() and res.outputs["change polygons"].exists()
+    assert res.scores["siamese model"]["iou"] > 0.3, res.scores
