@@ -182,6 +182,8 @@ class TrainConfig(BaseModel):
 
     def fingerprint(self) -> str:
         d = {k: v for k, v in self.model_dump(mode="json").items() if k not in _RESUMABLE_CHANGES}
+        if d.get("temporal") is None:  # single-date runs keep the fingerprint they had before the option
+            d.pop("temporal", None)
         return stable_hash(d)
 
 
