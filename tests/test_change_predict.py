@@ -286,3 +286,50 @@ def test_model_trained_on_the_synthetic_pair_finds_the_planted_changes(tmp_path)
     res = run_change_demo(tmp_path / "demo", size=192, epochs=4, encoder="resnet18")
     assert res.outputs["change map"].exists() and res.outputs["change polygons"].exists()
     assert res.scores["siamese model"]["iou"] > 0.3, res.scores
+
+
+class _Misalignment(nn.Module):
+    """Binary logit that is high wherever date 1's (row, col) bands differ from date 0's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = (x[:, 0:1] - x[:, 3:4]).abs() + (x[:, 1:2] - x[:, 4:5]).abs()
+        return 20.0 * d - 5.0
+
+
+def test_prediction_sees_every_date_aligned(make_raster, tmp_path) -> None:
+    from tests.test_io_stack import date_image
+
+    a = make_raster(date_image(37, 45, 0), name="a.tif", nodata=-1)
+    # date 1 covers a larger, pixel-aligned extent: it is resampled onto date 0's grid
+    b = make_raster(
+        date_image(45, 50, 1, row0=-5, col0=-2),
+        name="b.tif",
+        nodata=-1,
+        transform=T0 @ Affine.translation(-2, -5),
+    )
+    meta = ModelMetadata(
+        arch="x",
+        encoder="x",
+        model_kwargs={"temporal": "early", "timesteps": 2},
+        in_channels=6,
+        num_classes=1,
+        task="binary",
+        bands=[f"{n}@t{t}" for t in range(2) for n in ("r", "c", "d")],
+        normalization=Normalization.identity(6).to_dict(),
+        schema=ClassSchema.binary().to_dict(),
+        chip_size=16,
+    )
+    prob = tmp_path / "p.tif"
+    predict_raster(
+        _Misalignment(),
+        meta,
+        [a, b],
+        tmp_path / "m.tif",
+        probabilities=prob,
+        prob_dtype="float32",
+        tta="all",
+        overlap=0.5,
+    )
+    with rasterio.open(prob) as ds:
+        p = ds.read(1)
+    assert p.shape == (37, 45) and np.nanmax(p) < 0.01  # no pixel sees a misaligned date
