@@ -99,8 +99,10 @@ def test_nodata_policy_all_valid_and_any_valid(make_raster) -> None:
     a = make_raster(da, name="a.tif", nodata=-1)
     b = make_raster(db, name="b.tif", nodata=-1)
     with StackReader([a, b]) as s:
-        v = s.read().valid
+        blk = s.read()
+        v = blk.valid
         assert not v[0, 0] and not v[2, 3] and v.sum() == 120 - 2
+        assert (blk.data[:, 2, 3] == -1).all() and (blk.data[:, 0, 0] == -1).all()  # nodata in every band
     with StackReader([a, b], nodata_policy="any-valid") as s:
         blk = s.read(band_masks=True)
         assert blk.valid.all()

@@ -9,7 +9,8 @@ by date: ``[date 0 band 1..C, date 1 band 1..C, ...]`` and named ``<band>@t<date
   or extent) is resampled onto it through a GDAL warped VRT (bilinear by default, nearest when the grids
   are pixel-aligned); this is logged and recorded in :attr:`StackReader.resampled` and ``describe()``.
 * **Validity.** With ``nodata_policy="all-valid"`` (default) a pixel is valid only where every date is
-  valid: nodata in any date is nodata for the stack. With ``"any-valid"`` a pixel is valid where at least
+  valid: nodata in any date is nodata for the stack (and holds the first date's nodata value, when it
+  declares one, in every band). With ``"any-valid"`` a pixel is valid where at least
   one date is; a date's invalid pixels then take the values of the nearest valid date (so a change model
   sees "no change" there) and :attr:`RasterBlock.band_valid` still reports the true per-band validity.
 """
@@ -282,12 +283,14 @@ class StackReader:
         band_valid = None
         if band_masks or any_valid:
             band_valid = np.concatenate([b.band_valid for b in blocks if b.band_valid is not None])
-        if not any_valid:
-            return RasterBlock(
-                window, data, np.asarray(dvalid.all(axis=0)), band_valid if band_masks else None
-            )
-        valid = np.asarray(dvalid.any(axis=0))
-        _fill_from_nearest_date(data, dvalid, valid, [len(d.band_indexes) for d in self._dates])
+        if any_valid:
+            valid = np.asarray(dvalid.any(axis=0))
+            _fill_from_nearest_date(data, dvalid, valid, [len(d.band_indexes) for d in self._dates])
+        else:
+            valid = np.asarray(dvalid.all(axis=0))
+        if self.nodata is not None and not valid.all():
+            # nodata for the stack is nodata in every band (dates may declare different nodata values)
+            data[:, ~valid] = _cast_fill(self.nodata, dtype)
         return RasterBlock(window, data, valid, band_valid if band_masks else None)
 
     def read_valid(self, window: Window | None = None) -> np.ndarray:
