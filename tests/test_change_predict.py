@@ -283,9 +283,11 @@ def test_cli_predict_with_an_image_per_date(make_raster, tmp_path, capsys) -> No
 def test_model_trained_on_the_synthetic_pair_finds_the_planted_changes(tmp_path) -> None:
     from rasterlearn.demo_change import run_change_demo
 
-    res = run_change_demo(tmp_path / "demo", size=192, epochs=4, encoder="resnet18")
+    res = run_change_demo(
+        tmp_path / "demo", size=256, epochs=20, encoder="resnet18"
+    )  # ~10 min on 2 CPU threads
     assert res.outputs["change map"].exists() and res.outputs["change polygons"].exists()
-    assert res.scores["siamese model"]["iou"] > 0.3, res.scores
+    assert res.scores["siamese model"]["iou"] > 0.6, res.scores
 
 
 class _Misalignment(nn.Module):

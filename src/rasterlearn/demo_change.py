@@ -42,7 +42,7 @@ def run_change_demo(
     *,
     size: int = 256,
     seed: int = 0,
-    epochs: int = 6,
+    epochs: int = 20,
     encoder: str = "resnet18",
     temporal: Literal["early", "siamese"] = "siamese",
     progress: Callable[[int], None] | None = None,

@@ -70,7 +70,8 @@ def demo(
         typer.Option(
             "--change",
             help="Change detection instead: synthetic two-date scenes, multi-date chips, a siamese change "
-            "model, a change map with polygons, its accuracy, and a CVA change map to compare.",
+            "model (20 epochs unless --epochs; about 10 minutes on a CPU), a change map with polygons, its "
+            "accuracy, and a CVA change map to compare.",
         ),
     ] = False,
 ) -> None:
@@ -82,7 +83,7 @@ def demo(
     from rasterlearn.demo import run_demo
 
     if change:
-        _change_demo(out, size=size or 256, seed=seed, epochs=epochs or (2 if quick else 6))
+        _change_demo(out, size=size or 256, seed=seed, epochs=epochs or (2 if quick else 20))
         return
     with stage_progress(_UNITS) as advance:
         res = run_demo(
