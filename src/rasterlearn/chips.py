@@ -55,6 +55,7 @@ from rasterlearn.errors import (
 from rasterlearn.grid import Grid, Window, plan_tiles
 from rasterlearn.io.paths import acquire_lock, check_outputs, release_lock
 from rasterlearn.io.raster import BandStats, RasterReader, band_statistics, gdal_cache
+from rasterlearn.io.stack import NodataPolicy, StackReader
 from rasterlearn.labels import (
     ClassSchema,
     LabelAreasMode,
@@ -130,6 +131,9 @@ class Scene:
         metadata: free metadata (GDL's metadata column), recorded in ``dataset.json``.
         layer: vector layer name.
         id: scene id (default: the image file stem, made unique).
+        later_images: rasters of later dates of a multi-date scene (``image`` is the first date); the
+            scene is then read as one T x C band stack (:class:`rasterlearn.io.stack.StackReader`).
+        nodata_policy: multi-date scenes: ``all-valid`` (nodata in any date is nodata) or ``any-valid``.
     """
 
     image: Path
@@ -140,9 +144,12 @@ class Scene:
     metadata: str | None = None
     layer: str | None = None
     id: str | None = None
+    later_images: list[Path] = field(default_factory=list)
+    nodata_policy: NodataPolicy = "all-valid"
 
     def __post_init__(self) -> None:
         self.image = Path(self.image)
+        self.later_images = [Path(p) for p in self.later_images]
         if self.labels is not None:
             self.labels = Path(self.labels)
             if self.label_raster is None and is_raster_path(self.labels):
@@ -163,7 +170,23 @@ class Scene:
             "split": self.split,
             "metadata": self.metadata,
             "layer": self.layer,
+            **(
+                {"later_images": [str(p) for p in self.later_images], "nodata_policy": self.nodata_policy}
+                if self.later_images
+                else {}
+            ),
         }
+
+    @property
+    def timesteps(self) -> int:
+        """Number of dates (1 for a single image)."""
+        return 1 + len(self.later_images)
+
+    def open(self, bands: Sequence[int | str] | None = None) -> RasterReader | StackReader:
+        """The scene's image reader: a :class:`RasterReader`, or a :class:`StackReader` over its dates."""
+        if not self.later_images:
+            return RasterReader(self.image, bands)
+        return StackReader([self.image, *self.later_images], bands, nodata_policy=self.nodata_policy)
 
 
 def _opt(p: Path | None) -> str | None:
@@ -843,7 +866,7 @@ class ChipJob:
             raise InputError("No scenes: give --raster/--labels pairs or a --scenes CSV")
         self.scenes = list(scenes)
         self.requested_out = Path(out)
-        inputs = [p for s in self.scenes for p in (s.image, s.labels, s.label_raster)]
+        inputs = [p for s in self.scenes for p in (s.image, s.labels, s.label_raster, *s.later_images)]
         check_outputs([*inputs, options.get("label_areas"), options.get("schema")], [self.requested_out])
         self.opts = _check_options(options)
         self.out = self.requested_out
@@ -872,8 +895,9 @@ class ChipJob:
         ids = _unique_ids(self.scenes)
         for s, sid in zip(self.scenes, ids, strict=True):
             s.id = sid
-            if not s.image.exists():
-                raise InputNotFoundError(f"Raster not found: {s.image}")
+            for img in (s.image, *s.later_images):
+                if not img.exists():
+                    raise InputNotFoundError(f"Raster not found: {img}")
             if s.labels is None and s.label_raster is None:
                 raise InputError(
                     f"Scene {s.image} has no labels: give a vector (--labels) or a label raster "
@@ -883,7 +907,12 @@ class ChipJob:
         values: list[Any] = []
         sparse = o["label_areas"] == "features"
         for s in self.scenes:
-            with RasterReader(s.image, o["bands"]) as r:
+            if s.timesteps != self.scenes[0].timesteps:
+                raise InputError(
+                    f"Scene {s.image} has {s.timesteps} date(s) but {self.scenes[0].image} has "
+                    f"{self.scenes[0].timesteps}; every scene of a dataset must have the same dates count"
+                )
+            with s.open(o["bands"]) as r:
                 st = _SceneState(
                     s,
                     s.id or s.image.stem,
@@ -1033,6 +1062,14 @@ class ChipJob:
                     "split": st.scene.split,
                     "layer": st.scene.layer,
                     "metadata": st.scene.metadata,
+                    **(
+                        {
+                            "later_images": [file_identity(p) for p in st.scene.later_images],
+                            "nodata_policy": st.scene.nodata_policy,
+                        }
+                        if st.scene.later_images
+                        else {}
+                    ),
                 }
                 for st in self.states
             ],
@@ -1086,7 +1123,7 @@ class ChipJob:
         crs = None if st.grid.crs is None else rasterio.crs.CRS.from_wkt(st.grid.crs.to_wkt())
         cmap = _colormap(schema)
         try:
-            with RasterReader(st.scene.image, st.band_indexes) as reader:
+            with st.scene.open(st.band_indexes) as reader:
                 for win in plan_tiles(st.grid, o["size"], o["stride"], edge="pad"):
                     block = reader.read(win)
                     mask = apply_validity(labels.mask(win), block.valid, schema.ignore_index)
@@ -1403,7 +1440,7 @@ class ChipJob:
             crs = None if st.grid.crs is None else rasterio.crs.CRS.from_wkt(st.grid.crs.to_wkt())
             labels = self._open_labels(st, schema)
             try:
-                with RasterReader(st.scene.image, st.band_indexes) as reader:
+                with st.scene.open(st.band_indexes) as reader:
                     nodata = reader.nodata
                     for r in todo:
                         win = Window(int(r.row_off), int(r.col_off), int(r.height), int(r.width))
@@ -1490,6 +1527,7 @@ class ChipJob:
             "stride": o["stride"],
             "bands": ref.bands,
             "band_indexes": ref.band_indexes,
+            "timesteps": ref.scene.timesteps,
             "dtype": dtype,
             "nodata": ref.nodata,
             "mask_dtype": schema.mask_dtype,
@@ -1541,7 +1579,7 @@ class ChipJob:
                 w = Window(int(r.row_off), int(r.col_off), int(r.height), int(r.width)).clip(*st.grid.shape)
                 if not w.is_empty:
                     wins.append(w)
-            with RasterReader(st.scene.image, st.band_indexes) as reader:
+            with st.scene.open(st.band_indexes) as reader:
                 try:
                     parts.append(
                         band_statistics(reader, sample_size=o["stats_sample"], windows=wins, seed=o["seed"])

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from rasterlearn.errors import InputError, ModelError
-from rasterlearn.io.raster import RasterReader, band_statistics
+from rasterlearn.io.raster import ImageReader, band_statistics
 from rasterlearn.normalize import Normalization
 
 __all__ = ["RESOLUTION_TOLERANCE", "check_first_layer", "check_imagery"]
@@ -32,7 +32,7 @@ _NORMALIZED_STD_RANGE = (0.02, 50.0)
 
 def check_imagery(
     meta: Any,
-    reader: RasterReader,
+    reader: ImageReader,
     *,
     allow_resolution_mismatch: bool = False,
     allow_dtype_mismatch: bool = False,
@@ -69,7 +69,7 @@ def check_imagery(
     return notes
 
 
-def _check_value_range(meta: Any, reader: RasterReader, allow: bool) -> str | None:
+def _check_value_range(meta: Any, reader: ImageReader, allow: bool) -> str | None:
     norm: Normalization = meta.norm
     if norm.method == "none" or norm.bands != reader.count:
         log.info(

@@ -507,11 +507,28 @@ def create_model(
             smp/timm on first use), or a local file/package folder (see :func:`read_state_dict`).
         channel_strategy: how pretrained RGB first-layer kernels are adapted to ``in_channels`` bands.
         rgb_bands: 0-based indexes of the red, green and blue input bands (default: the first three).
-        **kwargs: architecture arguments passed to smp (e.g. ``decoder_channels``).
+        **kwargs: architecture arguments passed to smp (e.g. ``decoder_channels``). ``temporal``
+            (``early`` or ``siamese``) with ``timesteps`` builds a multi-date change model for
+            ``in_channels = timesteps x bands`` (see :mod:`rasterlearn.models_temporal`).
 
     The model gets an ``init_info`` attribute (dict) describing where its weights came from.
     """
     import segmentation_models_pytorch as smp
+
+    if kwargs.get("temporal") is not None:
+        from rasterlearn.models_temporal import create_temporal_model
+
+        return create_temporal_model(
+            arch,
+            encoder,
+            in_channels,
+            classes,
+            weights,
+            channel_strategy=channel_strategy,
+            rgb_bands=rgb_bands,
+            **kwargs,
+        )
+    kwargs.pop("temporal", None)
 
     spec = model_spec(arch)
     if spec.timm_only and not encoder.startswith("tu-"):

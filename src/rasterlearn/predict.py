@@ -57,7 +57,9 @@ from rasterlearn.errors import InputError, ModelError, OutputError
 from rasterlearn.grid import Window, plan_tiles
 from rasterlearn.io.aoi import aoi_mask, resolve_aoi
 from rasterlearn.io.paths import check_outputs
-from rasterlearn.io.raster import RasterReader, gdal_cache
+from rasterlearn.io.raster import ImageReader, RasterReader, gdal_cache
+from rasterlearn.io.stack import NodataPolicy
+from rasterlearn.predict_inputs import as_raster_list, model_timesteps_of, open_stack_input, stack_provenance
 
 __all__ = [
     "TTA_CHOICES",
@@ -331,7 +333,7 @@ def _gdal_cache(fn: Callable[..., PredictResult]) -> Callable[..., PredictResult
 def predict_raster(
     model: Any,
     meta: Any,
-    raster: str | Path,
+    raster: str | Path | Sequence[str | Path],
     output: str | Path,
     *,
     probabilities: str | Path | None = None,
@@ -358,6 +360,7 @@ def predict_raster(
     allow_resolution_mismatch: bool = False,
     allow_dtype_mismatch: bool = False,
     progress: Callable[[int], None] | None = None,
+    nodata_policy: NodataPolicy = "all-valid",
 ) -> PredictResult:
     """Predict a class map (and optionally class probabilities) for a whole raster, block by block.
 
@@ -366,7 +369,9 @@ def predict_raster(
             models: one logit channel).
         meta: its :class:`rasterlearn.models.ModelMetadata` (bands, normalization, class schema, chip size,
             task, threshold).
-        raster: input raster (any GDAL format); outputs use its grid, CRS and transform.
+        raster: input raster (any GDAL format); outputs use its grid, CRS and transform. A multi-date model
+            (see :mod:`rasterlearn.models_temporal`) takes one raster per date, in training order: they are
+            read as one stack on the first date's grid (:mod:`rasterlearn.predict_inputs`).
         output: class map path (COG, uint8, or uint16 when a class code exceeds 254; nodata 255/65535).
         probabilities: optional probability raster path, one band per class (binary: the foreground
             probability only).
@@ -397,6 +402,7 @@ def predict_raster(
             and values are far from the training data's (see :func:`rasterlearn.compat.check_imagery`).
         progress: called with the number of extent pixels finished: after every window row (their scores
             are final; the block rows holding them are committed as they fill), so small runs move early.
+        nodata_policy: multi-date input: ``all-valid`` (nodata in any date is nodata) or ``any-valid``.
 
     Returns:
         A :class:`PredictResult` with paths, window counts and throughput.
@@ -412,10 +418,11 @@ def predict_raster(
     from rasterlearn.io.writer import BlockWriter
 
     t0 = time.perf_counter()
-    raster = Path(raster)
+    rasters = as_raster_list(raster)
+    raster = rasters[0]
     output = Path(output)
     prob_path = Path(probabilities) if probabilities is not None else None
-    check_outputs([raster, aoi], [output, prob_path])
+    check_outputs([*rasters, aoi], [output, prob_path])
     if not 0.0 <= overlap < 1.0:
         raise InputError(f"overlap must be a fraction in [0, 1), got {overlap}")
     if blend not in ("hann", "center-crop", "none"):
@@ -459,13 +466,18 @@ def predict_raster(
     cuda = dev.type == "cuda"
     model = model.to(dev).eval()
 
-    with RasterReader(raster) as probe:
-        band_idx = resolve_bands(probe, meta.bands, meta.band_indexes, bands)
-    reader = RasterReader(raster, band_idx)
+    reader: ImageReader
+    if len(rasters) > 1 or model_timesteps_of(meta) > 1:
+        reader, band_idx = open_stack_input(rasters, meta, bands, nodata_policy)
+    else:
+        with RasterReader(raster) as probe:
+            band_idx = resolve_bands(probe, meta.bands, meta.band_indexes, bands)
+        reader = RasterReader(raster, band_idx)
     grid = reader.grid
-    if len(band_idx) != norm.bands:
+    if reader.count != norm.bands:
+        reader.close()
         raise ModelError(
-            f"The model's normalization covers {norm.bands} bands but {len(band_idx)} are selected"
+            f"The model's normalization covers {norm.bands} bands but {reader.count} are selected"
         )
     in_nodata = None
     if reader.nodata is None and not any(b.nodata is not None for b in reader.bands):
@@ -542,6 +554,7 @@ def predict_raster(
         "prob": str(prob_path),
         "aoi_wkt": None if aoi_geom is None else aoi_geom.wkt,
         "version": __version__,
+        **stack_provenance(rasters, reader, identity=True),
     }
     fingerprint = stable_hash(fp_src, length=64)
     tags = {
@@ -552,6 +565,7 @@ def predict_raster(
         "task": task,
         "parameters": parameters,
         "classes": schema.to_dict(),
+        **stack_provenance(rasters, reader),
     }
     map_writer = BlockWriter(
         output,
@@ -594,10 +608,10 @@ def predict_raster(
         return all(w.is_done(key) for w in writers)
 
     local = threading.local()
-    readers: list[RasterReader] = []
+    readers: list[ImageReader] = []
     readers_lock = threading.Lock()
 
-    def thread_reader() -> RasterReader:
+    def thread_reader() -> ImageReader:
         r = getattr(local, "reader", None)
         if r is None:
             r = reader.reopen()
@@ -840,12 +854,14 @@ def predict_raster(
 
 
 def predict_package(
-    package: str | Path, raster: str | Path, output: str | Path, **kwargs: Any
+    package: str | Path, raster: str | Path | Sequence[str | Path], output: str | Path, **kwargs: Any
 ) -> PredictResult:
     """:func:`predict_raster` with a model package folder (see :func:`rasterlearn.models.load_package`)."""
     from rasterlearn.models import load_package
 
-    check_outputs([package, raster, kwargs.get("aoi")], [output, kwargs.get("probabilities")])
+    check_outputs(
+        [package, *as_raster_list(raster), kwargs.get("aoi")], [output, kwargs.get("probabilities")]
+    )
     pkg = load_package(package)
     digest = file_sha256(Path(package) / "model.safetensors")[:16]
     kwargs.setdefault("model_id", f"{Path(package).resolve().name}@sha256:{digest}")

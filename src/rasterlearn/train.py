@@ -54,6 +54,7 @@ from rasterlearn.models import (
     rgb_band_indexes,
     save_package,
 )
+from rasterlearn.models_temporal import temporal_model_kwargs
 from rasterlearn.train_checks import after_training, attach_stored_baseline
 from rasterlearn.train_loggers import build_logger, is_global_zero
 
@@ -103,6 +104,11 @@ class TrainConfig(BaseModel):
         default=None, description="local checkpoint: .safetensors/.pt/.ckpt or a model package"
     )
     channel_strategy: ChannelStrategy = "repeat"
+    temporal: Literal["early", "siamese"] | None = Field(
+        default=None,
+        description="multi-date chips: 'early' (dates stacked as channels, the default) or 'siamese' "
+        "(shared encoder per date, feature differencing)",
+    )
     task: Literal["multiclass", "binary"] = "multiclass"
     threshold: float = Field(default=0.5, gt=0, lt=1, description="binary decision threshold on the sigmoid")
     freeze_encoder_epochs: int = Field(
@@ -176,6 +182,8 @@ class TrainConfig(BaseModel):
 
     def fingerprint(self) -> str:
         d = {k: v for k, v in self.model_dump(mode="json").items() if k not in _RESUMABLE_CHANGES}
+        if d.get("temporal") is None:  # single-date runs keep the fingerprint they had before the option
+            d.pop("temporal", None)
         return stable_hash(d)
 
 
@@ -604,6 +612,11 @@ def train(
     check_outputs([dataset, config.weights], [out_dir])
     info = load_dataset_info(dataset)
     check_chip_size(config.arch, info.chip_size)
+    kw = temporal_model_kwargs(
+        config.model_kwargs, config.temporal, int(info.raw.get("timesteps") or 1), str(dataset)
+    )
+    if kw != config.model_kwargs:  # multi-date chips: the model (and its package) records mode and dates
+        config = config.model_copy(update={"model_kwargs": kw})
     out_ch = _out_channels(config, info)
     norm = info.normalization_for(config.normalization)
     trn = ChipDataset(dataset, "trn", normalization=norm, augment=config.augment_config(), info=info)

@@ -8,6 +8,7 @@ with code 2; ``-v`` shows the traceback.
 from __future__ import annotations
 
 from rasterlearn.cli import assess as _assess  # noqa: F401  (registers sample, assess)
+from rasterlearn.cli import change as _change  # noqa: F401  (registers change)
 from rasterlearn.cli import chips as _chips  # noqa: F401  (registers chips, analyze)
 from rasterlearn.cli import export as _export  # noqa: F401  (registers export, qgis-plugin)
 from rasterlearn.cli import features as _features  # noqa: F401  (registers embed, reduce, cluster, similarity, classify)

@@ -19,6 +19,8 @@ class ChipsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     raster: list[Path] = Field(default_factory=list)
+    image: list[Path] = Field(default_factory=list, description="one raster per date of one scene")
+    nodata_policy: Literal["all-valid", "any-valid"] = "all-valid"
     labels: list[Path] = Field(default_factory=list)
     label_raster: list[Path] = Field(default_factory=list)
     scenes: Path | None = None
@@ -82,6 +84,8 @@ def _split_list(values: list[str] | None) -> list[str] | None:
 def _scenes(cfg: ChipsConfig) -> list[Any]:
     from rasterlearn.chips import Scene, read_scenes_csv
 
+    if cfg.image:
+        return [_stack_scene(cfg)]
     if cfg.scenes is not None:
         if cfg.raster or cfg.labels or cfg.label_raster:
             raise ConfigError("Give either --scenes CSV or --raster with --labels/--label-raster, not both")
@@ -105,10 +109,48 @@ def _scenes(cfg: ChipsConfig) -> list[Any]:
     return [Scene(image=r, label_raster=v) for r, v in zip(cfg.raster, labels, strict=True)]
 
 
+def _stack_scene(cfg: ChipsConfig) -> Any:
+    """One multi-date scene from ``--image A --image B ...`` and one label input."""
+    from rasterlearn.chips import Scene
+
+    if cfg.raster or cfg.scenes is not None:
+        raise ConfigError("Give --image (once per date of one scene) or --raster/--scenes, not both")
+    if len(cfg.image) < 2:
+        raise ConfigError(
+            "--image is given once per date: give at least two (--image A.tif --image B.tif); for a "
+            "single image use --raster"
+        )
+    labels = cfg.labels or cfg.label_raster
+    if len(labels) != 1 or (cfg.labels and cfg.label_raster):
+        raise ConfigError(
+            f"A multi-date scene (--image ...) takes exactly one label input (--labels V or --label-raster "
+            f"L); got {len(cfg.labels) + len(cfg.label_raster)}"
+        )
+    return Scene(
+        image=cfg.image[0],
+        labels=labels[0] if cfg.labels else None,
+        label_raster=labels[0] if cfg.label_raster else None,
+        later_images=list(cfg.image[1:]),
+        nodata_policy=cfg.nodata_policy,
+    )
+
+
 @app.command()
 def chips(
     raster: Annotated[
         list[Path] | None, typer.Option("--raster", "-r", help="Image raster (repeat, paired with --labels).")
+    ] = None,
+    image: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--image",
+            help="One raster per date of a multi-date scene, in time order (repeat: --image A --image B); "
+            "later dates are resampled onto the first date's grid.",
+        ),
+    ] = None,
+    nodata_policy: Annotated[
+        str | None,
+        typer.Option(help="Multi-date scenes: all-valid (nodata in any date is nodata) or any-valid."),
     ] = None,
     labels: Annotated[
         list[Path] | None,
@@ -219,6 +261,8 @@ def chips(
 
     cli = {
         "raster": raster,
+        "image": image,
+        "nodata_policy": nodata_policy,
         "labels": labels,
         "label_raster": label_raster,
         "scenes": scenes,
@@ -304,6 +348,8 @@ def _print_summary(result: Any) -> None:
     t.add_row("classes", ", ".join(f"{c['code']}={c['name']}" for c in ds["schema"]["classes"]))
     t.add_row("ignore code", str(ds["schema"]["ignore_index"]))
     t.add_row("bands", ", ".join(ds["bands"]))
+    if ds.get("timesteps", 1) > 1:
+        t.add_row("dates", str(ds["timesteps"]))
     t.add_row("parameters", ds["params_hash"])
     console.print(t)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from rasterlearn.cli._app import app, console
-from rasterlearn.cli._progress import ProgressOpt, stage_progress
+from rasterlearn.cli._progress import ProgressOpt, progress_bar, stage_progress
 
 _UNITS = {"chips": "windows/chips", "train": "epochs", "predict": "pixels", "features": "tiles"}
 
@@ -65,6 +65,15 @@ def demo(
         ),
     ] = "auto",
     progress: ProgressOpt = "bar",
+    change: Annotated[
+        bool,
+        typer.Option(
+            "--change",
+            help="Change detection instead: synthetic two-date scenes, multi-date chips, a siamese change "
+            "model (20 epochs unless --epochs; about 10 minutes on a CPU), a change map with polygons, its "
+            "accuracy, and a CVA change map to compare.",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole pipeline on a synthetic scene (or your data) and write an HTML report.
 
@@ -73,6 +82,9 @@ def demo(
     """
     from rasterlearn.demo import run_demo
 
+    if change:
+        _change_demo(out, size=size or 256, seed=seed, epochs=epochs or (2 if quick else 20))
+        return
     with stage_progress(_UNITS) as advance:
         res = run_demo(
             out,
@@ -157,3 +169,18 @@ def run(
 
 def _num(v: object) -> str:
     return "n/a" if v is None else f"{float(v):.3f}"  # type: ignore[arg-type]
+
+
+def _change_demo(out: Path, *, size: int, seed: int, epochs: int) -> None:
+    from rasterlearn.demo_change import run_change_demo
+
+    with progress_bar("change demo", 5, "stages") as advance:
+        res = run_change_demo(out, size=size, seed=seed, epochs=epochs, progress=advance)
+    console.print(f"[bold]Outputs in {res.out.resolve()}[/] (synthetic two-date scenes)")
+    for k, v in res.outputs.items():
+        console.print(f"  {k:<20} {v}")
+    for name, s in res.scores.items():
+        console.print(
+            f"{name}: change IoU [bold]{s['iou']:.3f}[/], F1 {s['f1']:.3f}, overall accuracy "
+            f"{s['overall_accuracy']:.3f}"
+        )

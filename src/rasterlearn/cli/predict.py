@@ -36,8 +36,11 @@ def _parse_aoi(aoi: str | None) -> Any:
 @app.command()
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="Model package folder (model.json + model.safetensors).")],
-    raster: Annotated[Path, typer.Argument(help="Raster to map (any GDAL format, any size).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Class map to write (COG).")],
+    raster: Annotated[
+        Path | None,
+        typer.Argument(help="Raster to map (any GDAL format, any size); omit it when --image is given."),
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Class map to write (COG).")] = ...,  # type: ignore[assignment]
     overlap: Annotated[
         float, typer.Option(help="Fraction of the chip size shared by neighbouring windows.")
     ] = 0.25,
@@ -109,13 +112,29 @@ def predict(
         bool, typer.Option("--no-resume", help="Discard a partial run instead of resuming it.")
     ] = False,
     progress: ProgressOpt = "bar",
+    image: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--image",
+            help="Multi-date models: one raster per date, in training order (repeat: --image A --image B), "
+            "instead of RASTER; later dates are resampled onto the first date's grid.",
+        ),
+    ] = None,
+    nodata_policy: Annotated[
+        Literal["all-valid", "any-valid"],
+        typer.Option(help="Multi-date input: all-valid (nodata in any date is nodata) or any-valid."),
+    ] = "all-valid",
 ) -> None:
     """Map a raster with a trained model: seamless blended windows, bounded memory, resumable."""
     from rasterlearn.io.paths import check_outputs
     from rasterlearn.io.raster import RasterReader
     from rasterlearn.predict import predict_package
 
-    check_outputs([model_dir, raster, output, probabilities], [vectorize])
+    if (raster is None) == (not image):
+        raise InputError("Give the RASTER to map, or one --image per date of a multi-date model (not both)")
+    images: list[Path] = list(image) if image else [raster]  # type: ignore[list-item]
+    raster = images[0]
+    check_outputs([model_dir, *images, output, probabilities], [vectorize])
     if vectorize is not None and vectorize.exists() and not overwrite:
         raise InputError(f"{vectorize} exists; pass --overwrite or choose another name")
     with RasterReader(raster) as r:
@@ -123,7 +142,7 @@ def predict(
     with progress_bar("predict", total, "px") as advance:
         res = predict_package(
             model_dir,
-            raster,
+            images if len(images) > 1 else raster,
             output,
             probabilities=probabilities,
             overlap=overlap,
@@ -147,6 +166,7 @@ def predict(
             overwrite=overwrite,
             resume=not no_resume,
             progress=advance,
+            nodata_policy=nodata_policy,
         )
     console.print(
         f"Wrote {res.map_path}"

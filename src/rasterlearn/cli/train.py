@@ -50,6 +50,13 @@ def train(
     task: Annotated[
         str | None, typer.Option(help="multiclass (softmax) or binary (1 sigmoid output).")
     ] = None,
+    temporal: Annotated[
+        str | None,
+        typer.Option(
+            help="Multi-date chips: early (dates stacked as channels; default) or siamese (shared "
+            "encoder per date, feature differencing)."
+        ),
+    ] = None,
     loss: Annotated[
         str | None,
         typer.Option(
@@ -131,6 +138,7 @@ def train(
         weights=weights,
         channel_strategy=channel_strategy,
         task=task,
+        temporal=temporal,
         loss=loss,
         class_weights=class_weights,
         sampler=sampler,

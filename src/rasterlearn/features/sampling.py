@@ -16,7 +16,7 @@ import numpy as np
 
 from rasterlearn.errors import EmptyInputError, InputError
 from rasterlearn.grid import Window
-from rasterlearn.io.raster import RasterReader, gdal_cache
+from rasterlearn.io.raster import ImageReader, RasterReader, gdal_cache
 from rasterlearn.labels import is_null_label
 
 __all__ = ["PixelSample", "VectorSample", "sample_pixels", "sample_vector"]
@@ -37,7 +37,7 @@ class PixelSample:
 
 
 def sample_pixels(
-    reader: RasterReader,
+    reader: ImageReader,
     n: int = 100_000,
     *,
     seed: int = 0,

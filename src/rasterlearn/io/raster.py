@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import rasterio
@@ -33,6 +33,7 @@ from rasterlearn.io.remote import apply_cloud_defaults, gdal_path, is_remote, is
 __all__ = [
     "BandInfo",
     "BandStats",
+    "ImageReader",
     "RasterBlock",
     "RasterReader",
     "band_statistics",
@@ -131,6 +132,31 @@ def _open_error(path: str, exc: Exception) -> str:
         why = msg
         fix = "Check the URL, the network and any proxy (HTTP_PROXY/HTTPS_PROXY)"
     return f"Cannot open remote raster {path}: {why}. {fix}; GDAL said: {msg}"
+
+
+class ImageReader(Protocol):
+    """What streaming stages need from a reader: :class:`RasterReader` and
+    :class:`rasterlearn.io.stack.StackReader` (a multi-date stack) both provide it."""
+
+    path: str
+    grid: Grid
+    band_indexes: list[int]
+
+    @property
+    def count(self) -> int: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def nodata(self) -> float | None: ...
+    @property
+    def bands(self) -> list[BandInfo]: ...
+    @property
+    def band_names(self) -> list[str]: ...
+    def read(
+        self, window: Window | None = None, *, band_masks: bool = False, fill: float | None = None
+    ) -> RasterBlock: ...
+    def reopen(self) -> ImageReader: ...
+    def close(self) -> None: ...
 
 
 def open_raster(path: str | Path, bands: Sequence[BandSelector] | None = None) -> RasterReader:
@@ -466,7 +492,7 @@ class BandStats:
 
 
 def band_statistics(
-    reader: RasterReader,
+    reader: ImageReader,
     *,
     sample_size: int = 200_000,
     window_size: int = 256,

@@ -1,0 +1,84 @@
+"""``rasterlearn change``: unsupervised change between two dates (feature or raw-band rasters)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from rasterlearn.cli._app import app, console
+from rasterlearn.cli._progress import ProgressOpt, progress_bar
+
+
+@app.command("change")
+def change_cmd(
+    raster_a: Annotated[
+        Path, typer.Argument(metavar="FEAT_A", help="Date A: a feature raster (or raw bands).")
+    ],
+    raster_b: Annotated[
+        Path, typer.Argument(metavar="FEAT_B", help="Date B, resampled onto A's grid if needed.")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Change map to write (COG: 0, 1, 255 nodata).")
+    ],
+    method: Annotated[
+        Literal["cosine", "cva"],
+        typer.Option(
+            help="cosine (feature rasters from 'embed') or cva (change vector magnitude, raw bands)."
+        ),
+    ] = "cosine",
+    threshold: Annotated[
+        float | None, typer.Option(help="Distance above which a pixel is change. [default: Otsu's threshold]")
+    ] = None,
+    distance: Annotated[Path | None, typer.Option(help="Also write the float32 distance raster.")] = None,
+    polygons: Annotated[
+        Path | None, typer.Option(help="Also write change polygons (.gpkg, .geojson, .fgb).")
+    ] = None,
+    min_area: Annotated[
+        float, typer.Option(help="--polygons: drop polygons smaller than this (map units).")
+    ] = 0.0,
+    bands: Annotated[
+        str | None, typer.Option(help="Bands of each date: comma list of 1-based indexes or descriptions.")
+    ] = None,
+    nodata_policy: Annotated[
+        Literal["all-valid", "any-valid"],
+        typer.Option(help="all-valid (nodata in either date is nodata) or any-valid."),
+    ] = "all-valid",
+    seed: Annotated[int, typer.Option(help="Seed of the pixel sample for the automatic threshold.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    progress: ProgressOpt = "bar",
+) -> None:
+    """Map change between two dates: per-pixel distance, automatic (Otsu) threshold, optional polygons.
+
+    Feature rasters must come from the same network, weights, bands and normalization ('embed' tags).
+    """
+    from rasterlearn.change import change_map
+
+    sel = (
+        [int(b) if b.strip().isdigit() else b.strip() for b in bands.split(",") if b.strip()]
+        if bands
+        else None
+    )
+    with progress_bar("change", None, "blocks") as advance:
+        res = change_map(
+            raster_a,
+            raster_b,
+            output,
+            method=method,
+            threshold=threshold,
+            distance=distance,
+            polygons=polygons,
+            min_area=min_area,
+            bands=sel,
+            nodata_policy=nodata_policy,
+            seed=seed,
+            overwrite=overwrite,
+            progress=advance,
+        )
+    extra = "".join(f", {p}" for p in (res.distance_path, res.polygons_path) if p is not None)
+    console.print(
+        f"Wrote {res.map_path}{extra}: {100 * res.changed_fraction:.2f} % of {res.valid_pixels:,} pixels changed "
+        f"({res.method} distance > {res.threshold:.4g}, {res.threshold_method} threshold"
+        + (f"; {res.polygons} polygons)" if res.polygons is not None else ")")
+    )
