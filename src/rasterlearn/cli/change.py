@@ -82,3 +82,39 @@ def change_cmd(
         f"({res.method} distance > {res.threshold:.4g}, {res.threshold_method} threshold"
         + (f"; {res.polygons} polygons)" if res.polygons is not None else ")")
     )
+
+
+@app.command("transitions")
+def transitions_cmd(
+    labels_a: Annotated[Path, typer.Argument(metavar="LABELS_A", help="Label polygons of the first date.")],
+    labels_b: Annotated[Path, typer.Argument(metavar="LABELS_B", help="Label polygons of the second date.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Transition polygons to write (.gpkg, .geojson, .fgb).")
+    ],
+    attribute: Annotated[str, typer.Option(help="Class attribute of LABELS_A (and of LABELS_B).")],
+    attribute_b: Annotated[
+        str | None, typer.Option(help="Class attribute of LABELS_B when it differs. (default: --attribute)")
+    ] = None,
+    layer_a: Annotated[str | None, typer.Option(help="Layer of LABELS_A (multi-layer files).")] = None,
+    layer_b: Annotated[str | None, typer.Option(help="Layer of LABELS_B (multi-layer files).")] = None,
+    drop_unchanged: Annotated[
+        bool, typer.Option("--drop-unchanged", help="Leave out pieces whose class did not change.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """From→to change labels: overlay two dates' label polygons ('transition' and 'changed' attributes)."""
+    from rasterlearn.change_labels import transition_labels
+
+    res = transition_labels(
+        labels_a,
+        labels_b,
+        output,
+        attribute=attribute,
+        attribute_b=attribute_b,
+        layer_a=layer_a,
+        layer_b=layer_b,
+        keep_unchanged=not drop_unchanged,
+        overwrite=overwrite,
+    )
+    areas = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(res.areas.items()))
+    console.print(f"Wrote {res.features} polygons to {res.path} (area per transition: {areas})")
