@@ -153,3 +153,22 @@ def test_cli_chips_with_image_per_date(tmp_path, capsys) -> None:
         capsys, "chips", "--image", str(sc.image_a), "--labels", str(sc.labels), "--out", str(tmp_path / "x")
     )
     assert code == 2 and "at least two" in err
+
+
+def test_scenes_csv_columns_per_date(coord_pair, tmp_path) -> None:
+    from rasterlearn.chips import read_scenes_csv
+    from rasterlearn.errors import ConfigError
+
+    a, b, vec = coord_pair
+    csv = tmp_path / "scenes.csv"
+    csv.write_text(
+        f"image,image_2,labels,attribute,nodata_policy\n{a.name},{b.name},{vec.name},change,any-valid\n"
+    )
+    (scene,) = read_scenes_csv(csv)
+    assert scene.image == a and scene.later_images == [b] and scene.timesteps == 2
+    assert scene.nodata_policy == "any-valid"
+    res = make_chips(read_scenes_csv(csv), tmp_path / "chips", size=16, stride=16, split_method="random")
+    assert res.dataset["timesteps"] == 2
+    csv.write_text(f"image,image_2,nodata_policy\n{a.name},{b.name},some\n")
+    with pytest.raises(ConfigError, match="nodata_policy 'some'"):
+        read_scenes_csv(csv)

@@ -32,6 +32,7 @@ import functools
 import json
 import logging
 import math
+import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -203,6 +204,7 @@ def normalize_split(value: Any, where: str = "") -> str | None:
     return _SPLIT_ALIASES[key]
 
 
+_DATE_COLUMN = re.compile(r"image_(\d+)")  # later dates of a multi-date scene: image_2, image_3, ...
 _CSV_COLUMNS = {
     "image": ("image", "tif", "tif_path", "raster", "img", "image_path"),
     "labels": ("labels", "gpkg", "gpkg_path", "vector", "label", "labels_path", "vector_path"),
@@ -222,7 +224,8 @@ def read_scenes_csv(path: str | Path) -> list[Scene]:
     ``image, metadata, labels, attribute, split`` (5 columns), ``image, labels, attribute, split`` (4),
     ``image, labels, attribute`` (3) or ``image, labels`` (2). With a header, columns are found by name
     (``image``/``tif``, ``labels``/``gpkg``, ``label_raster``, ``attribute``, ``split``/``dataset``,
-    ``metadata``, ``layer``, ``id``). Relative paths are resolved from the CSV's folder. A labels path with a
+    ``metadata``, ``layer``, ``id``; multi-date scenes: ``image_2``, ``image_3`` ... for the later dates,
+    in time order, and ``nodata_policy``). Relative paths are resolved from the CSV's folder. A labels path with a
     raster extension (.tif, .vrt, ...) is a label raster. Split values: trn/train, val/validation, tst/test.
     """
     p = Path(path)
@@ -246,7 +249,16 @@ def read_scenes_csv(path: str | Path) -> list[Scene]:
             for i, h in enumerate(header):
                 if h in aliases and key not in index:
                     index[key] = i
-        unknown = [h for h in header if h not in known]
+        dates = sorted(
+            ((int(m.group(1)), i) for i, h in enumerate(header) if (m := _DATE_COLUMN.fullmatch(h))),
+        )
+        for key, i in ((f"image_{n}", i) for n, i in dates):
+            index[key] = i
+        if "nodata_policy" in header:
+            index["nodata_policy"] = header.index("nodata_policy")
+        unknown = [
+            h for h in header if h not in known and not _DATE_COLUMN.fullmatch(h) and h != "nodata_policy"
+        ]
         if unknown:
             raise ConfigError(
                 f"Scenes CSV {p}: unknown columns {unknown}; known: "
@@ -296,6 +308,14 @@ def _scene_from(vals: Mapping[str, str | None], base: Path, csv_path: Path, line
     image = resolve(vals.get("image"))
     if image is None:
         raise ConfigError(f"{csv_path} line {line}: no image path")
+    later = [
+        resolve(vals[k])
+        for k in sorted((k for k in vals if _DATE_COLUMN.fullmatch(k)), key=lambda k: int(k.split("_")[1]))
+        if vals[k]
+    ]
+    policy = vals.get("nodata_policy") or "all-valid"
+    if policy not in ("all-valid", "any-valid"):
+        raise ConfigError(f"{csv_path} line {line}: nodata_policy {policy!r}: use all-valid or any-valid")
     return Scene(
         image=image,
         labels=resolve(vals.get("labels")),
@@ -305,6 +325,8 @@ def _scene_from(vals: Mapping[str, str | None], base: Path, csv_path: Path, line
         metadata=vals.get("metadata"),
         layer=vals.get("layer"),
         id=vals.get("id"),
+        later_images=[q for q in later if q is not None],
+        nodata_policy=policy,  # type: ignore[arg-type]
     )
 
 
