@@ -133,3 +133,49 @@ def test_cli_change(pair, tmp_path, capsys) -> None:
     assert out.exists() and "otsu threshold" in outtxt + err
     code, _, err = run_cli(capsys, "change", str(a), str(b), "-o", str(a), "--method", "cva")
     assert code == 2 and "a.tif" in err
+
+
+def test_sample_and_assess_work_on_a_change_map(pair, tmp_path, capsys) -> None:
+    """The accuracy-assessment workflow runs unchanged on a change map (classes from its tags)."""
+    import geopandas as gpd
+
+    arr, a, b = pair
+    out = tmp_path / "change.tif"
+    change_map(a, b, out, method="cva", blocksize=32)
+    samples = tmp_path / "samples.gpkg"
+    code, _, err = run_cli(
+        capsys,
+        "sample",
+        str(out),
+        "-o",
+        str(samples),
+        "--design",
+        "stratified",
+        "--n",
+        "60",
+        "--min-per-class",
+        "20",
+    )
+    assert code == 0, err
+    pts = gpd.read_file(samples)
+    with rasterio.open(out) as ds:
+        rows_cols = [ds.index(p.x, p.y) for p in pts.geometry]
+    pts["reference"] = [
+        int(arr.change[r, c]) for r, c in rows_cols
+    ]  # the planted truth as the interpreter's label
+    pts.to_file(samples, layer="samples")
+    code, _, err = run_cli(
+        capsys,
+        "assess",
+        str(out),
+        "--samples",
+        str(samples),
+        "--reference-field",
+        "reference",
+        "-o",
+        str(tmp_path / "a.json"),
+    )
+    assert code == 0, err
+    res = json.loads((tmp_path / "a.json").read_text())
+    assert 0.6 < res["overall_accuracy"]["estimate"] <= 1.0
+    assert len(res["classes"]) == 2
