@@ -92,5 +92,12 @@ def test_non_zero_rank_writes_no_package_report_or_metrics(chips, tmp_path, monk
     out = tmp_path / "m"
     res = train(chips, out, TrainConfig(**{**TINY, "epochs": 1}))
     assert res.files == {} and res.metrics["pixels"] > 0  # rank 1 still evaluates, but writes nothing
-    for name in ("model.json", "model.safetensors", "metrics.json", "report.html", "train_config.yaml"):
+    for name in (
+        "model.json",
+        "model.safetensors",
+        "metrics.json",
+        "report.html",
+        "train_config.yaml",
+        "baseline.json",
+    ):
         assert not (out / name).exists(), name

@@ -30,7 +30,10 @@ def is_global_zero() -> bool:
     """Whether this process is rank 0 of a (possibly distributed) run; ``True`` outside DDP."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return int(torch.distributed.get_rank()) == 0
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+    if os.environ.get("RANK"):  # torchrun, SLURM wrappers
+        return int(os.environ["RANK"]) == 0
+    # Lightning's own launcher sets LOCAL_RANK and NODE_RANK in the processes it starts
+    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK"))
 
 
 def mlflow_tracking_uri(out_dir: str | Path) -> str:
