@@ -913,7 +913,14 @@ def embed(
     narrowest = min(ncols, max(1, blocksize // lay.feat_stride))
     cap = blocksize + lay.feat_size + lay.feat_stride * math.ceil(batch_size / narrowest)
     per_col = feature_bytes_per_column(
-        dim, cap, lay.factor, size, len(band_indexes), np.dtype(reader.dtype).itemsize, max(1, workers) + 2
+        dim,
+        cap,
+        blocksize,
+        lay.factor,
+        size,
+        len(band_indexes),
+        np.dtype(reader.dtype).itemsize,
+        max(1, workers) + 2,
     )
     stripe_w, stripes = plan_column_stripes(0, fgrid.width, blocksize, per_col, memory_mb)
     if len(stripes) > 1:

@@ -102,11 +102,12 @@ class Accumulator:
 
 
 def feature_bytes_per_column(
-    dim: int, cap: int, factor: float, size: int, bands: int, itemsize: int, depth: int
+    dim: int, cap: int, blocksize: int, factor: float, size: int, bands: int, itemsize: int, depth: int
 ) -> float:
     """Bytes held per feature column: the accumulator (``cap`` rows of ``dim`` float32 sums, a weight and a
-    validity flag) plus ``depth`` prefetched tile rows of ``size`` raster rows (values and validity)."""
-    return (dim * 4 + 4 + 1) * cap + depth * size * factor * bands * (itemsize + 1)
+    validity flag), the finished strip handed to the writer (``blocksize`` rows) and ``depth`` prefetched
+    tile rows of ``size`` raster rows (values and validity)."""
+    return (dim * 4 + 4 + 1) * cap + dim * 4 * blocksize + depth * size * factor * bands * (itemsize + 1)
 
 
 @dataclass
@@ -285,10 +286,9 @@ class _Stripe:
         for i in range(self.first_row, nrows):
             data, valid = self.pending.pop(i).result()
             self._schedule(i + 1)
-            held = data.nbytes + valid.nbytes
-            self.stats.peak_buffer_bytes = max(
-                self.stats.peak_buffer_bytes, self.acc.nbytes + held * (max(1, job.workers) + 2)
-            )
+            held = (data.nbytes + valid.nbytes) * (max(1, job.workers) + 2)  # in hand + prefetched
+            strip = job.dim * 4 * job.blocksize * (self.ce - self.cs)  # a finished strip on its way out
+            self.stats.peak_buffer_bytes = max(self.stats.peak_buffer_bytes, self.acc.nbytes + strip + held)
             for j in self.jcols:
                 c = job.col_offsets[j] - self.read_cols[0]
                 v = valid[:, c : c + job.size]
