@@ -77,6 +77,8 @@ _RESUMABLE_CHANGES = {
     "early_stopping_patience",
     "accelerator",
     "devices",
+    "strategy",
+    "num_nodes",
     "logger",
     "sample_chips",
     "limit_val_batches",
@@ -151,7 +153,8 @@ class TrainConfig(BaseModel):
     # hardware and reproducibility
     accelerator: str = "auto"
     devices: int | str = "auto"
-    strategy: str = "auto"
+    strategy: str = Field(default="auto", description="Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...")
+    num_nodes: int = Field(default=1, ge=1, description="machines of a distributed run (Lightning num_nodes)")
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"
     seed: int = 42
     deterministic: bool = False
@@ -486,6 +489,7 @@ def make_trainer(
         accelerator=config.accelerator,
         devices=config.devices,
         strategy=config.strategy,
+        num_nodes=config.num_nodes,
         precision=precision,
         max_epochs=config.epochs,
         gradient_clip_val=config.gradient_clip,

@@ -90,6 +90,11 @@ def train(
     precision: Annotated[str | None, typer.Option(help="auto, 32, bf16-mixed, 16-mixed.")] = None,
     accelerator: Annotated[str | None, typer.Option(help="auto, cpu, gpu, mps.")] = None,
     devices: Annotated[str | None, typer.Option(help="Devices (e.g. 1, 2, auto).")] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(help="Lightning strategy, e.g. ddp (one process per device; only rank 0 writes OUT)."),
+    ] = None,
+    num_nodes: Annotated[int | None, typer.Option(help="Machines of a distributed run. (default: 1)")] = None,
     workers: Annotated[int | None, typer.Option(help="DataLoader workers. (default: auto)")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed. (default: 42)")] = None,
     deterministic: Annotated[
@@ -144,6 +149,8 @@ def train(
         precision=precision,
         accelerator=accelerator,
         devices=dev,
+        strategy=strategy,
+        num_nodes=num_nodes,
         num_workers=workers,
         seed=seed,
         deterministic=deterministic,
@@ -156,6 +163,8 @@ def train(
         result = run_train(
             dataset, out, cfg, resume=resume, overwrite=overwrite, progress_bar=bar, progress=advance
         )
+    if not result.files:  # a DDP rank > 0: rank 0 wrote the package and prints the summary
+        return
     m = result.metrics
     console.print(f"Model package: {out}/model.json (+ model.safetensors); report: {out}/report.html")
     _print_metrics(m, f"validation ({cfg.val_split})")
