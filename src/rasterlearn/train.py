@@ -17,6 +17,7 @@ import csv
 import json
 import logging
 import random
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,6 +219,10 @@ def _quiet_lightning() -> None:
         return
     for name in ("lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # a deprecation between Lightning and torch, printed on every logged metric; nothing a user can change
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
 
 
 def _module_base() -> type:
