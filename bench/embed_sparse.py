@@ -42,6 +42,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=20_000)
     ap.add_argument("--dim", type=int, default=3, help="features per pixel (384 = a ViT-S)")
+    ap.add_argument("--memory-mb", type=float, default=256.0, help="embed's memory budget")
     args = ap.parse_args()
     n = args.size
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,12 +86,14 @@ def main() -> None:
                 output=Path(tmp) / "f.tif",
                 device="cpu",
                 cache_dir=Path(tmp) / "sessions",
+                memory_mb=args.memory_mb,
             )
         seconds = time.perf_counter() - t0
         done.set()
     print(
         f"{n} x {n} px, {args.dim} features: {res.tiles} tiles, {res.tiles_skipped} empty skipped, "
-        f"{getattr(res, 'stripes', 1)} column stripes, {seconds:.1f} s, "
+        f"{getattr(res, 'stripes', 1)} column stripes, buffers {getattr(res, 'peak_buffer_mb', 0):.0f} MiB "
+        f"(memory_mb {args.memory_mb:g}), {seconds:.1f} s, "
         f"peak RSS growth {(peak[0] - start) / 2**20:.0f} MiB"
     )
 

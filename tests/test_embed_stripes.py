@@ -142,3 +142,15 @@ def test_embed_sparse_benchmark_still_runs():
         runpy.run_path(str(bench), run_name="__main__")
     finally:
         sys.argv = argv
+
+
+def test_embed_announces_its_extent_clipped_tile_total(make_raster, tmp_path):
+    from rasterlearn.engine.events import Monitor
+    from rasterlearn.grid import Window
+
+    src = make_raster(np.random.default_rng(4).integers(1, 255, (2, 64, 96)).astype("uint8"), nodata=0)
+    monitor = Monitor(lambda event: None)
+    phase = monitor.phase("embed", 999, "tiles")  # the caller's estimate over the whole raster
+    kw = {**KW, "backbone": _backbone(PoolNet(8)), "stride": 32}
+    res = embed(src, "pool", extent=Window(0, 0, 64, 64), output=tmp_path / "f.tif", progress=phase, **kw)
+    assert res.tiles == 4 and phase.total == 4 and phase.done == 4

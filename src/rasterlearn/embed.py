@@ -50,6 +50,7 @@ from rasterlearn._util import (
     move_file,
 )
 from rasterlearn.embed_stream import StreamJob, encoder, feature_bytes_per_column, run_stripes
+from rasterlearn.engine.events import report_total
 from rasterlearn.errors import ConfigError, InputNotFoundError, ModelError, OutputError
 from rasterlearn.grid import Bounds, Grid, Window, plan_column_stripes, plan_tiles
 from rasterlearn.io.paths import check_outputs
@@ -907,6 +908,7 @@ def embed(
     fgrid_full = grid.subgrid(area).scaled(lay.factor)
     fgrid = fgrid_full
     nrows, ncols = plan.shape
+    report_total(progress, nrows * ncols)  # the extent may clip the caller's estimate
     dim = backbone.dim
     blocksize = _choose_blocksize(dim, fgrid.width, lay.feat_size, memory_mb, fgrid.height)
     # wide rasters: column stripes, planned like predict's, so memory does not grow with the width
