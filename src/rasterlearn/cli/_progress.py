@@ -287,6 +287,9 @@ def progress_bar(
         except BaseException:
             if not prog.tasks[0].completed:  # refused before any work: the error alone, no empty bar
                 prog.remove_task(renderer.task)
+                prog.live.transient = True  # nor the blank line an emptied display leaves
+                prog.live.stop()
+                prog.disable = True
             raise
         finally:
             renderer.prog = None
