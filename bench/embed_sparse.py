@@ -6,6 +6,7 @@ a large machine (GDAL's default is 5 % of RAM): embed must bound the cache itsel
 
     .venv/bin/python bench/embed_sparse.py            # N = 20000 (about 2 s)
     .venv/bin/python bench/embed_sparse.py --size 60000
+    .venv/bin/python bench/embed_sparse.py --size 60000 --dim 384   # ViT-S-sized features: column stripes
 """
 
 from __future__ import annotations
@@ -28,13 +29,20 @@ from rasterlearn.embed import Backbone, embed
 
 
 class _Pool(nn.Module):
+    def __init__(self, dim: int = 3) -> None:
+        super().__init__()
+        self.dim = dim
+
     def forward_intermediates(self, x: torch.Tensor, indices=None, intermediates_only=True, **kw):
-        return [nn.functional.avg_pool2d(x, 16)]
+        f = nn.functional.avg_pool2d(x, 16)
+        return [f.repeat(1, -(-self.dim // f.shape[1]), 1, 1)[:, : self.dim]]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=20_000)
+    ap.add_argument("--dim", type=int, default=3, help="features per pixel (384 = a ViT-S)")
+    ap.add_argument("--memory-mb", type=float, default=256.0, help="embed's memory budget")
     args = ap.parse_args()
     n = args.size
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,17 +80,20 @@ def main() -> None:
             res = embed(
                 src,
                 "pool",
-                backbone=Backbone(_Pool(), "pool", "cnn", 0, 16, 3, None),
+                backbone=Backbone(_Pool(args.dim), "pool", "cnn", 0, 16, args.dim, None),
                 size=224,
                 normalization="none",
                 output=Path(tmp) / "f.tif",
                 device="cpu",
                 cache_dir=Path(tmp) / "sessions",
+                memory_mb=args.memory_mb,
             )
         seconds = time.perf_counter() - t0
         done.set()
     print(
-        f"{n} x {n} px: {res.tiles} tiles, {res.tiles_skipped} empty skipped, {seconds:.1f} s, "
+        f"{n} x {n} px, {args.dim} features: {res.tiles} tiles, {res.tiles_skipped} empty skipped, "
+        f"{getattr(res, 'stripes', 1)} column stripes, buffers {getattr(res, 'peak_buffer_mb', 0):.0f} MiB "
+        f"(memory_mb {args.memory_mb:g}), {seconds:.1f} s, "
         f"peak RSS growth {(peak[0] - start) / 2**20:.0f} MiB"
     )
 

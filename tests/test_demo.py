@@ -56,6 +56,12 @@ def test_demo_reduced(tmp_path: Path) -> None:
     assert (classes[~valid] == 255).all() and set(np.unique(classes[valid])) <= {1, 2, 3, 4, 5}
     for name in ("features", "pca", "clusters", "similarity"):
         assert (out / "features" / f"scene_{name}.tif").exists()
+    # the feature stage records the backbone's weight digest; random weights are seeded and say so
+    with rasterio.open(out / "features" / "scene_features.tif") as f_ds:
+        tags = f_ds.tags()
+    assert len(tags["rasterlearn_weights_sha256"]) == 16
+    if tags["rasterlearn_random_weights"] == "true":
+        assert tags["rasterlearn_seed"].isdigit()
     assert (out / "predict" / "scene.gpkg").exists()
     # running it again is instant: every stage is up to date
     assert main(["demo", "--out", str(out), "--quick", "--size", "256"]) == 0

@@ -15,13 +15,13 @@ from torch import nn
 from rasterlearn.embed import (
     RECOMMENDED_MODELS,
     Backbone,
-    _Accumulator,
     embed,
     feature_layout,
     list_sessions,
     load_backbone,
     session_hash,
 )
+from rasterlearn.embed_stream import Accumulator
 from rasterlearn.errors import ConfigError, ModelError
 
 
@@ -123,7 +123,7 @@ def test_extent_and_offset_origin(make_raster, tmp_path):
 
 
 def test_average_is_a_true_mean():
-    acc = _Accumulator(1, 4, 8, 0, "average")
+    acc = Accumulator(1, 4, 8, 0, "average")
     ones = np.ones((1, 2, 2), dtype="float32")
     valid = np.ones((2, 2), dtype=bool)
     for v in (1.0, 2.0, 6.0):  # a pairwise mean would give 4.25, zeros are genuine values

@@ -190,7 +190,7 @@ def test_cross_filesystem_move_goes_through_a_temporary_name(tmp_path, monkeypat
     assert calls[-1] == (".f.bin.tmp", "f.bin")
 
 
-@pytest.mark.parametrize("command", ["cluster", "classify", "chips"])
+@pytest.mark.parametrize("command", ["cluster", "classify", "chips", "embed"])
 def test_disk_full_in_every_writing_stage_is_one_line(capsys, inputs, tmp_path, monkeypatch, command):
     import rasterlearn.chips as chips_mod
     import rasterlearn.io.writer as writer
@@ -206,6 +206,7 @@ def test_disk_full_in_every_writing_stage_is_one_line(capsys, inputs, tmp_path, 
         "cluster": f"cluster {inputs['img']} --clusters 2 -o {out}.tif",
         "classify": f"classify {inputs['img']} -l {inputs['labels']} -a cls --cv none -o {out}.tif",
         "chips": f"chips -r {inputs['img']} -l {inputs['labels']} -a cls --size 16 -o {out}",
+        "embed": f"embed {inputs['img']} --model resnet18 --no-pretrained --size 32 -o {out}.tif",
     }[command]
     code = main(line.split())
     err = " ".join(capsys.readouterr().err.split())

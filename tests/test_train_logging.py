@@ -48,14 +48,18 @@ def test_resume_keeps_earlier_epochs_in_metrics_csv(chips, tmp_path):
     assert val_epochs == [0, 1]  # one validation row per epoch, none lost or duplicated
 
 
-def test_mlflow_logger_writes_metrics_to_local_sqlite_store(chips, tmp_path, monkeypatch):
+def test_mlflow_logger_writes_metrics_to_local_sqlite_store(chips, tmp_path, monkeypatch, capfd):
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "m"
     cfg = TrainConfig(
         **{**TINY, "epochs": 1, "logger": "mlflow", "mlflow_experiment": "exp-a", "run_name": "tiny-1"}
     )
+    capfd.readouterr()
     train(chips, out, cfg)
+    err = capfd.readouterr().err  # no raw MLflow/Lightning/torch lines on the terminal
+    for leak in ("Creating initial MLflow database", "not found. Creating it", "LeafSpec", "INFO mlflow"):
+        assert leak not in err, err
     assert (out / "mlruns.db").exists() and (out / "model.json").exists()
     client = mlflow.tracking.MlflowClient(tracking_uri=mlflow_tracking_uri(out))
     exp = client.get_experiment_by_name("exp-a")
@@ -92,5 +96,12 @@ def test_non_zero_rank_writes_no_package_report_or_metrics(chips, tmp_path, monk
     out = tmp_path / "m"
     res = train(chips, out, TrainConfig(**{**TINY, "epochs": 1}))
     assert res.files == {} and res.metrics["pixels"] > 0  # rank 1 still evaluates, but writes nothing
-    for name in ("model.json", "model.safetensors", "metrics.json", "report.html", "train_config.yaml"):
+    for name in (
+        "model.json",
+        "model.safetensors",
+        "metrics.json",
+        "report.html",
+        "train_config.yaml",
+        "baseline.json",
+    ):
         assert not (out / name).exists(), name

@@ -9,8 +9,11 @@ input grid (or the extent's origin) scaled by the *effective stride* (the patch 
 raster pixels), and every tile lands on whole feature pixels of it.
 
 Overlapping tiles are merged by a true weighted mean (``average``), or ``first`` tile wins, or each tile keeps
-its centre (``center``). Memory is bounded: only the feature rows touched by the tile row in flight are
-held; finished strips are flushed to :class:`rasterlearn.io.writer.BlockWriter`.
+its centre (``center``). Memory is bounded by neither height nor width (:mod:`rasterlearn.embed_stream`):
+only the feature rows touched by the tile rows in flight are held, finished strips are flushed to
+:class:`rasterlearn.io.writer.BlockWriter`, and a raster too wide for ``memory_mb`` is encoded in column
+stripes planned by :func:`rasterlearn.grid.plan_column_stripes`, as ``predict`` does. Tiles without a valid
+pixel never reach the model.
 
 Sessions: every parameter that changes the result is canonicalized and hashed; the run lives in
 ``<cache_dir>/<hash>/`` with ``parameters.json`` and the writer's partial/progress files, and
@@ -29,7 +32,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,8 +49,10 @@ from rasterlearn._util import (
     is_disk_full,
     move_file,
 )
+from rasterlearn.embed_stream import StreamJob, encoder, feature_bytes_per_column, run_stripes
+from rasterlearn.engine.events import report_total
 from rasterlearn.errors import ConfigError, InputNotFoundError, ModelError, OutputError
-from rasterlearn.grid import Bounds, Grid, Window, plan_tiles
+from rasterlearn.grid import Bounds, Grid, Window, plan_column_stripes, plan_tiles
 from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader, band_statistics, gdal_cache
 from rasterlearn.io.writer import BlockWriter
@@ -509,6 +513,8 @@ class EmbedResult:
     seconds: float
     model_seconds: float
     parameters: dict[str, Any] = field(default_factory=dict)
+    stripes: int = 1
+    peak_buffer_mb: float = 0.0
 
 
 def _pick_device(device: str) -> torch.device:
@@ -630,64 +636,6 @@ def _resolve_extent(
     return clipped
 
 
-class _Accumulator:
-    """Feature rows in flight: sums, weights and validity for ``cap`` rows starting at ``base``."""
-
-    def __init__(self, dim: int, width: int, cap: int, base: int, merge: MergeMode) -> None:
-        self.dim, self.width, self.cap, self.base, self.merge = dim, width, cap, base, merge
-        self.sum = np.zeros((dim, cap, width), dtype="float32")
-        self.weight = np.zeros((cap, width), dtype="float32")
-        self.valid = np.zeros((cap, width), dtype=bool)
-
-    def add(
-        self, feats: np.ndarray, valid: np.ndarray, row: int, col: int, keep: tuple[slice, slice]
-    ) -> None:
-        """Add a tile's features (dim, n, n) whose top-left feature pixel is (row, col) on the grid."""
-        rs, cs = keep
-        f = feats[:, rs, cs]
-        v = valid[rs, cs]
-        r0 = row + (rs.start or 0) - self.base
-        c0 = col + (cs.start or 0)
-        h, w = f.shape[1:]
-        # crop to the grid (pad tiles extend past it) and to rows not yet flushed
-        top = max(0, -r0)
-        left = max(0, -c0)
-        bottom = min(h, self.cap - r0)
-        right = min(w, self.width - c0)
-        if bottom <= top or right <= left:
-            return
-        f = f[:, top:bottom, left:right]
-        v = v[top:bottom, left:right]
-        sl = (slice(r0 + top, r0 + bottom), slice(c0 + left, c0 + right))
-        if self.merge == "average":
-            self.sum[:, sl[0], sl[1]] += f
-            self.weight[sl] += 1.0
-        elif self.merge == "first":
-            empty = self.weight[sl] == 0
-            self.sum[:, sl[0], sl[1]] = np.where(empty[None], f, self.sum[:, sl[0], sl[1]])
-            self.weight[sl] = np.where(empty, 1.0, self.weight[sl])
-        else:  # center: kept regions partition the grid
-            self.sum[:, sl[0], sl[1]] = f
-            self.weight[sl] = 1.0
-        self.valid[sl] |= v
-
-    def take(self, rows: int, nodata: float) -> np.ndarray:
-        """Finished values of the first ``rows`` rows; the buffer then shifts up by ``rows``."""
-        w = self.weight[:rows]
-        ok = (w > 0) & self.valid[:rows]
-        out = np.full((self.dim, rows, self.width), nodata, dtype="float32")
-        np.divide(self.sum[:, :rows], w[None], out=out, where=ok[None])
-        keep = self.cap - rows
-        self.sum[:, :keep] = self.sum[:, rows:]
-        self.sum[:, keep:] = 0
-        self.weight[:keep] = self.weight[rows:]
-        self.weight[keep:] = 0
-        self.valid[:keep] = self.valid[rows:]
-        self.valid[keep:] = False
-        self.base += rows
-        return out
-
-
 def _keep_slices(
     merge: MergeMode, lay: FeatureLayout, i: int, j: int, nrows: int, ncols: int
 ) -> tuple[slice, slice]:
@@ -712,7 +660,7 @@ def _choose_blocksize(
     for b in (512, 256, 128, 64, 32, 16):
         if b > top and b > 16:
             continue
-        if dim * (b + feat_size) * width * 4 / 2**20 <= budget_mb:
+        if dim * (b + feat_size) * min(width, b) * 4 / 2**20 <= budget_mb:  # wider: column stripes
             return b
     return 16
 
@@ -794,12 +742,14 @@ def embed(
         target_crs, resolution: read the raster reprojected (GDAL warped VRT) to this CRS / resolution.
         device: ``auto``, ``cpu``, ``cuda``, ``mps``; batch_size: tiles per forward pass.
         workers: reader threads prefetching tile rows; pause_s: sleep between batches (thermal throttling).
-        memory_mb: budget for the feature rows held in memory (sets the strip height).
+        memory_mb: budget for the feature rows and tile rows held in memory (sets the strip height and, on
+            wide rasters, the width of the column stripes; ``EmbedResult.peak_buffer_mb`` is what was held).
         cache_mb: GDAL block cache while the job runs (bounded so memory does not grow with the raster).
         cache_dir: where sessions live (default: ``embed_sessions`` beside ``output``, else ``./embed_sessions``).
         resume: continue an interrupted session with the same parameters.
         backbone: an already-built :class:`Backbone` (then ``model`` only names it).
-        progress: called with the number of tiles finished.
+        progress: called with the number of tiles finished, after every tile row of every stripe (also
+            when all its tiles were empty); a cancellation raised from it stops the job resumably.
 
     Tiles without any valid pixel are not encoded (counted in ``tiles_skipped``). Ctrl-C or SIGTERM stop
     the job after the batch in flight; the strips written so far are kept and a rerun resumes from them.
@@ -958,8 +908,30 @@ def embed(
     fgrid_full = grid.subgrid(area).scaled(lay.factor)
     fgrid = fgrid_full
     nrows, ncols = plan.shape
+    report_total(progress, nrows * ncols)  # the extent may clip the caller's estimate
     dim = backbone.dim
     blocksize = _choose_blocksize(dim, fgrid.width, lay.feat_size, memory_mb, fgrid.height)
+    # wide rasters: column stripes, planned like predict's, so memory does not grow with the width
+    narrowest = min(ncols, max(1, blocksize // lay.feat_stride))
+    cap = blocksize + lay.feat_size + lay.feat_stride * math.ceil(batch_size / narrowest)
+    per_col = feature_bytes_per_column(
+        dim,
+        cap,
+        blocksize,
+        lay.factor,
+        size,
+        len(band_indexes),
+        np.dtype(reader.dtype).itemsize,
+        max(1, workers) + 2,
+    )
+    stripe_w, stripes = plan_column_stripes(0, fgrid.width, blocksize, per_col, memory_mb)
+    if len(stripes) > 1:
+        log.info(
+            "Encoding %d column stripes of %d feature pixels (memory_mb=%g)",
+            len(stripes),
+            stripe_w,
+            memory_mb,
+        )
     nodata = float("nan")
     tags = {
         "rasterlearn_stage": "embed",
@@ -998,129 +970,48 @@ def embed(
         blocksize=blocksize,
         overviews=storage == "float32",
         resume=resume,
-        fingerprint=f"{sid}:strip{blocksize}",  # strips are the resume keys: another height is another job
+        # strips (and stripes) are the resume keys: another height or stripe width is another job
+        fingerprint=f"{sid}:strip{blocksize}" + (f":stripe{stripe_w}" if len(stripes) > 1 else ""),
     )
-    n_strips = math.ceil(fgrid.height / blocksize)
-    done_prefix = 0
-    while done_prefix < n_strips and writer.is_done(f"strip:{done_prefix}"):
-        done_prefix += 1
-    resumed = done_prefix > 0
-    if resumed:
-        log.info("Resuming session %s: %d of %d feature strips already written", sid, done_prefix, n_strips)
-    base = done_prefix * blocksize
-    # A batch may hold tiles of up to ``span + 1`` consecutive tile rows (batches cross row ends, so a
-    # narrow raster still fills batch_size); the accumulator holds the feature rows they touch.
-    span = max(1, math.ceil(batch_size / max(1, ncols)))
-    acc = _Accumulator(dim, fgrid.width, blocksize + lay.feat_size + span * lay.feat_stride, base, merge)
-    first_row = 0
-    while first_row < nrows and first_row * lay.feat_stride + lay.feat_size <= base:
-        first_row += 1
-    row_offsets, col_offsets = plan.row_offsets, plan.col_offsets
-    strip_cols = Window(0, col_offsets[0], size, col_offsets[-1] + size - col_offsets[0])
-
-    local = threading.local()
-    opened: list[RasterReader] = []
-
-    def read_row(i: int) -> tuple[np.ndarray, np.ndarray]:
-        rd = getattr(local, "reader", None)
-        if rd is None:
-            rd = local.reader = reader.reopen()
-            opened.append(rd)
-        block = rd.read(Window(row_offsets[i], strip_cols.col_off, size, strip_cols.width))
-        return block.data, block.valid
-
-    tiles_done = tiles_skipped = 0
-    model_seconds = 0.0
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="embed-read")
-    pending: dict[int, Future] = {}
-    depth = max(1, workers) + 1
-
-    def schedule(upto: int) -> None:
-        for k in range(upto, min(nrows, upto + depth)):
-            if k not in pending:
-                pending[k] = pool.submit(read_row, k)
-
-    def flush(upto_row: int) -> None:
-        """Write every finished strip whose rows all lie before feature row ``upto_row``."""
-        while acc.base < fgrid.height and acc.base + blocksize <= upto_row:
-            k = acc.base // blocksize
-            rows = min(blocksize, fgrid.height - acc.base)
-            data = acc.take(blocksize, nodata)[:, :rows]
-            writer.write(data, Window(k * blocksize, 0, rows, fgrid.width))
-            writer.mark_done(f"strip:{k}", commit_every_s=0.0)
-        if upto_row >= fgrid.height and acc.base < fgrid.height:
-            k = acc.base // blocksize
-            rows = fgrid.height - acc.base
-            data = acc.take(blocksize, nodata)[:, :rows]
-            writer.write(data, Window(k * blocksize, 0, rows, fgrid.width))
-            writer.mark_done(f"strip:{k}", commit_every_s=0.0)
-
-    queue: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # (tile row, tile col, data, valid)
-    rows_reported = first_row
-
-    def encode_queue(count: int) -> None:
-        """Encode the first ``count`` queued tiles as one batch and merge them into the accumulator."""
-        nonlocal model_seconds
-        chunk = queue[:count]
-        del queue[:count]
-        # every tile not merged yet lies at or below this one: strips above it are final
-        flush(chunk[0][0] * lay.feat_stride)
-        x = np.stack([norm.apply(t[2], t[3]) for t in chunk])
-        vm = np.stack([t[3] for t in chunk]).astype("float32")
-        t0 = time.perf_counter()
-        feats, vfrac = _encode(backbone, x, vm, lay, dev)
-        model_seconds += time.perf_counter() - t0
-        for (i, j, _, _), f, vf in zip(chunk, feats, vfrac, strict=True):
-            keep = _keep_slices(merge, lay, i, j, nrows, ncols)
-            acc.add(f, vf >= max(min_valid_fraction, 1e-6), i * lay.feat_stride, j * lay.feat_stride, keep)
-        report(queue[0][0] if queue else chunk[-1][0] + 1)
-        if pause_s > 0:
-            time.sleep(pause_s)
-
-    def report(upto_row: int) -> None:
-        """Tile rows before ``upto_row`` are fully merged: count them as done."""
-        nonlocal tiles_done, rows_reported
-        while rows_reported < upto_row:
-            rows_reported += 1
-            tiles_done += ncols
-            if progress is not None:
-                progress(ncols)
-
+    job = StreamJob(
+        reader=reader,
+        encode=encoder(backbone, lay, dev),
+        norm=norm,
+        keep=lambda i, j: _keep_slices(merge, lay, i, j, nrows, ncols),
+        writer=writer,
+        row_offsets=plan.row_offsets,
+        col_offsets=plan.col_offsets,
+        size=size,
+        feat_size=lay.feat_size,
+        feat_stride=lay.feat_stride,
+        width=fgrid.width,
+        height=fgrid.height,
+        dim=dim,
+        blocksize=blocksize,
+        stripes=stripes,
+        merge=merge,
+        min_valid_fraction=min_valid_fraction,
+        batch_size=batch_size,
+        workers=workers,
+        pause_s=pause_s,
+        nodata=nodata,
+    )
     ok = False
     try:
-        schedule(first_row)
-        for i in range(first_row, nrows):
-            data, valid = pending.pop(i).result()
-            schedule(i + 1)
-            for j, c in enumerate(col_offsets):
-                cs = slice(c - strip_cols.col_off, c - strip_cols.col_off + size)
-                v = valid[:, cs]
-                if not v.any():
-                    tiles_skipped += 1
-                    continue
-                if queue and i - queue[0][0] > span:
-                    encode_queue(len(queue))  # keep the rows in flight within the accumulator
-                queue.append((i, j, data[:, :, cs], v))
-                if len(queue) >= batch_size:
-                    encode_queue(batch_size)
-            if not queue:
-                report(i + 1)
-        while queue:
-            encode_queue(min(batch_size, len(queue)))
-        report(nrows)
-        flush(fgrid.height)
+        streamed = run_stripes(job, progress)
         ok = True
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
         if not ok:
             with contextlib.suppress(Exception):
                 writer.abort(keep_partial=True)
             _update_index(
                 cache, sid, {"status": "interrupted", "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
             )
-        for rd in opened:
-            rd.close()
         reader.close()
+    resumed = streamed.strips_resumed > 0
+    if resumed:
+        log.info("Resumed session %s: %d feature strips were already written", sid, streamed.strips_resumed)
+    tiles_skipped, model_seconds = streamed.tiles_skipped, streamed.model_seconds
     produced = writer.close()
     if storage != "float32":
         try:
@@ -1138,7 +1029,19 @@ def embed(
         move_file(produced, final)  # across file systems: a temporary copy beside final, then a rename
     seconds = time.perf_counter() - t_start
     result = EmbedResult(
-        final, session, sid, fgrid, dim, nrows * ncols, tiles_skipped, resumed, seconds, model_seconds, params
+        final,
+        session,
+        sid,
+        fgrid,
+        dim,
+        nrows * ncols,
+        tiles_skipped,
+        resumed,
+        seconds,
+        model_seconds,
+        params,
+        stripes=len(stripes),
+        peak_buffer_mb=streamed.peak_buffer_bytes / 2**20,
     )
     _write_json(
         record_path,
@@ -1153,6 +1056,8 @@ def embed(
             "seconds": seconds,
             "model_seconds": model_seconds,
             "blocksize": blocksize,
+            "stripes": len(stripes),
+            "stripe_width": stripe_w,
         },
     )
     _update_index(cache, sid, {"status": "complete", "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -1167,28 +1072,6 @@ def embed(
         seconds,
     )
     return result
-
-
-@torch.inference_mode()
-def _encode(
-    backbone: Backbone, x: np.ndarray, valid: np.ndarray, lay: FeatureLayout, dev: torch.device
-) -> tuple[np.ndarray, np.ndarray]:
-    """Features (B, dim, n, n) and valid fraction (B, n, n) of a batch of normalized tiles."""
-    import torch.nn.functional as F
-
-    xt = torch.from_numpy(x).to(dev, non_blocking=True)
-    if lay.input_size != lay.size:
-        xt = F.interpolate(
-            xt,
-            size=(lay.input_size, lay.input_size),
-            mode="bilinear",
-            align_corners=False,
-            antialias=lay.input_size < lay.size,
-        )
-    feats = backbone(xt).float()
-    vt = torch.from_numpy(valid)[:, None]
-    vfrac = F.adaptive_avg_pool2d(vt, (lay.feat_size, lay.feat_size))[:, 0]
-    return feats.cpu().numpy(), vfrac.numpy()
 
 
 def _convert_storage(src: Path, dst: Path, storage: Storage) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "SnapMode",
     "TilePlan",
     "Window",
+    "plan_column_stripes",
     "plan_tiles",
     "tile_offsets",
 ]
@@ -515,3 +516,30 @@ def plan_tiles(
             )
         win = clipped
     return TilePlan(grid, size_p, stride_p, edge, win)
+
+
+def plan_column_stripes(
+    col_start: int, col_stop: int, blocksize: int, bytes_per_col: float, memory_mb: float
+) -> tuple[int, list[tuple[int, int]]]:
+    """Split columns ``[col_start, col_stop)`` into stripes that fit a memory budget.
+
+    A streaming stage holds a band of rows as wide as what it processes; on a wide raster that band alone
+    can exceed the budget. Stripes bound it: each is a whole number of ``blocksize`` blocks wide (seams on
+    the block grid counted from column 0, so output blocks never straddle two stripes; the first and last
+    stripe are cut to the range), and holds at most ``memory_mb`` MiB at ``bytes_per_col`` bytes per
+    column, but always at least one block.
+
+    Returns:
+        ``(stripe_width, [(start, stop), ...])``: the stripe width and the stripes, left to right.
+    """
+    if blocksize < 1 or col_stop <= col_start:
+        raise InputError(
+            f"need blocksize >= 1 and a non-empty column range, got {blocksize}, {col_start}..{col_stop}"
+        )
+    width = max(blocksize, int(memory_mb * 2**20 // max(bytes_per_col, 1e-9)) // blocksize * blocksize)
+    stripes: list[tuple[int, int]] = []
+    s0 = (col_start // blocksize) * blocksize
+    while s0 < col_stop:
+        stripes.append((max(s0, col_start), min(s0 + width, col_stop)))
+        s0 += width
+    return width, stripes

@@ -54,7 +54,7 @@ from rasterlearn._util import file_sha256, stable_hash
 from rasterlearn.compat import check_imagery
 from rasterlearn.engine.events import report_total
 from rasterlearn.errors import InputError, ModelError, OutputError
-from rasterlearn.grid import Window, plan_tiles
+from rasterlearn.grid import Window, plan_column_stripes, plan_tiles
 from rasterlearn.io.aoi import aoi_mask, resolve_aoi
 from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import ImageReader, RasterReader, gdal_cache
@@ -515,13 +515,7 @@ def predict_raster(
     col_index = {c: j for j, c in enumerate(col_offs)}
 
     # column stripes sized by the accumulator budget, aligned to the output blocks
-    per_col = (n_out * 4 + 1) * (bs + n)
-    stripe_w = max(bs, int(memory_mb * 2**20 // per_col) // bs * bs)
-    stripes: list[tuple[int, int]] = []
-    s0 = (e_c0 // bs) * bs
-    while s0 < e_c1:
-        stripes.append((max(s0, e_c0), min(s0 + stripe_w, e_c1)))
-        s0 += stripe_w
+    stripe_w, stripes = plan_column_stripes(e_c0, e_c1, bs, (n_out * 4 + 1) * (bs + n), memory_mb)
     if len(stripes) > 1:
         log.info("Processing %d column stripes of %d px (memory_mb=%g)", len(stripes), stripe_w, memory_mb)
 

@@ -17,6 +17,7 @@ import csv
 import json
 import logging
 import random
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ from rasterlearn.data import (
 from rasterlearn.diagnostics import annotate
 from rasterlearn.errors import ConfigError, InputNotFoundError, ModelError, OutputError
 from rasterlearn.imbalance import balanced_sampler, resolve_imbalance
-from rasterlearn.io.paths import check_outputs
+from rasterlearn.io.paths import check_outputs, output_lock
 from rasterlearn.losses import build_loss
 from rasterlearn.metrics import metrics_from_confusion, metrics_table
 from rasterlearn.models import (
@@ -78,6 +79,8 @@ _RESUMABLE_CHANGES = {
     "early_stopping_patience",
     "accelerator",
     "devices",
+    "strategy",
+    "num_nodes",
     "logger",
     "sample_chips",
     "limit_val_batches",
@@ -157,7 +160,8 @@ class TrainConfig(BaseModel):
     # hardware and reproducibility
     accelerator: str = "auto"
     devices: int | str = "auto"
-    strategy: str = "auto"
+    strategy: str = Field(default="auto", description="Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...")
+    num_nodes: int = Field(default=1, ge=1, description="machines of a distributed run (Lightning num_nodes)")
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"
     seed: int = 42
     deterministic: bool = False
@@ -223,6 +227,10 @@ def _quiet_lightning() -> None:
         return
     for name in ("lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # a deprecation between Lightning and torch, printed on every logged metric; nothing a user can change
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
 
 
 def _module_base() -> type:
@@ -494,6 +502,7 @@ def make_trainer(
         accelerator=config.accelerator,
         devices=config.devices,
         strategy=config.strategy,
+        num_nodes=config.num_nodes,
         precision=precision,
         max_epochs=config.epochs,
         gradient_clip_val=config.gradient_clip,
@@ -609,7 +618,32 @@ def train(
     config = config or TrainConfig()
     dataset = Path(dataset)
     out_dir = Path(out_dir)
+    kw: dict[str, Any] = {
+        "resume": resume,
+        "overwrite": overwrite,
+        "callbacks": callbacks,
+        "progress_bar": progress_bar,
+        "progress": progress,
+    }
+    if not is_global_zero():  # a DDP rank > 0, started by rank 0, which checked OUT and holds its lock
+        return _train(dataset, out_dir, config, **kw)
     check_outputs([dataset, config.weights], [out_dir])
+    with output_lock(out_dir):  # a second training into the same folder refuses, naming this one
+        return _train(dataset, out_dir, config, **kw)
+
+
+def _train(
+    dataset: Path,
+    out_dir: Path,
+    config: TrainConfig,
+    *,
+    resume: bool,
+    overwrite: bool,
+    callbacks: Sequence[Any],
+    progress_bar: bool,
+    progress: Callable[[int], None] | None,
+) -> TrainResult:
+    """:func:`train` once ``out_dir`` is checked and locked (rank 0) or by a DDP rank > 0."""
     info = load_dataset_info(dataset)
     check_chip_size(config.arch, info.chip_size)
     kw = temporal_model_kwargs(
@@ -733,6 +767,12 @@ def train(
         threshold=config.threshold,
         ignore_index=info.schema.ignore_index,
     )
+    history = module.history
+    epochs_trained = int(trainer.current_epoch) if config.epochs > 0 else 0
+    if (
+        not trainer.is_global_zero
+    ):  # under DDP only rank 0 fits the baseline and writes package, metrics, report
+        return TrainResult(out_dir, metrics, history, best, epochs_trained, {})
     extras = after_training(
         out_dir,
         dataset,
@@ -748,8 +788,6 @@ def train(
         seed=config.seed,
         batch_size=config.batch_size,
     )
-    history = module.history
-    epochs_trained = int(trainer.current_epoch) if config.epochs > 0 else 0
     meta = _package_metadata(
         config,
         info,
@@ -767,9 +805,6 @@ def train(
         best,
     )
     meta.training.update({"imbalance": choice.to_dict(), **extras})
-    files: dict[str, Path] = {}
-    if not trainer.is_global_zero:  # under DDP only rank 0 writes the package, metrics and report
-        return TrainResult(out_dir, metrics, history, best, epochs_trained, files)
     save_package(model, meta, out_dir)
     files = write_training_outputs(out_dir, metrics, history, model, val, config, info)
     log.info("Model package written to %s (val mIoU %s)", out_dir, _fmt(metrics.get("mean_iou")))

@@ -30,7 +30,10 @@ def is_global_zero() -> bool:
     """Whether this process is rank 0 of a (possibly distributed) run; ``True`` outside DDP."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return int(torch.distributed.get_rank()) == 0
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+    if os.environ.get("RANK"):  # torchrun, SLURM wrappers
+        return int(os.environ["RANK"]) == 0
+    # Lightning's own launcher sets LOCAL_RANK and NODE_RANK in the processes it starts
+    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK"))
 
 
 def mlflow_tracking_uri(out_dir: str | Path) -> str:
@@ -79,10 +82,32 @@ def _mlflow_logger(out_dir: Path, experiment: str, run_name: str | None) -> Any:
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         artifacts = (Path(out_dir) / "mlartifacts").resolve().as_uri()
         Path(out_dir).mkdir(parents=True, exist_ok=True)
+    if not logging.getLogger("rasterlearn").isEnabledFor(logging.DEBUG):
+        logging.getLogger("mlflow").setLevel(
+            logging.WARNING
+        )  # its own handler prints store set-up INFO lines
+    if is_global_zero():
+        _ensure_experiment(uri, experiment, artifacts)
     log.info("MLflow: experiment %r, run %r, tracking store %s", experiment, run_name or "(auto)", uri)
     return MLFlowLogger(
         experiment_name=experiment, run_name=run_name, tracking_uri=uri, artifact_location=artifacts
     )
+
+
+def _ensure_experiment(uri: str, experiment: str, artifacts: str | None) -> None:
+    """Create the MLflow experiment ourselves, with one log line (Lightning warns when it has to)."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        if client.get_experiment_by_name(experiment) is None:
+            client.create_experiment(experiment, artifact_location=artifacts)
+            log.info("MLflow: created experiment %r in %s", experiment, uri)
+    except Exception as exc:  # a remote store that is down: say so in one line
+        raise ConfigError(
+            f"MLflow tracking store {uri} is not usable ({exc}); check MLFLOW_TRACKING_URI or unset it "
+            f"to log into OUT/mlruns.db"
+        ) from exc
 
 
 def _csv_logger(out_dir: Path, resume_ckpt: Path | None) -> Any:

@@ -284,6 +284,13 @@ def progress_bar(
         renderer.prog, renderer.task = prog, prog.add_task(description, total=tot)
         try:
             yield monitor.phase(description, tot, unit)
+        except BaseException:
+            if not prog.tasks[0].completed:  # refused before any work: the error alone, no empty bar
+                prog.remove_task(renderer.task)
+                prog.live.transient = True  # nor the blank line an emptied display leaves
+                prog.live.stop()
+                prog.disable = True
+            raise
         finally:
             renderer.prog = None
 

@@ -146,7 +146,10 @@ def embed_cmd(
     no_resume: Annotated[bool, typer.Option("--no-resume", help="Start afresh instead of resuming.")] = False,
     memory_mb: Annotated[
         float,
-        typer.Option("--memory-mb", help="Budget for feature rows held in memory (sets the strip height)."),
+        typer.Option(
+            "--memory-mb",
+            help="Budget for feature and tile rows held in memory (strip height; column stripes on wide rasters).",
+        ),
     ] = 256.0,
     cache_mb: Annotated[
         int, typer.Option("--cache-mb", help="GDAL block cache bound during the job (MB).")

@@ -20,16 +20,16 @@ def train(
     ],
     config: Annotated[Path | None, typer.Option("--config", help="YAML file of training options.")] = None,
     arch: Annotated[
-        str | None, typer.Option(help="Architecture (see 'rasterlearn models'). [default: unet]")
+        str | None, typer.Option(help="Architecture (see 'rasterlearn models'). (default: unet)")
     ] = None,
     encoder: Annotated[
-        str | None, typer.Option(help="smp encoder or 'tu-<timm name>'. [default: resnet18]")
+        str | None, typer.Option(help="smp encoder or 'tu-<timm name>'. (default: resnet18)")
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option(help="Epochs; 0 = evaluate the model only. [default: 20]")
+        int | None, typer.Option(help="Epochs; 0 = evaluate the model only. (default: 20)")
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Chips per batch. [default: 8]")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate. [default: 1e-3]")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Chips per batch. (default: 8)")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate. (default: 1e-3)")] = None,
     pretrained: Annotated[
         str | None,
         typer.Option(help="Pretrained encoder weights name, e.g. imagenet (downloads). Default: none."),
@@ -61,27 +61,27 @@ def train(
         str | None,
         typer.Option(
             help="auto (ce+dice when imbalanced, else ce), ce, bce, dice, focal, jaccard, tversky, "
-            "focal_tversky, lovasz; combine with +, e.g. 'ce+dice'. [default: auto]"
+            "focal_tversky, lovasz; combine with +, e.g. 'ce+dice'. (default: auto)"
         ),
     ] = None,
     class_weights: Annotated[
         str | None,
         typer.Option(
             help="auto, none, inverse, inverse_sqrt, median (from the manifest's trn pixel counts). "
-            "[default: auto]"
+            "(default: auto)"
         ),
     ] = None,
     sampler: Annotated[
         str | None,
         typer.Option(
-            help="shuffle, or balanced (chips holding rare classes drawn more often). [default: shuffle]"
+            help="shuffle, or balanced (chips holding rare classes drawn more often). (default: shuffle)"
         ),
     ] = None,
     baseline: Annotated[
         bool | None,
         typer.Option(
             "--baseline/--no-baseline",
-            help="Fit a per-pixel random forest on the same chips and compare. [default: on]",
+            help="Fit a per-pixel random forest on the same chips and compare. (default: on)",
         ),
     ] = None,
     optimizer: Annotated[str | None, typer.Option(help="adamw, adam, sgd.")] = None,
@@ -91,14 +91,19 @@ def train(
         int | None, typer.Option(help="Train only the decoder for N epochs.")
     ] = None,
     monitor: Annotated[
-        str | None, typer.Option(help="Metric for the best checkpoint. [default: val/miou]")
+        str | None, typer.Option(help="Metric for the best checkpoint. (default: val/miou)")
     ] = None,
     patience: Annotated[int | None, typer.Option(help="Early stopping patience (epochs).")] = None,
     precision: Annotated[str | None, typer.Option(help="auto, 32, bf16-mixed, 16-mixed.")] = None,
     accelerator: Annotated[str | None, typer.Option(help="auto, cpu, gpu, mps.")] = None,
     devices: Annotated[str | None, typer.Option(help="Devices (e.g. 1, 2, auto).")] = None,
-    workers: Annotated[int | None, typer.Option(help="DataLoader workers. [default: auto]")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed. [default: 42]")] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(help="Lightning strategy, e.g. ddp (one process per device; only rank 0 writes OUT)."),
+    ] = None,
+    num_nodes: Annotated[int | None, typer.Option(help="Machines of a distributed run. (default: 1)")] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader workers. (default: auto)")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed. (default: 42)")] = None,
     deterministic: Annotated[
         bool | None,
         typer.Option("--deterministic/--no-deterministic", help="Deterministic algorithms (slower)."),
@@ -108,7 +113,7 @@ def train(
         str | None,
         typer.Option(
             help="MLflow experiment name (store: $MLFLOW_TRACKING_URI, else OUT/mlruns.db). "
-            "[default: rasterlearn]"
+            "(default: rasterlearn)"
         ),
     ] = None,
     run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
@@ -152,6 +157,8 @@ def train(
         precision=precision,
         accelerator=accelerator,
         devices=dev,
+        strategy=strategy,
+        num_nodes=num_nodes,
         num_workers=workers,
         seed=seed,
         deterministic=deterministic,
@@ -164,6 +171,8 @@ def train(
         result = run_train(
             dataset, out, cfg, resume=resume, overwrite=overwrite, progress_bar=bar, progress=advance
         )
+    if not result.files:  # a DDP rank > 0: rank 0 wrote the package and prints the summary
+        return
     m = result.metrics
     console.print(f"Model package: {out}/model.json (+ model.safetensors); report: {out}/report.html")
     _print_metrics(m, f"validation ({cfg.val_split})")
@@ -221,13 +230,13 @@ def compare_cmd(
     config: Annotated[
         Path | None, typer.Option("--config", help="YAML file of training options for the networks.")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs of each network. [default: 20]")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Chips per batch. [default: 8]")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs of each network. (default: 20)")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Chips per batch. (default: 8)")] = None,
     rf_samples: Annotated[int, typer.Option(help="Training pixels of each random forest.")] = 100_000,
     feature_model: Annotated[
         str, typer.Option(help="timm backbone of rf:features (pretrained only when cached).")
     ] = "resnet18.a1_in1k",
-    workers: Annotated[int | None, typer.Option(help="DataLoader workers. [default: auto]")] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader workers. (default: auto)")] = None,
 ) -> None:
     """Train/fit each candidate on the same chips and split; one table (mIoU, IoU per class, kappa, time, size)."""
     from rich.table import Table

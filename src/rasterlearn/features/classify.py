@@ -48,7 +48,7 @@ from rasterlearn.features._io import (
 )
 from rasterlearn.features.cv_check import check_folds, groups_per_class
 from rasterlearn.features.sampling import VectorSample, sample_vector
-from rasterlearn.io.paths import check_outputs
+from rasterlearn.io.paths import check_outputs, output_lock
 from rasterlearn.io.raster import RasterReader
 from rasterlearn.io.writer import BlockWriter
 from rasterlearn.labels import ClassInfo, ClassSchema, default_color
@@ -399,7 +399,8 @@ def classify_raster(
         [output, model_dir, None if model is not None else (metrics_out or metrics_path_for(output))],
     )
     new_model = model_dir is not None and not model_dir.exists()
-    with RasterReader(raster, bands) as reader:
+    # the output's lock first: a second run into the same output refuses before it touches the model folder
+    with output_lock(output), RasterReader(raster, bands) as reader:
         if model is not None:
             fc = FittedClassifier.load(model, trust=trust_model)
             check_model_bands("model", model, fc.band_names, raster, reader.count)
