@@ -29,7 +29,7 @@ def change_cmd(
         ),
     ] = "cosine",
     threshold: Annotated[
-        float | None, typer.Option(help="Distance above which a pixel is change. [default: Otsu's threshold]")
+        float | None, typer.Option(help="Distance above which a pixel is change. (default: Otsu's threshold)")
     ] = None,
     distance: Annotated[Path | None, typer.Option(help="Also write the float32 distance raster.")] = None,
     polygons: Annotated[
