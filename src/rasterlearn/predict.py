@@ -793,9 +793,11 @@ def predict_raster(
             irows = [i for i, r in enumerate(row_offs) if r + wh > band_start]
             acc = np.zeros((n_out, bs + wh, sw), dtype="float32")
             vband = np.zeros((bs + wh, sw), dtype=bool)
-            # batches run through the windows in row-major order and may span window rows
-            order = [(i, j) for i in irows for j in jcols]
+            # batches run through the stripe's windows in row-major order and may span window rows; they are
+            # cut from the stripe's first window row, so a resumed run feeds the model identical batches
+            order = [(i, j) for i in range(len(row_offs)) for j in jcols]
             chunks = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+            chunks = [c for c in chunks if c[-1][0] >= irows[0]]
             futures: list[Future[Any]] = []
             depth = max(2, io_threads)  # batches read ahead (see predict_plan)
             nxt = 0
