@@ -73,7 +73,7 @@ def run_untiled(work: Path, raster: Path, out: Path, threads: int) -> dict:
     model = pkg.model.eval().to(memory_format=torch.channels_last)
     norm = pkg.meta.norm
     c0, t0 = time.process_time(), time.perf_counter()
-    with RasterReader(raster) as r:
+    with RasterReader(raster, list(range(1, pkg.meta.in_channels + 1))) as r:  # as predict's band matching
         block = r.read(r.grid.window)
     h, w = block.data.shape[1:]
     ph, pw = -(-h // 32) * 32, -(-w // 32) * 32

@@ -265,3 +265,73 @@ def test_predict_does_not_import_lightning_matplotlib_or_pandas(make_raster, tmp
     assert json.loads(r.stdout.strip().splitlines()[-1]) == []
     with rasterio.open(tmp_path / "m.tif") as ds:
         assert ds.shape == (64, 64) and set(np.unique(ds.read(1)).tolist()) <= {0, 1}
+
+
+# -- the CPU path: channels-last and checked bf16 ----------------------------------------------------
+
+
+def test_channels_last_runner_matches_plain_fp32():
+    from rasterlearn.predict_runtime import ModelRunner
+
+    x = torch.randn(2, 3, 48, 64)
+    plain = ModelRunner(FCN(3, 4), n_out=4, task="multiclass", channels_last=False)
+    cl = ModelRunner(FCN(3, 4), n_out=4, task="multiclass", channels_last=True)
+    a, b = plain(x), cl(x)
+    assert a.shape == (2, 4, 48, 64) and a.flags["C_CONTIGUOUS"] and b.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(a.sum(1), 1.0, atol=1e-5)
+
+
+def _bf16_run(make_raster, tmp_path, name):
+    rng = np.random.default_rng(6)
+    src = make_raster(rng.integers(0, 1000, (3, 70, 83)).astype("uint16"), nodata=None, name=f"{name}.tif")
+    norm = Normalization("zscore", (500.0,) * 3, (300.0,) * 3)
+    prob = tmp_path / f"{name}_p.tif"
+    res = predict_raster(
+        FCN(3, 4).eval(),
+        _meta(3, 4, norm=norm),
+        src,
+        tmp_path / f"{name}_map.tif",
+        probabilities=prob,
+        prob_dtype="float32",
+        precision="bf16",
+    )
+    ref = _reference(FCN(3, 4).eval(), norm, _read(src))
+    return res.parameters["precision"], _read(prob), ref
+
+
+def test_bf16_falls_back_to_fp32_without_native_support(make_raster, tmp_path, monkeypatch, caplog):
+    import rasterlearn.predict_runtime as rt
+
+    monkeypatch.setattr(rt, "bf16_supported", lambda: False)
+    with caplog.at_level("WARNING", logger="rasterlearn"):
+        precision, got, ref = _bf16_run(make_raster, tmp_path, "nobf16")
+    assert precision == "fp32" and "no native bf16" in caplog.text
+    np.testing.assert_allclose(got, ref, atol=2e-6)
+
+
+def test_bf16_falls_back_when_classes_disagree(make_raster, tmp_path, monkeypatch, caplog):
+    import rasterlearn.predict_runtime as rt
+
+    monkeypatch.setattr(rt, "bf16_supported", lambda: True)
+    monkeypatch.setattr(rt, "BF16_MIN_AGREEMENT", 1.01)  # no result can pass: must fall back
+    with caplog.at_level("WARNING", logger="rasterlearn"):
+        precision, got, ref = _bf16_run(make_raster, tmp_path, "strict")
+    assert precision == "fp32" and "changed the class" in caplog.text
+    np.testing.assert_allclose(got, ref, atol=2e-6)
+
+
+def test_bf16_when_kept_agrees_with_fp32(make_raster, tmp_path, caplog):
+    from rasterlearn.predict_runtime import bf16_supported
+
+    if not bf16_supported():
+        pytest.skip("this CPU has no native bf16")
+    with caplog.at_level("INFO", logger="rasterlearn"):
+        precision, got, ref = _bf16_run(make_raster, tmp_path, "bf16")
+    if precision == "fp32":  # not faster here: kept fp32, with the reason logged
+        assert "not faster" in caplog.text or "changed the class" in caplog.text
+        np.testing.assert_allclose(got, ref, atol=2e-6)
+    else:
+        assert precision == "bf16"
+        assert np.abs(got - ref).max() <= 0.05
+        assert (got.argmax(0) == ref.argmax(0)).mean() >= 0.99
