@@ -335,3 +335,23 @@ def test_bf16_when_kept_agrees_with_fp32(make_raster, tmp_path, caplog):
         assert precision == "bf16"
         assert np.abs(got - ref).max() <= 0.05
         assert (got.argmax(0) == ref.argmax(0)).mean() >= 0.99
+
+
+def test_onnx_runtime_matches_torch_within_1e4(make_raster, tmp_path):
+    pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(8)
+    src = make_raster(rng.integers(0, 1000, (3, 70, 83)).astype("uint16"), nodata=None, name="onnx_in.tif")
+    norm = Normalization("zscore", (500.0,) * 3, (300.0,) * 3)
+    kw = {"probabilities": None, "prob_dtype": "float32", "tta": "rot90", "window": (64, 96), "blocksize": 32}
+    probs = {}
+    for runtime in ("torch", "onnx"):
+        kw["probabilities"] = tmp_path / f"{runtime}_p.tif"
+        res = predict_raster(
+            FCN(3, 4).eval(), _meta(3, 4, norm=norm), src, tmp_path / f"{runtime}.tif", runtime=runtime, **kw
+        )
+        assert res.parameters["runtime"] == runtime and res.windows_total > 1
+        probs[runtime] = _read(tmp_path / f"{runtime}_p.tif")
+    assert np.abs(probs["onnx"] - probs["torch"]).max() <= 1e-4
+    assert (probs["onnx"].argmax(0) == probs["torch"].argmax(0)).mean() >= 0.999
+    with pytest.raises(InputError, match="fp32"):
+        predict_raster(FCN(3, 4), _meta(3, 4), src, tmp_path / "x.tif", runtime="onnx", precision="bf16")

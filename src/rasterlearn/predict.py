@@ -72,7 +72,7 @@ from rasterlearn.predict_plan import (
     output_stride,
     plan_inference,
 )
-from rasterlearn.predict_runtime import ModelRunner, Precision
+from rasterlearn.predict_runtime import ModelRunner, Precision, Runtime
 
 __all__ = [
     "TTA_CHOICES",
@@ -406,6 +406,7 @@ def predict_raster(
     device: str = "auto",
     amp: bool = True,
     precision: Precision = "auto",
+    runtime: Runtime = "torch",
     threads: int | None = None,
     io_threads: int = 2,
     blocksize: int = 512,
@@ -453,6 +454,8 @@ def predict_raster(
         precision: ``auto`` (fp16 autocast on CUDA with ``amp``, fp32 on CPU), ``fp32``, or ``bf16`` (CPU:
             used only when the CPU has native bf16 and a check on the first window agrees with fp32; else
             fp32 with a logged reason). See :mod:`rasterlearn.predict_runtime`.
+        runtime: ``torch`` (default) or ``onnx``: the network exported to ONNX and run by ONNX Runtime on
+            the CPU (needs ``rasterlearn[onnx]``; probabilities within 1e-4 of torch).
         threads: torch CPU threads (default: torch's choice).
         io_threads: reader threads, each with its own dataset handle.
         blocksize: output block size (COG tiles; flush and resume granularity).
@@ -530,7 +533,14 @@ def predict_raster(
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     cuda = dev.type == "cuda"
     runner = ModelRunner(
-        model, n_out=n_out, task=task, tta=tta_names, device=dev, precision=precision, amp=amp
+        model,
+        n_out=n_out,
+        task=task,
+        tta=tta_names,
+        device=dev,
+        precision=precision,
+        amp=amp,
+        runtime=runtime,
     )
     model = runner.model
 
@@ -625,6 +635,7 @@ def predict_raster(
         "extent": extent.to_tuple(),
         "input_nodata": in_nodata,
         "precision": runner.precision,
+        "runtime": runner.runtime,
         **({"accepted_mismatches": compat_notes} if compat_notes else {}),
     }
     # output-neutral settings: provenance only, not in the resume fingerprint
