@@ -83,7 +83,7 @@ class ModelRunner:
         tta: augmentation names (``identity`` first) averaged after their inverse.
         device: a torch device (string or object).
         precision: ``auto`` (fp16 autocast on CUDA when ``amp``; fp32 on CPU), ``fp32`` or ``bf16`` (CPU;
-            checked, see the module docstring).
+            checked, see the module docstring; on CUDA bf16 autocast).
         amp: mixed precision on CUDA.
         channels_last: channels-last memory format (default: on for CPU and CUDA with the torch runtime).
         runtime: ``torch`` or ``onnx`` (ONNX Runtime on CPU; see the module docstring).
@@ -127,7 +127,12 @@ class ModelRunner:
         self.task = task
         self.tta = tuple(tta)
         self.requested = precision
-        self.precision = "fp16" if (self.cuda and amp and precision != "fp32") else "fp32"
+        if self.cuda:  # bf16 on request; else fp16 autocast with amp
+            self.precision = (
+                "bf16" if precision == "bf16" else ("fp16" if amp and precision == "auto" else "fp32")
+            )
+        else:
+            self.precision = "fp32"  # bf16 on CPU is settled by choose_precision
         self.precision_note = ""
         self._checked = False
 
