@@ -169,7 +169,7 @@ class PredictSection(_Section):
     threshold: float | None = None
     device: str = "auto"
     blocksize: int = Field(512, gt=0, multiple_of=16)
-    memory_mb: float = Field(640.0, gt=0)
+    memory_mb: float = Field(560.0, gt=0)
     window: int | None = Field(None, gt=0, description="inference window (px); default: from memory_mb")
     vectorize: bool = True
     min_area: float = Field(0.0, ge=0, description="vectorize: drop smaller polygons (map units²)")

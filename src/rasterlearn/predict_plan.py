@@ -44,7 +44,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MEMORY_MB = 640.0
+DEFAULT_MEMORY_MB = 560.0
 """Default working-memory budget of ``predict`` (MB above the imports; the imports of torch, smp and GDAL
 take about 0.85 GB with a CUDA build of torch), sized for a peak RSS of about 1.5 GB."""
 ACTIVATION_SAFETY = 1.1
