@@ -12,7 +12,8 @@ and peak RSS of the process. Tools (``--tools``):
 * ``untiled``: the limit -- read the raster, normalize, ONE forward pass of the whole raster (padded to the
   output stride, channels-last, fp32), softmax. Its probabilities are the reference for agreement.
 * ``rl-default``: ``predict_raster`` at its defaults (window and batch from the memory budget, overlap 0.25
-  of the chip); ``rl-50``: the same with overlap 0.5. Both also write float32 probabilities (extra work the
+  of the chip); ``rl-50``: the same with overlap 0.5;
+  ``rl-onnx``: the defaults with ``runtime="onnx"`` (ONNX Runtime). Both also write float32 probabilities (extra work the
   peers' class maps do not have), from which max/mean |dp| against the untiled pass are computed.
 * ``geo-inference`` (NRCan, installed for the run only: ``uv run --with geo-inference``): TorchScript of the
   same weights with rasterlearn's normalization and softmax inside (see bench/predict_vs_geoinference.py),
@@ -89,7 +90,13 @@ def run_untiled(work: Path, raster: Path, out: Path, threads: int) -> dict:
 
 
 def run_rasterlearn(
-    work: Path, raster: Path, out: Path, threads: int, overlap: float, trained: bool = False
+    work: Path,
+    raster: Path,
+    out: Path,
+    threads: int,
+    overlap: float,
+    trained: bool = False,
+    runtime: str = "torch",
 ) -> dict:
     from rasterlearn.models import load_package
     from rasterlearn.predict import predict_raster
@@ -106,6 +113,7 @@ def run_rasterlearn(
         overlap=overlap,
         threads=threads,
         device="cpu",
+        runtime=runtime,
         overwrite=True,
         resume=False,
     )
@@ -219,8 +227,10 @@ def child_main(args: argparse.Namespace) -> None:
     out = work / f"{args.child}_{args.run}.tif"
     if args.child == "untiled":
         res = run_untiled(work, raster, work / "untiled.npy", args.threads)
-    elif args.child in ("rl-default", "rl-50"):
-        res = run_rasterlearn(work, raster, out, args.threads, 0.25 if args.child == "rl-default" else 0.5)
+    elif args.child in ("rl-default", "rl-50", "rl-onnx"):
+        overlap = 0.5 if args.child == "rl-50" else 0.25
+        runtime = "onnx" if args.child == "rl-onnx" else "torch"
+        res = run_rasterlearn(work, raster, out, args.threads, overlap, runtime=runtime)
     elif args.child == "geo-inference":
         res = run_geoinference(work, raster, out, args.threads, args.chip)
     else:

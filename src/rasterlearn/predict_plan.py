@@ -253,7 +253,10 @@ def plan_inference(
 
     Args:
         extent_shape: (rows, cols) of the extent to predict.
-        chip_size: the model's training chip size; ``overlap`` is a fraction of it (0 <= overlap < 1).
+        chip_size: the model's training chip size; ``overlap`` is a fraction of it (0 <= overlap < 1),
+            rounded to a multiple of ``out_stride`` once it reaches one, so that window origins stay on the
+            network's pooling lattice (a stride-32 U-Net is then exactly translation-equivariant across
+            windows).
         bands, n_out: input bands and output channels.
         act_bytes_per_px: measured activation bytes per pixel (see :func:`activation_bytes_per_px`).
         out_stride: window sides are multiples of it.
@@ -278,6 +281,8 @@ def plan_inference(
     s = max(1, int(out_stride))
     rows, cols = (max(1, int(v)) for v in extent_shape)
     ov = min(chip_size - 1, round(overlap * chip_size)) if chip_size > 1 else 0
+    if ov >= s:  # keep every window origin on the network's pooling lattice (offsets multiples of s)
+        ov = max(s, round(ov / s) * s)
     budget = memory_mb * 2**20
     gpu = device_type not in ("cpu",)
     act_px = act_bytes_per_px * ACTIVATION_SAFETY
