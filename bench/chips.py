@@ -175,6 +175,12 @@ def main() -> None:
     ap.add_argument("--chip", type=int, default=256)
     ap.add_argument("--stride", type=int, default=256)
     ap.add_argument(
+        "--min-seconds",
+        type=float,
+        default=30.0,
+        help="repeat alternating runs until each side has run this long (a stable ratio; default 30)",
+    )
+    ap.add_argument(
         "--worker",
         nargs=6,
         metavar=("KIND", "RASTER", "VEC", "OUT", "CHIP", "STRIDE"),
@@ -192,10 +198,26 @@ def main() -> None:
         half_r, half_v = make_scene(folder, size // 2, max(1, n_polys // 4), seed=1)
         raster, vec = make_scene(folder, size, n_polys)
         ours_half = spawn("ours", half_r, half_v, folder / "ours_half", args.chip, args.stride)
-        raw = spawn("raw", raster, vec, folder / "raw", args.chip, args.stride)
-        ours = spawn("ours", raster, vec, folder / "ours", args.chip, args.stride)
+        runs: dict[str, list[dict]] = {"raw": [], "ours": []}
+        k = 0
+        # alternate the two sides until both have run --min-seconds in total (one run is ~2 s at 3000 px)
+        while k == 0 or min(sum(r["seconds"] for r in rs) for rs in runs.values()) < args.min_seconds:
+            for kind in ("raw", "ours"):
+                runs[kind].append(spawn(kind, raster, vec, folder / f"{kind}_{k}", args.chip, args.stride))
+            k += 1
+    raw, ours = (
+        {
+            "chips": sum(r["chips"] for r in rs),
+            "seconds": sum(r["seconds"] for r in rs),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+        }
+        for rs in (runs["raw"], runs["ours"])
+    )
     r_ours, r_raw = ours["chips"] / ours["seconds"], raw["chips"] / raw["seconds"]
-    print(f"scene {size}x{size} px, {n_polys} polygons, chip {args.chip}, stride {args.stride}")
+    print(
+        f"scene {size}x{size} px, {n_polys} polygons, chip {args.chip}, stride {args.stride}; {k} alternating "
+        f"run(s) per side (>= {args.min_seconds:g} s each)"
+    )
     print(
         f"rasterlearn chips: {ours['chips']} chips in {ours['seconds']:.2f} s = {r_ours:.1f} chips/s, "
         f"peak RSS {ours['peak_rss_mb']:.0f} MB"

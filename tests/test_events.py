@@ -68,7 +68,7 @@ def test_cancelled_predict_keeps_resumable_state_and_resumes_identically(make_ra
     rng = np.random.default_rng(3)
     src = make_raster(rng.integers(0, 200, (2, 96, 80)).astype("uint8"), nodata=255, name="s.tif")
     meta = _meta(["a", "b"], 3, chip=32)
-    kw = dict(overlap=0.5, batch_size=2, blocksize=16, threads=1, io_threads=1)
+    kw = dict(overlap=0.5, window=32, batch_size=2, blocksize=16, threads=1, io_threads=1)
     net = FCN(2, 3)
     clean = tmp_path / "clean.tif"
     predict_raster(net, meta, src, clean, **kw)

@@ -164,6 +164,7 @@ def test_tiled_equals_whole_image(make_raster, tmp_path, shape, blend, overlap):
         probabilities=prob,
         prob_dtype="float32",
         overlap=overlap,
+        window=32,
         blend=blend,
         batch_size=3,
         blocksize=16,
@@ -197,6 +198,7 @@ def test_naive_tiling_would_show_seams(make_raster, tmp_path):
         probabilities=prob,
         prob_dtype="float32",
         overlap=0.5,
+        window=32,
         blend="none",
         blocksize=16,
     )
@@ -302,6 +304,7 @@ def test_nodata_propagates_and_empty_windows_are_skipped(make_raster, tmp_path):
         probabilities=prob,
         prob_dtype="float32",
         overlap=0.0,
+        window=16,
         blocksize=16,
     )
     m = _read(tmp_path / "m.tif")[0]
@@ -379,6 +382,7 @@ def test_column_stripes_give_identical_maps(make_raster, tmp_path):
         probabilities=tmp_path / "p1.tif",
         prob_dtype="float32",
         blocksize=16,
+        window=32,
     )
     predict_raster(
         model,
@@ -389,6 +393,7 @@ def test_column_stripes_give_identical_maps(make_raster, tmp_path):
         prob_dtype="float32",
         blocksize=16,
         memory_mb=0.01,
+        window=32,
     )
     np.testing.assert_array_equal(_read(tmp_path / "one.tif"), _read(tmp_path / "striped.tif"))
     np.testing.assert_allclose(_read(tmp_path / "p1.tif"), _read(tmp_path / "p2.tif"), atol=1e-6)
@@ -445,7 +450,7 @@ def run(src, out, prob, delay=0.0):
                          normalization=Normalization("zscore", (100.0, 100.0), (50.0, 50.0)).to_dict(),
                          schema=schema.to_dict(), chip_size=32)
     return predict_raster(Slow(), meta, src, out, probabilities=prob, overlap=0.5, batch_size=2, blocksize=16,
-                          threads=1, io_threads=2)
+                          window=32, threads=1, io_threads=2)
 
 
 if __name__ == "__main__":

@@ -272,7 +272,16 @@ def test_predict_progress_moves_before_the_first_block_is_written(tmp_path):
     img = write_tif(tmp_path / "img.tif", np.ones((2, 160, 48), "uint16"))
     meta = two_band_meta()
     calls: list[int] = []
-    predict_raster(torch.nn.Conv2d(2, 3, 1), meta, img, tmp_path / "o.tif", progress=calls.append, threads=1)
+    predict_raster(
+        torch.nn.Conv2d(2, 3, 1),
+        meta,
+        img,
+        tmp_path / "o.tif",
+        progress=calls.append,
+        threads=1,
+        window=32,
+        batch_size=2,
+    )
     assert sum(calls) == 160 * 48
     assert len(calls) >= 5 and calls[0] < 160 * 48 // 2  # one 512-px block, yet progress moves row by row
 

@@ -28,6 +28,7 @@ __all__ = [
     "SnapMode",
     "TilePlan",
     "Window",
+    "column_stripes",
     "plan_column_stripes",
     "plan_tiles",
     "tile_offsets",
@@ -537,9 +538,15 @@ def plan_column_stripes(
             f"need blocksize >= 1 and a non-empty column range, got {blocksize}, {col_start}..{col_stop}"
         )
     width = max(blocksize, int(memory_mb * 2**20 // max(bytes_per_col, 1e-9)) // blocksize * blocksize)
+    return width, column_stripes(col_start, col_stop, width, blocksize)
+
+
+def column_stripes(col_start: int, col_stop: int, width: int, blocksize: int) -> list[tuple[int, int]]:
+    """Stripes of ``width`` columns (a multiple of ``blocksize``) with seams on the block grid counted from
+    column 0, covering ``[col_start, col_stop)``; the first and last are cut to the range."""
     stripes: list[tuple[int, int]] = []
     s0 = (col_start // blocksize) * blocksize
     while s0 < col_stop:
         stripes.append((max(s0, col_start), min(s0 + width, col_stop)))
         s0 += width
-    return width, stripes
+    return stripes

@@ -163,13 +163,14 @@ class PredictSection(_Section):
     overlap: float = Field(0.25, ge=0, lt=1)
     blend: Literal["hann", "center-crop", "none"] = "hann"
     tta: str | list[str] | None = None
-    batch_size: int = Field(8, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="default: from memory_mb")
     probabilities: bool = False
     prob_dtype: Literal["uint8", "float32"] = "uint8"
     threshold: float | None = None
     device: str = "auto"
     blocksize: int = Field(512, gt=0, multiple_of=16)
-    memory_mb: float = Field(64.0, gt=0)
+    memory_mb: float = Field(560.0, gt=0)
+    window: int | None = Field(None, gt=0, description="inference window (px); default: from memory_mb")
     vectorize: bool = True
     min_area: float = Field(0.0, ge=0, description="vectorize: drop smaller polygons (map units²)")
     simplify: float | None = Field(None, ge=0)
@@ -936,6 +937,7 @@ class _Runner:
                         device=p.device,
                         blocksize=p.blocksize,
                         memory_mb=p.memory_mb,
+                        window=p.window,
                         overwrite=False,
                         resume=True,
                         progress=self.cb("predict"),

@@ -2,9 +2,13 @@
 
 How a map is made:
 
-* **Windows.** The extent (whole raster or AOI) is tiled with :func:`rasterlearn.grid.plan_tiles` at the
-  model's chip size with the requested overlap. Edge windows are *padded* past the raster (read boundless,
-  nodata-filled), never shifted, so every window sits on the same regular lattice.
+* **Windows.** The extent (whole raster or AOI) is tiled with :func:`rasterlearn.grid.plan_tiles`. The
+  window is *not* the chip size: :func:`rasterlearn.predict_plan.plan_inference` chooses the largest window
+  that tiles the extent evenly within ``memory_mb`` (a multiple of the network's output stride, at least
+  the chip size; the model's activation memory per pixel is measured once), or takes ``window``. The
+  overlap is a fraction of the chip size (the context the model was trained with). Edge windows are
+  *padded* past the raster (read boundless, nodata-filled), never shifted, so every window sits on the
+  same regular lattice.
 * **Blending.** Each window's class *probabilities* (softmax, or sigmoid for binary models; logits are
   never blended) are multiplied by a weight window and summed. The weights are separable (row profile x
   column profile) and are divided by the exact sum of all overlapping copies, so they form a partition of
@@ -19,18 +23,21 @@ How a map is made:
     it (border windows extend to the edge).
   - ``none``: flat weights, i.e. the plain mean of every window covering the pixel.
 
-* **Bounded memory.** Weighted scores are accumulated only for the band of rows that the current window
-  row touches (at most ``blocksize + chip_size`` rows); finished row-blocks (multiples of the writer's
-  block size) are handed to a writer thread and dropped. Wide rasters are processed in column stripes
-  sized by ``memory_mb`` (windows straddling a stripe seam are predicted for both stripes, so results are
-  identical), so peak memory depends on neither the height nor the width of the raster.
+* **Bounded memory.** Weighted scores are accumulated only for the band of rows that the current batch
+  touches (``blocksize + window`` rows, more when a batch spans window rows); finished row-blocks
+  (multiples of the writer's block size) are handed to a writer thread and dropped. Rasters too wide for
+  ``memory_mb`` are processed in column stripes (windows straddling a stripe seam are predicted for both
+  stripes, so results are identical; the planner prefers smaller windows to stripes), so peak memory
+  depends on neither the height nor the width of the raster.
 * **Overlapped I/O.** Reader threads (one :class:`~rasterlearn.io.raster.RasterReader` handle each) read
-  and normalize batches ahead of the model; a writer thread turns finished blocks into outputs. On CUDA,
-  batches are pinned and copied with ``non_blocking=True`` and the model runs under autocast.
+  and normalize batches ahead of the model; a writer thread turns finished blocks into outputs. The model
+  runs through :class:`rasterlearn.predict_runtime.ModelRunner` (inference mode, channels-last, optional
+  checked bf16 on CPU; on CUDA pinned batches copied with ``non_blocking=True`` under fp16 autocast).
 * **Nodata.** Windows without a single valid pixel are skipped; output pixels are nodata wherever any
   model band is nodata in the input, or outside the AOI polygon.
 * **Resume.** Progress is committed per output block through :class:`~rasterlearn.io.writer.BlockWriter`
-  with a fingerprint of the job (model weights, raster, parameters). Killing the process at any point and
+  with a fingerprint of the job (model weights, raster, the output-changing parameters: window, overlap,
+  blend, TTA, precision, ...; not batch size, memory budget, threads). Killing the process at any point and
   re-running the same job finishes it and yields a file identical to an uninterrupted run.
 """
 
@@ -54,12 +61,20 @@ from rasterlearn._util import file_sha256, stable_hash
 from rasterlearn.compat import check_imagery
 from rasterlearn.engine.events import report_total
 from rasterlearn.errors import InputError, ModelError, OutputError
-from rasterlearn.grid import Window, plan_column_stripes, plan_tiles
+from rasterlearn.grid import Window, column_stripes, plan_tiles
 from rasterlearn.io.aoi import aoi_mask, resolve_aoi
 from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import ImageReader, RasterReader, gdal_cache
 from rasterlearn.io.stack import NodataPolicy
 from rasterlearn.predict_inputs import as_raster_list, model_timesteps_of, open_stack_input, stack_provenance
+from rasterlearn.predict_plan import (
+    DEFAULT_MEMORY_MB,
+    InferencePlan,
+    activation_bytes_per_px,
+    output_stride,
+    plan_inference,
+)
+from rasterlearn.predict_runtime import ModelRunner, Precision, Runtime
 
 __all__ = [
     "TTA_CHOICES",
@@ -287,30 +302,66 @@ def _blocks(start: int, stop: int, bs: int) -> Iterator[tuple[int, int, int]]:
         yield b, max(start, b * bs), min(stop, (b + 1) * bs)
 
 
-class _Transforms:
-    """Test-time augmentation: forward transform of a batch and the inverse of its predictions."""
+def _stripes(c0: int, c1: int, width: int, bs: int) -> list[tuple[int, int]]:
+    """Column stripes of ``width`` (a multiple of ``bs``) aligned to the output blocks, covering [c0, c1)."""
+    return [(c0, c1)] if width >= c1 - c0 else column_stripes(c0, c1, width, bs)
 
-    @staticmethod
-    def forward(x: Any, name: str) -> Any:
-        import torch
 
-        if name == "identity":
-            return x
-        if name == "hflip":
-            return torch.flip(x, dims=(-1,))
-        if name == "vflip":
-            return torch.flip(x, dims=(-2,))
-        k = {"rot90": 1, "rot180": 2, "rot270": 3}[name]
-        return torch.rot90(x, k, dims=(-2, -1))
+def _plan_windows(
+    runner: ModelRunner,
+    meta: Any,
+    extent: Window,
+    *,
+    overlap: float,
+    n_out: int,
+    memory_mb: float,
+    blocksize: int,
+    window: int | Sequence[int] | None,
+    batch_size: int | None,
+    io_threads: int,
+) -> InferencePlan:
+    """The window/batch/stripe plan of a job: the model's measured activation memory and output stride
+    fed to :func:`rasterlearn.predict_plan.plan_inference` (the one place where windows are planned)."""
+    import torch
 
-    @staticmethod
-    def inverse(y: Any, name: str) -> Any:
-        import torch
+    s = output_stride(runner.model, int(meta.chip_size))
+    bpp = activation_bytes_per_px(
+        runner.model,
+        meta.norm.bands,
+        stride=s,
+        device=runner.dev,
+        channels_last=runner.channels_last,
+        autocast=runner.autocast() if runner.precision != "fp32" else None,
+    )
+    device_mb = None
+    if runner.cuda:
+        free, _total = torch.cuda.mem_get_info(runner.dev)
+        device_mb = 0.6 * free / 2**20
+    return plan_inference(
+        extent_shape=(extent.height, extent.width),
+        chip_size=int(meta.chip_size),
+        overlap=overlap,
+        bands=meta.norm.bands,
+        n_out=n_out,
+        act_bytes_per_px=bpp,
+        out_stride=s,
+        memory_mb=memory_mb,
+        blocksize=blocksize,
+        window=window,
+        batch_size=batch_size,
+        device_type=runner.dev.type,
+        device_memory_mb=device_mb,
+        io_threads=io_threads,
+    )
 
-        if name in ("identity", "hflip", "vflip"):
-            return _Transforms.forward(y, name)
-        k = {"rot90": 1, "rot180": 2, "rot270": 3}[name]
-        return torch.rot90(y, -k, dims=(-2, -1))
+
+def _probe_batch(reader: ImageReader, norm: Any, row: int, col: int, wh: int, ww: int) -> Any:
+    """The first window of the job (at most 512 px square), normalized: the bf16 check's input."""
+    import torch
+
+    win = Window(row, col, min(wh, 512), min(ww, 512))
+    block = reader.read(win)
+    return torch.from_numpy(norm.apply(block.data, block.valid)[np.newaxis])
 
 
 # -- the job -----------------------------------------------------------------------------------------
@@ -338,9 +389,10 @@ def predict_raster(
     *,
     probabilities: str | Path | None = None,
     overlap: float = 0.25,
+    window: int | Sequence[int] | None = None,
     blend: BlendMode = "hann",
     tta: str | Sequence[str] | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     aoi: Any = None,
     threshold: float | None = None,
     prob_dtype: ProbDtype = "uint8",
@@ -348,10 +400,12 @@ def predict_raster(
     nodata: float | None = None,
     device: str = "auto",
     amp: bool = True,
+    precision: Precision = "auto",
+    runtime: Runtime = "torch",
     threads: int | None = None,
     io_threads: int = 2,
     blocksize: int = 512,
-    memory_mb: float = 64.0,
+    memory_mb: float = DEFAULT_MEMORY_MB,
     cache_mb: int = 64,
     overwrite: bool = False,
     resume: bool = True,
@@ -375,11 +429,18 @@ def predict_raster(
         output: class map path (COG, uint8, or uint16 when a class code exceeds 254; nodata 255/65535).
         probabilities: optional probability raster path, one band per class (binary: the foreground
             probability only).
-        overlap: fraction of the chip size that neighbouring windows share (0 <= overlap < 1).
+        overlap: fraction of the model's *chip size* that neighbouring windows share (0 <= overlap < 1):
+            the seam zone keeps the context the model was trained with, whatever the window size.
+        window: inference window side in pixels (or (rows, cols)), a multiple of the network's output
+            stride (32 for smp encoders). Default: chosen from ``memory_mb`` -- the largest window that
+            tiles the extent evenly within the budget, at least the chip size (see
+            :func:`rasterlearn.predict_plan.plan_inference`). Recorded in the outputs' ``parameters`` tag
+            and part of the resume fingerprint.
         blend: ``hann`` (default), ``center-crop`` or ``none``; probabilities (not logits) are blended.
         tta: test-time augmentations averaged with the identity (``hflip``, ``vflip``, ``rot90``,
             ``rot180``, ``rot270`` or ``flips``/``rotations``/``all``).
-        batch_size: windows per model call.
+        batch_size: windows per model call (may span window rows); default: derived from ``memory_mb``
+            (on CPU one large window per call).
         aoi: a vector file, shapely geometry (raster CRS) or bounds; pixels outside are nodata.
         threshold: binary models: foreground when probability >= threshold (default: the package's).
         prob_dtype: ``uint8`` (probability x 254, nodata 255) or ``float32`` (nodata NaN).
@@ -388,10 +449,17 @@ def predict_raster(
         nodata: input nodata value to use when the raster declares none.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
         amp: mixed precision (autocast) on CUDA.
+        precision: ``auto`` (fp16 autocast on CUDA with ``amp``, fp32 on CPU), ``fp32``, or ``bf16`` (CPU:
+            used only when the CPU has native bf16 and a check on the first window agrees with fp32; else
+            fp32 with a logged reason). See :mod:`rasterlearn.predict_runtime`.
+        runtime: ``torch`` (default) or ``onnx``: the network exported to ONNX and run by ONNX Runtime on
+            the CPU (needs ``rasterlearn[onnx]``; probabilities within 1e-4 of torch).
         threads: torch CPU threads (default: torch's choice).
         io_threads: reader threads, each with its own dataset handle.
         blocksize: output block size (COG tiles; flush and resume granularity).
-        memory_mb: budget for the score accumulator; wider rasters are processed in column stripes.
+        memory_mb: working-memory budget (MB on top of the imports) for the model's activations, the
+            batches read ahead and the score accumulator: it sets the default window and batch size, and
+            rasters too wide for it are processed in column stripes.
         cache_mb: GDAL block cache bound (MB) during the job.
         overwrite: replace existing outputs.
         resume: continue an interrupted run of the same job (same fingerprint) instead of starting afresh.
@@ -429,7 +497,7 @@ def predict_raster(
         raise InputError(f"blend must be one of 'hann', 'center-crop', 'none'; got {blend!r}")
     if prob_dtype not in ("uint8", "float32"):
         raise InputError(f"prob_dtype must be 'uint8' or 'float32'; got {prob_dtype!r}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     if blocksize % 16 or blocksize <= 0:
         raise InputError(f"blocksize must be a positive multiple of 16, got {blocksize}")
@@ -464,7 +532,17 @@ def predict_raster(
         torch.set_num_threads(int(threads))
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     cuda = dev.type == "cuda"
-    model = model.to(dev).eval()
+    runner = ModelRunner(
+        model,
+        n_out=n_out,
+        task=task,
+        tta=tta_names,
+        device=dev,
+        precision=precision,
+        amp=amp,
+        runtime=runtime,
+    )
+    model = runner.model
 
     reader: ImageReader
     if len(rasters) > 1 or model_timesteps_of(meta) > 1:
@@ -503,27 +581,54 @@ def predict_raster(
     area = None if aoi is None else resolve_aoi(aoi, grid)
     extent, aoi_geom = (grid.window, None) if area is None else (area.window, area.geometry)
     report_total(progress, extent.height * extent.width)
+    bs = blocksize
+    iplan = _plan_windows(
+        runner,
+        meta,
+        extent,
+        overlap=overlap,
+        n_out=n_out,
+        memory_mb=memory_mb,
+        blocksize=bs,
+        window=window,
+        batch_size=batch_size,
+        io_threads=io_threads,
+    )
+    (wh, ww), (sh, sw_), ov_px = iplan.window, iplan.stride, iplan.overlap_px
     n = int(meta.chip_size)
-    ov_px = min(n - 1, round(overlap * n))
-    stride = n - ov_px
-    plan = plan_tiles(grid, n, stride, edge="pad", extent=extent)
+    batch_size = iplan.batch_size
+    plan = plan_tiles(grid, (wh, ww), (sh, sw_), edge="pad", extent=extent)
     row_offs, col_offs = plan.row_offsets, plan.col_offsets
     e_r0, e_c0, e_r1, e_c1 = extent.row_off, extent.col_off, extent.row_stop, extent.col_stop
-    wrows = axis_weights(row_offs, n, stride, e_r0, e_r1, blend)
-    wcols = axis_weights(col_offs, n, stride, e_c0, e_c1, blend)
-    bs = blocksize
+    wrows = axis_weights(row_offs, wh, sh, e_r0, e_r1, blend)
+    wcols = axis_weights(col_offs, ww, sw_, e_c0, e_c1, blend)
     col_index = {c: j for j, c in enumerate(col_offs)}
-
-    # column stripes sized by the accumulator budget, aligned to the output blocks
-    stripe_w, stripes = plan_column_stripes(e_c0, e_c1, bs, (n_out * 4 + 1) * (bs + n), memory_mb)
-    if len(stripes) > 1:
-        log.info("Processing %d column stripes of %d px (memory_mb=%g)", len(stripes), stripe_w, memory_mb)
+    row_index = {r: i for i, r in enumerate(row_offs)}
+    stripes = _stripes(e_c0, e_c1, iplan.stripe_width, bs)
+    log.info(
+        "Windows %dx%d px (%s; chip %d, output stride %d), overlap %d px, batch %d, %d window(s), "
+        "%d column stripe(s); planned working memory %.0f MB of memory_mb=%g",
+        wh,
+        ww,
+        "--window" if iplan.window_source == "option" else "from the memory budget",
+        n,
+        iplan.output_stride,
+        ov_px,
+        batch_size,
+        len(row_offs) * len(col_offs),
+        len(stripes),
+        iplan.estimated_mb,
+        memory_mb,
+    )
+    if not (cuda or runner.requested != "bf16"):
+        runner.choose_precision(_probe_batch(reader, norm, row_offs[0], col_offs[0], wh, ww))
 
     parameters = {
         "overlap": overlap,
         "overlap_px": ov_px,
         "chip_size": n,
-        "stride": stride,
+        "window": [wh, ww],
+        "stride": [sh, sw_],
         "blend": blend,
         "blend_note": "class probabilities (softmax/sigmoid) are blended, not logits",
         "tta": list(tta_names[1:]),
@@ -534,7 +639,20 @@ def predict_raster(
         "aoi": None if aoi is None else (str(aoi) if isinstance(aoi, str | Path) else "geometry/extent"),
         "extent": extent.to_tuple(),
         "input_nodata": in_nodata,
+        "precision": runner.precision,
+        "runtime": runner.runtime,
         **({"accepted_mismatches": compat_notes} if compat_notes else {}),
+    }
+    # output-neutral settings: provenance only, not in the resume fingerprint
+    inference = {
+        "window_source": iplan.window_source,
+        "output_stride": iplan.output_stride,
+        "batch_size": batch_size,
+        "memory_mb": memory_mb,
+        "stripe_width": iplan.stripe_width,
+        "device": str(dev),
+        "channels_last": runner.channels_last,
+        **({"precision_note": runner.precision_note} if runner.precision_note else {}),
     }
     model_ident = model_id or f"sha256:{_model_digest(model)}"
     stat = raster.stat()
@@ -544,7 +662,6 @@ def predict_raster(
         "mtime": stat.st_mtime_ns,
         "model": model_ident,
         "params": parameters,
-        "stripe_w": stripe_w,
         "prob": str(prob_path),
         "aoi_wkt": None if aoi_geom is None else aoi_geom.wkt,
         "version": __version__,
@@ -558,6 +675,7 @@ def predict_raster(
         "model_arch": f"{meta.arch}/{meta.encoder}",
         "task": task,
         "parameters": parameters,
+        "inference": inference,
         "classes": schema.to_dict(),
         **stack_provenance(rasters, reader),
     }
@@ -637,49 +755,7 @@ def predict_raster(
                 batch = batch.pin_memory()
         return kept, valids, batch, wins
 
-    autocast = (
-        torch.autocast(device_type="cuda", dtype=torch.float16)
-        if (cuda and amp)
-        else contextlib.nullcontext()
-    )
-    checked = {"done": False}
-
-    def infer(batch: Any) -> np.ndarray:
-        x = batch.to(dev, non_blocking=True)
-        acc = None
-        with torch.inference_mode():
-            for name in tta_names:
-                with autocast:
-                    y = model(_Transforms.forward(x, name))
-                if isinstance(y, dict):
-                    y = y.get("out", next(iter(y.values())))
-                elif isinstance(y, list | tuple):
-                    y = y[0]
-                y = y.float()
-                if not checked["done"]:
-                    if y.ndim != 4 or y.shape[1] != n_out:
-                        raise ModelError(
-                            f"The model returned shape {tuple(y.shape)} but its package describes "
-                            f"{n_out} output channel(s) ({task}); check the model package"
-                        )
-                    if y.shape[-2:] != x.shape[-2:]:
-                        log.info(
-                            "Model output %s is resized bilinearly to the window %s",
-                            tuple(y.shape[-2:]),
-                            tuple(x.shape[-2:]),
-                        )
-                    checked["done"] = True
-                if y.shape[-2:] != x.shape[-2:]:
-                    y = torch.nn.functional.interpolate(
-                        y, size=x.shape[-2:], mode="bilinear", align_corners=False
-                    )
-                y = _Transforms.inverse(y, name)
-                p = torch.sigmoid(y) if task == "binary" else torch.softmax(y, dim=1)
-                acc = p if acc is None else acc + p
-            assert acc is not None
-            if len(tta_names) > 1:
-                acc = acc / len(tta_names)
-        return acc.cpu().numpy()
+    infer = runner
 
     def emit(scores: np.ndarray, valid: np.ndarray, win: Window, keys: list[str]) -> None:
         """Writer thread: scores (C, h, w) + validity -> class map / probability blocks."""
@@ -730,24 +806,32 @@ def predict_raster(
                 continue
             band_start = first_todo
             reported_to = first_todo  # progress runs per finished window row, not per written block row
-            jcols = [j for j, c in enumerate(col_offs) if c < ce and c + n > cs]
-            irows = [i for i, r in enumerate(row_offs) if r + n > band_start]
-            acc = np.zeros((n_out, bs + n, sw), dtype="float32")
-            vband = np.zeros((bs + n, sw), dtype=bool)
-            chunks: list[tuple[int, list[Window]]] = []
-            for i in irows:
-                wins = [Window(row_offs[i], col_offs[j], n, n) for j in jcols]
-                chunks.extend((i, wins[k : k + batch_size]) for k in range(0, len(wins), batch_size))
+            row_flushed = -1
+            jcols = [j for j, c in enumerate(col_offs) if c < ce and c + ww > cs]
+            irows = [i for i, r in enumerate(row_offs) if r + wh > band_start]
+            acc = np.zeros((n_out, bs + wh, sw), dtype="float32")
+            vband = np.zeros((bs + wh, sw), dtype=bool)
+            # batches run through the stripe's windows in row-major order and may span window rows; they are
+            # cut from the stripe's first window row, so a resumed run feeds the model identical batches
+            order = [(i, j) for i in range(len(row_offs)) for j in jcols]
+            chunks = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+            chunks = [c for c in chunks if c[-1][0] >= irows[0]]
             futures: list[Future[Any]] = []
-            depth = max(2, 2 * io_threads)
+            depth = max(2, io_threads)  # batches read ahead (see predict_plan)
             nxt = 0
-            row_done_after = {ii: k for k, (ii, _) in enumerate(chunks)}  # last chunk of each window row
-            for ci, (i, _wins) in enumerate(chunks):
+            for ci, chunk in enumerate(chunks):
                 while nxt < len(chunks) and nxt < ci + depth:
-                    futures.append(pool.submit(load, chunks[nxt][1]))
+                    futures.append(
+                        pool.submit(load, [Window(row_offs[a], col_offs[b], wh, ww) for a, b in chunks[nxt]])
+                    )
                     nxt += 1
                 kept, valids, batch, allwins = futures[ci].result()
                 futures[ci] = None  # type: ignore[call-overload]
+                need = max(w.row_stop for w in allwins) - band_start
+                if need > acc.shape[1]:  # a batch spanning window rows reaches further down
+                    grow = need - acc.shape[1]
+                    acc = np.concatenate([acc, np.zeros((n_out, grow, sw), dtype="float32")], axis=1)
+                    vband = np.concatenate([vband, np.zeros((grow, sw), dtype=bool)], axis=0)
                 # validity band (assignment: deterministic per pixel)
                 for win, valid in zip(allwins, valids, strict=True):
                     r0, r1 = max(win.row_off, band_start), win.row_stop
@@ -760,10 +844,9 @@ def predict_raster(
                 if kept:
                     probs = infer(batch)
                     counts["predicted"] += len(kept)
-                    wr = wrows[i]
                     for b, win in enumerate(kept):
                         j = col_index[win.col_off]
-                        w2 = wr[:, None] * wcols[j][None, :]
+                        w2 = wrows[row_index[win.row_off]][:, None] * wcols[j][None, :]
                         r0, r1 = max(win.row_off, band_start), win.row_stop
                         c0, c1 = max(win.col_off, cs), min(win.col_stop, ce)
                         if r1 <= r0 or c1 <= c0:
@@ -773,8 +856,13 @@ def predict_raster(
                         acc[:, r0 - band_start : r1 - band_start, c0 - cs : c1 - cs] += (
                             probs[b][:, sr, sc] * w2[sr, sc]
                         )
-                if ci != row_done_after[i]:
+                    del probs
+                # the last window row whose windows have all been run
+                li, lj = chunk[-1]
+                i = li if lj == jcols[-1] else li - 1
+                if i < irows[0] or i <= row_flushed:
                     continue
+                row_flushed = i
                 # window row i finished: rows before the next window row are final
                 final = min(row_offs[i + 1] if i + 1 < len(row_offs) else e_r1, e_r1)
                 if progress and final > reported_to:

@@ -1,8 +1,18 @@
-"""Thin I/O layer: raster reading, vector reading, block-wise COG writing."""
+"""Thin I/O layer: raster reading, vector reading, block-wise COG writing.
 
-from rasterlearn.io.raster import BandStats, RasterBlock, RasterReader, band_statistics, open_raster
-from rasterlearn.io.vector import check_overlap, read_vector, write_vector
-from rasterlearn.io.writer import BlockWriter, write_array
+The names are imported lazily (PEP 562), so that ``rasterlearn.io.raster`` alone (what ``predict`` needs)
+does not pull in geopandas and pandas through ``rasterlearn.io.vector``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rasterlearn.io.raster import BandStats, RasterBlock, RasterReader, band_statistics, open_raster
+    from rasterlearn.io.vector import check_overlap, read_vector, write_vector
+    from rasterlearn.io.writer import BlockWriter, write_array
 
 __all__ = [
     "BandStats",
@@ -16,3 +26,23 @@ __all__ = [
     "write_array",
     "write_vector",
 ]
+
+_HOME = {
+    "BandStats": "raster",
+    "RasterBlock": "raster",
+    "RasterReader": "raster",
+    "band_statistics": "raster",
+    "open_raster": "raster",
+    "check_overlap": "vector",
+    "read_vector": "vector",
+    "write_vector": "vector",
+    "BlockWriter": "writer",
+    "write_array": "writer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'rasterlearn.io' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"rasterlearn.io.{home}"), name)

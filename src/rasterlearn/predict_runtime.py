@@ -1,0 +1,315 @@
+"""The model side of prediction: device placement, precision, memory format, TTA, and one batch's probabilities.
+
+:class:`ModelRunner` turns a batch of normalized windows into blended-ready class probabilities.
+
+* **CPU**: ``torch.inference_mode``; the model and its inputs in channels-last memory format (measured
+  10-20 % faster for the smp U-Net on this project's CPUs); fp32 by default. ``precision="bf16"`` runs under
+  bf16 autocast *only* when the CPU has native bf16 (oneDNN reports it) **and** a check on the first
+  windows of the job agrees with fp32 (classes on >= :data:`BF16_MIN_AGREEMENT` of pixels, probabilities
+  within :data:`BF16_MAX_DELTA`); otherwise it stays fp32 and logs why. The precision actually used is
+  recorded in the outputs' provenance and the resume fingerprint.
+* **CUDA**: fp16 autocast (``amp``), pinned host batches copied with ``non_blocking=True``.
+* **ONNX Runtime** (``runtime="onnx"``, CPU, needs ``onnxruntime``: ``rasterlearn[onnx]``): the network is
+  exported once per job (the :mod:`rasterlearn.export` ONNX path, dynamic batch and window size, to a
+  temporary file) and run by an ONNX Runtime session with the same thread count; softmax/sigmoid, TTA and
+  blending stay in rasterlearn. Measured 2.3x faster than torch fp32 channels-last for the U-Net/ResNet-18
+  at 512 px on this project's CPU, probabilities within 1e-4 (tested).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from rasterlearn.errors import InputError, ModelError
+
+__all__ = ["BF16_MAX_DELTA", "BF16_MIN_AGREEMENT", "ModelRunner", "Precision", "Runtime"]
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["auto", "fp32", "bf16"]
+Runtime = Literal["torch", "onnx"]
+BF16_MIN_AGREEMENT = 0.999
+BF16_MAX_DELTA = 0.05
+
+
+class _Transforms:
+    """Test-time augmentation: forward transform of a batch and the inverse of its predictions."""
+
+    @staticmethod
+    def forward(x: Any, name: str) -> Any:
+        import torch
+
+        if name == "identity":
+            return x
+        if name == "hflip":
+            return torch.flip(x, dims=(-1,))
+        if name == "vflip":
+            return torch.flip(x, dims=(-2,))
+        k = {"rot90": 1, "rot180": 2, "rot270": 3}[name]
+        return torch.rot90(x, k, dims=(-2, -1))
+
+    @staticmethod
+    def inverse(y: Any, name: str) -> Any:
+        import torch
+
+        if name in ("identity", "hflip", "vflip"):
+            return _Transforms.forward(y, name)
+        k = {"rot90": 1, "rot180": 2, "rot270": 3}[name]
+        return torch.rot90(y, -k, dims=(-2, -1))
+
+
+def bf16_supported() -> bool:
+    """Whether this CPU runs bf16 natively in oneDNN (else autocast to bf16 is emulated and slow)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class ModelRunner:
+    """Runs a segmentation model on batches of windows and returns class probabilities (numpy float32).
+
+    Args:
+        model: ``nn.Module`` mapping (B, bands, h, w) to (B, n_out, h', w') logits.
+        n_out: output channels; ``task``: ``binary`` (sigmoid) or ``multiclass`` (softmax).
+        tta: augmentation names (``identity`` first) averaged after their inverse.
+        device: a torch device (string or object).
+        precision: ``auto`` (fp16 autocast on CUDA when ``amp``; fp32 on CPU), ``fp32`` or ``bf16`` (CPU;
+            checked, see the module docstring; on CUDA bf16 autocast).
+        amp: mixed precision on CUDA.
+        channels_last: channels-last memory format (default: on for CPU and CUDA with the torch runtime).
+        runtime: ``torch`` or ``onnx`` (ONNX Runtime on CPU; see the module docstring).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        n_out: int,
+        task: str,
+        tta: Sequence[str] = ("identity",),
+        device: Any = "cpu",
+        precision: Precision = "auto",
+        amp: bool = True,
+        channels_last: bool | None = None,
+        runtime: Runtime = "torch",
+    ) -> None:
+        import torch
+
+        if precision not in ("auto", "fp32", "bf16"):
+            raise InputError(f"precision must be 'auto', 'fp32' or 'bf16'; got {precision!r}")
+        if runtime not in ("torch", "onnx"):
+            raise InputError(f"runtime must be 'torch' or 'onnx'; got {runtime!r}")
+        self.dev = torch.device(device)
+        self.cuda = self.dev.type == "cuda"
+        self.runtime = runtime
+        self._onnx: _OnnxModel | None = None
+        if runtime == "onnx":
+            if self.dev.type != "cpu":
+                raise InputError(f"runtime='onnx' runs on the CPU; got device {self.dev}. Use --device cpu")
+            if precision == "bf16":
+                raise InputError("runtime='onnx' runs in fp32; drop --precision bf16 or use --runtime torch")
+            self._onnx = _OnnxModel(model)
+            channels_last = False
+        self.channels_last = self.dev.type in ("cpu", "cuda") if channels_last is None else channels_last
+        self.model = model.to(self.dev).eval()
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.n_out = n_out
+        self.task = task
+        self.tta = tuple(tta)
+        self.requested = precision
+        if self.cuda:  # bf16 on request; else fp16 autocast with amp
+            self.precision = (
+                "bf16" if precision == "bf16" else ("fp16" if amp and precision == "auto" else "fp32")
+            )
+        else:
+            self.precision = "fp32"  # bf16 on CPU is settled by choose_precision
+        self.precision_note = ""
+        self._checked = False
+
+    # -- precision ------------------------------------------------------------------------------
+    def autocast(self) -> Any:
+        import torch
+
+        if self.precision == "fp16":
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.dev.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def choose_precision(self, probe: Any | None) -> str:
+        """Settle ``precision="bf16"`` on CPU: keep it only when natively supported and, on ``probe`` (a
+        batch of real windows), as fast or faster than fp32 and in agreement with it; logs the reason."""
+        if self.requested != "bf16" or self.cuda:
+            return self.precision
+        if not bf16_supported():
+            self.precision_note = "bf16 requested but this CPU has no native bf16 (oneDNN); using fp32"
+            log.warning(self.precision_note)
+            return self.precision
+        if probe is None:
+            self.precision = "bf16"
+            return self.precision
+        t0 = time.perf_counter()
+        ref = self(probe)
+        t_fp32 = time.perf_counter() - t0
+        self.precision = "bf16"
+        self(probe)  # warm-up: oneDNN builds its bf16 primitives on the first call
+        t0 = time.perf_counter()
+        low = self(probe)
+        t_bf16 = time.perf_counter() - t0
+        agree = (
+            float((ref.argmax(1) == low.argmax(1)).mean())
+            if self.n_out > 1
+            else float(((ref >= 0.5) == (low >= 0.5)).mean())
+        )
+        delta = float(np.abs(ref - low).max())
+        if agree < BF16_MIN_AGREEMENT or delta > BF16_MAX_DELTA:
+            self.precision = "fp32"
+            self.precision_note = (
+                f"bf16 changed the class of {100 * (1 - agree):.2f} % of the probe's pixels (max |dp| "
+                f"{delta:.3f}; tolerance {100 * (1 - BF16_MIN_AGREEMENT):.1f} %, {BF16_MAX_DELTA}); using fp32"
+            )
+            log.warning(self.precision_note)
+        elif t_bf16 > t_fp32:
+            self.precision = "fp32"
+            self.precision_note = f"bf16 was not faster ({t_bf16:.2f} s vs {t_fp32:.2f} s fp32); using fp32"
+            log.warning(self.precision_note)
+        else:
+            self.precision_note = (
+                f"bf16: {t_fp32 / max(t_bf16, 1e-9):.2f}x faster than fp32 on the probe, classes agree on "
+                f"{100 * agree:.3f} %, max |dp| {delta:.4f}"
+            )
+            log.info(self.precision_note)
+        return self.precision
+
+    # -- inference ------------------------------------------------------------------------------
+    def to_device(self, batch: Any) -> Any:
+        import torch
+
+        x = batch.to(self.dev, non_blocking=True)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def __call__(self, batch: Any) -> np.ndarray:
+        """Probabilities (B, n_out, h, w), float32, of a (B, bands, h, w) batch (TTA averaged)."""
+        import torch
+
+        x = self.to_device(batch)
+        acc = None
+        with torch.inference_mode():
+            for name in self.tta:
+                xt = _Transforms.forward(x, name)
+                if self._onnx is not None:
+                    y = self._onnx(xt)
+                else:
+                    with self.autocast():
+                        y = self.model(xt)
+                if isinstance(y, dict):
+                    y = y.get("out", next(iter(y.values())))
+                elif isinstance(y, list | tuple):
+                    y = y[0]
+                y = y.float()
+                if not self._checked:
+                    self._check(y, xt)
+                if y.shape[-2:] != xt.shape[-2:]:
+                    y = torch.nn.functional.interpolate(
+                        y, size=xt.shape[-2:], mode="bilinear", align_corners=False
+                    )
+                y = _Transforms.inverse(y, name)
+                p = torch.sigmoid(y) if self.task == "binary" else torch.softmax(y, dim=1)
+                acc = p if acc is None else acc + p
+            assert acc is not None
+            if len(self.tta) > 1:
+                acc = acc / len(self.tta)
+        return acc.contiguous().cpu().numpy()
+
+    def _check(self, y: Any, x: Any) -> None:
+        if y.ndim != 4 or y.shape[1] != self.n_out:
+            raise ModelError(
+                f"The model returned shape {tuple(y.shape)} but its package describes "
+                f"{self.n_out} output channel(s) ({self.task}); check the model package"
+            )
+        if y.shape[-2:] != x.shape[-2:]:
+            log.info(
+                "Model output %s is resized bilinearly to the window %s",
+                tuple(y.shape[-2:]),
+                tuple(x.shape[-2:]),
+            )
+        self._checked = True
+
+
+class _OnnxModel:
+    """The network exported to ONNX (dynamic batch, height and width) and run by ONNX Runtime."""
+
+    def __init__(self, model: Any) -> None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            raise InputError(
+                "runtime='onnx' needs onnxruntime: install rasterlearn[onnx] (uv sync --extra onnx), or use "
+                "--runtime torch"
+            ) from exc
+        self.model = model
+        self.session: Any = None
+        self.threads = 0
+
+    def _export(self, sample: Any) -> None:
+        import tempfile
+        from pathlib import Path
+
+        import onnxruntime as ort
+        import torch
+
+        from rasterlearn.export import _quiet_torch
+
+        class _Logits(torch.nn.Module):
+            def __init__(self, net: Any) -> None:
+                super().__init__()
+                self.net = net
+
+            def forward(self, x: Any) -> Any:
+                y = self.net(x)
+                if isinstance(y, dict):
+                    y = y.get("out", next(iter(y.values())))
+                elif isinstance(y, list | tuple):
+                    y = y[0]
+                return y
+
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="rasterlearn-onnx-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            axes = {0: "batch", 2: "height", 3: "width"}
+            with torch.no_grad(), _quiet_torch():
+                torch.onnx.export(
+                    _Logits(self.model).eval(),
+                    (sample[:1].contiguous(),),
+                    str(path),
+                    input_names=["input"],
+                    output_names=["output"],
+                    dynamic_axes={"input": axes, "output": axes},
+                    opset_version=17,
+                    dynamo=False,
+                )
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = self.threads = torch.get_num_threads()
+            opts.inter_op_num_threads = 1
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        log.info("Exported the model to ONNX for ONNX Runtime in %.1f s", time.perf_counter() - t0)
+
+    def __call__(self, x: Any) -> Any:
+        import torch
+
+        if self.session is None:
+            self._export(x)
+        out = self.session.run(None, {"input": x.contiguous().numpy()})[0]
+        return torch.from_numpy(out)
