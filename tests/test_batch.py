@@ -75,3 +75,46 @@ def test_mosaic_refuses_other_pixel_sizes(tmp_path: Path, make_raster) -> None:
         ds.transform = rasterio.Affine(t.a * 2, 0, t.c, 0, t.e * 2, t.f)
     with pytest.raises(InputError, match=r"Cannot mosaic .*m2\.tif.*pixel size"):
         mosaic_vrt([a, b], tmp_path / "m.vrt")
+
+
+def test_cli_predict_many_scenes(scenes, tmp_path: Path, capsys) -> None:
+    from rasterlearn.cli import main
+
+    pkg = _package(tmp_path)
+    listing = tmp_path / "scenes.txt"
+    listing.write_text("a.tif\n# a comment\nb.tif\n")
+    out = tmp_path / "maps"
+    assert main(["-q", "predict", str(pkg), str(listing), "--out-dir", str(out), "--mosaic"]) == 0, (
+        capsys.readouterr().err
+    )
+    assert sorted(p.name for p in out.glob("*.tif")) == ["a.tif", "b.tif"] and (out / "mosaic.vrt").exists()
+    # a glob, a missing scene among good ones: the others are mapped, the failure is reported, exit 2
+    out2 = tmp_path / "maps2"
+    code = main(
+        ["predict", str(pkg), str(tmp_path / "[ab].tif"), str(tmp_path / "gone.tif"), "--out-dir", str(out2)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "1 of 3 scene(s) failed" in err and "gone.tif" in err
+    assert (out2 / "a.tif").exists() and (out2 / "b.tif").exists()
+    with rasterio.open(out / "a.tif") as x, rasterio.open(out2 / "a.tif") as y:
+        np.testing.assert_array_equal(x.read(), y.read())
+    # several rasters need --out-dir; one raster cannot take --workers
+    assert main(["predict", str(pkg), *map(str, scenes)]) == 2
+    assert "--out-dir" in capsys.readouterr().err
+    assert main(["predict", str(pkg), str(scenes[0]), "-o", str(tmp_path / "x.tif"), "--workers", "2"]) == 2
+
+
+@pytest.mark.slow  # starts a LocalCluster and loads the model in each worker
+def test_cli_predict_many_scenes_on_dask_workers(scenes, tmp_path: Path, capsys) -> None:
+    from rasterlearn.cli import main
+
+    pkg = _package(tmp_path)
+    a, b = tmp_path / "local", tmp_path / "dask"
+    assert main(["-q", "predict", str(pkg), *map(str, scenes), "--out-dir", str(a)]) == 0
+    assert main(["-q", "predict", str(pkg), *map(str, scenes), "--out-dir", str(b), "--workers", "2"]) == 0, (
+        capsys.readouterr().err
+    )
+    for name in ("a.tif", "b.tif"):
+        with rasterio.open(a / name) as x, rasterio.open(b / name) as y:
+            np.testing.assert_array_equal(x.read(), y.read())
+            assert x.transform == y.transform

@@ -179,3 +179,18 @@ def test_embed_and_cluster_over_http_equal_local_files(
         np.testing.assert_array_equal(a.read(), b.read())
     with rasterio.open(outs["local"][1]) as a, rasterio.open(outs["http"][1]) as b:
         np.testing.assert_array_equal(a.read(), b.read())
+
+
+def test_predict_over_http_equals_local_file(http_root: tuple[Path, str], tmp_path: Path, capsys) -> None:
+    from tests.test_predict import _package
+
+    root, base = http_root
+    _cog(root / "x.tif", size=160)
+    pkg = _package(tmp_path)
+    for name, src in (("local", str(root / "x.tif")), ("http", f"/vsicurl/{base}/x.tif")):
+        assert main(["-q", "predict", str(pkg), src, "-o", str(tmp_path / f"{name}.tif")]) == 0, (
+            capsys.readouterr().err
+        )
+    with rasterio.open(tmp_path / "local.tif") as a, rasterio.open(tmp_path / "http.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+        assert a.transform == b.transform and a.crs == b.crs

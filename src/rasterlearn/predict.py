@@ -57,7 +57,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rasterlearn._util import file_sha256, stable_hash
+from rasterlearn._util import file_identity, file_sha256, stable_hash
 from rasterlearn.compat import check_imagery
 from rasterlearn.engine.events import report_total
 from rasterlearn.errors import InputError, ModelError, OutputError
@@ -655,11 +655,8 @@ def predict_raster(
         **({"precision_note": runner.precision_note} if runner.precision_note else {}),
     }
     model_ident = model_id or f"sha256:{_model_digest(model)}"
-    stat = raster.stat()
     fp_src = {
-        "raster": str(raster.resolve()),
-        "size": stat.st_size,
-        "mtime": stat.st_mtime_ns,
+        "raster": file_identity(raster),  # path, size, mtime (URL, size, ETag for HTTP inputs)
         "model": model_ident,
         "params": parameters,
         "prob": str(prob_path),

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rasterlearn._util import file_identity
+from rasterlearn._util import file_identity, is_virtual
 from rasterlearn.errors import InputError
 from rasterlearn.io.raster import RasterReader
 from rasterlearn.io.stack import NodataPolicy, StackReader, split_date_band
@@ -20,9 +20,13 @@ from rasterlearn.io.stack import NodataPolicy, StackReader, split_date_band
 __all__ = ["as_raster_list", "model_timesteps_of", "open_stack_input", "stack_provenance"]
 
 
-def as_raster_list(raster: str | Path | Sequence[str | Path]) -> list[Path]:
-    """One path or a sequence of paths (one per date) as a list of paths (at least one)."""
-    paths = [Path(raster)] if isinstance(raster, str | Path) else [Path(p) for p in raster]
+def as_raster_list(raster: str | Path | Sequence[str | Path]) -> list[str | Path]:
+    """One path or a sequence of paths (one per date) as a list of paths (at least one).
+
+    URLs and GDAL virtual paths stay strings: ``Path`` would collapse their ``//``.
+    """
+    items = [raster] if isinstance(raster, str | Path) else list(raster)
+    paths: list[str | Path] = [str(p) if is_virtual(p) else Path(p) for p in items]
     if not paths:
         raise InputError("No input raster: give a raster, or one --image per date")
     return paths
@@ -35,7 +39,7 @@ def model_timesteps_of(meta: Any) -> int:
 
 
 def open_stack_input(
-    rasters: Sequence[Path],
+    rasters: Sequence[str | Path],
     meta: Any,
     bands: Sequence[int | str] | None,
     nodata_policy: NodataPolicy = "all-valid",
@@ -70,7 +74,7 @@ def open_stack_input(
     return StackReader(rasters, band_idx, nodata_policy=nodata_policy), band_idx
 
 
-def stack_provenance(rasters: Sequence[Path], reader: Any, *, identity: bool = False) -> dict[str, Any]:
+def stack_provenance(rasters: Sequence[str | Path], reader: Any, *, identity: bool = False) -> dict[str, Any]:
     """Extra tag entries (``identity``: and fingerprint entries) of a multi-date job; empty for one raster."""
     if len(rasters) < 2:
         return {}

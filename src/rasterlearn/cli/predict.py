@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from rasterlearn.cli._app import app, console, state
+from rasterlearn.cli._executor import SchedulerOpt, WorkersOpt
 from rasterlearn.cli._progress import ProgressOpt, progress_bar
 from rasterlearn.errors import InputError
 from rasterlearn.predict_plan import DEFAULT_MEMORY_MB
@@ -37,11 +38,15 @@ def _parse_aoi(aoi: str | None) -> Any:
 @app.command()
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="Model package folder (model.json + model.safetensors).")],
-    raster: Annotated[
-        Path | None,
-        typer.Argument(help="Raster to map (any GDAL format, any size); omit it when --image is given."),
+    rasters: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="RASTER...",
+            help="Raster(s) to map (any GDAL format or URL, any size); several, a glob or a .txt list of paths "
+            "with --out-dir; omit when --image is given.",
+        ),
     ] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Class map to write (COG).")] = ...,  # type: ignore[assignment]
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Class map to write (COG).")] = None,
     overlap: Annotated[
         float, typer.Option(help="Fraction of the model's chip size shared by neighbouring windows.")
     ] = 0.25,
@@ -158,52 +163,88 @@ def predict(
         Literal["all-valid", "any-valid"],
         typer.Option(help="Multi-date input: all-valid (nodata in any date is nodata) or any-valid."),
     ] = "all-valid",
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out-dir", help="Map many scenes: OUT_DIR/<scene>.tif each, status in OUT_DIR/scenes.json."
+        ),
+    ] = None,
+    mosaic: Annotated[
+        bool, typer.Option("--mosaic", help="With --out-dir: also write OUT_DIR/mosaic.vrt.")
+    ] = False,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Map a raster with a trained model: seamless blended windows, bounded memory, resumable."""
     from rasterlearn.io.paths import check_outputs
     from rasterlearn.io.raster import RasterReader
     from rasterlearn.predict import predict_package
 
+    opts: dict[str, Any] = {
+        "overlap": overlap,
+        "blend": blend,
+        "tta": tta,
+        "batch_size": batch_size,
+        "aoi": _parse_aoi(aoi),
+        "threshold": threshold,
+        "prob_dtype": prob_dtype,
+        "bands": _parse_bands(bands),
+        "nodata": nodata,
+        "device": device,
+        "amp": amp,
+        "threads": threads,
+        "io_threads": io_threads,
+        "blocksize": blocksize,
+        "memory_mb": memory_mb,
+        "cache_mb": cache_mb,
+        "window": window,
+        "precision": precision,
+        "runtime": runtime,
+        "allow_resolution_mismatch": allow_resolution_mismatch,
+        "allow_dtype_mismatch": allow_dtype_mismatch,
+        "resume": not no_resume,
+    }
+    if out_dir is not None or (rasters is not None and len(rasters) > 1):
+        if image or output is not None or probabilities is not None or vectorize is not None:
+            raise InputError(
+                "With several scenes (--out-dir) each map is OUT_DIR/<scene>.tif: drop -o, --probabilities, "
+                "--vectorize and --image"
+            )
+        if out_dir is None:
+            raise InputError(
+                f"{len(rasters or [])} rasters given: name a folder for their maps with --out-dir"
+            )
+        _predict_scenes(
+            model_dir, _expand_scenes(rasters or []), out_dir, mosaic, overwrite, scheduler, workers, opts
+        )
+        return
+    if scheduler is not None or workers is not None:
+        raise InputError(
+            "--workers/--scheduler spread several scenes (RASTER... with --out-dir) over dask workers; one "
+            "raster is mapped in this process"
+        )
+    raster = rasters[0] if rasters else None
     if (raster is None) == (not image):
         raise InputError("Give the RASTER to map, or one --image per date of a multi-date model (not both)")
-    images: list[Path] = list(image) if image else [raster]  # type: ignore[list-item]
-    raster = images[0]
+    if output is None:
+        raise InputError("Name the class map to write with -o/--output (or map many scenes with --out-dir)")
+    images: list[str | Path] = list(image) if image else [str(raster)]
+    first = images[0]
     check_outputs([model_dir, *images, output, probabilities], [vectorize])
     if vectorize is not None and vectorize.exists() and not overwrite:
         raise InputError(f"{vectorize} exists; pass --overwrite or choose another name")
-    with RasterReader(raster) as r:
+    with RasterReader(first) as r:
         total = r.grid.height * r.grid.width
     with progress_bar("predict", total, "px") as advance:
         res = predict_package(
             model_dir,
-            images if len(images) > 1 else raster,
+            images if len(images) > 1 else first,
             output,
             probabilities=probabilities,
-            overlap=overlap,
-            blend=blend,
-            tta=tta,
-            batch_size=batch_size,
-            aoi=_parse_aoi(aoi),
-            threshold=threshold,
-            prob_dtype=prob_dtype,
-            bands=_parse_bands(bands),
-            nodata=nodata,
-            device=device,
-            amp=amp,
-            threads=threads,
-            io_threads=io_threads,
-            blocksize=blocksize,
-            memory_mb=memory_mb,
-            cache_mb=cache_mb,
-            window=window,
-            precision=precision,
-            runtime=runtime,
-            allow_resolution_mismatch=allow_resolution_mismatch,
-            allow_dtype_mismatch=allow_dtype_mismatch,
             overwrite=overwrite,
-            resume=not no_resume,
             progress=advance,
             nodata_policy=nodata_policy,
+            **opts,
         )
     console.print(
         f"Wrote {res.map_path}"
@@ -220,6 +261,80 @@ def predict(
         gdf = vectorize_raster(output, vectorize, min_area=min_area, exclude=None if bg is None else [bg])
         _style_polygons(vectorize, output)
         console.print(f"Wrote {len(gdf)} polygons to {vectorize}")
+
+
+def _expand_scenes(items: list[str]) -> list[str]:
+    """Paths as given, globs expanded (sorted), and ``.txt`` files read as one path per line."""
+    import glob
+
+    out: list[str] = []
+    for item in items:
+        if item.lower().endswith(".txt") and Path(item).is_file():
+            base = Path(item).parent
+            for line in Path(item).read_text().splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    out.append(line if "://" in line or line.startswith("/") else str(base / line))
+        elif any(ch in item for ch in "*?[") and "://" not in item:
+            found = sorted(glob.glob(item))
+            if not found:
+                raise InputError(f"No raster matches {item!r}")
+            out.extend(found)
+        else:
+            out.append(item)
+    return out
+
+
+def _predict_scenes(
+    model_dir: Path,
+    rasters: list[str],
+    out_dir: Path,
+    mosaic: bool,
+    overwrite: bool,
+    scheduler: str | None,
+    workers: int | None,
+    opts: dict[str, Any],
+) -> None:
+    from rich.table import Table
+
+    from rasterlearn.batch import predict_scenes
+    from rasterlearn.engine.executor import open_executor
+    from rasterlearn.io.raster import RasterReader
+
+    total = 0
+    for r in rasters:
+        try:
+            with RasterReader(r) as rd:
+                total += rd.grid.height * rd.grid.width
+        except Exception:  # a scene that does not open fails on its own, reported below
+            pass
+    with open_executor(scheduler, workers) as ex, progress_bar("predict", total, "px") as advance:
+        res = predict_scenes(
+            model_dir,
+            rasters,
+            out_dir,
+            executor=ex,
+            mosaic=mosaic,
+            overwrite=overwrite,
+            progress=advance,
+            **opts,
+        )
+    table = Table(title=f"{len(res.scenes)} scene(s)")
+    for col in ("scene", "status", "map", "seconds", "note"):
+        table.add_column(col)
+    for st in res.scenes:
+        table.add_row(st.raster, st.status, st.output, f"{st.seconds:.1f}", st.error or "")
+    console.print(table)
+    console.print(
+        f"Status of every scene in {res.summary_path}"
+        + (f"; mosaic {res.mosaic_path}" if res.mosaic_path else "")
+    )
+    if res.failed:
+        raise InputError(
+            f"{len(res.failed)} of {len(res.scenes)} scene(s) failed: "
+            + "; ".join(f"{s.raster}: {s.error}" for s in res.failed)
+            + ". The others were mapped; rerun the same command after fixing them (finished maps are skipped)"
+        )
 
 
 @app.command("vectorize")
