@@ -127,7 +127,7 @@ def predict(
     runtime: Annotated[
         Literal["torch", "onnx"],
         typer.Option(
-            help="torch, or onnx: export the network and run it with ONNX Runtime on the CPU (needs rasterlearn[onnx]; "
+            help="torch, or onnx: export the network and run it with ONNX Runtime on the CPU (needs the onnx extra; "
             "measured 2.3x faster for a U-Net here)."
         ),
     ] = "torch",
