@@ -10,6 +10,7 @@ from shapely.geometry import box
 
 from rasterlearn.change_labels import transition_labels
 from rasterlearn.errors import EmptyInputError
+from tests.logcapture import rasterlearn_logs  # noqa: F401
 
 
 def _layer(path: Path, rows: list[tuple[str | None, tuple[float, float, float, float]]], crs: str) -> Path:

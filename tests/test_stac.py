@@ -15,6 +15,7 @@ from rasterio.transform import from_origin
 from rasterlearn.errors import InputError, InputNotFoundError
 from rasterlearn.io.raster import RasterReader
 from rasterlearn.io.stac import stac_stack
+from tests.logcapture import rasterlearn_logs  # noqa: F401
 
 
 def _band(path: Path, data: np.ndarray, res: float, crs: str = "EPSG:32633") -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rasterlearn._util import atomic_write_json, file_sha256
+from rasterlearn.engine.events import report_total
 from rasterlearn.engine.executor import BlockExecutor, LocalExecutor, worker_cache
 from rasterlearn.errors import InputError, JobCancelledError, RasterlearnError
 from rasterlearn.io.paths import check_outputs, output_lock
@@ -124,7 +125,8 @@ def predict_scenes(
 
     ``predict_kwargs`` are :func:`rasterlearn.predict.predict_raster` options (overlap, batch_size, tta,
     device, ...), the same for every scene. ``progress`` counts pixels of finished scenes (and, with the
-    local executor, of finished blocks within a scene).
+    local executor, of finished blocks within a scene); the job's total (pixels of the scenes still to map)
+    is announced to it once, before the first scene.
 
     Raises:
         InputError: no scene, two scenes with one output name, or an output that is an input.
@@ -145,8 +147,9 @@ def predict_scenes(
     kwargs = dict(
         predict_kwargs, overwrite=overwrite, model_id=f"{Path(package).resolve().name}@sha256:{digest}"
     )
-    if local:
-        kwargs["progress"] = progress
+    if local and progress is not None:
+        # a plain function: each scene's own total must not replace the job's (report_total below)
+        kwargs["progress"] = lambda n: progress(n)
     job = _Job(str(package), digest, kwargs, load_package(package) if local else None)
     statuses: dict[str, SceneStatus] = {}
     todo: list[tuple[str, str]] = []
@@ -157,6 +160,7 @@ def predict_scenes(
         else:
             todo.append((raster, str(output)))
     sizes = {r: _pixels(r) for r, _ in todo}
+    report_total(progress, sum(sizes.values()))
     with output_lock(summary):
         for (raster, _), status in executor.map(_map_scene, todo, job):
             statuses[raster] = status

@@ -176,10 +176,6 @@ def predict(
     workers: WorkersOpt = None,
 ) -> None:
     """Map a raster with a trained model: seamless blended windows, bounded memory, resumable."""
-    from rasterlearn.io.paths import check_outputs
-    from rasterlearn.io.raster import RasterReader
-    from rasterlearn.predict import predict_package
-
     opts: dict[str, Any] = {
         "overlap": overlap,
         "blend": blend,
@@ -229,16 +225,34 @@ def predict(
     if output is None:
         raise InputError("Name the class map to write with -o/--output (or map many scenes with --out-dir)")
     images: list[str | Path] = list(image) if image else [str(raster)]
-    first = images[0]
+    _predict_one(
+        model_dir, images, output, probabilities, vectorize, min_area, overwrite, nodata_policy, opts
+    )
+
+
+def _predict_one(
+    model_dir: Path,
+    images: list[str | Path],
+    output: Path,
+    probabilities: Path | None,
+    vectorize: Path | None,
+    min_area: float,
+    overwrite: bool,
+    nodata_policy: str,
+    opts: dict[str, Any],
+) -> None:
+    """One raster (or one multi-date stack) into one map, optionally polygons."""
+    from rasterlearn.io.paths import check_outputs
+    from rasterlearn.predict import predict_package
+
     check_outputs([model_dir, *images, output, probabilities], [vectorize])
     if vectorize is not None and vectorize.exists() and not overwrite:
         raise InputError(f"{vectorize} exists; pass --overwrite or choose another name")
-    with RasterReader(first) as r:
-        total = r.grid.height * r.grid.width
-    with progress_bar("predict", total, "px") as advance:
+    # the total (pixels of the extent, AOI-clipped) is announced by predict_raster itself
+    with progress_bar("predict", None, "px") as advance:
         res = predict_package(
             model_dir,
-            images if len(images) > 1 else first,
+            images if len(images) > 1 else images[0],
             output,
             probabilities=probabilities,
             overwrite=overwrite,
@@ -299,16 +313,9 @@ def _predict_scenes(
 
     from rasterlearn.batch import predict_scenes
     from rasterlearn.engine.executor import open_executor
-    from rasterlearn.io.raster import RasterReader
 
-    total = 0
-    for r in rasters:
-        try:
-            with RasterReader(r) as rd:
-                total += rd.grid.height * rd.grid.width
-        except Exception:  # a scene that does not open fails on its own, reported below
-            pass
-    with open_executor(scheduler, workers) as ex, progress_bar("predict", total, "px") as advance:
+    # the total is announced by predict_scenes once it has counted the scenes still to map
+    with open_executor(scheduler, workers) as ex, progress_bar("predict", None, "px") as advance:
         res = predict_scenes(
             model_dir,
             rasters,

@@ -115,10 +115,14 @@ def vrt_xml(
     return ET.tostring(root, encoding="unicode")
 
 
-def dst_rect(bounds: Any, left: float, top: float, res: float) -> tuple[float, float, float, float]:
-    """Where a source with ``bounds`` (left, bottom, right, top) lands on a grid at ``left``, ``top``, ``res``."""
+def dst_rect(
+    bounds: Any, left: float, top: float, res: float, res_y: float | None = None
+) -> tuple[float, float, float, float]:
+    """Where a source with ``bounds`` (left, bottom, right, top) lands on a grid at ``left``, ``top`` with pixel
+    size ``res`` (``res_y`` for rows when it differs): (x, y, width, height) in target pixels."""
+    ry = res if res_y is None else res_y
     sl, sb, sr, st = bounds
-    return ((sl - left) / res, (top - st) / res, (sr - sl) / res, (st - sb) / res)
+    return ((sl - left) / res, (top - st) / ry, (sr - sl) / res, (st - sb) / ry)
 
 
 @dataclass(frozen=True)
@@ -194,12 +198,7 @@ def mosaic_vrt(paths: Sequence[str | Path], dest: str | Path) -> Path:
                     m.shape,
                     m.dtypes[b],
                     m.block,
-                    (
-                        (m.bounds[0] - left) / rx,
-                        (top - m.bounds[3]) / ry,
-                        float(m.shape[1]),
-                        float(m.shape[0]),
-                    ),
+                    dst_rect(m.bounds, left, top, rx, ry),
                     m.nodata[b],
                 )
                 for m in maps
