@@ -274,9 +274,7 @@ def change_map(
     Raises:
         InputError: mismatched feature rasters, bad options; OutputError: an output exists.
     """
-    from rasterlearn.features._io import block_windows, window_size_for
     from rasterlearn.features.sampling import sample_pixels
-    from rasterlearn.io.writer import BlockWriter
 
     a, b, out = Path(raster_a), Path(raster_b), Path(output)
     dist_path = None if distance is None else Path(distance)
@@ -319,70 +317,8 @@ def change_map(
         fp = stable_hash(
             {**params, "inputs": [str(p.resolve()) for p in (a, b)], "bands": reader.band_indexes}, length=32
         )
-        schema = change_schema()
-        writers = [
-            BlockWriter(
-                out,
-                reader.grid,
-                1,
-                "uint8",
-                nodata=MAP_NODATA,
-                band_descriptions=["change"],
-                tags={**tags, "product": "change map"},
-                colormap=schema.colormap(),
-                category_names=schema.category_names(),
-                blocksize=blocksize,
-                resume=resume,
-                fingerprint=fp + ":map",
-                overwrite=overwrite,
-            )
-        ]
-        if dist_path is not None:
-            writers.append(
-                BlockWriter(
-                    dist_path,
-                    reader.grid,
-                    1,
-                    "float32",
-                    nodata=float("nan"),
-                    band_descriptions=[f"{method}_distance"],
-                    tags={**tags, "product": "change distance"},
-                    blocksize=blocksize,
-                    resume=resume,
-                    fingerprint=fp + ":distance",
-                    overwrite=overwrite,
-                )
-            )
-        ok = False
-        try:
-            windows = block_windows(reader.grid, window_size_for(reader.count, blocksize))
-            report_total(progress, len(windows))
-            with gdal_cache(64):
-                for win in windows:
-                    key = f"{win.row_off}:{win.col_off}"
-                    if all(w.is_done(key) for w in writers):
-                        if progress is not None:
-                            progress(1)
-                        continue
-                    block = reader.read(win)
-                    d = np.full(win.shape, np.nan, dtype="float32")
-                    if block.valid.any():
-                        d[block.valid] = dist(block.data[:, block.valid].T)
-                    cls = np.where(block.valid, (d > thr).astype("uint8"), np.uint8(MAP_NODATA)).astype(
-                        "uint8"
-                    )
-                    writers[0].write(cls[np.newaxis], win)
-                    if len(writers) > 1:
-                        writers[1].write(d[np.newaxis], win)
-                    for w in writers:
-                        w.mark_done(key)
-                    if progress is not None:
-                        progress(1)
-            ok = True
-        finally:
-            if not ok:
-                for w in writers:
-                    w.abort(keep_partial=True)
+        writers = _open_writers(out, dist_path, reader, tags, method, blocksize, resume, overwrite, fp)
+        _stream_blocks(reader, writers, dist, thr, blocksize, progress)
         for w in writers:
             w.commit()
         for w in writers:
@@ -419,3 +355,91 @@ def _count(path: Path) -> tuple[int, int]:
             changed += int((m == 1).sum())
             valid += int((m != MAP_NODATA).sum())
     return changed, valid
+
+
+def _open_writers(
+    out: Path,
+    dist_path: Path | None,
+    reader: StackReader,
+    tags: dict[str, Any],
+    method: str,
+    blocksize: int,
+    resume: bool,
+    overwrite: bool,
+    fp: str,
+) -> list[Any]:
+    """The change map's writer, and the distance raster's when one is asked for."""
+    from rasterlearn.io.writer import BlockWriter
+
+    schema = change_schema()
+    common: dict[str, Any] = {"blocksize": blocksize, "resume": resume, "overwrite": overwrite}
+    writers = [
+        BlockWriter(
+            out,
+            reader.grid,
+            1,
+            "uint8",
+            nodata=MAP_NODATA,
+            band_descriptions=["change"],
+            tags={**tags, "product": "change map"},
+            colormap=schema.colormap(),
+            category_names=schema.category_names(),
+            fingerprint=fp + ":map",
+            **common,
+        )
+    ]
+    if dist_path is not None:
+        writers.append(
+            BlockWriter(
+                dist_path,
+                reader.grid,
+                1,
+                "float32",
+                nodata=float("nan"),
+                band_descriptions=[f"{method}_distance"],
+                tags={**tags, "product": "change distance"},
+                fingerprint=fp + ":distance",
+                **common,
+            )
+        )
+    return writers
+
+
+def _stream_blocks(
+    reader: StackReader,
+    writers: list[Any],
+    dist: Callable[[np.ndarray], np.ndarray],
+    thr: float,
+    blocksize: int,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Distance and class of every block not yet committed; partial state kept if stopped."""
+    from rasterlearn.features._io import block_windows, window_size_for
+
+    ok = False
+    try:
+        windows = block_windows(reader.grid, window_size_for(reader.count, blocksize))
+        report_total(progress, len(windows))
+        with gdal_cache(64):
+            for win in windows:
+                key = f"{win.row_off}:{win.col_off}"
+                if not all(w.is_done(key) for w in writers):
+                    block = reader.read(win)
+                    d = np.full(win.shape, np.nan, dtype="float32")
+                    if block.valid.any():
+                        d[block.valid] = dist(block.data[:, block.valid].T)
+                    cls = np.where(block.valid, (d > thr).astype("uint8"), np.uint8(MAP_NODATA)).astype(
+                        "uint8"
+                    )
+                    writers[0].write(cls[np.newaxis], win)
+                    if len(writers) > 1:
+                        writers[1].write(d[np.newaxis], win)
+                    for w in writers:
+                        w.mark_done(key)
+                if progress is not None:
+                    progress(1)
+        ok = True
+    finally:
+        if not ok:
+            for w in writers:
+                w.abort(keep_partial=True)
