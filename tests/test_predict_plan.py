@@ -78,7 +78,8 @@ def test_window_respects_stride_and_budget(stride, memory_mb, extent):
     )
     assert plan.window[0] % stride == 0 and plan.window[1] % stride == 0
     assert min(plan.window) >= 256  # never smaller than the training chip
-    assert plan.overlap_px == 64 and plan.stride == (plan.window[0] - 64, plan.window[1] - 64)
+    ov = max(64, 2 * stride)  # 0.25 x chip 256, at least two output strides
+    assert plan.overlap_px == ov and plan.stride == (plan.window[0] - ov, plan.window[1] - ov)
     assert plan.window_source == "budget" and plan.batch_size >= 1
     assert plan.stripe_width % 512 == 0 or plan.stripe_width == extent[1]
     fwd_px = 382.0 * ACTIVATION_SAFETY
@@ -156,9 +157,13 @@ def _reference(model: nn.Module, norm: Normalization, data: np.ndarray) -> np.nd
 
 
 @pytest.mark.parametrize(
-    ("window", "overlap", "memory_mb"), [(64, 0.25, None), (96, 0.5, None), (None, 0.25, 0.3)]
+    # overlap_px: the chip fraction, raised to two output strides (64 px), capped below an explicit window
+    ("window", "overlap", "memory_mb", "overlap_px"),
+    [(64, 0.25, None, 32), (96, 0.5, None, 64), (None, 0.25, 0.3, 64)],
 )
-def test_tiled_equals_whole_image_at_new_window_sizes(make_raster, tmp_path, window, overlap, memory_mb):
+def test_tiled_equals_whole_image_at_new_window_sizes(
+    make_raster, tmp_path, window, overlap, memory_mb, overlap_px
+):
     rng = np.random.default_rng(4)
     data = rng.integers(0, 1000, (3, 150, 131)).astype("uint16")
     src = make_raster(data, nodata=None)
@@ -190,7 +195,7 @@ def test_tiled_equals_whole_image_at_new_window_sizes(make_raster, tmp_path, win
     with rasterio.open(tmp_path / "m.tif") as ds:
         tags = json.loads(ds.tags()["parameters"])
         inference = json.loads(ds.tags()["inference"])
-    assert tags["window"] == params["window"] and tags["overlap_px"] == round(overlap * 32)
+    assert tags["window"] == params["window"] and tags["overlap_px"] == overlap_px
     assert (
         inference["window_source"] == ("option" if window else "budget") and inference["output_stride"] == 32
     )

@@ -17,8 +17,8 @@ inference window is decoupled from the chip size and chosen here, in one functio
 * the extent: windows tile it *evenly* (the smallest number of windows per axis whose equal size fits the
   budget), so a 2000-px raster gets two 1056-px windows per axis rather than three 1024-px ones.
 
-The overlap stays a fraction of the **chip size** (the context the model was trained with), so larger
-windows keep today's seam zone while the share of recomputed pixels falls.
+The overlap stays a fraction of the **chip size** (the context the model was trained with), and at least two
+output strides, so larger windows keep the seam zone while the share of recomputed pixels falls.
 """
 
 from __future__ import annotations
@@ -59,6 +59,11 @@ CPU (batch 1 of 512² windows was faster than batch 8) and cost memory."""
 GPU_BATCH_PIXELS = 16 * 1024 * 1024
 """On a GPU a batch is filled up to this many pixels, within the device budget."""
 MAX_BATCH = 64
+MIN_OVERLAP_STRIDES = 2
+"""A non-zero overlap is at least this many output strides (64 px for smp encoders): a window's edge
+disturbs the deepest feature cell it touches, so the blended seam zone must span more than one cell on each
+side. Measured with a trained U-Net (chip 128): 32 px of overlap matched the whole-image map on 99.886 % of
+pixels, 64 px on 99.983 %."""
 
 _ACT_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], float]] = weakref.WeakKeyDictionary()
 
@@ -256,7 +261,8 @@ def plan_inference(
         chip_size: the model's training chip size; ``overlap`` is a fraction of it (0 <= overlap < 1),
             rounded to a multiple of ``out_stride`` once it reaches one, so that window origins stay on the
             network's pooling lattice (a stride-32 U-Net is then exactly translation-equivariant across
-            windows).
+            windows), and, when not 0, at least :data:`MIN_OVERLAP_STRIDES` output strides (an explicit
+            ``window`` caps that floor below its own side).
         bands, n_out: input bands and output channels.
         act_bytes_per_px: measured activation bytes per pixel (see :func:`activation_bytes_per_px`).
         out_stride: window sides are multiples of it.
@@ -283,6 +289,12 @@ def plan_inference(
     ov = min(chip_size - 1, round(overlap * chip_size)) if chip_size > 1 else 0
     if ov >= s:  # keep every window origin on the network's pooling lattice (offsets multiples of s)
         ov = max(s, round(ov / s) * s)
+    if overlap > 0:  # the seam zone holds at least MIN_OVERLAP_STRIDES cells of the deepest feature map
+        least = MIN_OVERLAP_STRIDES * s
+        if window is not None:  # an explicit window keeps room for its stride
+            sides = (int(window),) if isinstance(window, int) else tuple(int(v) for v in window)
+            least = min(least, max(ov, (min(sides) - 1) // s * s))
+        ov = max(ov, least)
     budget = memory_mb * 2**20
     gpu = device_type not in ("cpu",)
     act_px = act_bytes_per_px * ACTIVATION_SAFETY
