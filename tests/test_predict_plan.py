@@ -360,3 +360,58 @@ def test_onnx_runtime_matches_torch_within_1e4(make_raster, tmp_path):
     assert (probs["onnx"].argmax(0) == probs["torch"].argmax(0)).mean() >= 0.999
     with pytest.raises(InputError, match="fp32"):
         predict_raster(FCN(3, 4), _meta(3, 4), src, tmp_path / "x.tif", runtime="onnx", precision="bf16")
+
+
+# -- conv-BN folding ------------------------------------------------------------------------------------
+
+
+class _ConvBN(nn.Module):
+    """conv -> batch norm -> relu -> conv head, batch norm with non-trivial running statistics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Conv2d(8, 4, 1)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-1.0, 1.0)
+            self.bn.running_var.uniform_(0.5, 2.0)
+            self.bn.weight.uniform_(0.5, 1.5)
+            self.bn.bias.uniform_(-0.5, 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.bn(self.conv(x))))
+
+
+class _Untraceable(_ConvBN):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
+            x = x * 1.0
+        return super().forward(x)
+
+
+def test_conv_bn_folding_on_cpu_matches_the_network():
+    from rasterlearn.predict_runtime import ModelRunner
+
+    net = _ConvBN().eval()
+    x = torch.from_numpy(np.random.default_rng(5).normal(0, 1, (2, 3, 40, 56)).astype("float32"))
+    fused = ModelRunner(net, n_out=4, task="multiclass")  # CPU default: folded
+    plain = ModelRunner(_ConvBN().eval(), n_out=4, task="multiclass", fuse=False)
+    plain.model.load_state_dict(net.state_dict())
+    assert fused.fuse_note.startswith("folded")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.net.modules())  # really folded
+    assert any(isinstance(m, nn.BatchNorm2d) for m in fused.model.modules())  # the original is kept
+    assert plain.net is plain.model and plain.fuse_note == ""
+    got, ref = fused(x), plain(x)
+    assert got.shape == ref.shape == (2, 4, 40, 56)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_conv_bn_folding_falls_back_when_the_network_cannot_be_traced():
+    from rasterlearn.predict_runtime import ModelRunner
+
+    runner = ModelRunner(_Untraceable().eval(), n_out=4, task="multiclass")
+    assert runner.net is runner.model
+    assert "cannot be traced" in runner.fuse_note
+    x = torch.ones((1, 3, 16, 16))
+    assert runner(x).shape == (1, 4, 16, 16)

@@ -326,7 +326,7 @@ def _plan_windows(
 
     s = output_stride(runner.model, int(meta.chip_size))
     bpp = activation_bytes_per_px(
-        runner.model,
+        runner.net,
         meta.norm.bands,
         stride=s,
         device=runner.dev,
@@ -652,6 +652,7 @@ def predict_raster(
         "stripe_width": iplan.stripe_width,
         "device": str(dev),
         "channels_last": runner.channels_last,
+        **({"conv_bn": runner.fuse_note} if runner.fuse_note else {}),
         **({"precision_note": runner.precision_note} if runner.precision_note else {}),
     }
     model_ident = model_id or f"sha256:{_model_digest(model)}"

@@ -8,6 +8,12 @@
   windows of the job agrees with fp32 (classes on >= :data:`BF16_MIN_AGREEMENT` of pixels, probabilities
   within :data:`BF16_MAX_DELTA`); otherwise it stays fp32 and logs why. The precision actually used is
   recorded in the outputs' provenance and the resume fingerprint.
+* **Conv-BN folding** (CPU, torch runtime): the batch normalizations that directly follow a convolution
+  are folded into its weights (``torch.fx`` graph rewrite, eval mode), so a forward pass runs ~40 fewer
+  elementwise passes over full-resolution activations (U-Net/ResNet-18: batch norm was ~13 % of the
+  forward time). The rewrite is checked once on a random probe: probabilities within
+  :data:`FUSE_MAX_DELTA` of the unfused network, else the network runs unfused and the reason is logged; a
+  network that cannot be traced runs unfused. Recorded in the outputs' ``inference`` tag.
 * **CUDA**: fp16 autocast (``amp``), pinned host batches copied with ``non_blocking=True``.
 * **ONNX Runtime** (``runtime="onnx"``, CPU, needs ``onnxruntime``: ``rasterlearn[onnx]``): the network is
   exported once per job (the :mod:`rasterlearn.export` ONNX path, dynamic batch and window size, to a
@@ -28,7 +34,15 @@ import numpy as np
 
 from rasterlearn.errors import InputError, ModelError
 
-__all__ = ["BF16_MAX_DELTA", "BF16_MIN_AGREEMENT", "ModelRunner", "Precision", "Runtime"]
+__all__ = [
+    "BF16_MAX_DELTA",
+    "BF16_MIN_AGREEMENT",
+    "FUSE_MAX_DELTA",
+    "ModelRunner",
+    "Precision",
+    "Runtime",
+    "fuse_conv_bn",
+]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +50,8 @@ Precision = Literal["auto", "fp32", "bf16"]
 Runtime = Literal["torch", "onnx"]
 BF16_MIN_AGREEMENT = 0.999
 BF16_MAX_DELTA = 0.05
+FUSE_MAX_DELTA = 1e-4
+"""Largest |dp| (probabilities) between the conv-BN folded and the original network on the check probe."""
 
 
 class _Transforms:
@@ -74,6 +90,53 @@ def bf16_supported() -> bool:
         return False
 
 
+def fuse_conv_bn(model: Any, n_in: int, *, channels_last: bool, side: int = 64) -> tuple[Any, str]:
+    """``model`` with every batch norm that follows a convolution folded into it, and a note.
+
+    The rewrite (``torch.fx.experimental.optimization.fuse``, a copy; eval mode) is kept only when a random
+    ``side``-pixel probe gives probabilities within :data:`FUSE_MAX_DELTA` of the original network; else
+    (or when the network cannot be traced) the original comes back with the reason.
+    """
+    import torch
+
+    try:
+        from torch.fx.experimental.optimization import fuse
+    except ImportError:  # pragma: no cover - torch without fx
+        return model, "conv-BN folding unavailable in this torch"
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model, "no batch norm to fold"
+    try:
+        fused = fuse(model, inplace=False).eval()
+    except Exception as exc:  # any tracing failure: run the network as it is
+        return model, f"conv-BN folding skipped: the network cannot be traced ({type(exc).__name__})"
+    if channels_last:
+        fused = fused.to(memory_format=torch.channels_last)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((1, n_in, side, side), generator=gen)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def probs(net: Any) -> Any:
+        y = net(x)
+        if isinstance(y, dict):
+            y = y.get("out", next(iter(y.values())))
+        elif isinstance(y, list | tuple):
+            y = y[0]
+        y = y.float()
+        return torch.sigmoid(y) if y.shape[1] == 1 else torch.softmax(y, dim=1)
+
+    with torch.inference_mode():
+        try:
+            delta = float((probs(fused) - probs(model)).abs().max())
+        except Exception as exc:  # the traced graph does not run: keep the original
+            return model, f"conv-BN folding skipped: the folded network failed ({type(exc).__name__})"
+    if not delta <= FUSE_MAX_DELTA:
+        log.info("conv-BN folding skipped: max |dp| %.1e > %g on the check probe", delta, FUSE_MAX_DELTA)
+        return model, f"not folded: the folded network differed by more than {FUSE_MAX_DELTA:g}"
+    log.debug("conv-BN folded: max |dp| %.1e on the check probe", delta)
+    return fused, "folded into the convolutions (checked on a probe)"
+
+
 class ModelRunner:
     """Runs a segmentation model on batches of windows and returns class probabilities (numpy float32).
 
@@ -87,6 +150,9 @@ class ModelRunner:
         amp: mixed precision on CUDA.
         channels_last: channels-last memory format (default: on for CPU and CUDA with the torch runtime).
         runtime: ``torch`` or ``onnx`` (ONNX Runtime on CPU; see the module docstring).
+        fuse: fold batch norms into the preceding convolutions (default: on CPU with the torch runtime;
+            checked, see the module docstring). ``model`` stays the original network (weights digest,
+            export); ``net`` is the one that runs.
     """
 
     def __init__(
@@ -101,6 +167,7 @@ class ModelRunner:
         amp: bool = True,
         channels_last: bool | None = None,
         runtime: Runtime = "torch",
+        fuse: bool | None = None,
     ) -> None:
         import torch
 
@@ -123,6 +190,15 @@ class ModelRunner:
         self.model = model.to(self.dev).eval()
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.net = self.model
+        self.fuse_note = ""
+        if (self.dev.type == "cpu" and runtime == "torch") if fuse is None else fuse:
+            n_in = _in_channels(self.model)
+            if n_in is None:
+                self.fuse_note = "conv-BN folding skipped: the network's input channels are unknown"
+            else:
+                self.net, self.fuse_note = fuse_conv_bn(self.model, n_in, channels_last=self.channels_last)
+            log.debug("Batch norm: %s", self.fuse_note)
         self.n_out = n_out
         self.task = task
         self.tta = tuple(tta)
@@ -213,7 +289,7 @@ class ModelRunner:
                     y = self._onnx(xt)
                 else:
                     with self.autocast():
-                        y = self.model(xt)
+                        y = self.net(xt)
                 if isinstance(y, dict):
                     y = y.get("out", next(iter(y.values())))
                 elif isinstance(y, list | tuple):
@@ -246,6 +322,16 @@ class ModelRunner:
                 tuple(x.shape[-2:]),
             )
         self._checked = True
+
+
+def _in_channels(model: Any) -> int | None:
+    """Input channels of the network's first convolution (None when it has none)."""
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            return int(m.in_channels)
+    return None
 
 
 class _OnnxModel:
