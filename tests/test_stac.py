@@ -130,3 +130,84 @@ def test_cli_info_stac(item, capsys) -> None:
     assert main(["info", "--stac", str(path), "--assets", "B99"]) == 2
     assert "no asset 'B99'" in capsys.readouterr().err
     assert main(["info", "x.tif", "--stac", str(path), "--assets", "B04"]) == 2
+
+
+def test_in_memory_stack_has_a_stable_identity(item) -> None:
+    from rasterlearn._util import file_identity
+
+    path, _ = item
+    a, b = stac_stack(path, ["B04", "B03"]), stac_stack(path, ["B04", "B03"])
+    assert file_identity(a.path) == file_identity(b.path)  # a resumed job recognises its input
+    assert file_identity(a.path) != file_identity(stac_stack(path, ["B03", "B04"]).path)
+
+
+def _stack_as_tiff(st_path: str, dst: Path) -> Path:
+    with RasterReader(st_path) as r:
+        block = r.read(r.grid.window)
+        g = r.grid
+    with rasterio.open(
+        dst,
+        "w",
+        driver="GTiff",
+        width=g.width,
+        height=g.height,
+        count=block.data.shape[0],
+        dtype=block.data.dtype,
+        crs=g.crs,
+        transform=g.transform,
+        nodata=0,
+    ) as ds:
+        ds.write(block.data)
+    return dst
+
+
+def test_cli_predict_stac_item_equals_the_stacked_file_and_records_the_item(item, tmp_path, capsys) -> None:
+    from rasterlearn.cli import main
+    from tests.test_predict import _package
+
+    path, _ = item
+    pkg = _package(tmp_path)
+    common = ["--allow-dtype-mismatch", "--progress", "none"]
+    ref = _stack_as_tiff(stac_stack(path, ["B04", "B03", "B11"]).path, tmp_path / "stack.tif")
+    assert main(["predict", str(pkg), str(ref), "-o", str(tmp_path / "ref.tif"), *common]) == 0
+    out = tmp_path / "stac_map.tif"
+    args = ["predict", str(pkg), "--stac", str(path), "--assets", "B04,B03,B11", "-o", str(out), *common]
+    assert main(args) == 0
+    with rasterio.open(out) as a, rasterio.open(tmp_path / "ref.tif") as b:
+        assert a.transform == b.transform and a.crs == b.crs
+        np.testing.assert_array_equal(a.read(), b.read())
+        tags = a.tags()
+    assert tags["stac_item_id"] == "S2_T33_20240601"
+    assert json.loads(tags["stac_assets"]) == ["B04", "B03", "B11"]
+    hrefs = json.loads(tags["stac_hrefs"])
+    assert Path(hrefs["B11"]) == path.parent / "B11.tif"
+    capsys.readouterr()
+    assert main([*args, "--overwrite"]) == 0  # runs again from the same item
+    assert main(["predict", str(pkg), str(ref), "--stac", str(path), "-o", str(out)]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_cli_predict_several_stac_items_into_out_dir(item, tmp_path) -> None:
+    from rasterlearn.cli import main
+    from tests.test_predict import _package
+
+    path, _ = item
+    second = tmp_path / "second"
+    second.mkdir()
+    d = json.loads(path.read_text())
+    d["id"] = "S2_T33_20240611"
+    for a in d["assets"].values():  # the same files, referenced from another folder
+        a["href"] = str(path.parent / Path(a["href"]).name)
+    (second / "item.json").write_text(json.dumps(d))
+    pkg = _package(tmp_path)
+    out = tmp_path / "maps"
+    args = ["predict", str(pkg), "--stac", str(path), "--stac", str(second / "item.json")]
+    assert main([*args, "--assets", "B04,B03,B11", "--out-dir", str(out), "--allow-dtype-mismatch"]) == 0
+    summary = json.loads((out / "scenes.json").read_text())
+    assert summary["done"] == 2
+    assert sorted(p.name for p in (out / "stac").iterdir()) == ["S2_T33_20240601.vrt", "S2_T33_20240611.vrt"]
+    for name in ("S2_T33_20240601", "S2_T33_20240611"):
+        with rasterio.open(out / f"{name}.tif") as ds:
+            assert ds.shape == (40, 40) and ds.tags()["stac_item_id"] == name
+    with rasterio.open(out / "S2_T33_20240601.tif") as a, rasterio.open(out / "S2_T33_20240611.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())  # same pixels, two items

@@ -219,8 +219,12 @@ def _virtual_identity(path: str) -> dict[str, Any]:
 
     For HTTP(S) one ``HEAD`` request gives what the server says identifies the content; other handlers
     (``/vsis3/``, ``/vsizip/`` ...) are identified by their path alone, so a changed object under the same
-    key is not detected — rerun with ``--no-resume`` after replacing remote data.
+    key is not detected — rerun with ``--no-resume`` after replacing remote data. A ``/vsimem/`` file is
+    identified by its file name (GDAL places it under a random folder; rasterlearn's in-memory STAC stacks
+    are named by a hash of their content).
     """
+    if path.startswith("/vsimem/"):  # an in-memory file lives under a random folder: its name identifies it
+        return {"vsimem": path.rsplit("/", 1)[-1]}
     url = path.removeprefix("/vsicurl/")
     out: dict[str, Any] = {"path": path}
     if url.startswith(("http://", "https://")):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,16 +84,16 @@ class _Job:
     pkg: Any = None  # the local executor reuses the package loaded by the caller
 
 
-def _map_scene(job: _Job, item: tuple[str, str]) -> SceneStatus:
+def _map_scene(job: _Job, item: tuple[str, str, dict[str, Any]]) -> SceneStatus:
     """One scene, on whichever process runs it; failures become a status, cancellation propagates."""
     from rasterlearn.models import load_package
     from rasterlearn.predict import predict_raster
 
-    raster, output = item
+    raster, output, own = item
     t0 = time.perf_counter()
     try:
         pkg = job.pkg or worker_cache(("package", job.package, job.digest), lambda: load_package(job.package))
-        res = predict_raster(pkg.model, pkg.meta, raster, output, **job.kwargs)
+        res = predict_raster(pkg.model, pkg.meta, raster, output, **{**job.kwargs, **own})
     except JobCancelledError:
         raise
     except Exception as exc:  # one scene's failure (bad file, no overlap, disk) must not stop the others
@@ -119,6 +119,7 @@ def predict_scenes(
     mosaic: bool = False,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
+    scene_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
     **predict_kwargs: Any,
 ) -> ScenesResult:
     """Map every raster in ``rasters`` with the model package into ``out_dir`` (see the module docs).
@@ -126,7 +127,9 @@ def predict_scenes(
     ``predict_kwargs`` are :func:`rasterlearn.predict.predict_raster` options (overlap, batch_size, tta,
     device, ...), the same for every scene. ``progress`` counts pixels of finished scenes (and, with the
     local executor, of finished blocks within a scene); the job's total (pixels of the scenes still to map)
-    is announced to it once, before the first scene.
+    is announced to it once, before the first scene. ``scene_kwargs`` adds options of single scenes
+    (``{raster: {"source": ...}}``, e.g. the STAC item a scene's virtual stack came from; see
+    :func:`rasterlearn.io.stac.stac_scenes`).
 
     Raises:
         InputError: no scene, two scenes with one output name, or an output that is an input.
@@ -152,17 +155,17 @@ def predict_scenes(
         kwargs["progress"] = lambda n: progress(n)
     job = _Job(str(package), digest, kwargs, load_package(package) if local else None)
     statuses: dict[str, SceneStatus] = {}
-    todo: list[tuple[str, str]] = []
+    todo: list[tuple[str, str, dict[str, Any]]] = []
     for raster, output in outputs.items():
         if output.exists() and not overwrite:
             statuses[raster] = SceneStatus(raster, str(output), "skipped", "finished map from an earlier run")
             log.info("%s: %s exists, skipped (--overwrite maps it again)", raster, output)
         else:
-            todo.append((raster, str(output)))
-    sizes = {r: _pixels(r) for r, _ in todo}
+            todo.append((raster, str(output), dict((scene_kwargs or {}).get(raster, {}))))
+    sizes = {r: _pixels(r) for r, _, _ in todo}
     report_total(progress, sum(sizes.values()))
     with output_lock(summary):
-        for (raster, _), status in executor.map(_map_scene, todo, job):
+        for (raster, _, _), status in executor.map(_map_scene, todo, job):
             statuses[raster] = status
             if status.status == "failed":
                 log.error("Scene %s failed: %s", raster, status.error)

@@ -49,7 +49,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -415,6 +415,7 @@ def predict_raster(
     allow_dtype_mismatch: bool = False,
     progress: Callable[[int], None] | None = None,
     nodata_policy: NodataPolicy = "all-valid",
+    source: Mapping[str, Any] | None = None,
 ) -> PredictResult:
     """Predict a class map (and optionally class probabilities) for a whole raster, block by block.
 
@@ -471,6 +472,9 @@ def predict_raster(
         progress: called with the number of extent pixels finished: after every window row (their scores
             are final; the block rows holding them are committed as they fill), so small runs move early.
         nodata_policy: multi-date input: ``all-valid`` (nodata in any date is nodata) or ``any-valid``.
+        source: what the outputs record about where the raster came from beyond its path, e.g. a STAC item's
+            id and asset hrefs (:meth:`rasterlearn.io.stac.StacStack.provenance`); stored as tags of the
+            outputs and part of the resume fingerprint.
 
     Returns:
         A :class:`PredictResult` with paths, window counts and throughput.
@@ -664,6 +668,7 @@ def predict_raster(
         "aoi_wkt": None if aoi_geom is None else aoi_geom.wkt,
         "version": __version__,
         **stack_provenance(rasters, reader, identity=True),
+        **({"source": dict(source)} if source else {}),
     }
     fingerprint = stable_hash(fp_src, length=64)
     tags = {
@@ -676,6 +681,7 @@ def predict_raster(
         "inference": inference,
         "classes": schema.to_dict(),
         **stack_provenance(rasters, reader),
+        **(dict(source) if source else {}),
     }
     map_writer = BlockWriter(
         output,

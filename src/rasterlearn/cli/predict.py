@@ -13,6 +13,7 @@ import typer
 from rasterlearn.cli._app import app, console, state
 from rasterlearn.cli._executor import SchedulerOpt, WorkersOpt
 from rasterlearn.cli._progress import ProgressOpt, progress_bar
+from rasterlearn.cli._scene import AssetsOpt
 from rasterlearn.errors import InputError
 from rasterlearn.predict_plan import DEFAULT_MEMORY_MB
 
@@ -174,6 +175,16 @@ def predict(
     ] = False,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
+    stac: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stac",
+            metavar="ITEM.json",
+            help="Map a STAC item (path or URL) instead of RASTER: its --assets stacked on one grid. Repeat for "
+            "several items (with --out-dir; OUT_DIR/stac/<item id>.vrt are the stacks).",
+        ),
+    ] = None,
+    assets: AssetsOpt = None,
 ) -> None:
     """Map a raster with a trained model: seamless blended windows, bounded memory, resumable."""
     opts: dict[str, Any] = {
@@ -200,6 +211,17 @@ def predict(
         "allow_dtype_mismatch": allow_dtype_mismatch,
         "resume": not no_resume,
     }
+    scene_kwargs: dict[str, dict[str, Any]] = {}
+    if stac:
+        if rasters or image:
+            raise InputError("Give the RASTER(s) to map or --stac ITEM.json, not both")
+        if out_dir is None and len(stac) == 1:
+            _predict_stac_item(stac[0], assets, opts)
+            rasters = [opts.pop("raster")]
+        else:
+            rasters, scene_kwargs = _stac_scenes(stac, assets, out_dir)
+    elif assets:
+        raise InputError("--assets needs --stac ITEM.json (the STAC item whose assets to stack)")
     if out_dir is not None or (rasters is not None and len(rasters) > 1):
         if image or output is not None or probabilities is not None or vectorize is not None:
             raise InputError(
@@ -210,9 +232,9 @@ def predict(
             raise InputError(
                 f"{len(rasters or [])} rasters given: name a folder for their maps with --out-dir"
             )
-        _predict_scenes(
-            model_dir, _expand_scenes(rasters or []), out_dir, mosaic, overwrite, scheduler, workers, opts
-        )
+        scenes = list(rasters or []) if scene_kwargs else _expand_scenes(rasters or [])
+        opts_all = {**opts, "scene_kwargs": scene_kwargs} if scene_kwargs else opts
+        _predict_scenes(model_dir, scenes, out_dir, mosaic, overwrite, scheduler, workers, opts_all)
         return
     if scheduler is not None or workers is not None:
         raise InputError(
@@ -275,6 +297,31 @@ def _predict_one(
         gdf = vectorize_raster(output, vectorize, min_area=min_area, exclude=None if bg is None else [bg])
         _style_polygons(vectorize, output)
         console.print(f"Wrote {len(gdf)} polygons to {vectorize}")
+
+
+def _stac_names(assets: str | None) -> list[str]:
+    return [a.strip() for a in (assets or "").split(",") if a.strip()]
+
+
+def _predict_stac_item(item: str, assets: str | None, opts: dict[str, Any]) -> None:
+    """One STAC item: its in-memory stack becomes the raster, its item id and hrefs the map's provenance."""
+    from rasterlearn.io.stac import stac_stack
+
+    st = stac_stack(item, _stac_names(assets))
+    opts["raster"] = st.path
+    opts["source"] = st.provenance()
+
+
+def _stac_scenes(
+    items: list[str], assets: str | None, out_dir: Path | None
+) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Several STAC items: one VRT each under OUT_DIR/stac (workers open them), provenance per scene."""
+    from rasterlearn.io.stac import stac_scenes
+
+    if out_dir is None:
+        raise InputError(f"{len(items)} STAC items given: name a folder for their maps with --out-dir")
+    stacks = stac_scenes(items, _stac_names(assets), out_dir / "stac")
+    return [st.path for st in stacks], {st.path: {"source": st.provenance()} for st in stacks}
 
 
 def _expand_scenes(items: list[str]) -> list[str]:

@@ -14,8 +14,8 @@ their outputs' metadata.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +27,12 @@ import rasterio.errors
 from affine import Affine
 from rasterio.io import MemoryFile
 
+from rasterlearn._util import atomic_write_text
 from rasterlearn.errors import InputError, InputNotFoundError
 from rasterlearn.io.remote import apply_cloud_defaults, gdal_path, is_remote
 from rasterlearn.io.vrt import VrtBand, VrtSource, dst_rect, vrt_xml
 
-__all__ = ["StacStack", "stac_stack"]
+__all__ = ["StacStack", "stac_scenes", "stac_stack"]
 
 log = logging.getLogger(__name__)
 
@@ -191,12 +192,18 @@ def stac_stack(
         resampling=resampling,
     )
     if dest is not None:
-        Path(dest).write_text(xml)
+        atomic_write_text(dest, xml)
         path = str(dest)
     else:
-        mem = MemoryFile(xml.encode(), filename=f"{it.id}-{uuid.uuid4().hex[:8]}.vrt")
-        _KEEP[mem.name] = mem
-        path = mem.name
+        # named by its content: the same item and assets give the same path, so a resumed job recognises it
+        name = f"{it.id}-{hashlib.sha256(xml.encode()).hexdigest()[:12]}.vrt"
+        known = [m for m in _KEEP.values() if m.name.endswith("/" + name)]
+        if known:
+            path = known[0].name
+        else:
+            mem = MemoryFile(xml.encode(), filename=name)
+            _KEEP[mem.name] = mem
+            path = mem.name
     return StacStack(
         path=path,
         item_id=it.id,
@@ -206,3 +213,31 @@ def stac_stack(
         bands=tuple(names),
         resampled=resampled,
     )
+
+
+def stac_scenes(
+    items: Sequence[str | Path],
+    assets: Sequence[str],
+    dest_dir: str | Path,
+    *,
+    resampling: str = "bilinear",
+) -> list[StacStack]:
+    """One stack per STAC item, each written as ``DEST_DIR/<item id>.vrt`` (files every worker can open).
+
+    Raises:
+        InputError: two items with one id (their stacks would share a file name), or what
+            :func:`stac_stack` raises for an item.
+    """
+    stacks: list[StacStack] = []
+    seen: dict[str, str] = {}
+    Path(dest_dir).mkdir(parents=True, exist_ok=True)
+    for item in items:
+        it = _read_item(item)
+        if it.id in seen:
+            raise InputError(
+                f"STAC items {seen[it.id]} and {item} have the same id {it.id!r}; map them into separate "
+                f"--out-dir folders"
+            )
+        seen[it.id] = str(item)
+        stacks.append(stac_stack(item, assets, resampling=resampling, dest=Path(dest_dir) / f"{it.id}.vrt"))
+    return stacks
