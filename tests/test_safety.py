@@ -192,7 +192,7 @@ def test_cross_filesystem_move_goes_through_a_temporary_name(tmp_path, monkeypat
 
 @pytest.mark.parametrize("command", ["cluster", "classify", "chips", "embed"])
 def test_disk_full_in_every_writing_stage_is_one_line(capsys, inputs, tmp_path, monkeypatch, command):
-    import rasterlearn.chips as chips_mod
+    import rasterlearn.chips.store as chips_mod  # chip files and tables are written there
     import rasterlearn.io.writer as writer
     from rasterlearn import _util
 

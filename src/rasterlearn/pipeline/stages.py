@@ -1,0 +1,484 @@
+"""The stages of a run: each one's canonical parameters and its body (chips, train, predict and
+vectorize, evaluate, features), run through the stage cache."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rasterlearn.errors import ConfigError
+from rasterlearn.pipeline.cache import StageCache, StageRecord, canonical_hash, file_identity
+from rasterlearn.pipeline.config import RunConfig, _resolve
+from rasterlearn.pipeline.scenes import ResolvedScene, resolve_scenes
+
+# one logger for the whole package, as before the split (log lines and --progress json name it)
+log = logging.getLogger("rasterlearn.pipeline")
+
+
+STAGES = ("chips", "train", "predict", "evaluate", "features")
+Progress = Callable[[str, int], None]
+
+
+class _Stages:
+    """The stages of a run; :class:`rasterlearn.pipeline.runner._Runner` runs them in order."""
+
+    def __init__(self, cfg: RunConfig, out: Path, progress: Progress | None, force: Sequence[str]) -> None:
+        self.cfg = cfg
+        self.out = out
+        self.cache = StageCache(out)
+        self.progress = progress
+        self.force = set(force)
+        self.records: dict[str, StageRecord] = {}
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
+        self.scenes = resolve_scenes(cfg)
+        # fail before hours of training: scene selections are checked up front
+        if cfg.predict.enabled:
+            self.predict_scenes()
+        if cfg.features.enabled:
+            self.feature_scenes()
+
+    def cb(self, stage: str) -> Callable[[int], None] | None:
+        if self.progress is None:
+            return None
+        progress = self.progress
+
+        def advance(n: int = 1) -> None:
+            progress(stage, int(n))
+
+        return advance
+
+    def stage(
+        self,
+        name: str,
+        params: dict[str, Any],
+        body: Callable[[Path], tuple[dict[str, Any], dict[str, Any]]],
+    ) -> StageRecord:
+        h = canonical_hash(params)
+        state = self.cache.state(name, h)
+        if name in self.force and state == "complete":
+            state = "stale"
+            self.cache.invalidate(name)
+        if state == "complete":
+            rec = self.cache.record(name)
+            assert rec is not None
+            log.info("Stage %s: up to date (hash %s), skipped", name, h)
+            self.skipped.append(name)
+            self.records[name] = rec
+            return rec
+        log.info("Stage %s: %s (hash %s)", name, "resuming" if state == "partial" else "running", h)
+        t0 = time.perf_counter()
+        folder = self.cache.begin(name, h, params)
+        outputs, summary = body(folder)
+        rec = self.cache.finish(name, outputs, summary, round(time.perf_counter() - t0, 2))
+        log.info("Stage %s: complete in %.1f s", name, rec.seconds or 0.0)
+        self.ran.append(name)
+        self.records[name] = rec
+        return rec
+
+    # -- chips -----------------------------------------------------------------------------------
+    def chip_scenes(self) -> list[ResolvedScene]:
+        scenes = [s for s in self.scenes if s.has_labels and not s.heldout]
+        if not scenes:
+            raise ConfigError(
+                "No scene to cut into training chips: every scene is held out (split: tst) or has no "
+                "labels. Give at least one labelled scene without split or with split trn/val."
+            )
+        return scenes
+
+    def schema_arg(self) -> Any:
+        c = self.cfg.classes
+        if c.file is not None:
+            return _resolve(self.cfg, c.file)
+        d = c.schema_dict()
+        if d is not None:
+            from rasterlearn.labels import ClassSchema
+
+            return ClassSchema.from_dict(d)
+        return None
+
+    def run_chips(self) -> StageRecord:
+        scenes = self.chip_scenes()
+        c = self.cfg.classes
+        params = {
+            "scenes": [s.identity() for s in scenes],
+            "classes": c.model_dump(mode="json")
+            | {"file": file_identity(_resolve(self.cfg, c.file)) if c.file else None},
+            "chips": self.cfg.chips.model_dump(mode="json"),
+        }
+
+        def body(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+            from rasterlearn.chips import make_chips
+
+            ch = self.cfg.chips
+            label_areas = ch.label_areas
+            if label_areas not in (None, "features", "extent"):
+                label_areas = str(_resolve(self.cfg, label_areas))
+            res = make_chips(
+                [s.to_chips_scene() for s in scenes],
+                folder / "dataset",
+                size=ch.size,
+                stride=ch.stride,
+                bands=ch.bands,
+                attribute=c.attribute,
+                burn_value=c.burn_value,
+                schema=self.schema_arg(),
+                ignore_index=c.ignore_index,
+                all_touched=ch.all_touched,
+                overlap=ch.overlap,
+                priority=ch.priority,
+                label_areas=label_areas,
+                unknown=ch.unknown,
+                split_method=ch.split_method,
+                val=ch.val,
+                test=ch.test,
+                block_size=ch.block_size,
+                min_annotated=ch.min_annotated,
+                max_nodata=ch.max_nodata,
+                class_proportion=ch.class_proportion,
+                seed=ch.seed,
+                compress=ch.compress,
+                progress=self.cb("chips"),
+            )
+            summary = {
+                "chips": len(res.manifest),
+                **{f"chips_{k}": int(v) for k, v in res.splits.items()},
+            }
+            return {"dataset": str(res.out)}, summary
+
+        return self.stage("chips", params, body)
+
+    # -- train -----------------------------------------------------------------------------------
+    def run_train(self, chips: StageRecord) -> StageRecord:
+        t = self.cfg.train
+        cfg_json = t.model_dump(mode="json")
+        for k in ("num_workers", "sample_chips"):
+            cfg_json.pop(k, None)
+        if t.weights:
+            cfg_json["weights"] = file_identity(_resolve(self.cfg, t.weights))
+        params = {"upstream": {"chips": _token(chips)}, "train": cfg_json}
+
+        def body(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+            from rasterlearn.train import train
+
+            config = t
+            if t.weights:
+                config = t.model_copy(update={"weights": str(_resolve(self.cfg, t.weights))})
+            last = folder / "checkpoints" / "last.ckpt"
+            resume = _usable_checkpoint(last)
+            if resume:
+                log.info("Training resumes from %s", last)
+            res = train(
+                chips.outputs["dataset"],
+                folder,
+                config,
+                resume=resume,
+                overwrite=not resume,
+                progress=self.cb("train"),
+            )
+            m = res.metrics
+            summary = {
+                "val_mean_iou": m.get("mean_iou"),
+                "val_overall_accuracy": m.get("overall_accuracy"),
+                "val_kappa": m.get("kappa"),
+                "val_warnings": len(m.get("warnings") or []),
+                "epochs_trained": res.epochs_trained,
+            }
+            return {"package": str(folder), "files": {k: str(v) for k, v in res.files.items()}}, summary
+
+        return self.stage("train", params, body)
+
+    # -- predict ---------------------------------------------------------------------------------
+    def predict_scenes(self) -> list[ResolvedScene]:
+        sel = self.cfg.predict.scenes
+        if isinstance(sel, list):
+            by_id = {s.id: s for s in self.scenes}
+            missing = [x for x in sel if x not in by_id]
+            if missing:
+                raise ConfigError(f"predict.scenes: unknown scene ids {missing}; scenes are {list(by_id)}")
+            return [by_id[x] for x in sel]
+        held = [s for s in self.scenes if s.heldout]
+        if sel == "heldout":
+            if not held:
+                raise ConfigError("predict.scenes is 'heldout' but no scene has split: tst")
+            return held
+        if sel == "all":
+            return list(self.scenes)
+        return held or list(self.scenes)
+
+    def run_predict(self, train: StageRecord) -> StageRecord:
+        p = self.cfg.predict
+        scenes = self.predict_scenes()
+        pj = p.model_dump(mode="json")
+        for k in ("device", "batch_size", "memory_mb"):
+            pj.pop(k, None)
+        params = {
+            "upstream": {"train": _token(train)},
+            "scenes": [{"id": s.id, "image": file_identity(s.image)} for s in scenes],
+            "predict": pj,
+        }
+
+        def body(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+            from rasterlearn.models import load_metadata
+            from rasterlearn.predict import predict_package
+
+            package = Path(train.outputs["package"])
+            meta = load_metadata(package)
+            schema = meta.class_schema
+            outputs: dict[str, Any] = {"maps": {}, "probabilities": {}, "polygons": {}}
+            summary: dict[str, Any] = {"scenes": len(scenes)}
+            for s in scenes:
+                map_path = folder / f"{s.id}.tif"
+                prob_path = folder / f"{s.id}_probabilities.tif" if p.probabilities else None
+                if map_path.exists() and (prob_path is None or prob_path.exists()):
+                    log.info("Map of %s already complete: %s", s.id, map_path)
+                else:
+                    res = predict_package(
+                        package,
+                        s.image,
+                        map_path,
+                        probabilities=prob_path,
+                        overlap=p.overlap,
+                        blend=p.blend,
+                        tta=p.tta,
+                        batch_size=p.batch_size,
+                        threshold=p.threshold,
+                        prob_dtype=p.prob_dtype,
+                        device=p.device,
+                        blocksize=p.blocksize,
+                        memory_mb=p.memory_mb,
+                        window=p.window,
+                        overwrite=False,
+                        resume=True,
+                        progress=self.cb("predict"),
+                    )
+                    summary[f"{s.id}_px_per_s"] = round(res.pixels_per_second, 1)
+                    summary[f"{s.id}_blocks_resumed"] = res.blocks_resumed
+                outputs["maps"][s.id] = str(map_path)
+                if prob_path is not None:
+                    outputs["probabilities"][s.id] = str(prob_path)
+                if p.vectorize:
+                    outputs["polygons"][s.id] = str(
+                        self._vectorize(map_path, folder / f"{s.id}.gpkg", schema)
+                    )
+            return outputs, summary
+
+        return self.stage("predict", params, body)
+
+    def _vectorize(self, map_path: Path, out: Path, schema: Any) -> Path:
+        from rasterlearn.vectorize import vectorize_raster
+
+        p = self.cfg.predict
+        if out.exists():
+            return out
+        exclude: list[int] | None
+        if p.exclude == "background":
+            exclude = [schema.background] if schema.background is not None else None
+        else:
+            exclude = p.exclude
+        vectorize_raster(map_path, out, min_area=p.min_area, simplify=p.simplify, exclude=exclude)
+        return out
+
+    # -- evaluate --------------------------------------------------------------------------------
+    def run_evaluate(
+        self, chips: StageRecord, train: StageRecord, predict: StageRecord | None
+    ) -> StageRecord:
+        e = self.cfg.evaluate
+        params = {
+            "upstream": {
+                "chips": _token(chips),
+                "train": _token(train),
+                "predict": _token(predict) if predict else None,
+            },
+            "evaluate": e.model_dump(mode="json"),
+        }
+
+        def body(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+            from rasterlearn.models import load_metadata
+
+            package = Path(train.outputs["package"])
+            meta = load_metadata(package)
+            dataset = Path(chips.outputs["dataset"])
+            outputs: dict[str, Any] = {"maps": {}}
+            summary: dict[str, Any] = {}
+            if e.test_chips and int(chips.summary.get("chips_tst", 0)) > 0:
+                from rasterlearn.train import evaluate_model
+
+                m = evaluate_model(package, dataset, split="tst", out=folder / "test_chips.json")
+                outputs["test_chips"] = str(folder / "test_chips.json")
+                summary["test_chips_mean_iou"] = m.get("mean_iou")
+                summary["test_chips_overall_accuracy"] = m.get("overall_accuracy")
+                summary["test_chips_kappa"] = m.get("kappa")
+            maps = predict.outputs.get("maps", {}) if predict else {}
+            by_id = {s.id: s for s in self.scenes}
+            for sid, map_path in maps.items():
+                s = by_id[sid]
+                if not s.has_labels:
+                    log.info("Scene %s has no labels; its map is not evaluated", sid)
+                    continue
+                aoi, region = self._region(s, dataset)
+                if aoi is False:
+                    continue
+                from rasterlearn.evaluate import evaluate_map
+
+                out_json = folder / f"{sid}.json"
+                truth = s.labels or s.label_raster
+                assert truth is not None
+                m = evaluate_map(
+                    map_path,
+                    truth,
+                    attribute=s.attribute if s.labels is not None else None,
+                    layer=s.layer,
+                    schema=meta.class_schema,
+                    unlabelled=e.unlabelled,
+                    aoi=aoi,
+                    all_touched=e.all_touched,
+                    output=out_json,
+                )
+                outputs["maps"][sid] = {"metrics": str(out_json), "region": region}
+                summary[f"{sid}_mean_iou"] = m.get("mean_iou")
+                summary[f"{sid}_overall_accuracy"] = m.get("overall_accuracy")
+                summary[f"{sid}_kappa"] = m.get("kappa")
+                summary[f"{sid}_min_class_iou"] = min(
+                    (
+                        float(pc.get("iou") or 0.0)
+                        for pc in m.get("per_class", {}).values()
+                        if pc.get("support")
+                    ),
+                    default=None,
+                )
+                summary[f"{sid}_region"] = region
+            return outputs, summary
+
+        return self.stage("evaluate", params, body)
+
+    def _region(self, s: ResolvedScene, dataset: Path) -> tuple[Any, str]:
+        """The evaluation region of a scene: whole (held out), its tst chips, or whole (with a warning)."""
+        mode = self.cfg.evaluate.region
+        if mode == "scene" or (mode == "auto" and s.heldout):
+            return None, "scene" + (" (held out)" if s.heldout else " (includes training areas)")
+        import pandas as pd
+        from shapely.geometry import box
+        from shapely.ops import unary_union
+
+        man = pd.read_csv(dataset / "manifest.csv")
+        rows = man[(man["split"] == "tst") & (man["scene"].astype(str) == s.id)]
+        if rows.empty:
+            if mode == "test_chips":
+                log.warning("Scene %s has no tst chips; evaluate.region test_chips skips it", s.id)
+                return False, "none"
+            log.warning(
+                "Scene %s was used for training and has no tst chips: its metrics include training areas "
+                "(set chips.test > 0 or hold a scene out with split: tst)",
+                s.id,
+            )
+            return None, "scene (includes training areas)"
+        geom = unary_union([box(r.minx, r.miny, r.maxx, r.maxy) for r in rows.itertuples()])
+        return geom, f"tst chips ({len(rows)})"
+
+    # -- features --------------------------------------------------------------------------------
+    def feature_scenes(self) -> list[ResolvedScene]:
+        f = self.cfg.features
+        if f.scenes == "all":
+            return list(self.scenes)
+        by_id = {s.id: s for s in self.scenes}
+        missing = [x for x in f.scenes if x not in by_id]
+        if missing:
+            raise ConfigError(f"features.scenes: unknown scene ids {missing}; scenes are {list(by_id)}")
+        return [by_id[x] for x in f.scenes]
+
+    def run_features(self) -> StageRecord:
+        f = self.cfg.features
+        scenes = self.feature_scenes()
+        fj = f.model_dump(mode="json")
+        for k in ("device", "batch_size"):
+            fj.pop(k, None)
+        refs = _resolve(self.cfg, f.references)
+        fj["checkpoint"] = file_identity(_resolve(self.cfg, f.checkpoint)) if f.checkpoint else None
+        fj["references"] = file_identity(refs) if refs else None
+        params = {"scenes": [{"id": s.id, "image": file_identity(s.image)} for s in scenes], "features": fj}
+
+        def body(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+            from rasterlearn.embed import embed
+            from rasterlearn.features.cluster import cluster_raster
+            from rasterlearn.features.reduce import reduce_raster
+            from rasterlearn.features.similarity import similarity_raster
+
+            outputs: dict[str, Any] = {}
+            summary: dict[str, Any] = {
+                "model": f.model,
+                "pretrained": bool(f.pretrained and not f.checkpoint),
+            }
+            for s in scenes:
+                o: dict[str, Any] = {}
+                feat = folder / f"{s.id}_features.tif"
+                if not feat.exists():
+                    res = embed(
+                        s.image,
+                        f.model,
+                        output=feat,
+                        checkpoint=_resolve(self.cfg, f.checkpoint),
+                        pretrained=f.pretrained,
+                        seed=f.seed,
+                        model_kwargs=f.model_kwargs or None,
+                        bands=f.bands,
+                        size=f.size,
+                        stride=f.stride,
+                        input_size=f.input_size,
+                        layer=f.layer,
+                        normalization=f.normalization,
+                        storage=f.storage,
+                        device=f.device,
+                        batch_size=f.batch_size,
+                        cache_dir=folder / "embed_sessions",
+                        progress=self.cb("features"),
+                    )
+                    summary[f"{s.id}_dim"] = res.dim
+                    summary[f"{s.id}_weights_sha256"] = res.parameters.get("weights_sha256")
+                o["features"] = str(feat)
+                if f.pca_components:
+                    pca = folder / f"{s.id}_pca.tif"
+                    if not pca.exists():
+                        r = reduce_raster(feat, pca, method="pca", components=f.pca_components, seed=f.seed)
+                        ev = r.explained_variance_ratio
+                        if ev:
+                            summary[f"{s.id}_pca_explained"] = round(float(sum(ev)), 4)
+                    o["pca"] = str(pca)
+                if f.clusters:
+                    clu = folder / f"{s.id}_clusters.tif"
+                    if not clu.exists():
+                        cluster_raster(feat, clu, method="kmeans", clusters=f.clusters, seed=f.seed)
+                    o["clusters"] = str(clu)
+                if refs is not None:
+                    sim = folder / f"{s.id}_similarity.tif"
+                    if not sim.exists():
+                        similarity_raster(feat, refs, sim, mode=f.similarity_mode, seed=f.seed)
+                    o["similarity"] = str(sim)
+                outputs[s.id] = o
+            return outputs, summary
+
+        return self.stage("features", params, body)
+
+
+def _token(rec: StageRecord) -> str:
+    """What downstream stages depend on: the upstream hash *and* its completion time, so that an upstream
+    stage that ran again (forced, or cleared by hand) re-runs what follows even with equal parameters."""
+    return canonical_hash([rec.hash, rec.finished])
+
+
+def _usable_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a loadable Lightning checkpoint (a kill while it was written leaves it broken)."""
+    if not path.exists():
+        return False
+    import torch
+
+    try:
+        torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated file fails in several ways (EOFError, RuntimeError, ...)
+        log.warning("Checkpoint %s is unreadable (%s); training starts again", path, exc)
+        path.unlink()
+        return False
+    return True
