@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print_exception()
         end_job(exc)
         if not json_mode:
-            console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+            console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)  # one line
         return 2
     except BaseException:
         end_job(None)

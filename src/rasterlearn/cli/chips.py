@@ -3,53 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rasterlearn.cli._app import app, console
+from rasterlearn.cli._config import config_extras, config_option
 from rasterlearn.cli._progress import ProgressOpt, progress_bar
 from rasterlearn.errors import ConfigError, InputError, InputNotFoundError
+from rasterlearn.options import ChipsOptions, describe_validation_error
 
-
-class ChipsConfig(BaseModel):
-    """Options of ``rasterlearn chips`` (the fields of a ``--config`` YAML file; unknown keys are errors)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    raster: list[Path] = Field(default_factory=list)
-    image: list[Path] = Field(default_factory=list, description="one raster per date of one scene")
-    nodata_policy: Literal["all-valid", "any-valid"] = "all-valid"
-    labels: list[Path] = Field(default_factory=list)
-    label_raster: list[Path] = Field(default_factory=list)
-    scenes: Path | None = None
-    out: Path | None = None
-    attribute: str | None = None
-    burn_value: int = 1
-    layer: str | None = None
-    size: int = Field(256, gt=0)
-    stride: int | None = Field(None, gt=0)
-    bands: list[int | str] | None = None
-    schema_file: Path | None = Field(None, alias="schema")
-    ignore_index: int | None = Field(None, ge=0)
-    all_touched: bool = False
-    overlap: Literal["last", "priority"] = "last"
-    priority: list[int] | None = None
-    label_areas: str | None = None
-    unknown_classes: Literal["error", "ignore"] = "error"
-    label_band: int = Field(1, ge=1)
-    split_method: Literal["auto", "blocks", "random", "stratified", "scene"] = "auto"
-    val: float = Field(0.15, ge=0.0, lt=1.0)
-    test: float = Field(0.15, ge=0.0, lt=1.0)
-    block_size: int | None = Field(None, gt=0)
-    min_annotated: float = Field(0.0, ge=0.0, le=100.0)
-    max_nodata: float = Field(100.0, ge=0.0, le=100.0)
-    class_proportion: dict[int, float] | str | None = None
-    seed: int = 0
-    compress: Literal["deflate", "lzw", "zstd", "none"] = "deflate"
-    stats_sample: int = Field(200_000, gt=0)
-    overwrite: bool = False
+ChipsConfig = ChipsOptions  # the former name of the chips options model (rasterlearn.options)
 
 
 def _load_config(path: Path | None, cli: dict[str, Any], model: type[BaseModel]) -> Any:
@@ -71,8 +36,8 @@ def _load_config(path: Path | None, cli: dict[str, Any], model: type[BaseModel])
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        msgs = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"Invalid chips options{f' in {path}' if path else ''}: {msgs}") from exc
+        msgs = describe_validation_error(exc, model)
+        raise ConfigError(f"Invalid options{f' in {path}' if path else ''}: {msgs}") from exc
 
 
 def _split_list(values: list[str] | None) -> list[str] | None:
@@ -81,7 +46,7 @@ def _split_list(values: list[str] | None) -> list[str] | None:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
-def _scenes(cfg: ChipsConfig) -> list[Any]:
+def _scenes(cfg: ChipsOptions) -> list[Any]:
     from rasterlearn.chips import Scene, read_scenes_csv
 
     if cfg.image:
@@ -109,7 +74,7 @@ def _scenes(cfg: ChipsConfig) -> list[Any]:
     return [Scene(image=r, label_raster=v) for r, v in zip(cfg.raster, labels, strict=True)]
 
 
-def _stack_scene(cfg: ChipsConfig) -> Any:
+def _stack_scene(cfg: ChipsOptions) -> Any:
     """One multi-date scene from ``--image A --image B ...`` and one label input."""
     from rasterlearn.chips import Scene
 
@@ -137,6 +102,7 @@ def _stack_scene(cfg: ChipsConfig) -> Any:
 
 @app.command()
 def chips(
+    ctx: typer.Context,
     raster: Annotated[
         list[Path] | None, typer.Option("--raster", "-r", help="Image raster (repeat, paired with --labels).")
     ] = None,
@@ -172,7 +138,8 @@ def chips(
             "metadata, labels, attribute, split; or with a header).",
         ),
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Dataset folder to write.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Dataset folder to write.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", hidden=True, help="Former name of --output.")] = None,
     attribute: Annotated[
         str | None,
         typer.Option(
@@ -250,10 +217,7 @@ def chips(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing dataset in --out.")
     ] = False,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", help="YAML file with any of these options (command-line options win)."),
-    ] = None,
+    config: Annotated[Path | None, config_option(ChipsOptions)] = None,
     progress: ProgressOpt = "bar",
 ) -> None:
     """Cut rasters and labels into GeoTIFF chips with masks, a manifest and dataset.json (resumable)."""
@@ -266,7 +230,7 @@ def chips(
         "labels": labels,
         "label_raster": label_raster,
         "scenes": scenes,
-        "out": out,
+        "output": out if output is None else output,
         "attribute": attribute,
         "burn_value": burn_value,
         "layer": layer,
@@ -291,13 +255,14 @@ def chips(
         "seed": seed,
         "compress": compress,
         "overwrite": overwrite,
+        **config_extras(ctx),
     }
-    cfg: ChipsConfig = _load_config(config, cli, ChipsConfig)
-    if cfg.out is None:
-        raise ConfigError("Give the dataset folder with --out DIR")
+    cfg: ChipsOptions = _load_config(None, cli, ChipsOptions)
+    if cfg.output is None:
+        raise ConfigError("Give the dataset folder with -o/--output DIR")
     job = ChipJob(
         _scenes(cfg),
-        cfg.out,
+        cfg.output,
         size=cfg.size,
         stride=cfg.stride,
         bands=cfg.bands,
