@@ -63,6 +63,17 @@ def _as_list(value: Any) -> Any:
     return value
 
 
+def _json_text(value: Any) -> Any:
+    """A YAML mapping where the command line takes JSON text (``params: {n_estimators: 50}``)."""
+    if isinstance(value, Mapping):
+        import json
+
+        return json.dumps(dict(value))
+    return value
+
+
+JsonText = Annotated[str | None, BeforeValidator(_json_text)]
+"""JSON arguments on the command line; JSON text or a YAML mapping in a file."""
 CommaList = Annotated[str | None, BeforeValidator(_comma_join)]
 """A comma-separated list on the command line; a string or a YAML list in a file."""
 Extent = Annotated[str | None, BeforeValidator(_comma_join)]
@@ -211,7 +222,7 @@ class EmbedOptions(StageOptions):
     pause: float = Field(0.0, description="seconds to sleep between batches")
     no_pretrained: bool = Field(False, description="random weights (testing)")
     seed: int = Field(0, description="seed of the random weights with no_pretrained")
-    model_kwargs: str | None = Field(None, description="JSON arguments for timm.create_model")
+    model_kwargs: JsonText = Field(None, description="arguments for timm.create_model (JSON or a mapping)")
     cache_dir: Path | None = Field(None, description="session folder (default: beside the output)")
     no_resume: bool = Field(False, description="start afresh instead of resuming")
     memory_mb: float = Field(256.0, description="budget for feature and tile rows held in memory (MB)")
@@ -235,7 +246,7 @@ class ReduceOptions(_FeatureOptions):
 
     method: str = Field("pca", description="pca, incremental_pca, truncated_svd, fast_ica, umap, ...")
     components: int = Field(3, description="output bands")
-    params: str | None = Field(None, description="JSON estimator arguments")
+    params: JsonText = Field(None, description="estimator arguments (JSON or a mapping)")
     no_standardize: bool = Field(False, description="do not z-score bands first")
     sample_size: int | None = Field(None, description="pixels sampled for fitting")
     seed: int = Field(0, description="random seed")
@@ -251,7 +262,7 @@ class ClusterOptions(_FeatureOptions):
 
     method: str = Field("kmeans", description="kmeans, minibatch_kmeans, hdbscan, gmm, ...")
     clusters: int = Field(8, description="number of clusters (ignored by hdbscan)")
-    params: str | None = Field(None, description="JSON estimator arguments")
+    params: JsonText = Field(None, description="estimator arguments (JSON or a mapping)")
     no_standardize: bool = Field(False, description="do not z-score bands first")
     sample_size: int = Field(100_000, description="pixels sampled for fitting")
     seed: int = Field(0, description="random seed")
@@ -283,7 +294,7 @@ class ClassifyOptions(_FeatureOptions):
     method: str = Field(
         "random_forest", description="random_forest, extra_trees, knn, ... or an sklearn class"
     )
-    params: str | None = Field(None, description="JSON estimator arguments")
+    params: JsonText = Field(None, description="estimator arguments (JSON or a mapping)")
     task: Literal["auto", "classification", "regression"] = Field("auto", description="estimator task")
     cv: Literal["spatial", "fold", "random", "none"] | None = Field(None, description="validation (spatial)")
     folds: int = Field(5, description="number of folds")
