@@ -144,6 +144,17 @@ def test_file_values_in_command_line_form() -> None:
     assert chips.output == Path("ds") and chips.schema_file == Path("s.yaml")
 
 
+def test_every_docs_example_is_valid_for_its_command(tmp_path) -> None:
+    text = (Path(__file__).parents[1] / "docs" / "config.md").read_text()
+    blocks = re.findall(r"```yaml\n# rasterlearn (\w+) --config \S+\n(.*?)```", text, re.S)
+    assert sorted(c for c, _ in blocks) == sorted(STAGE_OPTIONS)  # one example per command
+    for command, body in blocks:
+        cfg = tmp_path / f"{command}.yaml"
+        cfg.write_text(body)
+        opts = load_options(cfg, STAGE_OPTIONS[command])
+        assert opts.model_fields_set, command
+
+
 def test_load_options_is_the_library_entry(tmp_path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("clusters: 4\nparams: {n_init: 2}\n")
