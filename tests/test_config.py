@@ -33,7 +33,6 @@ from tests.test_regression_digests import raster_digest
 COMMANDS = typer.main.get_command(app).commands  # type: ignore[attr-defined]
 FRONT_END = {"config", "progress"}  # how a run is shown or configured, not what it computes
 FILE_ONLY = {"chips": {"stats_sample"}}  # options a file may set that have no command-line flag
-MODEL_DEFAULTS = {"chips"}  # commands whose CLI options default to None: the model's defaults apply
 T = Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 4_000_000.0)
 
 
@@ -81,8 +80,6 @@ def test_options_model_and_cli_agree_option_by_option(command: str) -> None:
         param = params[pname]
         cli_default = None if param.default is None or param.required else param.default
         model_default = _norm(field.get_default(call_default_factory=True))
-        if command in MODEL_DEFAULTS and cli_default is None:
-            continue  # the CLI passes None and the model's default applies
         if model_default == [] and cli_default is None:
             model_default = None  # a repeatable option not given
         assert _norm(cli_default) == model_default, (

@@ -15,7 +15,9 @@ arguments (``model``, ``raster``, ``map``), so one YAML file is a complete job d
 Models refuse unknown keys (``extra="forbid"``): a typo is an error naming the file, the key and the valid
 keys, never a silently ignored option. Precedence when the CLI reads a file: options given on the command
 line, then the file, then these defaults. ``tests/test_config.py`` checks for every command that each
-command-line option has a field here with the same default, and the reverse.
+command-line option has a field here with the same default, and the reverse (``chips`` reads its
+command-line defaults from :class:`ChipsOptions`; the other commands keep theirs in the signature, where
+the test holds them equal to the model's).
 
 The training options are :class:`rasterlearn.train.TrainConfig` (``rasterlearn train --config``).
 """
@@ -101,7 +103,7 @@ _MEMORY = "GDAL block cache bound during the job (MB)."
 
 
 class ChipsOptions(StageOptions):
-    """Options of ``rasterlearn chips`` (its CLI options default to None: these defaults apply)."""
+    """Options of ``rasterlearn chips`` (the command line reads its defaults from here)."""
 
     command: ClassVar[str] = "chips"
 

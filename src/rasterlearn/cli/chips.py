@@ -15,6 +15,9 @@ from rasterlearn.errors import ConfigError, InputError, InputNotFoundError
 from rasterlearn.options import ChipsOptions, describe_validation_error
 
 ChipsConfig = ChipsOptions  # the former name of the chips options model (rasterlearn.options)
+_DEFAULT: dict[str, Any] = ChipsOptions.model_validate({}).model_dump(
+    by_alias=True
+)  # the CLI's defaults are the model's
 
 
 def _load_config(path: Path | None, cli: dict[str, Any], model: type[BaseModel]) -> Any:
@@ -117,7 +120,7 @@ def chips(
     nodata_policy: Annotated[
         str | None,
         typer.Option(help="Multi-date scenes: all-valid (nodata in any date is nodata) or any-valid."),
-    ] = None,
+    ] = _DEFAULT["nodata_policy"],
     labels: Annotated[
         list[Path] | None,
         typer.Option(
@@ -150,11 +153,9 @@ def chips(
     ] = None,
     burn_value: Annotated[
         int | None, typer.Option(help="Class code burned when there is no --attribute.")
-    ] = None,
+    ] = _DEFAULT["burn_value"],
     layer: Annotated[str | None, typer.Option(help="Vector layer name.")] = None,
-    size: Annotated[
-        int | None, typer.Option("--size", "-s", help="Chip size in pixels (default: 256).")
-    ] = None,
+    size: Annotated[int | None, typer.Option("--size", "-s", help="Chip size in pixels.")] = _DEFAULT["size"],
     stride: Annotated[
         int | None, typer.Option(help="Step between chips in pixels (default: --size).")
     ] = None,
@@ -176,7 +177,7 @@ def chips(
     ] = False,
     overlap: Annotated[
         str | None, typer.Option(help="Overlapping features: 'last' (file order wins) or 'priority'.")
-    ] = None,
+    ] = _DEFAULT["overlap"],
     priority: Annotated[
         str | None,
         typer.Option(
@@ -189,33 +190,37 @@ def chips(
     ] = None,
     unknown_classes: Annotated[
         str | None, typer.Option(help="Label values not in the schema: 'error' or 'ignore'.")
-    ] = None,
-    label_band: Annotated[int | None, typer.Option(help="Band of label rasters (default: 1).")] = None,
+    ] = _DEFAULT["unknown_classes"],
+    label_band: Annotated[int | None, typer.Option(help="Band of label rasters.")] = _DEFAULT["label_band"],
     split_method: Annotated[
         str | None,
         typer.Option(
             help="auto | blocks | random | stratified | scene "
-            "(default: auto = scene splits from the CSV, else blocks)."
+            "(auto = scene splits from the CSV, else blocks)."
         ),
-    ] = None,
-    val: Annotated[float | None, typer.Option(help="Validation fraction (default: 0.15).")] = None,
-    test: Annotated[float | None, typer.Option(help="Test fraction (default: 0.15).")] = None,
+    ] = _DEFAULT["split_method"],
+    val: Annotated[float | None, typer.Option(help="Validation fraction.")] = _DEFAULT["val"],
+    test: Annotated[float | None, typer.Option(help="Test fraction.")] = _DEFAULT["test"],
     block_size: Annotated[
         int | None, typer.Option(help="Spatial split block size in pixels (default: 4 x size).")
     ] = None,
     min_annotated: Annotated[
         float | None, typer.Option(help="Min percent of non-background labelled pixels per chip.")
-    ] = None,
-    max_nodata: Annotated[float | None, typer.Option(help="Max percent of nodata pixels per chip.")] = None,
+    ] = _DEFAULT["min_annotated"],
+    max_nodata: Annotated[
+        float | None, typer.Option(help="Max percent of nodata pixels per chip.")
+    ] = _DEFAULT["max_nodata"],
     class_proportion: Annotated[
         str | None, typer.Option(help="Min percent per class, e.g. '1:5,2:10'.")
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed of splits and statistics.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed of splits and statistics.")] = _DEFAULT[
+        "seed"
+    ],
     compress: Annotated[
         str | None, typer.Option(help="Chip compression: deflate | lzw | zstd | none.")
-    ] = None,
+    ] = _DEFAULT["compress"],
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing dataset in --out.")
+        bool, typer.Option("--overwrite", help="Replace an existing dataset in --output.")
     ] = False,
     config: Annotated[Path | None, config_option(ChipsOptions)] = None,
     progress: ProgressOpt = "bar",
