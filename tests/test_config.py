@@ -152,6 +152,19 @@ def test_every_docs_example_is_valid_for_its_command(tmp_path) -> None:
         assert opts.model_fields_set, command
 
 
+def test_file_values_reach_click_in_command_line_form() -> None:
+    from rasterlearn.cli._config import _cli_value
+
+    params = {p.name: p for p in COMMANDS["chips"].params}
+    assert _cli_value(params["class_proportion"], {"1": 5.0, "2": 10}) == "1:5.0,2:10"
+    assert _cli_value(params["priority"], [3, 1]) == "3,1"
+    assert _cli_value(params["raster"], "a.tif") == ["a.tif"]  # a repeatable option
+    assert _cli_value(params["bands"], [4, 3]) == [4, 3]
+    assert _cli_value(params["size"], 64) == 64
+    names = STAGE_OPTIONS["evaluate"].model_validate({"truth_names": {1: "developed", 2: "water"}})
+    assert names.truth_names == "1=developed,2=water"  # type: ignore[attr-defined]
+
+
 def test_load_options_is_the_library_entry(tmp_path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("clusters: 4\nparams: {n_init: 2}\n")
@@ -254,7 +267,8 @@ def _case(
     i = inputs
     if name == "chips":
         data = {"raster": [i["image"]], "labels": [i["polys"]], "attribute": "cls", "size": 32, "stride": 16}
-        data |= {"split_method": "random", "val": 0.5, "seed": 3}
+        data |= {"split_method": "random", "val": 0.5, "seed": 3, "bands": [3, 1], "overlap": "priority"}
+        data |= {"priority": [3, 1, 2], "compress": "lzw"}
         return {k: v for k, v in data.items()}, [], _chips
     if name == "predict":
         b = (500_000, 4_000_000 - 640, 500_320, 4_000_000)

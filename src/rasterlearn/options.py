@@ -76,6 +76,15 @@ def _json_text(value: Any) -> Any:
 
 JsonText = Annotated[str | None, BeforeValidator(_json_text)]
 """JSON arguments on the command line; JSON text or a YAML mapping in a file."""
+
+
+def _names_text(value: Any) -> Any:
+    """A YAML mapping of class names (``{1: developed, 2: water}``) as ``1=developed,2=water``."""
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return value
+
+
 CommaList = Annotated[str | None, BeforeValidator(_comma_join)]
 """A comma-separated list on the command line; a string or a YAML list in a file."""
 Extent = Annotated[str | None, BeforeValidator(_comma_join)]
@@ -326,7 +335,9 @@ class EvaluateOptions(StageOptions):
     layer: str | None = Field(None, description="vector truth: layer name")
     schema_: Path | None = Field(None, alias="schema", description="class schema when the map names none")
     truth_classes: Path | None = Field(None, description="names of the truth's class codes (YAML/CSV)")
-    truth_names: CommaList = Field(None, description="inline names of the truth's codes, '1=a,2=b'")
+    truth_names: Annotated[str | None, BeforeValidator(_names_text)] = Field(
+        None, description="inline names of the truth's codes: '1=a,2=b' or a mapping"
+    )
     class_match: Literal["auto", "name", "code"] = Field("auto", description="how truth meets map classes")
     unlabelled: Literal["auto", "background", "ignore"] = Field("auto", description="pixels outside polygons")
     aoi: Extent = Field(None, description=_AOI)
