@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import geopandas as gpd
 import numpy as np
@@ -72,6 +72,7 @@ def test_options_model_and_cli_agree_option_by_option(command: str) -> None:
         k for k, p in to_param.items() if p not in params and k not in FILE_ONLY.get(command, set())
     )
     assert not extra, f"{command}: options-model fields without a CLI option: {extra}"
+    checked: list[str] = []
     for key, pname in to_param.items():
         field = fields[key]
         assert field.description, f"{command}.{key} has no description"
@@ -86,6 +87,18 @@ def test_options_model_and_cli_agree_option_by_option(command: str) -> None:
             f"{command} --{pname.replace('_', '-')}: CLI default {cli_default!r} != model default {model_default!r}"
         )
         assert getattr(param, "show_default", True) is not False, f"{command} --{pname} hides its default"
+        choices = _literal_values(param.type_descriptor.annotation)
+        if choices:  # a Literal on both sides: the same choices
+            checked.append(key)
+            assert sorted(choices) == sorted(_literal_values(field.annotation)), f"{command}.{key}"
+    if command in ("predict", "embed", "evaluate"):
+        assert checked, "the choices comparison must have run"
+
+
+def _literal_values(annotation: Any) -> list[str]:
+    if get_origin(annotation) is Literal:
+        return [str(a) for a in get_args(annotation)]
+    return [v for a in get_args(annotation) for v in _literal_values(a)]
 
 
 @pytest.mark.parametrize("command", sorted(STAGE_OPTIONS))
