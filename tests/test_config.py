@@ -130,6 +130,15 @@ def test_unknown_key_is_one_line_naming_file_key_and_valid_keys(command, tmp_pat
     assert "output" in valid
 
 
+def test_a_bad_file_with_progress_json_is_one_failed_event(tmp_path, capsys) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("clusterz: 3\n")
+    assert main(["cluster", "--config", str(cfg), "--progress", "json"]) == 2
+    events = [json.loads(ln) for ln in capsys.readouterr().err.splitlines() if ln.strip()]  # only JSON lines
+    assert [e["event"] for e in events] == ["failed"]
+    assert "unknown key 'clusterz'" in events[0]["message"] and events[0]["exit_code"] == 2
+
+
 def test_wrong_type_and_bad_choice_name_the_key_and_the_expectation(tmp_path, capsys) -> None:
     cfg = tmp_path / "p.yaml"
     cfg.write_text("overlap: lots\nblend: smooth\n")

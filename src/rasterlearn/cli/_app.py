@@ -79,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.quiet = False  # set again by -q for this invocation
     try:
         args = _global_options_first(list(argv) if argv is not None else sys.argv[1:])
+        state["argv"] = args  # read by --config to report a bad file as a JSON event with --progress json
         app(args=args, prog_name="rasterlearn")
     except SystemExit as exc:
         code = exc.code

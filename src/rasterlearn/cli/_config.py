@@ -3,7 +3,7 @@
 One helper for every command: :func:`config_option` builds the ``--config`` option for a stage's options
 model (:mod:`rasterlearn.options`). Its eager callback reads the file (``yaml.safe_load``), validates it
 with the model (an unknown key or a wrong type is one line naming the file, the key and the valid keys or
-the expected type, exit 2) and puts the values into click's ``default_map`` of the command. Precedence is
+the expected type, exit 2; with ``--progress json`` a ``failed`` event) and puts the values into click's ``default_map`` of the command. Precedence is
 therefore: options given on the command line, then the file, then the built-in defaults; positional
 arguments (``MODEL``, ``RASTER``, ``MAP``) may come from the file as well.
 
@@ -13,11 +13,14 @@ returned by :func:`config_extras`.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import typer
 
+from rasterlearn.cli._app import state
+from rasterlearn.errors import RasterlearnError
 from rasterlearn.options import StageOptions, load_options
 
 __all__ = ["config_extras", "config_option"]
@@ -31,7 +34,15 @@ def config_option(model: type[StageOptions]) -> Any:
     def load(ctx: typer.Context, param: Any, value: Path | None) -> Path | None:
         if value is None or ctx.resilient_parsing:
             return value
-        apply_options(ctx, load_options(value, model))
+        try:
+            options = load_options(value, model)
+        except RasterlearnError:
+            if _progress_json_requested():  # --progress is parsed after --config: start its JSON job now
+                from rasterlearn.cli._progress import _start_job
+
+                _start_job(cast(Any, ctx), param, "json")
+            raise
+        apply_options(ctx, options)
         return value
 
     return typer.Option(
@@ -64,6 +75,13 @@ def apply_options(ctx: typer.Context, options: StageOptions) -> None:
 def config_extras(ctx: typer.Context) -> dict[str, Any]:
     """Keys of the ``--config`` file that have no command-line option (empty without a file)."""
     return dict(ctx.meta.get(_EXTRAS, {}))
+
+
+def _progress_json_requested() -> bool:
+    """Whether this invocation's arguments (recorded by ``main``) ask for ``--progress json``."""
+    args = [str(a) for a in state.get("argv") or []]
+    pairs = itertools.pairwise(args)
+    return "--progress=json" in args or any(a == "--progress" and b == "json" for a, b in pairs)
 
 
 def _cli_value(param: Any, value: Any) -> Any:
