@@ -3,9 +3,9 @@
 One helper for every command: :func:`config_option` builds the ``--config`` option for a stage's options
 model (:mod:`rasterlearn.options`). Its eager callback reads the file (``yaml.safe_load``), validates it
 with the model (an unknown key or a wrong type is one line naming the file, the key and the valid keys or
-the expected type, exit 2; with ``--progress json`` a ``failed`` event) and puts the values into click's ``default_map`` of the command. Precedence is
-therefore: options given on the command line, then the file, then the built-in defaults; positional
-arguments (``MODEL``, ``RASTER``, ``MAP``) may come from the file as well.
+the expected type, exit 2; with ``--progress json`` a ``failed`` event) and puts the values into click's
+``default_map`` of the command. Precedence is therefore: options given on the command line, then the file,
+then the built-in defaults; positional arguments (``MODEL``, ``RASTER``, ``MAP``) may come from the file.
 
 Keys of a model without a command-line option (``stats_sample`` of chips) are kept in the context and
 returned by :func:`config_extras`.
