@@ -302,7 +302,7 @@ def test_chips_help_shows_defaults_without_stray_spaces(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     assert main(["chips", "--help"]) == 0
     text = capsys.readouterr().out
-    assert "(default: 256)" in text and "(default: 0.15)" in text
+    assert "[default: 256]" in text and "[default: 0.15]" in text  # read from ChipsOptions
     assert " ." not in text.replace(" ...", "")
 
 

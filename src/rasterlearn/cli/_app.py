@@ -79,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.quiet = False  # set again by -q for this invocation
     try:
         args = _global_options_first(list(argv) if argv is not None else sys.argv[1:])
+        state["argv"] = args  # read by --config to report a bad file as a JSON event with --progress json
         app(args=args, prog_name="rasterlearn")
     except SystemExit as exc:
         code = exc.code
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print_exception()
         end_job(exc)
         if not json_mode:
-            console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+            console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)  # one line
         return 2
     except BaseException:
         end_job(None)

@@ -3,53 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rasterlearn.cli._app import app, console
+from rasterlearn.cli._config import config_extras, config_option
 from rasterlearn.cli._progress import ProgressOpt, progress_bar
 from rasterlearn.errors import ConfigError, InputError, InputNotFoundError
+from rasterlearn.options import ChipsOptions, describe_validation_error
 
-
-class ChipsConfig(BaseModel):
-    """Options of ``rasterlearn chips`` (the fields of a ``--config`` YAML file; unknown keys are errors)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    raster: list[Path] = Field(default_factory=list)
-    image: list[Path] = Field(default_factory=list, description="one raster per date of one scene")
-    nodata_policy: Literal["all-valid", "any-valid"] = "all-valid"
-    labels: list[Path] = Field(default_factory=list)
-    label_raster: list[Path] = Field(default_factory=list)
-    scenes: Path | None = None
-    out: Path | None = None
-    attribute: str | None = None
-    burn_value: int = 1
-    layer: str | None = None
-    size: int = Field(256, gt=0)
-    stride: int | None = Field(None, gt=0)
-    bands: list[int | str] | None = None
-    schema_file: Path | None = Field(None, alias="schema")
-    ignore_index: int | None = Field(None, ge=0)
-    all_touched: bool = False
-    overlap: Literal["last", "priority"] = "last"
-    priority: list[int] | None = None
-    label_areas: str | None = None
-    unknown_classes: Literal["error", "ignore"] = "error"
-    label_band: int = Field(1, ge=1)
-    split_method: Literal["auto", "blocks", "random", "stratified", "scene"] = "auto"
-    val: float = Field(0.15, ge=0.0, lt=1.0)
-    test: float = Field(0.15, ge=0.0, lt=1.0)
-    block_size: int | None = Field(None, gt=0)
-    min_annotated: float = Field(0.0, ge=0.0, le=100.0)
-    max_nodata: float = Field(100.0, ge=0.0, le=100.0)
-    class_proportion: dict[int, float] | str | None = None
-    seed: int = 0
-    compress: Literal["deflate", "lzw", "zstd", "none"] = "deflate"
-    stats_sample: int = Field(200_000, gt=0)
-    overwrite: bool = False
+ChipsConfig = ChipsOptions  # the former name of the chips options model (rasterlearn.options)
+_DEFAULT: dict[str, Any] = ChipsOptions.model_validate({}).model_dump(
+    by_alias=True
+)  # the CLI's defaults are the model's
 
 
 def _load_config(path: Path | None, cli: dict[str, Any], model: type[BaseModel]) -> Any:
@@ -71,8 +39,8 @@ def _load_config(path: Path | None, cli: dict[str, Any], model: type[BaseModel])
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        msgs = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"Invalid chips options{f' in {path}' if path else ''}: {msgs}") from exc
+        msgs = describe_validation_error(exc, model)
+        raise ConfigError(f"Invalid options{f' in {path}' if path else ''}: {msgs}") from exc
 
 
 def _split_list(values: list[str] | None) -> list[str] | None:
@@ -81,7 +49,7 @@ def _split_list(values: list[str] | None) -> list[str] | None:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
-def _scenes(cfg: ChipsConfig) -> list[Any]:
+def _scenes(cfg: ChipsOptions) -> list[Any]:
     from rasterlearn.chips import Scene, read_scenes_csv
 
     if cfg.image:
@@ -109,7 +77,7 @@ def _scenes(cfg: ChipsConfig) -> list[Any]:
     return [Scene(image=r, label_raster=v) for r, v in zip(cfg.raster, labels, strict=True)]
 
 
-def _stack_scene(cfg: ChipsConfig) -> Any:
+def _stack_scene(cfg: ChipsOptions) -> Any:
     """One multi-date scene from ``--image A --image B ...`` and one label input."""
     from rasterlearn.chips import Scene
 
@@ -137,6 +105,7 @@ def _stack_scene(cfg: ChipsConfig) -> Any:
 
 @app.command()
 def chips(
+    ctx: typer.Context,
     raster: Annotated[
         list[Path] | None, typer.Option("--raster", "-r", help="Image raster (repeat, paired with --labels).")
     ] = None,
@@ -151,7 +120,7 @@ def chips(
     nodata_policy: Annotated[
         str | None,
         typer.Option(help="Multi-date scenes: all-valid (nodata in any date is nodata) or any-valid."),
-    ] = None,
+    ] = _DEFAULT["nodata_policy"],
     labels: Annotated[
         list[Path] | None,
         typer.Option(
@@ -172,7 +141,8 @@ def chips(
             "metadata, labels, attribute, split; or with a header).",
         ),
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Dataset folder to write.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Dataset folder to write.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", hidden=True, help="Former name of --output.")] = None,
     attribute: Annotated[
         str | None,
         typer.Option(
@@ -183,11 +153,9 @@ def chips(
     ] = None,
     burn_value: Annotated[
         int | None, typer.Option(help="Class code burned when there is no --attribute.")
-    ] = None,
+    ] = _DEFAULT["burn_value"],
     layer: Annotated[str | None, typer.Option(help="Vector layer name.")] = None,
-    size: Annotated[
-        int | None, typer.Option("--size", "-s", help="Chip size in pixels (default: 256).")
-    ] = None,
+    size: Annotated[int | None, typer.Option("--size", "-s", help="Chip size in pixels.")] = _DEFAULT["size"],
     stride: Annotated[
         int | None, typer.Option(help="Step between chips in pixels (default: --size).")
     ] = None,
@@ -209,7 +177,7 @@ def chips(
     ] = False,
     overlap: Annotated[
         str | None, typer.Option(help="Overlapping features: 'last' (file order wins) or 'priority'.")
-    ] = None,
+    ] = _DEFAULT["overlap"],
     priority: Annotated[
         str | None,
         typer.Option(
@@ -222,38 +190,39 @@ def chips(
     ] = None,
     unknown_classes: Annotated[
         str | None, typer.Option(help="Label values not in the schema: 'error' or 'ignore'.")
-    ] = None,
-    label_band: Annotated[int | None, typer.Option(help="Band of label rasters (default: 1).")] = None,
+    ] = _DEFAULT["unknown_classes"],
+    label_band: Annotated[int | None, typer.Option(help="Band of label rasters.")] = _DEFAULT["label_band"],
     split_method: Annotated[
         str | None,
         typer.Option(
             help="auto | blocks | random | stratified | scene "
-            "(default: auto = scene splits from the CSV, else blocks)."
+            "(auto = scene splits from the CSV, else blocks)."
         ),
-    ] = None,
-    val: Annotated[float | None, typer.Option(help="Validation fraction (default: 0.15).")] = None,
-    test: Annotated[float | None, typer.Option(help="Test fraction (default: 0.15).")] = None,
+    ] = _DEFAULT["split_method"],
+    val: Annotated[float | None, typer.Option(help="Validation fraction.")] = _DEFAULT["val"],
+    test: Annotated[float | None, typer.Option(help="Test fraction.")] = _DEFAULT["test"],
     block_size: Annotated[
         int | None, typer.Option(help="Spatial split block size in pixels (default: 4 x size).")
     ] = None,
     min_annotated: Annotated[
         float | None, typer.Option(help="Min percent of non-background labelled pixels per chip.")
-    ] = None,
-    max_nodata: Annotated[float | None, typer.Option(help="Max percent of nodata pixels per chip.")] = None,
+    ] = _DEFAULT["min_annotated"],
+    max_nodata: Annotated[
+        float | None, typer.Option(help="Max percent of nodata pixels per chip.")
+    ] = _DEFAULT["max_nodata"],
     class_proportion: Annotated[
         str | None, typer.Option(help="Min percent per class, e.g. '1:5,2:10'.")
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed of splits and statistics.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed of splits and statistics.")] = _DEFAULT[
+        "seed"
+    ],
     compress: Annotated[
         str | None, typer.Option(help="Chip compression: deflate | lzw | zstd | none.")
-    ] = None,
+    ] = _DEFAULT["compress"],
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing dataset in --out.")
+        bool, typer.Option("--overwrite", help="Replace an existing dataset in --output.")
     ] = False,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", help="YAML file with any of these options (command-line options win)."),
-    ] = None,
+    config: Annotated[Path | None, config_option(ChipsOptions)] = None,
     progress: ProgressOpt = "bar",
 ) -> None:
     """Cut rasters and labels into GeoTIFF chips with masks, a manifest and dataset.json (resumable)."""
@@ -266,7 +235,7 @@ def chips(
         "labels": labels,
         "label_raster": label_raster,
         "scenes": scenes,
-        "out": out,
+        "output": out if output is None else output,
         "attribute": attribute,
         "burn_value": burn_value,
         "layer": layer,
@@ -291,13 +260,14 @@ def chips(
         "seed": seed,
         "compress": compress,
         "overwrite": overwrite,
+        **config_extras(ctx),
     }
-    cfg: ChipsConfig = _load_config(config, cli, ChipsConfig)
-    if cfg.out is None:
-        raise ConfigError("Give the dataset folder with --out DIR")
+    cfg: ChipsOptions = _load_config(None, cli, ChipsOptions)
+    if cfg.output is None:
+        raise ConfigError("Give the dataset folder with -o/--output DIR")
     job = ChipJob(
         _scenes(cfg),
-        cfg.out,
+        cfg.output,
         size=cfg.size,
         stride=cfg.stride,
         bands=cfg.bands,

@@ -10,9 +10,17 @@ from typing import Annotated, Any, Literal
 import typer
 
 from rasterlearn.cli._app import app, console
+from rasterlearn.cli._config import config_option
 from rasterlearn.cli._executor import SchedulerOpt, WorkersOpt
 from rasterlearn.cli._progress import ProgressOpt, progress_bar
 from rasterlearn.engine.executor import open_executor
+from rasterlearn.options import (
+    ClassifyOptions,
+    ClusterOptions,
+    EmbedOptions,
+    ReduceOptions,
+    SimilarityOptions,
+)
 
 
 def _bands(value: str | None) -> list[int | str] | None:
@@ -113,9 +121,21 @@ def embed_cmd(
         float, typer.Option("--min-valid", help="Min valid fraction of a feature pixel's footprint.")
     ] = 0.5,
     extent: Annotated[
-        str | None, typer.Option("--extent", help="left,bottom,right,top or a vector file.")
+        str | None, typer.Option("--extent", hidden=True, help="left,bottom,right,top or a vector file.")
     ] = None,
-    extent_crs: Annotated[str | None, typer.Option("--extent-crs", help="CRS of --extent bounds.")] = None,
+    extent_crs: Annotated[
+        str | None, typer.Option("--extent-crs", hidden=True, help="CRS of --extent bounds.")
+    ] = None,
+    aoi: Annotated[
+        str | None,
+        typer.Option(
+            "--aoi", help="Area of interest: a vector file, or 'left,bottom,right,top' (formerly --extent)."
+        ),
+    ] = None,
+    aoi_crs: Annotated[
+        str | None,
+        typer.Option("--aoi-crs", help="CRS of --aoi bounds (default: the raster's; formerly --extent-crs)."),
+    ] = None,
     target_crs: Annotated[
         str | None, typer.Option("--target-crs", help="Read the raster reprojected to this CRS.")
     ] = None,
@@ -127,7 +147,8 @@ def embed_cmd(
     ] = "bilinear",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")] = 8,
-    workers: Annotated[int, typer.Option("--workers", help="Reader threads.")] = 1,
+    workers: Annotated[int | None, typer.Option("--workers", hidden=True, help="Reader threads.")] = None,
+    io_threads: Annotated[int, typer.Option("--io-threads", help="Reader threads (formerly --workers).")] = 1,
     pause: Annotated[float, typer.Option("--pause", help="Seconds to sleep between batches.")] = 0.0,
     no_pretrained: Annotated[bool, typer.Option("--no-pretrained", help="Random weights (testing).")] = False,
     seed: Annotated[
@@ -155,6 +176,7 @@ def embed_cmd(
         int, typer.Option("--cache-mb", help="GDAL block cache bound during the job (MB).")
     ] = 64,
     progress: ProgressOpt = "bar",
+    config: Annotated[Path | None, config_option(EmbedOptions)] = None,
 ) -> None:
     """Encode a raster into a feature raster (one band per feature) with a foundation model."""
     from rasterlearn.embed import embed
@@ -183,14 +205,14 @@ def embed_cmd(
             merge=merge,
             storage=storage,
             min_valid_fraction=min_valid,
-            extent=_extent(extent),
-            extent_crs=extent_crs,
+            extent=_extent(aoi if aoi is not None else extent),
+            extent_crs=aoi_crs if aoi_crs is not None else extent_crs,
             target_crs=target_crs,
             resolution=resolution,
             resampling=resampling,
             device=device,
             batch_size=batch_size,
-            workers=workers,
+            workers=io_threads if workers is None else workers,
             pause_s=pause,
             cache_dir=cache_dir,
             memory_mb=memory_mb,
@@ -258,6 +280,7 @@ def reduce_cmd(
         Path | None, typer.Option("--model-out", help="Where to save the fitted reducer.")
     ] = None,
     progress: ProgressOpt = "bar",
+    config: Annotated[Path | None, config_option(ReduceOptions)] = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
     trust_model: TrustModelOpt = False,
@@ -315,6 +338,7 @@ def cluster_cmd(
         Path | None, typer.Option("--model-out", help="Where to save the clustering.")
     ] = None,
     progress: ProgressOpt = "bar",
+    config: Annotated[Path | None, config_option(ClusterOptions)] = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
 ) -> None:
@@ -363,6 +387,7 @@ def similarity_cmd(
     layer: LayerOpt = None,
     bands: BandsOpt = None,
     progress: ProgressOpt = "bar",
+    config: Annotated[Path | None, config_option(SimilarityOptions)] = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
 ) -> None:
@@ -439,6 +464,7 @@ def classify_cmd(
         Path | None, typer.Option("--metrics", help="Metrics JSON (default OUT.metrics.json).")
     ] = None,
     progress: ProgressOpt = "bar",
+    config: Annotated[Path | None, config_option(ClassifyOptions)] = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
     trust_model: TrustModelOpt = False,

@@ -11,10 +11,12 @@ from typing import Annotated, Any, Literal
 import typer
 
 from rasterlearn.cli._app import app, console, state
+from rasterlearn.cli._config import config_option
 from rasterlearn.cli._executor import SchedulerOpt, WorkersOpt
 from rasterlearn.cli._progress import ProgressOpt, progress_bar
 from rasterlearn.cli._scene import AssetsOpt
 from rasterlearn.errors import InputError
+from rasterlearn.options import EvaluateOptions, PredictOptions, VectorizeOptions
 from rasterlearn.predict_plan import DEFAULT_MEMORY_MB
 
 
@@ -152,6 +154,7 @@ def predict(
         bool, typer.Option("--no-resume", help="Discard a partial run instead of resuming it.")
     ] = False,
     progress: ProgressOpt = "bar",
+    config: Annotated[Path | None, config_option(PredictOptions)] = None,
     image: Annotated[
         list[Path] | None,
         typer.Option(
@@ -408,6 +411,7 @@ def vectorize_cmd(
     window_size: Annotated[int, typer.Option(help="Processing window (pixels).")] = 2048,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
     progress: ProgressOpt = "bar",
+    config: Annotated[Path | None, config_option(VectorizeOptions)] = None,
 ) -> None:
     """Turn a class map into polygons (class code, name, area), window by window with seams merged."""
     from rasterlearn.vectorize import vectorize_raster
@@ -499,6 +503,7 @@ def evaluate(
         bool, typer.Option(help="Vector truth: burn every pixel a polygon touches.")
     ] = False,
     progress: ProgressOpt = "bar",
+    config: Annotated[Path | None, config_option(EvaluateOptions)] = None,
 ) -> None:
     """Compare a predicted map with ground truth over the whole scene: confusion matrix, IoU, F1, kappa."""
     from rasterlearn.evaluate import evaluate_map, parse_class_names
