@@ -201,6 +201,10 @@ class PredictOptions(StageOptions):
     mosaic: bool = Field(False, description="with out_dir: also write OUT_DIR/mosaic.vrt")
     scheduler: str | None = Field(None, description=_SCHEDULER)
     workers: int | None = Field(None, ge=1, description=_WORKERS)
+    stac: list[str] | None = Field(
+        None, description="STAC item(s) to map instead of raster: their assets stacked on one grid"
+    )
+    assets: str | None = Field(None, description="with stac: the item's assets, in band order (B04,B03,B02)")
 
 
 class EmbedOptions(StageOptions):
