@@ -66,6 +66,7 @@ from rasterlearn.io.aoi import aoi_mask, resolve_aoi
 from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import ImageReader, RasterReader, gdal_cache
 from rasterlearn.io.stack import NodataPolicy
+from rasterlearn.metrics import binary_foreground
 from rasterlearn.predict_inputs import as_raster_list, model_timesteps_of, open_stack_input, stack_provenance
 from rasterlearn.predict_plan import (
     DEFAULT_MEMORY_MB,
@@ -757,7 +758,7 @@ def predict_raster(
     def emit(scores: np.ndarray, valid: np.ndarray, win: Window, keys: list[str]) -> None:
         """Writer thread: scores (C, h, w) + validity -> class map / probability blocks."""
         if task == "binary":
-            cls = np.where(scores[0] >= thr, codes[1], codes[0]).astype(map_dtype)
+            cls = np.where(binary_foreground(scores[0], thr), codes[1], codes[0]).astype(map_dtype)
         else:
             cls = codes[np.argmax(scores, axis=0)].astype(map_dtype)
         cls[~valid] = map_nodata
