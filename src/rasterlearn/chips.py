@@ -135,6 +135,7 @@ class Scene:
         later_images: rasters of later dates of a multi-date scene (``image`` is the first date); the
             scene is then read as one T x C band stack (:class:`rasterlearn.io.stack.StackReader`).
         nodata_policy: multi-date scenes: ``all-valid`` (nodata in any date is nodata) or ``any-valid``.
+        nodata: single-date scenes: a nodata value to assume when the image declares none (``--nodata``).
     """
 
     image: Path
@@ -147,6 +148,7 @@ class Scene:
     id: str | None = None
     later_images: list[Path] = field(default_factory=list)
     nodata_policy: NodataPolicy = "all-valid"
+    nodata: float | None = None
 
     def __post_init__(self) -> None:
         self.image = Path(self.image)
@@ -176,6 +178,7 @@ class Scene:
                 if self.later_images
                 else {}
             ),
+            **({"nodata": self.nodata} if self.nodata is not None else {}),
         }
 
     @property
@@ -186,7 +189,7 @@ class Scene:
     def open(self, bands: Sequence[int | str] | None = None) -> RasterReader | StackReader:
         """The scene's image reader: a :class:`RasterReader`, or a :class:`StackReader` over its dates."""
         if not self.later_images:
-            return RasterReader(self.image, bands)
+            return RasterReader(self.image, bands, nodata=self.nodata)
         return StackReader([self.image, *self.later_images], bands, nodata_policy=self.nodata_policy)
 
 
