@@ -556,7 +556,8 @@ class StageCache:
             shutil.rmtree(folder)
         elif state == "partial" and rec is not None:
             runs = rec.runs + 1
-            log.info("Stage %s was interrupted; resuming it (attempt %d)", name, runs)
+            why = "was reopened" if rec.finished else "was interrupted"  # reopened: see StageCache.reopen
+            log.info("Stage %s %s; resuming it (attempt %d)", name, why, runs)
         folder.mkdir(parents=True, exist_ok=True)
         rec = StageRecord(name, stage_hash, "running", params=_canonical(params), started=_now(), runs=runs)
         _write_stage_json(folder / STAGE_FILE, {"format": RUN_FORMAT, **rec.__dict__})
@@ -583,6 +584,14 @@ class StageCache:
         rec.seconds = seconds
         _write_stage_json(self.folder(name) / STAGE_FILE, {"format": RUN_FORMAT, **rec.__dict__})
         return rec
+
+    def reopen(self, name: str) -> None:
+        """Mark a complete stage as running again (its outputs kept): the next run of it resumes."""
+        rec = self.record(name)
+        if rec is None:
+            raise OutputError(f"Stage {name} was never begun in {self.root}")
+        rec.status = "running"
+        _write_stage_json(self.folder(name) / STAGE_FILE, {"format": RUN_FORMAT, **rec.__dict__})
 
     def invalidate(self, name: str) -> None:
         """Forget a stage (its folder is removed)."""
@@ -743,7 +752,10 @@ class _Runner:
         name: str,
         params: dict[str, Any],
         body: Callable[[Path], tuple[dict[str, Any], dict[str, Any]]],
+        unhashed: dict[str, Any] | None = None,
     ) -> StageRecord:
+        """Skip, resume or (re)run stage ``name``: ``params`` make its hash; ``unhashed`` parameters are
+        recorded in ``stage.json`` beside them but do not make the stage stale (see :meth:`run_train`)."""
         h = canonical_hash(params)
         state = self.cache.state(name, h)
         if name in self.force and state == "complete":
@@ -758,7 +770,7 @@ class _Runner:
             return rec
         log.info("Stage %s: %s (hash %s)", name, "resuming" if state == "partial" else "running", h)
         t0 = time.perf_counter()
-        folder = self.cache.begin(name, h, params)
+        folder = self.cache.begin(name, h, {**params, **(unhashed or {})})
         outputs, summary = body(folder)
         rec = self.cache.finish(name, outputs, summary, round(time.perf_counter() - t0, 2))
         log.info("Stage %s: complete in %.1f s", name, rec.seconds or 0.0)
@@ -846,7 +858,11 @@ class _Runner:
             cfg_json.pop(k, None)
         if t.weights:
             cfg_json["weights"] = file_identity(_resolve(self.cfg, t.weights))
+        # epochs are not part of the hash: more epochs continue the training from its last checkpoint (as
+        # ``train --resume`` does), fewer start it again
+        epochs = cfg_json.pop("epochs")
         params = {"upstream": {"chips": _token(chips)}, "train": cfg_json}
+        self._train_epochs_changed(canonical_hash(params), epochs)
 
         def body(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             from rasterlearn.train import train
@@ -876,7 +892,28 @@ class _Runner:
             }
             return {"package": str(folder), "files": {k: str(v) for k, v in res.files.items()}}, summary
 
-        return self.stage("train", params, body)
+        return self.stage("train", params, body, unhashed={"epochs": epochs})
+
+    def _train_epochs_changed(self, stage_hash: str, epochs: int) -> None:
+        """A finished or interrupted training of the same options with another ``epochs``: resume it when
+        raised (the stage is reopened), clear it when lowered (its model trained longer than asked)."""
+        rec = self.cache.record("train")
+        if rec is None or rec.hash != stage_hash or "train" in self.force:
+            return
+        before = rec.params.get("epochs")
+        if before is None or int(before) == int(epochs):
+            return
+        if epochs > before:
+            log.info(
+                "Stage train: epochs raised from %d to %d; training continues from its last checkpoint",
+                before,
+                epochs,
+            )
+            if rec.status == "complete":
+                self.cache.reopen("train")
+        else:
+            log.warning("Stage train: epochs lowered from %d to %d; training starts again", before, epochs)
+            self.cache.invalidate("train")
 
     # -- predict ---------------------------------------------------------------------------------
     def predict_scenes(self) -> list[ResolvedScene]:
