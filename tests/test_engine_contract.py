@@ -343,3 +343,59 @@ def test_raising_epochs_in_a_run_config_resumes_training(tmp_path):
     fewer = run(1)  # fewer epochs than trained: the training starts again
     assert fewer.ran == ["train"] and fewer.stages["train"].runs == 1
     assert not (out / "train" / "keep.txt").exists()
+
+
+# -- progress events count up to the announced total ---------------------------------------------------
+
+
+def _json_events(events: list[Any]) -> list[dict[str, Any]]:
+    """The events as ``--progress json`` writes them: one JSON object per line, parsed back."""
+    import json
+
+    lines = [json.dumps(e.to_dict()) for e in events]
+    return [json.loads(line) for line in lines]
+
+
+def _check_counts(events: list[dict[str, Any]], expected_total: int) -> None:
+    prog = [e for e in events if e["event"] == "progress"]
+    assert events[0]["event"] == "started" and all(e["v"] == 1 for e in events) and prog
+    done = [e["done"] for e in prog]
+    assert done == sorted(done) and all(e["total"] == expected_total for e in prog if e["done"])
+    assert prog[-1]["done"] == prog[-1]["total"] == expected_total and prog[-1]["fraction"] == 1.0
+
+
+@pytest.mark.parametrize("aoi", [None, "polygon"], ids=["whole", "aoi"])
+def test_predict_events_count_up_to_the_announced_total(make_raster, tmp_path, aoi):
+    import geopandas as gpd
+    from shapely.geometry import Polygon
+
+    from rasterlearn.batch import predict_scenes
+    from rasterlearn.engine.events import Monitor
+    from rasterlearn.predict import predict_raster
+    from tests.test_predict import FCN, _meta, _package
+
+    rng = np.random.default_rng(4)
+    srcs = [
+        make_raster(rng.integers(0, 255, (3, 40, 56)).astype("uint8"), name=f"s{i}.tif") for i in range(2)
+    ]
+    area, expected = None, 40 * 56
+    if aoi:  # a triangle whose bounding window is rows 8..32, cols 4..44 of each scene
+        x0, y0 = 500_000.0, 4_000_000.0
+        tri = Polygon([(x0 + 40, y0 - 80), (x0 + 440, y0 - 80), (x0 + 40, y0 - 320)])
+        area = tmp_path / "aoi.gpkg"
+        gpd.GeoDataFrame(geometry=[tri], crs="EPSG:32633").to_file(area)
+        expected = 24 * 40
+
+    events: list[Any] = []
+    mon = Monitor("predict", events.append, min_interval=0.0)
+    meta = _meta(["a", "b", "c"], 2, chip=16)
+    kw = dict(window=16, blocksize=16, threads=1, io_threads=1, aoi=area)
+    predict_raster(FCN(3, 2), meta, srcs[0], tmp_path / "one.tif", progress=mon.phase("predict"), **kw)
+    _check_counts(_json_events(events), expected)
+
+    events.clear()
+    mon = Monitor("predict", events.append, min_interval=0.0)
+    pkg = _package(tmp_path)
+    kw.pop("window")
+    predict_scenes(pkg, [str(s) for s in srcs], tmp_path / "maps", progress=mon.phase("predict"), **kw)
+    _check_counts(_json_events(events), 2 * expected)
