@@ -58,6 +58,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rasterlearn._util import file_identity, file_sha256, stable_hash
+from rasterlearn.class_maps import class_map_style
 from rasterlearn.compat import check_imagery
 from rasterlearn.engine.events import report_total
 from rasterlearn.errors import InputError, ModelError, OutputError
@@ -695,8 +696,7 @@ def predict_raster(
         nodata=map_nodata,
         band_descriptions=["class"],
         tags={**tags, "product": "class map"},
-        colormap=schema.colormap(),
-        category_names=schema.category_names(),
+        **class_map_style(schema),
         blocksize=bs,
         resume=resume,
         fingerprint=fingerprint + ":map",

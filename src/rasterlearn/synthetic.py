@@ -39,6 +39,7 @@ from pyproj import CRS, Transformer
 from scipy import ndimage
 
 from rasterlearn._util import atomic_write_json, atomic_write_text
+from rasterlearn.class_maps import class_map_style
 from rasterlearn.errors import CRSError, InputError, OutputError
 from rasterlearn.grid import Grid
 from rasterlearn.labels import ClassInfo, ClassSchema
@@ -1147,8 +1148,7 @@ def _write(arrays: SyntheticArrays, paths: dict[str, Path], params: dict[str, An
         arrays.grid,
         nodata=IGNORE,
         band_descriptions=["synthetic_class"],
-        colormap=schema.colormap(),
-        category_names={**schema.category_names(), IGNORE: "no label"},
+        **class_map_style(schema, nodata=IGNORE, nodata_name="no label", nodata_color=None),
         tags={
             "SYNTHETIC": "yes",
             "DESCRIPTION": "SYNTHETIC class codes of the rasterlearn synthetic scene",
