@@ -14,6 +14,7 @@ from affine import Affine
 from rasterio.enums import ColorInterp
 from torch import nn
 
+from rasterlearn.errors import InputError
 from rasterlearn.labels import ClassSchema
 from rasterlearn.metrics import binary_foreground
 from rasterlearn.models import ModelMetadata
@@ -399,3 +400,21 @@ def test_predict_events_count_up_to_the_announced_total(make_raster, tmp_path, a
     kw.pop("window")
     predict_scenes(pkg, [str(s) for s in srcs], tmp_path / "maps", progress=mon.phase("predict"), **kw)
     _check_counts(_json_events(events), 2 * expected)
+
+
+def test_a_chips_nodata_value_is_part_of_the_dataset_identity(tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from rasterlearn.chips import Scene, make_chips
+
+    src, _ = _validity_case("user-nodata", tmp_path)
+    labels = tmp_path / "labels.gpkg"
+    gpd.GeoDataFrame(
+        geometry=[box(500_000.0, 3_999_680.0, 500_320.0, 4_000_000.0)], crs="EPSG:32633"
+    ).to_file(labels)
+    a = make_chips([Scene(src, labels)], tmp_path / "chips", size=32, val=0, test=0)
+    b = make_chips([Scene(src, labels, nodata=999)], tmp_path / "chips", size=32, val=0, test=0)
+    assert a.out != b.out  # another nodata: another dataset, not a resume of the first
+    with pytest.raises(InputError, match="single-date"):
+        Scene(src, labels, nodata=0, later_images=[src])

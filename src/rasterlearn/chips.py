@@ -161,6 +161,11 @@ class Scene:
         if self.labels is not None and self.label_raster is not None:
             raise InputError(f"Scene {self.image}: give vector labels or a label raster, not both")
         self.split = normalize_split(self.split, str(self.image))
+        if self.nodata is not None and self.later_images:
+            raise InputError(
+                f"Scene {self.image}: nodata is supported for single-date scenes only; declare the nodata "
+                f"value in each date's raster instead (gdal_edit.py -a_nodata VALUE FILE)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -968,6 +973,7 @@ class ChipJob:
                         if st.scene.later_images
                         else {}
                     ),
+                    **({"nodata": st.scene.nodata} if st.scene.nodata is not None else {}),
                 }
                 for st in self.states
             ],
