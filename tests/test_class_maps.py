@@ -32,7 +32,12 @@ def test_style_round_trips_through_the_one_reader(tmp_path):
     assert class_styles(path)[5] == ("urban", "#ff0000") and class_styles(path)[2] == ("water", "#1e90ff")
     # a schema tag (predict's ``classes``) wins over the category names
     tagged = write_array(
-        tmp_path / "t.tif", data, GRID, nodata=0, tags={"classes": SCHEMA.to_dict()}, **class_map_style(SCHEMA)
+        tmp_path / "t.tif",
+        data,
+        GRID,
+        nodata=0,
+        tags={"classes": SCHEMA.to_dict()},
+        **class_map_style(SCHEMA),
     )
     assert map_schema(tagged) == SCHEMA
 
