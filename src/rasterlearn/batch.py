@@ -162,7 +162,7 @@ def predict_scenes(
             log.info("%s: %s exists, skipped (--overwrite maps it again)", raster, output)
         else:
             todo.append((raster, str(output), dict((scene_kwargs or {}).get(raster, {}))))
-    sizes = {r: _pixels(r) for r, _, _ in todo}
+    sizes = {r: _pixels(r, predict_kwargs.get("aoi")) for r, _, _ in todo}
     report_total(progress, sum(sizes.values()))
     with output_lock(summary):
         for (raster, _, _), status in executor.map(_map_scene, todo, job):
@@ -185,10 +185,15 @@ def predict_scenes(
     )
 
 
-def _pixels(raster: str) -> int:
+def _pixels(raster: str, aoi: Any = None) -> int:
+    """The pixels :func:`rasterlearn.predict.predict_raster` counts for ``raster``: its extent, clipped to
+    the AOI's window when there is one."""
+    from rasterlearn.io.aoi import resolve_aoi
+
     try:
         with RasterReader(raster) as r:
-            return r.grid.height * r.grid.width
+            extent = r.grid.window if aoi is None else resolve_aoi(aoi, r.grid).window
+            return extent.height * extent.width
     except RasterlearnError:  # reported as the scene's failure when it runs
         return 0
 

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rasterlearn._util import stable_hash
+from rasterlearn.class_maps import class_map_style
 from rasterlearn.engine.events import report_total
 from rasterlearn.errors import EmptyInputError, InputError
 from rasterlearn.io.paths import check_outputs
@@ -382,8 +383,7 @@ def _open_writers(
             nodata=MAP_NODATA,
             band_descriptions=["change"],
             tags={**tags, "product": "change map"},
-            colormap=schema.colormap(),
-            category_names=schema.category_names(),
+            **class_map_style(schema),
             fingerprint=fp + ":map",
             **common,
         )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -23,13 +22,15 @@ from typing import Any, Literal
 import numpy as np
 
 from rasterlearn._util import atomic_write_text
+from rasterlearn.class_maps import map_schema, raster_class_names
 from rasterlearn.engine.events import report_total
 from rasterlearn.errors import ConfigError, EmptyInputError, InputError, InputNotFoundError
 from rasterlearn.grid import Grid, Window
 from rasterlearn.io.aoi import resolve_aoi
 from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader
-from rasterlearn.labels import ClassInfo, ClassSchema, count_skipped_shapes, default_color, is_null_label
+from rasterlearn.label_grid import RasterOnGrid, relate_grids
+from rasterlearn.labels import ClassInfo, ClassSchema, default_color, is_null_label, rasterize_window
 from rasterlearn.metrics import confusion_matrix, metrics_from_confusion, metrics_table
 
 __all__ = [
@@ -49,122 +50,7 @@ log = logging.getLogger(__name__)
 Unlabelled = Literal["auto", "background", "ignore"]
 ClassMatch = Literal["auto", "name", "code"]
 TruthClasses = ClassSchema | Mapping[int, str] | str | Path
-_SAME_GRID_TOLERANCE_PX = 0.25  # CRSs described differently but placing the grid within this are the same
 _VECTOR_EXT = {".gpkg", ".shp", ".geojson", ".json", ".fgb", ".parquet", ".gml", ".kml", ".sqlite"}
-
-
-def _schema_tag(tags: Mapping[str, str], path: str | Path) -> ClassSchema | None:
-    for key in ("classes", "rasterlearn_schema"):  # predict / train maps; features.classify maps
-        raw = tags.get(key)
-        if raw:
-            try:
-                return ClassSchema.from_dict(json.loads(raw))
-            except Exception:  # a foreign tag of that name
-                log.debug("Unreadable %r tag in %s", key, path)
-    return None
-
-
-def _aux_names(path: Path) -> dict[int, str]:
-    """Class names from a GDAL ``.aux.xml`` sidecar: category names, else a raster attribute table with a
-    name column (value or min/max column + name usage), else a QGIS ``.qml`` paletted style's labels."""
-    from xml.sax.saxutils import unescape
-
-    aux = Path(f"{path}.aux.xml")
-    if aux.exists():
-        text = aux.read_text(encoding="utf-8", errors="replace")
-        band = re.search(r"<PAMRasterBand[^>]*band=\"1\"[^>]*>(.*?)</PAMRasterBand>", text, re.S)
-        text = band.group(1) if band else text
-        block = re.search(r"<CategoryNames>(.*?)</CategoryNames>", text, re.S)
-        if block:
-            cats = re.findall(r"<Category>(.*?)</Category>|<Category\s*/>", block.group(1), re.S)
-            names = {i: unescape(c).strip() for i, c in enumerate(cats) if c.strip()}
-            if names:
-                return names
-        rat = re.search(r"<GDALRasterAttributeTable[^>]*>(.*?)</GDALRasterAttributeTable>", text, re.S)
-        if rat:
-            fields = re.findall(
-                r"<FieldDefn[^>]*>\s*<Name>(.*?)</Name>\s*<Type>(\d+)</Type>\s*<Usage>(\d+)</Usage>",
-                rat.group(1),
-                re.S,
-            )
-            usage = [int(u) for _, _, u in fields]
-            # GDAL field usages: 2 = name, 5 = min/max (value), 3 = min; else a column called value
-            value_col = next((i for i, u in enumerate(usage) if u == 5), None)
-            if value_col is None:
-                value_col = next((i for i, u in enumerate(usage) if u == 3), None)
-            if value_col is None:
-                value_col = next((i for i, f in enumerate(fields) if f[0].lower() == "value"), None)
-            name_col = next((i for i, u in enumerate(usage) if u == 2), None)
-            if value_col is not None and name_col is not None:
-                names = {}
-                for row in re.findall(r"<Row[^>]*>(.*?)</Row>", rat.group(1), re.S):
-                    cells = [unescape(c) for c in re.findall(r"<F>(.*?)</F>|<F\s*/>", row, re.S)]
-                    if len(cells) > max(value_col, name_col):
-                        try:
-                            v = float(cells[value_col])
-                        except ValueError:
-                            continue
-                        if v.is_integer() and cells[name_col].strip():
-                            names[int(v)] = cells[name_col].strip()
-                if names:
-                    return names
-    qml = path.with_suffix(".qml")
-    if qml.exists():
-        text = qml.read_text(encoding="utf-8", errors="replace")
-        names = {}
-        for entry in re.findall(r"<paletteEntry\b[^>]*>", text):
-            value = re.search(r'value="([^"]*)"', entry)
-            label = re.search(r'label="([^"]*)"', entry)
-            if value and label and label.group(1).strip():
-                try:
-                    v = float(value.group(1))
-                except ValueError:
-                    continue
-                if v.is_integer():
-                    names[int(v)] = unescape(label.group(1), {"&quot;": '"'}).strip()
-        return names
-    return {}
-
-
-def raster_class_names(path: str | Path) -> dict[int, str]:
-    """The class names a raster declares for its codes, ``{code: name}`` (empty when it names none).
-
-    Sources, in order: rasterlearn's ``classes`` / ``rasterlearn_schema`` tags; GDAL category names or a raster
-    attribute table (value + name columns) in the ``.aux.xml`` sidecar; the labels of a QGIS paletted
-    ``.qml`` style beside the file. The nodata value's name (e.g. ``0: "nodata"``) is left out.
-    """
-    import rasterio
-
-    path = Path(path)
-    with rasterio.open(path) as ds:
-        tags = ds.tags()
-        nodata = ds.nodata
-    schema = _schema_tag(tags, path)
-    names = dict(zip(schema.codes, schema.names, strict=True)) if schema else _aux_names(path)
-    if nodata is not None and not math.isnan(nodata) and float(nodata).is_integer():
-        names.pop(int(nodata), None)
-    return names
-
-
-def map_schema(path: str | Path) -> ClassSchema | None:
-    """The class schema of a map written by rasterlearn (``classes`` or ``rasterlearn_schema`` tag), else one
-    built from the class names it declares (:func:`raster_class_names`); ``None`` when it names no classes."""
-    import rasterio
-
-    with rasterio.open(path) as ds:
-        tags = ds.tags()
-    schema = _schema_tag(tags, path)
-    if schema is not None:
-        return schema
-    names = raster_class_names(path)
-    if not names:
-        return None
-    ignore = 255 if max(names) < 255 else 65535
-    return ClassSchema(
-        tuple(ClassInfo(c, n, default_color(c)) for c, n in sorted(names.items())),
-        ignore,
-        0 if 0 in names else None,
-    )
 
 
 def parse_class_names(text: str) -> dict[int, str]:
@@ -248,50 +134,11 @@ def match_class_names(
 
 
 def _grid_relation(truth: Grid, grid: Grid) -> tuple[bool, str | None]:
-    """Whether a truth grid is the map's grid (possibly with a differently described CRS), and a note."""
-    if truth == grid:
-        return True, None
-    if truth.shape != grid.shape:
-        return False, None
-    rel = ~grid.transform @ truth.transform  # truth pixel -> map pixel; identity on the same grid
-    if max(abs(x - y) for x, y in zip(rel[:6], (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), strict=True)) > 1e-6:
-        return False, None
-    if truth.crs is None or grid.crs is None:
-        which = "the truth raster" if truth.crs is None else "the map"
-        return True, (
-            f"{which} has no CRS; the truth has the map's shape and transform, so it is read on the map's "
-            f"grid (not resampled)"
-        )
-    from pyproj import Transformer
-
-    try:
-        tr = Transformer.from_crs(truth.crs, grid.crs, always_xy=True)
-        # the corners and the centre of the grid, truth pixel -> truth CRS -> map CRS -> map pixel
-        rows = np.array([0, 0, truth.height, truth.height, truth.height / 2], dtype="float64")
-        cols = np.array([0, truth.width, 0, truth.width, truth.width / 2], dtype="float64")
-        t, inv = truth.transform, ~grid.transform
-        xs, ys = t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f
-        xt, yt = (np.asarray(v, dtype="float64") for v in tr.transform(xs, ys))
-        c2, r2 = inv.a * xt + inv.b * yt + inv.c, inv.d * xt + inv.e * yt + inv.f
-        shift = float(np.max(np.hypot(c2 - cols, r2 - rows)))
-    except Exception as exc:  # CRSs pyproj cannot relate
-        log.debug("Cannot relate the CRSs of truth and map: %s", exc)
-        return False, None
-    if not math.isfinite(shift) or shift > _SAME_GRID_TOLERANCE_PX:
-        return False, None
-    return True, (
-        f"truth CRS ({_crs_label(truth.crs)}) is described differently from the map's "
-        f"({_crs_label(grid.crs)}) but, with the same shape and transform, places every pixel within "
-        f"{shift:.3f} px of the map's: read on the map's grid, not resampled"
-    )
-
-
-def _crs_label(crs: Any) -> str:
-    epsg = crs.to_epsg()
-    if epsg:
-        return f"EPSG:{epsg}"
-    name = getattr(crs, "name", None) or ""
-    return f"{name!r} (no EPSG code)" if name else crs.to_string()[:60]
+    """Whether a truth grid is read on the map's grid as it is (the same grid, possibly with a differently
+    described or a missing CRS), and a note (:func:`rasterlearn.label_grid.relate_grids`)."""
+    rel = relate_grids(truth, grid)
+    same = rel.kind in ("aligned", "same_grid_crs_described_differently", "same_grid_no_crs")
+    return same, rel.note
 
 
 def _scan_codes(reader: RasterReader, window_size: int) -> list[int]:
@@ -410,8 +257,6 @@ def evaluate_map(
         InputError: unknown truth values / unmatched truth class names (listed), bad options.
         EmptyInputError: no pixel has both a valid prediction and valid truth.
     """
-    from rasterio.features import rasterize
-
     map_path = Path(map_path)
     truth = Path(truth)
     derived = [] if output is None else [Path(output).with_suffix(".csv"), Path(output).with_suffix(".png")]
@@ -617,82 +462,54 @@ def evaluate_map(
             unlabelled = (
                 "background" if schema.background is not None and schema.background in codes else "ignore"
             )
+        if unlabelled == "background" and schema.background is None:
+            raise InputError(
+                f"unlabelled='background' but the map's classes ({schema.describe()}) have no background "
+                f"class; use unlabelled='ignore' (--unlabelled ignore) or give a schema with a background"
+            )
         record["unlabelled"] = unlabelled
         log.info(
             "Pixels outside every truth polygon are %s",
             f"background (class {schema.background})" if unlabelled == "background" else "ignored",
         )
-        fill = schema.background if unlabelled == "background" else -1
+        fill = schema.background if unlabelled == "background" and schema.background is not None else -1
 
         def vector_window(win: Window) -> tuple[np.ndarray, np.ndarray]:
             hits = tree.query(box(*grid.window_bounds(win)))
-            out = np.full(win.shape, fill, dtype="int64")
-            if len(hits):
-                with count_skipped_shapes():
-                    out = rasterize(
-                        zip(geoms[hits], values[hits], strict=True),
-                        out_shape=win.shape,
-                        transform=grid.window_transform(win),
-                        fill=fill,
-                        all_touched=all_touched,
-                        dtype="int64",
-                    )
+            out = rasterize_window(
+                geoms[hits], values[hits], grid, win, fill=fill, dtype="int64", all_touched=all_touched
+            )
             return out, out >= 0
 
         truth_window = vector_window
     else:
-        import rasterio
-        from rasterio.enums import Resampling
-        from rasterio.warp import reproject
-
         record["truth_kind"] = "raster"
         record["unlabelled"] = None
-        treader = RasterReader(truth, [1])
-        tnodata = treader.nodata
-        same, grid_note = _grid_relation(treader.grid, grid)
-        if grid_note:
-            record["notes"].append(grid_note)
+        source = RasterOnGrid(truth, grid)  # raises CRSError when the grids differ and a CRS is missing
+        tgrid, rel = source.reader.grid, source.relation
+        record["truth_alignment"] = rel.kind
+        if rel.note:
+            record["notes"].append(rel.note)
             record["truth_crs_differs"] = True
-            log.warning("Evaluating against %s: %s", truth, grid_note)
-        if not same:
+            log.warning("Evaluating against %s: %s", truth, rel.note)
+        if rel.resampled:
             record["truth_reprojected"] = True
             msg = (
-                f"truth raster resampled (nearest) from {treader.grid.height}x{treader.grid.width} "
-                f"{treader.grid.crs.to_string() if treader.grid.crs else 'no CRS'} res {treader.grid.res} "
+                f"truth raster resampled (nearest) from {tgrid.height}x{tgrid.width} "
+                f"{tgrid.crs.to_string() if tgrid.crs else 'no CRS'} res {tgrid.res} "
                 f"onto the map grid {grid.height}x{grid.width} res {grid.res}"
             )
             record["notes"].append(msg)
             log.info("Evaluating against %s: %s", truth, msg)
-            if grid.crs is None or treader.grid.crs is None:
-                raise InputError(
-                    f"{truth} and {map_path} are on different grids and one has no CRS; cannot align them"
-                )
-        tds = rasterio.open(truth) if not same else None
         remap = name_matching(raster_class_names(truth), f"class names of {truth.name}")
         if remap is not None:
             remap_keys = np.array(sorted(remap), dtype="int64")
             remap_vals = np.array([remap[k] for k in sorted(remap)], dtype="int64")
 
         def raster_window(win: Window) -> tuple[np.ndarray, np.ndarray]:
-            if same:
-                block = treader.read(win)
-                data = block.data[0].astype("float64")
-                ok = block.valid.copy()
-            else:
-                data = np.full(win.shape, np.nan, dtype="float64")
-                reproject(
-                    rasterio.band(tds, 1),
-                    data,
-                    src_nodata=tnodata,
-                    dst_transform=grid.window_transform(win),
-                    dst_crs=grid.crs,
-                    dst_nodata=np.nan,
-                    resampling=Resampling.nearest,
-                )
-                ok = np.isfinite(data)
-                if tnodata is not None and not math.isnan(tnodata):
-                    ok &= data != tnodata
-            ok &= np.isfinite(data)
+            raw, valid = source.read(win)
+            data = raw.astype("float64")
+            ok = valid & np.isfinite(data)
             if ignore_set:
                 ok &= ~np.isin(data, ignore_set)
             whole = ok & (np.abs(np.where(ok, data, 0)) < 2**53)
@@ -728,9 +545,7 @@ def evaluate_map(
             progress(win.size)
     reader.close()
     if not is_vector:
-        treader.close()
-        if tds is not None:
-            tds.close()
+        source.close()
     if unknown_truth:
         log.warning(
             "%d truth pixels hold values that are not classes of the map (%s); they are not assessed",

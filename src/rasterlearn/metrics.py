@@ -17,7 +17,17 @@ import numpy as np
 
 from rasterlearn.errors import InputError
 
-__all__ = ["confusion_matrix", "metrics_from_confusion", "metrics_table"]
+__all__ = ["binary_foreground", "confusion_matrix", "metrics_from_confusion", "metrics_table"]
+
+
+def binary_foreground(p: Any, threshold: float) -> Any:
+    """The one binary decision rule: foreground where the probability ``p >= threshold``.
+
+    Training metrics, prediction and the training report's sample panels all decide through this
+    function, so a pixel exactly at the threshold is foreground everywhere. ``p`` is a numpy array or a
+    torch tensor (the comparison is the same operator on both); returns a boolean array / tensor.
+    """
+    return p >= threshold
 
 
 def confusion_matrix(

@@ -58,14 +58,16 @@ from typing import Any, Literal
 import numpy as np
 
 from rasterlearn._util import file_identity, file_sha256, stable_hash
+from rasterlearn.class_maps import class_map_style
 from rasterlearn.compat import check_imagery
 from rasterlearn.engine.events import report_total
 from rasterlearn.errors import InputError, ModelError, OutputError
 from rasterlearn.grid import Window, column_stripes, plan_tiles
 from rasterlearn.io.aoi import aoi_mask, resolve_aoi
 from rasterlearn.io.paths import check_outputs
-from rasterlearn.io.raster import ImageReader, RasterReader, gdal_cache
+from rasterlearn.io.raster import ImageReader, RasterReader, apply_assumed_nodata, gdal_cache
 from rasterlearn.io.stack import NodataPolicy
+from rasterlearn.metrics import binary_foreground
 from rasterlearn.predict_inputs import as_raster_list, model_timesteps_of, open_stack_input, stack_provenance
 from rasterlearn.predict_plan import (
     DEFAULT_MEMORY_MB,
@@ -257,6 +259,16 @@ def resolve_bands(
             count,
         )
         return list(range(1, count + 1))
+    data_bands = [i for i in range(1, count + 1) if i not in reader.alpha_bands]
+    if len(data_bands) == need and len(data_bands) < count:
+        log.warning(
+            "Raster band descriptions do not name the model's bands %s; feeding raster bands %s in order "
+            "(band(s) %s are alpha: the validity mask)",
+            list(model_bands),
+            data_bands,
+            reader.alpha_bands,
+        )
+        return data_bands
     raise InputError(
         f"{reader.path} has {count} band(s) ({have}) but the model expects {need}: "
         f"{list(model_bands)}. Pass --bands with {need} band indexes or descriptions."
@@ -691,8 +703,7 @@ def predict_raster(
         nodata=map_nodata,
         band_descriptions=["class"],
         tags={**tags, "product": "class map"},
-        colormap=schema.colormap(),
-        category_names=schema.category_names(),
+        **class_map_style(schema),
         blocksize=bs,
         resume=resume,
         fingerprint=fingerprint + ":map",
@@ -742,9 +753,7 @@ def predict_raster(
         kept, valids, arrays = [], [], []
         for win in wins:
             block = rd.read(win)
-            valid = block.valid
-            if in_nodata is not None:
-                valid = valid & np.all(block.data != np.asarray(in_nodata).astype(block.data.dtype), axis=0)
+            valid = apply_assumed_nodata(block.valid, block.data, in_nodata)
             # the model sees real context outside the AOI; only the output is masked
             out_valid = valid if aoi_geom is None else valid & aoi_mask(aoi_geom, grid, win)
             valids.append(out_valid)
@@ -764,7 +773,7 @@ def predict_raster(
     def emit(scores: np.ndarray, valid: np.ndarray, win: Window, keys: list[str]) -> None:
         """Writer thread: scores (C, h, w) + validity -> class map / probability blocks."""
         if task == "binary":
-            cls = np.where(scores[0] >= thr, codes[1], codes[0]).astype(map_dtype)
+            cls = np.where(binary_foreground(scores[0], thr), codes[1], codes[0]).astype(map_dtype)
         else:
             cls = codes[np.argmax(scores, axis=0)].astype(map_dtype)
         cls[~valid] = map_nodata

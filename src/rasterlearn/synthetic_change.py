@@ -36,6 +36,7 @@ from scipy import ndimage
 
 from rasterlearn import synthetic as syn
 from rasterlearn._util import atomic_write_json
+from rasterlearn.class_maps import class_map_style
 from rasterlearn.errors import InputError, OutputError
 from rasterlearn.grid import Grid
 from rasterlearn.labels import ClassInfo, ClassSchema
@@ -364,8 +365,7 @@ def make_change_scene(out_dir: str | os.PathLike[str], **kwargs: Any) -> ChangeS
         arrays.grid,
         nodata=IGNORE,
         band_descriptions=["change"],
-        colormap=schema.colormap(),
-        category_names=schema.category_names(),
+        **class_map_style(schema),
         tags={"SYNTHETIC": "yes", "CLASSES": schema.describe()},
     )
     write_vector(change_polygons(arrays), paths["labels"], layer="synthetic_change")

@@ -11,9 +11,7 @@ polygons themselves.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from rasterlearn.class_maps import class_styles, raster_class_names
 from rasterlearn.errors import InputError
 from rasterlearn.grid import Window
 from rasterlearn.io.paths import check_outputs
@@ -34,30 +33,10 @@ AreaUnit = Literal["map", "pixels"]
 
 
 def read_class_names(path: str | Path) -> dict[int, str]:
-    """Class names of a class map: from rasterlearn's ``classes`` tag, else GDAL's category names (the
-    ``.aux.xml`` sidecar or the file itself). Empty when the map names no classes."""
-    import rasterio
-
-    path = Path(path)
-    with rasterio.open(path) as ds:
-        tags = ds.tags()
-    raw = tags.get("classes")
-    if raw:
-        try:
-            data = json.loads(raw)
-            return {int(c["code"]): str(c["name"]) for c in data["classes"]}
-        except (ValueError, KeyError, TypeError):
-            log.debug("Unreadable 'classes' tag in %s", path)
-    aux = Path(f"{path}.aux.xml")
-    if aux.exists():
-        text = aux.read_text(encoding="utf-8", errors="replace")
-        block = re.search(r"<CategoryNames>(.*?)</CategoryNames>", text, re.S)
-        if block:
-            cats = re.findall(r"<Category>(.*?)</Category>|<Category\s*/>", block.group(1), re.S)
-            from xml.sax.saxutils import unescape
-
-            return {i: unescape(c) for i, c in enumerate(cats) if c}
-    return {}
+    """Class names of a class map (:func:`rasterlearn.class_maps.raster_class_names`: rasterlearn's schema
+    tags, GDAL category names or attribute table, a QGIS ``.qml`` style). Empty when the map names no
+    classes."""
+    return raster_class_names(path)
 
 
 def _to_map(geoms: np.ndarray, transform: Any) -> np.ndarray:
@@ -199,24 +178,5 @@ def vectorize_raster(
 
 
 def class_styles_of_map(map_path: str | Path) -> dict[int, tuple[str, str]]:
-    """Code -> (name, '#rrggbb') of a class map: its colour table and its class names (``class_N`` when it
-    names none)."""
-    import rasterio
-
-    from rasterlearn.evaluate import raster_class_names
-
-    names = raster_class_names(map_path) or {}
-    with rasterio.open(map_path) as ds:
-        try:
-            cmap = ds.colormap(1)
-        except ValueError:  # no colour table
-            cmap = {}
-    from rasterlearn.labels import default_color
-
-    codes = set(names) | set(cmap)
-    out = {}
-    for c in sorted(codes):
-        rgba = cmap.get(c)
-        color = "#{:02x}{:02x}{:02x}".format(*rgba[:3]) if rgba else default_color(c)
-        out[int(c)] = (names.get(c, f"class_{c}"), color)
-    return out
+    """Code -> (name, '#rrggbb') of a class map (:func:`rasterlearn.class_maps.class_styles`)."""
+    return class_styles(map_path)

@@ -65,7 +65,7 @@ class PopulationCounts:
 
 def map_classes(map_path: str | Path, found: Sequence[int] = ()) -> ClassSchema:
     """The map's classes (:func:`rasterlearn.evaluate.map_schema`) plus any code found in it without a name."""
-    from rasterlearn.evaluate import map_schema
+    from rasterlearn.class_maps import map_schema
 
     schema = map_schema(map_path)
     known = set(schema.codes) if schema is not None else set()
@@ -283,7 +283,7 @@ def _ua_for(expected_ua: float | Mapping[int, float], codes: Sequence[int]) -> n
 def _stratum_names(strata: str | Path | None, codes: Sequence[int], schema: ClassSchema) -> list[str]:
     if strata is None:
         return [schema.name_of(c) for c in codes]
-    from rasterlearn.evaluate import raster_class_names
+    from rasterlearn.class_maps import raster_class_names
 
     names = raster_class_names(strata)
     return [names.get(c, f"stratum_{c}") for c in codes]

@@ -32,9 +32,10 @@ from rasterlearn.chips.options import FORMAT, SPLITS, Compression, SplitMethod, 
 from rasterlearn.chips.options import Progress as Progress
 from rasterlearn.chips.scenes import Scene, read_scenes_csv
 from rasterlearn.chips.scenes import normalize_split as normalize_split
-from rasterlearn.chips.sources import LabelRaster, load_label_areas, load_vector_labels
+from rasterlearn.chips.sources import load_label_areas, load_vector_labels
 from rasterlearn.chips.split import apply_filters, block_split, random_split, stratified_split
 from rasterlearn.chips.split import filter_failures as filter_failures
+from rasterlearn.label_grid import LabelRaster
 
 __all__ = [
     "FORMAT",

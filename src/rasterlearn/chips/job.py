@@ -13,13 +13,13 @@ from rasterlearn.chips.finish import ChipResult, _FinishPhase
 from rasterlearn.chips.options import FORMAT, Compression, Progress, SplitMethod
 from rasterlearn.chips.scan import _ScanPhases
 from rasterlearn.chips.scenes import Scene, _unique_ids
-from rasterlearn.chips.sources import LabelRaster
 from rasterlearn.chips.split import _SplitPhase
 from rasterlearn.chips.state import _SceneState, _unlock_on_error
 from rasterlearn.chips.store import _PARAMS_FILE, _file_identity, _resolve_out
 from rasterlearn.errors import InputError, InputNotFoundError
 from rasterlearn.grid import plan_tiles
 from rasterlearn.io.paths import acquire_lock
+from rasterlearn.label_grid import LabelRaster
 from rasterlearn.labels import ClassSchema, LabelAreasMode, OverlapRule, UnknownPolicy, crs_name, infer_schema
 
 # one logger for the whole stage, as before the split (log lines and --progress json name it)
@@ -177,6 +177,7 @@ class ChipJob(_ScanPhases, _SplitPhase, _FinishPhase):
                         if st.scene.later_images
                         else {}
                     ),
+                    **({"nodata": st.scene.nodata} if st.scene.nodata is not None else {}),
                 }
                 for st in self.states
             ],

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 
 from rasterlearn.chips.options import Progress
-from rasterlearn.chips.sources import LabelRaster
 from rasterlearn.chips.split import apply_filters
 from rasterlearn.chips.state import _JobState, _SceneState, _unlock_on_error
 from rasterlearn.chips.store import _atomic_csv, _chip_id, _colormap, _write_tif
 from rasterlearn.grid import Window, plan_tiles
 from rasterlearn.io.raster import gdal_cache
+from rasterlearn.label_grid import LabelRaster
 from rasterlearn.labels import ClassSchema, apply_validity
 
 # one logger for the whole stage, as before the split (log lines and --progress json name it)

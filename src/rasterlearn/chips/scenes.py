@@ -44,6 +44,7 @@ class Scene:
         later_images: rasters of later dates of a multi-date scene (``image`` is the first date); the
             scene is then read as one T x C band stack (:class:`rasterlearn.io.stack.StackReader`).
         nodata_policy: multi-date scenes: ``all-valid`` (nodata in any date is nodata) or ``any-valid``.
+        nodata: single-date scenes: a nodata value to assume when the image declares none (``--nodata``).
     """
 
     image: Path
@@ -56,6 +57,7 @@ class Scene:
     id: str | None = None
     later_images: list[Path] = field(default_factory=list)
     nodata_policy: NodataPolicy = "all-valid"
+    nodata: float | None = None
 
     def __post_init__(self) -> None:
         self.image = Path(self.image)
@@ -69,6 +71,11 @@ class Scene:
         if self.labels is not None and self.label_raster is not None:
             raise InputError(f"Scene {self.image}: give vector labels or a label raster, not both")
         self.split = normalize_split(self.split, str(self.image))
+        if self.nodata is not None and self.later_images:
+            raise InputError(
+                f"Scene {self.image}: nodata is supported for single-date scenes only; declare the nodata "
+                f"value in each date's raster instead (gdal_edit.py -a_nodata VALUE FILE)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +92,7 @@ class Scene:
                 if self.later_images
                 else {}
             ),
+            **({"nodata": self.nodata} if self.nodata is not None else {}),
         }
 
     @property
@@ -95,7 +103,7 @@ class Scene:
     def open(self, bands: Sequence[int | str] | None = None) -> RasterReader | StackReader:
         """The scene's image reader: a :class:`RasterReader`, or a :class:`StackReader` over its dates."""
         if not self.later_images:
-            return RasterReader(self.image, bands)
+            return RasterReader(self.image, bands, nodata=self.nodata)
         return StackReader([self.image, *self.later_images], bands, nodata_policy=self.nodata_policy)
 
 

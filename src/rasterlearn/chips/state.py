@@ -12,10 +12,11 @@ import pandas as pd
 
 from rasterlearn.chips.options import DROP_REASONS, _check_options
 from rasterlearn.chips.scenes import Scene
-from rasterlearn.chips.sources import LabelRaster, load_label_areas, load_vector_labels
+from rasterlearn.chips.sources import load_label_areas, load_vector_labels
 from rasterlearn.errors import InputError
 from rasterlearn.grid import Grid
 from rasterlearn.io.paths import check_outputs, release_lock
+from rasterlearn.label_grid import LabelRaster
 from rasterlearn.labels import ClassSchema, VectorLabels
 
 

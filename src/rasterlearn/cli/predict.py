@@ -292,7 +292,7 @@ def _predict_one(
         f"{res.blocks_resumed} blocks resumed, {res.pixels_per_second:,.0f} px/s"
     )
     if vectorize is not None:
-        from rasterlearn.evaluate import map_schema
+        from rasterlearn.class_maps import map_schema
         from rasterlearn.vectorize import vectorize_raster
 
         schema = map_schema(output)

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rasterlearn._util import atomic_write_json, stable_hash
+from rasterlearn.class_maps import class_map_style
 from rasterlearn.engine.executor import BlockExecutor
 from rasterlearn.errors import ConfigError, InputError
 from rasterlearn.features._io import (
@@ -547,10 +548,8 @@ def classify_raster(
             dtype = schema.mask_dtype
             code = 0 if 0 not in schema.codes else schema.ignore_index
             tags["rasterlearn_schema"] = schema.to_dict()
-            names = {**({code: "nodata"} if code == 0 else {}), **schema.category_names()}
-            colors = {**({code: "#000000"} if code == 0 else {}), **schema.colormap()}
             nodata: float = code
-            style: dict[str, Any] = {"colormap": colors, "category_names": names}
+            style: dict[str, Any] = class_map_style(schema, nodata=code if code == 0 else None)
             description = fc.attribute or "class"
 
             def predict(X: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from rasterlearn._util import atomic_write_json, stable_hash
+from rasterlearn.class_maps import class_map_style
 from rasterlearn.engine.executor import BlockExecutor
 from rasterlearn.errors import ConfigError, EmptyInputError, InputError
 from rasterlearn.features._io import (
@@ -37,7 +38,7 @@ from rasterlearn.features.sampling import sample_pixels
 from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader
 from rasterlearn.io.writer import BlockWriter
-from rasterlearn.labels import default_color
+from rasterlearn.labels import ClassInfo, ClassSchema, default_color
 
 __all__ = [
     "CLUSTERERS",
@@ -280,8 +281,9 @@ def cluster_raster(
         def count(out: np.ndarray, valid: np.ndarray) -> None:
             counts[:] += np.bincount(out[0][valid].astype("int64"), minlength=fc.k + 1)[: fc.k + 1]
 
-        colors = {0: "#000000", **{c: default_color(c) for c in range(1, fc.k + 1)}}
-        names = {0: "nodata", **{c: f"cluster {c}" for c in range(1, fc.k + 1)}}
+        cluster_classes = ClassSchema(
+            tuple(ClassInfo(c, f"cluster {c}", default_color(c)) for c in range(1, fc.k + 1)), 0, None
+        )
         tags = {
             "rasterlearn_stage": "cluster",
             "rasterlearn_method": fc.method,
@@ -297,8 +299,7 @@ def cluster_raster(
             fc.dtype,
             nodata=0,
             tags=tags,
-            colormap=colors,
-            category_names=names,
+            **class_map_style(cluster_classes, nodata=0),
             band_descriptions=["cluster"],
             blocksize=blocksize,
             resume=resume,

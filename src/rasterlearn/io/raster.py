@@ -36,6 +36,7 @@ __all__ = [
     "ImageReader",
     "RasterBlock",
     "RasterReader",
+    "apply_assumed_nodata",
     "band_statistics",
     "gdal_cache",
     "open_raster",
@@ -159,6 +160,18 @@ class ImageReader(Protocol):
     def close(self) -> None: ...
 
 
+def apply_assumed_nodata(valid: np.ndarray, data: np.ndarray, nodata: float | None) -> np.ndarray:
+    """``valid`` without the pixels where any band of ``data`` (bands, rows, cols) equals ``nodata``.
+
+    The user's nodata value (``--nodata``, a model package's ``input_nodata``) for a raster that declares
+    none: a pixel is invalid where any selected band holds it, as with a declared nodata. ``None``: ``valid``
+    unchanged. Returns a new array.
+    """
+    if nodata is None:
+        return valid
+    return valid & np.all(data != np.asarray(nodata).astype(data.dtype), axis=0)
+
+
 def open_raster(path: str | Path, bands: Sequence[BandSelector] | None = None) -> RasterReader:
     """Open a raster for windowed reading (see :class:`RasterReader`)."""
     return RasterReader(path, bands)
@@ -174,12 +187,24 @@ class RasterReader:
         south_up_ok: accept a south-up raster (positive pixel height). By default it is refused with an
             :class:`InputError` that says how to rewrite it north-up: windows, chips and models assume rows
             run from north to south, and a flipped image would be mapped upside down without a word.
+        nodata: a nodata value to assume when none of the selected bands declares one (``--nodata``):
+            pixels where any band holds it are invalid (:func:`apply_assumed_nodata`). Ignored, with a log
+            line, when the raster declares its own.
+
+    Validity is the one policy of every stage (chips, training datasets, predict, embed, features,
+    evaluate): declared nodata, NaN/inf in float data, alpha bands, per-dataset (internal/external) masks
+    and the assumed ``nodata``; a pixel is valid only where every selected band is.
 
     Use as a context manager, or call :meth:`close`.
     """
 
     def __init__(
-        self, path: str | Path, bands: Sequence[BandSelector] | None = None, *, south_up_ok: bool = False
+        self,
+        path: str | Path,
+        bands: Sequence[BandSelector] | None = None,
+        *,
+        south_up_ok: bool = False,
+        nodata: float | None = None,
     ) -> None:
         self.path = str(path)
         self._south_up_ok = south_up_ok
@@ -211,6 +236,13 @@ class RasterReader:
         self._all_bands = self._describe_bands()
         self.bands: list[BandInfo] = [self._all_bands[i - 1] for i in self.band_indexes]
         self._fill = self._default_fill()
+        self._user_nodata = nodata
+        self.assumed_nodata: float | None = None
+        if nodata is not None:
+            if any(b.nodata is not None for b in self.bands):
+                log.info("%s declares its nodata; the nodata value %s given is not used", self.path, nodata)
+            else:
+                self.assumed_nodata = float(nodata)
         flags = [ds.mask_flag_enums[i - 1] for i in self.band_indexes]
         # A mask that GDAL derives from the data alone (nodata value or all-valid) is computed here from the
         # array we already read; alpha bands and per-dataset masks are read from GDAL.
@@ -218,6 +250,14 @@ class RasterReader:
             not f for f in flags
         )
         alpha_as_data = [i for i in self.band_indexes if i in self._alpha]
+        # GDAL takes an alpha band as the mask only in its own layouts (gray + alpha, RGB + alpha); any other
+        # band flagged alpha (e.g. the 5th of RGBN + alpha) is left out of the data above, so it must
+        # still mark validity: read it here
+        self._alpha_mask = (
+            []
+            if alpha_as_data or any(MaskFlags.alpha in f for f in flags)
+            else [i for i in self._alpha if i not in self.band_indexes]
+        )
         if alpha_as_data:
             # The caller chose a band GDAL flags as alpha as *data* (a 4-band uint8 RGBN GeoTIFF written with
             # default options looks like RGBA): then it is not a mask, and validity comes from nodata alone.
@@ -409,6 +449,31 @@ class RasterReader:
         self, data: np.ndarray, window: Window, band_masks: bool
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Pixel validity (all bands valid) and, when asked, per-band validity of data read at ``window``."""
+        valid, per_band = self._declared_validity(data, window, band_masks)
+        if self.assumed_nodata is None:
+            return valid, per_band
+        if per_band is not None:
+            per_band &= data != np.asarray(self.assumed_nodata).astype(data.dtype)
+        return apply_assumed_nodata(valid, data, self.assumed_nodata), per_band
+
+    def _declared_validity(
+        self, data: np.ndarray, window: Window, band_masks: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        valid, per_band = self._data_validity(data, window, band_masks)
+        if self._alpha_mask:
+            try:
+                alpha = self._ds.read(self._alpha_mask, window=_rio(window))
+            except _GDAL_ERRORS as exc:
+                raise self._read_error(window, exc) from exc
+            opaque = (alpha > 0).all(axis=0)
+            valid = valid & opaque
+            if per_band is not None:
+                per_band &= opaque
+        return valid, per_band
+
+    def _data_validity(
+        self, data: np.ndarray, window: Window, band_masks: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         floating = np.issubdtype(data.dtype, np.floating)
         if self._gdal_mask:
             try:
@@ -444,7 +509,9 @@ class RasterReader:
 
     def reopen(self) -> RasterReader:
         """A new, independent handle on the same file and band selection (one per thread)."""
-        return RasterReader(self.path, self.band_indexes, south_up_ok=self._south_up_ok)
+        return RasterReader(
+            self.path, self.band_indexes, south_up_ok=self._south_up_ok, nodata=self._user_nodata
+        )
 
     def close(self) -> None:
         self._ds.close()

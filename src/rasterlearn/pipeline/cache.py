@@ -131,7 +131,8 @@ class StageCache:
             shutil.rmtree(folder)
         elif state == "partial" and rec is not None:
             runs = rec.runs + 1
-            log.info("Stage %s was interrupted; resuming it (attempt %d)", name, runs)
+            why = "was reopened" if rec.finished else "was interrupted"  # reopened: see StageCache.reopen
+            log.info("Stage %s %s; resuming it (attempt %d)", name, why, runs)
         folder.mkdir(parents=True, exist_ok=True)
         rec = StageRecord(name, stage_hash, "running", params=_canonical(params), started=_now(), runs=runs)
         _write_stage_json(folder / STAGE_FILE, {"format": RUN_FORMAT, **rec.__dict__})
@@ -158,6 +159,14 @@ class StageCache:
         rec.seconds = seconds
         _write_stage_json(self.folder(name) / STAGE_FILE, {"format": RUN_FORMAT, **rec.__dict__})
         return rec
+
+    def reopen(self, name: str) -> None:
+        """Mark a complete stage as running again (its outputs kept): the next run of it resumes."""
+        rec = self.record(name)
+        if rec is None:
+            raise OutputError(f"Stage {name} was never begun in {self.root}")
+        rec.status = "running"
+        _write_stage_json(self.folder(name) / STAGE_FILE, {"format": RUN_FORMAT, **rec.__dict__})
 
     def invalidate(self, name: str) -> None:
         """Forget a stage (its folder is removed)."""

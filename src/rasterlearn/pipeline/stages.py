@@ -56,7 +56,10 @@ class _Stages:
         name: str,
         params: dict[str, Any],
         body: Callable[[Path], tuple[dict[str, Any], dict[str, Any]]],
+        unhashed: dict[str, Any] | None = None,
     ) -> StageRecord:
+        """Skip, resume or (re)run stage ``name``: ``params`` make its hash; ``unhashed`` parameters are
+        recorded in ``stage.json`` beside them but do not make the stage stale (see :meth:`run_train`)."""
         h = canonical_hash(params)
         state = self.cache.state(name, h)
         if name in self.force and state == "complete":
@@ -71,7 +74,7 @@ class _Stages:
             return rec
         log.info("Stage %s: %s (hash %s)", name, "resuming" if state == "partial" else "running", h)
         t0 = time.perf_counter()
-        folder = self.cache.begin(name, h, params)
+        folder = self.cache.begin(name, h, {**params, **(unhashed or {})})
         outputs, summary = body(folder)
         rec = self.cache.finish(name, outputs, summary, round(time.perf_counter() - t0, 2))
         log.info("Stage %s: complete in %.1f s", name, rec.seconds or 0.0)
@@ -159,7 +162,11 @@ class _Stages:
             cfg_json.pop(k, None)
         if t.weights:
             cfg_json["weights"] = file_identity(_resolve(self.cfg, t.weights))
+        # epochs are not part of the hash: more epochs continue the training from its last checkpoint (as
+        # ``train --resume`` does), fewer start it again
+        epochs = cfg_json.pop("epochs")
         params = {"upstream": {"chips": _token(chips)}, "train": cfg_json}
+        self._train_epochs_changed(canonical_hash(params), epochs)
 
         def body(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             from rasterlearn.train import train
@@ -189,7 +196,28 @@ class _Stages:
             }
             return {"package": str(folder), "files": {k: str(v) for k, v in res.files.items()}}, summary
 
-        return self.stage("train", params, body)
+        return self.stage("train", params, body, unhashed={"epochs": epochs})
+
+    def _train_epochs_changed(self, stage_hash: str, epochs: int) -> None:
+        """A finished or interrupted training of the same options with another ``epochs``: resume it when
+        raised (the stage is reopened), clear it when lowered (its model trained longer than asked)."""
+        rec = self.cache.record("train")
+        if rec is None or rec.hash != stage_hash or "train" in self.force:
+            return
+        before = rec.params.get("epochs")
+        if before is None or int(before) == int(epochs):
+            return
+        if epochs > before:
+            log.info(
+                "Stage train: epochs raised from %d to %d; training continues from its last checkpoint",
+                before,
+                epochs,
+            )
+            if rec.status == "complete":
+                self.cache.reopen("train")
+        else:
+            log.warning("Stage train: epochs lowered from %d to %d; training starts again", before, epochs)
+            self.cache.invalidate("train")
 
     # -- predict ---------------------------------------------------------------------------------
     def predict_scenes(self) -> list[ResolvedScene]:

@@ -15,6 +15,7 @@ import yaml
 from pyproj import CRS
 
 from rasterlearn._util import atomic_write_json, atomic_write_text
+from rasterlearn.class_maps import class_map_style
 from rasterlearn.errors import OutputError
 from rasterlearn.grid import Grid
 from rasterlearn.labels import ClassSchema
@@ -257,8 +258,7 @@ def _write(arrays: SyntheticArrays, paths: dict[str, Path], params: dict[str, An
         arrays.grid,
         nodata=IGNORE,
         band_descriptions=["synthetic_class"],
-        colormap=schema.colormap(),
-        category_names={**schema.category_names(), IGNORE: "no label"},
+        **class_map_style(schema, nodata=IGNORE, nodata_name="no label", nodata_color=None),
         tags={
             "SYNTHETIC": "yes",
             "DESCRIPTION": "SYNTHETIC class codes of the rasterlearn synthetic scene",

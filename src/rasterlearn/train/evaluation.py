@@ -21,7 +21,7 @@ from rasterlearn.data import (
 from rasterlearn.diagnostics import annotate
 from rasterlearn.errors import ModelError
 from rasterlearn.io.paths import check_outputs
-from rasterlearn.metrics import metrics_from_confusion, metrics_table
+from rasterlearn.metrics import binary_foreground, metrics_from_confusion, metrics_table
 from rasterlearn.models import (
     load_package,
 )
@@ -55,7 +55,10 @@ def evaluate_loader(
     model = model.to(device).eval()
     for batch in loader:
         logits = model(batch["image"].to(device))
-        pred = (torch.sigmoid(logits[:, 0].float()) > threshold).long() if binary else logits.argmax(1)
+        if binary:
+            pred = binary_foreground(torch.sigmoid(logits[:, 0].float()), threshold).long()
+        else:
+            pred = logits.argmax(1)
         truth = batch["mask"].to(device)
         keep = (truth != ignore_index) & (truth >= 0) & (truth < k)
         idx = truth[keep] * k + pred[keep]
@@ -192,7 +195,9 @@ def write_training_outputs(
         files["history"] = _write_csv(out_dir / "history.csv", keys, history)
         files["curves"] = report.plot_training_curves(history, out_dir / "training_curves.png")
     if config.sample_chips:
-        samples = _sample_predictions(model, val, config.sample_chips, binary=config.task == "binary")
+        samples = _sample_predictions(
+            model, val, config.sample_chips, binary=config.task == "binary", threshold=config.threshold
+        )
         files["samples"] = report.plot_sample_grid(
             samples,
             out_dir / "samples.png",
@@ -223,8 +228,13 @@ def write_training_outputs(
 
 @torch.no_grad()
 def _sample_predictions(
-    model: torch.nn.Module, ds: ChipDataset, n: int, binary: bool
+    model: torch.nn.Module, ds: ChipDataset, n: int, binary: bool, threshold: float = 0.5
 ) -> list[dict[str, np.ndarray]]:
+    """Report panels of ``n`` validation chips: image, truth, prediction and class probabilities.
+
+    A binary model's prediction is :func:`rasterlearn.metrics.binary_foreground` at ``threshold`` (the
+    rule of the metrics and of ``predict``), not the argmax of (1 - p, p).
+    """
     model.eval()
     idx = np.linspace(0, len(ds) - 1, num=min(n, len(ds))).round().astype(int)
     out = []
@@ -235,9 +245,10 @@ def _sample_predictions(
         if binary:
             p = torch.sigmoid(logits[0])
             probs = torch.stack([1 - p, p])
+            pred = binary_foreground(p, threshold).long().numpy()
         else:
             probs = logits.softmax(0)
-        pred = probs.argmax(0).numpy()
+            pred = probs.argmax(0).numpy()
         out.append(
             {
                 "image": data,

@@ -10,7 +10,7 @@ import torch
 
 from rasterlearn.errors import ModelError
 from rasterlearn.losses import build_loss
-from rasterlearn.metrics import metrics_from_confusion
+from rasterlearn.metrics import binary_foreground, metrics_from_confusion
 from rasterlearn.models import (
     freeze_encoder,
 )
@@ -74,7 +74,7 @@ class SegmentationModule(_module_base()):  # type: ignore[misc]
 
     def predict_classes(self, logits: torch.Tensor) -> torch.Tensor:
         if self.binary:
-            return (torch.sigmoid(logits[:, 0].float()) > self.config.threshold).long()
+            return binary_foreground(torch.sigmoid(logits[:, 0].float()), self.config.threshold).long()
         return logits.argmax(dim=1)
 
     # -- training -------------------------------------------------------------------------------
