@@ -76,7 +76,8 @@ class _OneChip:
 @pytest.mark.parametrize("threshold", [0.5, 0.4])
 def test_binary_decision_agrees_in_train_metrics_predict_and_report(make_raster, tmp_path, threshold):
     from rasterlearn.predict import predict_raster
-    from rasterlearn.train import SegmentationModule, TrainConfig, _sample_predictions, evaluate_loader
+    from rasterlearn.train import SegmentationModule, TrainConfig, evaluate_loader
+    from rasterlearn.train.evaluation import _sample_predictions
 
     img = _prob_image()
     expect = img[0] >= threshold  # p == threshold is foreground

@@ -266,3 +266,18 @@ def test_gdal_cache_is_bounded_inside_and_restored_after() -> None:
     with gdal_cache(32):
         assert int(get_gdal_config("GDAL_CACHEMAX")) == 32 * 2**20  # bytes: 32 MiB, not 32 bytes
     assert get_gdal_config("GDAL_CACHEMAX") == before
+
+
+def test_gdal_cache_keeps_an_enclosing_bound() -> None:
+    import rasterio.env
+
+    from rasterlearn.io.raster import GDAL_CACHE_MB, gdal_cache
+
+    with gdal_cache(16):
+        assert rasterio.env.getenv()["GDAL_CACHEMAX"] == 16 * 2**20
+        with gdal_cache():  # e.g. the writer's COG conversion inside a predict job
+            assert rasterio.env.getenv()["GDAL_CACHEMAX"] == 16 * 2**20
+        with gdal_cache(8):
+            assert rasterio.env.getenv()["GDAL_CACHEMAX"] == 8 * 2**20
+    with gdal_cache():
+        assert rasterio.env.getenv()["GDAL_CACHEMAX"] == GDAL_CACHE_MB * 2**20

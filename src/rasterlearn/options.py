@@ -184,7 +184,7 @@ class PredictOptions(StageOptions):
     amp: bool = Field(True, description="mixed precision on CUDA")
     blocksize: int = Field(512, description="output tile size (also the resume granularity)")
     memory_mb: float = Field(DEFAULT_MEMORY_MB, description="working-memory budget (MB)")
-    cache_mb: int = Field(64, description=_MEMORY)
+    cache_mb: int = Field(16, description=_MEMORY)
     window: int | None = Field(None, description="inference window (px); default: from memory_mb")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="numeric precision")
     runtime: Literal["torch", "onnx"] = Field("torch", description="torch or onnx (ONNX Runtime on CPU)")

@@ -71,6 +71,7 @@ from rasterlearn.metrics import binary_foreground
 from rasterlearn.predict_inputs import as_raster_list, model_timesteps_of, open_stack_input, stack_provenance
 from rasterlearn.predict_plan import (
     DEFAULT_MEMORY_MB,
+    PREDICT_CACHE_MB,
     InferencePlan,
     activation_bytes_per_px,
     output_stride,
@@ -386,7 +387,7 @@ def _gdal_cache(fn: Callable[..., PredictResult]) -> Callable[..., PredictResult
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> PredictResult:
-        with gdal_cache(int(kwargs.get("cache_mb", 64))):
+        with gdal_cache(int(kwargs.get("cache_mb", PREDICT_CACHE_MB))):
             return fn(*args, **kwargs)
 
     return wrapper
@@ -418,7 +419,7 @@ def predict_raster(
     io_threads: int = 2,
     blocksize: int = 512,
     memory_mb: float = DEFAULT_MEMORY_MB,
-    cache_mb: int = 64,
+    cache_mb: int = PREDICT_CACHE_MB,
     overwrite: bool = False,
     resume: bool = True,
     commit_every_s: float = 0.0,
@@ -473,7 +474,8 @@ def predict_raster(
         memory_mb: working-memory budget (MB on top of the imports) for the model's activations, the
             batches read ahead and the score accumulator: it sets the default window and batch size, and
             rasters too wide for it are processed in column stripes.
-        cache_mb: GDAL block cache bound (MB) during the job.
+        cache_mb: GDAL block cache bound (MB) during the job, the COG conversion of the outputs included
+            (16: a window row reads a few MB of tiles; more cache only holds blocks that are not read again).
         overwrite: replace existing outputs.
         resume: continue an interrupted run of the same job (same fingerprint) instead of starting afresh.
         commit_every_s: minimum seconds between progress commits (0: after every finished block row).

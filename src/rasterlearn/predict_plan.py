@@ -36,6 +36,7 @@ from rasterlearn.errors import InputError
 __all__ = [
     "ACTIVATION_SAFETY",
     "DEFAULT_MEMORY_MB",
+    "PREDICT_CACHE_MB",
     "InferencePlan",
     "activation_bytes_per_px",
     "output_stride",
@@ -47,6 +48,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MEMORY_MB = 560.0
 """Default working-memory budget of ``predict`` (MB above the imports; the imports of torch, smp and GDAL
 take about 0.85 GB with a CUDA build of torch), sized for a peak RSS of about 1.5 GB."""
+PREDICT_CACHE_MB = 16
+"""Default GDAL block-cache bound of ``predict`` (MB): a window row reads a few MB of tiles, and a larger
+cache only keeps blocks that are not read again (bench/predict_memory.py, U-Net, 6000² px: peak RSS 1559 MB
+with 64 MB, 1491 MB with 16 MB; 2000² px: 1469 and 1486 MB)."""
 ACTIVATION_SAFETY = 1.1
 """Measured peak of live tensors x this (+ :data:`FORWARD_OVERHEAD_MB`) = the memory planned for a forward
 pass. Calibration (U-Net/ResNet-18, channels-last, CPU): the live peak is 382 B/px; the RSS growth of a

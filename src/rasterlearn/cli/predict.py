@@ -111,7 +111,7 @@ def predict(
             "accumulator; sets the default --window and --batch-size."
         ),
     ] = DEFAULT_MEMORY_MB,
-    cache_mb: Annotated[int, typer.Option(help="GDAL block cache bound during the job (MB).")] = 64,
+    cache_mb: Annotated[int, typer.Option(help="GDAL block cache bound during the job (MB).")] = 16,
     window: Annotated[
         int | None,
         typer.Option(
