@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 
 
-def make_raster(path: Path, size: int, bands: int = 4, block: int = 512, seed: int = 0) -> Path:
+def make_raster(
+    path: Path, size: int, bands: int = 4, block: int = 512, seed: int = 0, height: int | None = None
+) -> Path:
     """A tiled, DEFLATE-compressed uint8 raster with smooth structure (written block by block)."""
     import rasterio
     from affine import Affine
@@ -19,7 +21,7 @@ def make_raster(path: Path, size: int, bands: int = 4, block: int = 512, seed: i
     prof = {
         "driver": "GTiff",
         "width": size,
-        "height": size,
+        "height": height or size,
         "count": bands,
         "dtype": "uint8",
         "crs": "EPSG:32618",
@@ -32,9 +34,10 @@ def make_raster(path: Path, size: int, bands: int = 4, block: int = 512, seed: i
     }
     tmp = path.with_name(f".{path.name}.tmp")
     with rasterio.open(tmp, "w", **prof) as ds:
-        for r in range(0, size, block):
+        n_rows = height or size
+        for r in range(0, n_rows, block):
             for c in range(0, size, block):
-                h, w = min(block, size - r), min(block, size - c)
+                h, w = min(block, n_rows - r), min(block, size - c)
                 rows, cols = np.mgrid[r : r + h, c : c + w]
                 base = 100 + 60 * np.sin(rows / 37.0) * np.cos(cols / 53.0)
                 data = np.stack([base + 20 * k + rng.normal(0, 8, (h, w)) for k in range(bands)])

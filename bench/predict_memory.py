@@ -13,6 +13,10 @@ total peak <= 1.5 GB).
     uv run python bench/predict_memory.py                    # 1000 x 1000 vs 4000 x 4000 (minutes)
     uv run python bench/predict_memory.py --full             # 2000 x 2000 vs 16000 x 16000 (the issue's sizes)
     uv run python bench/predict_memory.py --model fcn        # a two-layer FCN instead (activations negligible)
+    uv run python bench/predict_memory.py --small 2000 --large 16000 --rows 1024   # 16000 px wide, 1024 rows
+
+Memory depends on the raster's *width* (the score accumulator spans it; rows stream through), so
+``--rows`` keeps the large raster's height small to test a 16000-px width in minutes.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ def main() -> None:
     ap.add_argument("--model", choices=["unet", "fcn"], default="unet")
     ap.add_argument("--chip", type=int, default=256)
     ap.add_argument("--memory-mb", type=float, default=None, help="predict's budget (default: predict's)")
+    ap.add_argument("--rows", type=int, default=None, help="rows of the large raster (default: --large)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -94,15 +99,16 @@ def main() -> None:
     make_package(work / "pkg", chip=args.chip)
     results = {}
     for size in (small, large):
-        make_raster(work / f"scene_{size}.tif", size)
+        make_raster(work / f"scene_{size}.tif", size, height=args.rows if size == large else None)
         cmd = [sys.executable, __file__, "--child", str(size), "--workdir", str(work), "--model", args.model]
         cmd += ["--chip", str(args.chip)]
         if args.memory_mb is not None:
             cmd += ["--memory-mb", str(args.memory_mb)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         results[size] = r = json.loads(out)
+        rows = args.rows if size == large and args.rows else size
         print(
-            f"{size:>6} x {size:<6} px: peak RSS {r['peak_rss_mb']:6.0f} MB = baseline {r['baseline_mb']:5.0f} MB "
+            f"{rows:>6} x {size:<6} px: peak RSS {r['peak_rss_mb']:6.0f} MB = baseline {r['baseline_mb']:5.0f} MB "
             f"+ {r['above_baseline_mb']:5.0f} MB; {r['seconds']:7.1f} s, {r['px_per_s']:,.0f} px/s, "
             f"{r['windows']} windows of {r['window'][0]}x{r['window'][1]}"
         )
