@@ -143,3 +143,103 @@ def test_workers_that_cannot_see_the_raster_give_one_line(
     err = " ".join(capsys.readouterr().err.split())  # one message (rich wraps it to the terminal width)
     assert err.startswith("Error: The dask workers cannot read /vsimem/") and err.count("Error") == 1
     assert "storage every worker mounts" in err and "Traceback" not in err
+
+
+# -- evaluate ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def class_map(tmp_path) -> Path:
+    from affine import Affine
+
+    from rasterlearn.grid import Grid
+    from rasterlearn.io.writer import write_array
+
+    rng = np.random.default_rng(8)
+    m = rng.integers(0, 3, (60, 70)).astype("uint8")
+    m[:4] = 255  # nodata rows
+    grid = Grid(60, 70, Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 4_000_000.0), "EPSG:32633")
+    return write_array(
+        tmp_path / "map.tif", m[None], grid, nodata=255, category_names={0: "bare", 1: "water", 2: "trees"}
+    )
+
+
+def _truths(class_map: Path, tmp_path: Path) -> dict[str, dict]:
+    """Vector truth with an AOI polygon, raster truth on the grid (codes matched by name), resampled truth."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    with rasterio.open(class_map) as ds:
+        prof, data = ds.profile, ds.read(1)
+        x0, y0, x1, y1 = ds.bounds
+    rng = np.random.default_rng(9)
+    truth = np.where(rng.random(data.shape) < 0.7, data, rng.integers(0, 3, data.shape)).astype("uint8")
+    truth[10:14, :] = 7  # a code the map does not know
+    on_grid = tmp_path / "truth.tif"
+    with rasterio.open(on_grid, "w", **prof) as ds:
+        ds.write(truth + 1, 1)  # codes 1..3 (8: unnamed)
+    coarse = tmp_path / "coarse.tif"
+    with rasterio.open(
+        coarse,
+        "w",
+        **{**prof, "width": 35, "height": 30, "transform": prof["transform"] @ rasterio.Affine.scale(2)},
+    ) as ds:
+        ds.write(truth[::2, ::2], 1)
+    polys = gpd.GeoDataFrame(
+        {"kind": ["water", "trees", "bare"]},
+        geometry=[
+            box(x0 + 50, y0 + 50, x0 + 300, y0 + 400),
+            box(x0 + 320, y1 - 300, x1 - 40, y1 - 20),
+            box(x0, y1 - 90, x0 + 200, y1),
+        ],
+        crs="EPSG:32633",
+    )
+    polys.to_file(tmp_path / "truth.gpkg")
+    aoi = box(x0 + 20, y0 + 20, x1 - 60, y1 - 30).buffer(-5)
+    return {
+        "vector": {"truth": tmp_path / "truth.gpkg", "attribute": "kind", "aoi": aoi, "all_touched": True},
+        "raster": {"truth": on_grid, "truth_classes": "1=bare,2=water,3=trees"},
+        "resampled": {"truth": coarse},
+    }
+
+
+def test_evaluate_on_dask_equals_local(class_map, tmp_path, dask_executor):
+    from rasterlearn.evaluate import evaluate_map
+
+    for name, kw in _truths(class_map, tmp_path).items():
+        truth = kw.pop("truth")
+        local = evaluate_map(class_map, truth, window_size=16, output=tmp_path / f"{name}_l.json", **kw)
+        seen: list[int] = []
+        remote = evaluate_map(
+            class_map,
+            truth,
+            window_size=16,
+            output=tmp_path / f"{name}_d.json",
+            executor=dask_executor,
+            progress=seen.append,
+            **kw,
+        )
+        assert remote == local, name
+        assert (tmp_path / f"{name}_l.json").read_bytes() == (tmp_path / f"{name}_d.json").read_bytes()
+        assert sum(seen) == 60 * 70 or name == "vector"  # the AOI clips the windows
+        assert 0 < local["evaluation"]["pixels_compared"] < 60 * 70
+    assert local["evaluation"]["truth_reprojected"] is True
+
+
+def test_cli_evaluate_on_a_scheduler(class_map, tmp_path, dask_executor, capsys):
+    from rasterlearn.cli import main
+
+    truth = _truths(class_map, tmp_path)["raster"]["truth"]
+    base = [
+        "-q",
+        "evaluate",
+        str(class_map),
+        "--truth",
+        str(truth),
+        "--truth-names",
+        "1=bare,2=water,3=trees",
+    ]
+    assert main([*base, "-o", str(tmp_path / "l.json")]) == 0
+    address = dask_executor.client.scheduler_info()["address"]
+    assert main([*base, "-o", str(tmp_path / "d.json"), "--scheduler", address]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "l.json").read_text()) == json.loads((tmp_path / "d.json").read_text())

@@ -11,11 +11,13 @@ written as JSON, a CSV table and a confusion-matrix PNG.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
 import re
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -24,13 +26,15 @@ import numpy as np
 
 from rasterlearn._util import atomic_write_text
 from rasterlearn.engine.events import report_total
+from rasterlearn.engine.executor import BlockExecutor, LocalExecutor
 from rasterlearn.errors import ConfigError, EmptyInputError, InputError, InputNotFoundError
+from rasterlearn.evaluate_kernel import CompareSpec, RasterTruth, VectorTruth, compare_window
 from rasterlearn.grid import Grid, Window
 from rasterlearn.io.aoi import resolve_aoi
 from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader
-from rasterlearn.labels import ClassInfo, ClassSchema, count_skipped_shapes, default_color, is_null_label
-from rasterlearn.metrics import confusion_matrix, metrics_from_confusion, metrics_table
+from rasterlearn.labels import ClassInfo, ClassSchema, default_color, is_null_label
+from rasterlearn.metrics import metrics_from_confusion, metrics_table
 
 __all__ = [
     "ClassMatch",
@@ -348,6 +352,31 @@ def _as_number(value: Any) -> float | None:
         return None
 
 
+def _count_windows(
+    spec: CompareSpec,
+    windows: list[Window],
+    executor: BlockExecutor,
+    counters: dict[str, int],
+    progress: Callable[[int], None] | None,
+) -> tuple[np.ndarray, int, int]:
+    """Sum :func:`compare_window`'s counts over ``windows`` (in order): confusion matrix, unknown truth and
+    unknown map pixels; non-integer truth pixels go to ``counters``."""
+    if not isinstance(executor, LocalExecutor):
+        executor.check_readable(spec.map_path)
+        if isinstance(spec.truth, RasterTruth):
+            executor.check_readable(spec.truth.path)
+    cm = np.zeros((spec.n, spec.n), dtype="int64")
+    unknown_truth = unknown_pred = 0
+    for win, counts in executor.map(compare_window, windows, spec):
+        cm += counts.cm
+        unknown_truth += counts.unknown_truth
+        unknown_pred += counts.unknown_pred
+        counters["non_integer"] += counts.non_integer
+        if progress:
+            progress(win.size)
+    return cm, unknown_truth, unknown_pred
+
+
 def evaluate_map(
     map_path: str | Path,
     truth: str | Path,
@@ -366,6 +395,7 @@ def evaluate_map(
     csv_path: str | Path | None = None,
     png_path: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
+    executor: BlockExecutor | None = None,
 ) -> dict[str, Any]:
     """Compare a class map with ground truth over the whole scene.
 
@@ -396,6 +426,10 @@ def evaluate_map(
         window_size: pixels per processing window.
         output: metrics JSON path; ``csv_path``/``png_path`` default to the same name with .csv/.png.
         progress: called with the number of map pixels processed.
+        executor: where the windows are compared (default: this process); a dask executor
+            (:func:`rasterlearn.engine.executor.open_executor`) runs them on its workers, which read the
+            map and a truth raster themselves (they must be readable there). The counts are summed here in
+            window order: the report is the same.
 
     Truth rasters of any dtype are accepted; float rasters must hold whole-number codes (other values are
     counted and skipped). A truth raster with the map's shape and transform but a differently described
@@ -410,7 +444,6 @@ def evaluate_map(
         InputError: unknown truth values / unmatched truth class names (listed), bad options.
         EmptyInputError: no pixel has both a valid prediction and valid truth.
     """
-    from rasterio.features import rasterize
 
     map_path = Path(map_path)
     truth = Path(truth)
@@ -443,13 +476,6 @@ def evaluate_map(
     lut_size = max([*codes, schema.ignore_index]) + 2
     lut = np.full(lut_size, -1, dtype="int64")
     lut[codes] = np.arange(n)
-
-    def to_index(arr: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        a = np.where(ok, arr, -1).astype("int64")
-        inside = (a >= 0) & (a < lut_size)
-        idx = np.full(a.shape, -1, dtype="int64")
-        idx[inside] = lut[a[inside]]
-        return idx, ok & (idx < 0)
 
     record: dict[str, Any] = {
         "map": str(map_path),
@@ -537,11 +563,11 @@ def evaluate_map(
 
     is_vector = truth.suffix.lower() in _VECTOR_EXT or truth.is_dir()
 
-    truth_window: Callable[[Window], tuple[np.ndarray, np.ndarray]]
+    truth_spec: VectorTruth | RasterTruth
+    local: dict[str, Any] = {"map": reader}
     if is_vector:
         import shapely
         from pyproj import CRS
-        from shapely.geometry import box
 
         from rasterlearn.io.vector import check_overlap, read_vector
 
@@ -624,26 +650,10 @@ def evaluate_map(
         )
         fill = schema.background if unlabelled == "background" else -1
 
-        def vector_window(win: Window) -> tuple[np.ndarray, np.ndarray]:
-            hits = tree.query(box(*grid.window_bounds(win)))
-            out = np.full(win.shape, fill, dtype="int64")
-            if len(hits):
-                with count_skipped_shapes():
-                    out = rasterize(
-                        zip(geoms[hits], values[hits], strict=True),
-                        out_shape=win.shape,
-                        transform=grid.window_transform(win),
-                        fill=fill,
-                        all_touched=all_touched,
-                        dtype="int64",
-                    )
-            return out, out >= 0
-
-        truth_window = vector_window
+        truth_spec = VectorTruth(geoms, values, -1 if fill is None else fill, all_touched)
+        local["tree"] = tree
     else:
         import rasterio
-        from rasterio.enums import Resampling
-        from rasterio.warp import reproject
 
         record["truth_kind"] = "raster"
         record["unlabelled"] = None
@@ -668,64 +678,23 @@ def evaluate_map(
                     f"{truth} and {map_path} are on different grids and one has no CRS; cannot align them"
                 )
         tds = rasterio.open(truth) if not same else None
+        local["truth"] = treader if same else tds
         remap = name_matching(raster_class_names(truth), f"class names of {truth.name}")
+        truth_spec = RasterTruth(str(truth), same, tnodata, tuple(ignore_set), schema.ignore_index)
         if remap is not None:
-            remap_keys = np.array(sorted(remap), dtype="int64")
-            remap_vals = np.array([remap[k] for k in sorted(remap)], dtype="int64")
+            truth_spec = dataclasses.replace(
+                truth_spec,
+                remap_keys=np.array(sorted(remap), dtype="int64"),
+                remap_vals=np.array([remap[k] for k in sorted(remap)], dtype="int64"),
+            )
 
-        def raster_window(win: Window) -> tuple[np.ndarray, np.ndarray]:
-            if same:
-                block = treader.read(win)
-                data = block.data[0].astype("float64")
-                ok = block.valid.copy()
-            else:
-                data = np.full(win.shape, np.nan, dtype="float64")
-                reproject(
-                    rasterio.band(tds, 1),
-                    data,
-                    src_nodata=tnodata,
-                    dst_transform=grid.window_transform(win),
-                    dst_crs=grid.crs,
-                    dst_nodata=np.nan,
-                    resampling=Resampling.nearest,
-                )
-                ok = np.isfinite(data)
-                if tnodata is not None and not math.isnan(tnodata):
-                    ok &= data != tnodata
-            ok &= np.isfinite(data)
-            if ignore_set:
-                ok &= ~np.isin(data, ignore_set)
-            whole = ok & (np.abs(np.where(ok, data, 0)) < 2**53)
-            whole &= np.equal(np.mod(np.where(whole, data, 0), 1), 0)
-            counters["non_integer"] += int((ok & ~whole).sum())
-            ok = whole
-            values = np.where(ok, data, -1).astype("int64")
-            if remap is None:
-                ok &= values != schema.ignore_index
-            else:  # truth codes -> map codes by name; unnamed codes become -1 (counted as unknown)
-                pos = np.clip(np.searchsorted(remap_keys, values), 0, len(remap_keys) - 1)
-                hit = remap_keys[pos] == values
-                values = np.where(ok & hit, remap_vals[pos], -1)
-            return np.where(ok, values, -1), ok
-
-        truth_window = raster_window
-
-    cm = np.zeros((n, n), dtype="int64")
-    unknown_truth = unknown_pred = 0
-    for win in _windows(grid, window_size, extent):
-        block = reader.read(win)
-        pvalid = block.valid
-        if area is not None and area.geometry is not None:
-            pvalid = pvalid & area.mask(grid, win)
-        if pvalid.any():
-            t, tvalid = truth_window(win)
-            p_idx, p_bad = to_index(block.data[0], pvalid)
-            t_idx, t_bad = to_index(t, tvalid)
-            unknown_pred += int(p_bad.sum())
-            unknown_truth += int((t_bad & pvalid).sum())
-            cm += confusion_matrix(t_idx, p_idx, n, valid=pvalid & tvalid & (t_idx >= 0) & (p_idx >= 0))
-        if progress:
-            progress(win.size)
+    cm, unknown_truth, unknown_pred = _count_windows(
+        CompareSpec(uuid.uuid4().hex, str(map_path), grid, lut, n, truth_spec, area, local),
+        _windows(grid, window_size, extent),
+        executor or LocalExecutor(),
+        counters,
+        progress,
+    )
     reader.close()
     if not is_vector:
         treader.close()
