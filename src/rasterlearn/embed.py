@@ -1085,6 +1085,7 @@ def embed(
             "blocksize": blocksize,
             "stripes": len(stripes),
             "stripe_width": stripe_w,
+            "executor": executor.name,  # output-neutral: recorded here, not in the session hash or the tags
         },
     )
     _update_index(cache, sid, {"status": "complete", "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})

@@ -40,8 +40,12 @@ __all__ = ["ExecutorTiles", "ModelSpec", "ReadSpec", "encode_batch", "executor_t
 
 @dataclass(frozen=True)
 class ReadSpec:
-    """What a worker needs to read tiles: the raster (a path the workers see), bands, tile origins."""
+    """What a worker needs to read tiles: the raster (a path the workers see), bands, tile origins.
 
+    ``session`` (the job's hash, which covers the input's size and time) keys the worker's handle, so a
+    rewritten raster is opened afresh."""
+
+    session: str
     path: str
     bands: tuple[int, ...]
     size: int
@@ -50,7 +54,7 @@ class ReadSpec:
 
     def reader(self) -> RasterReader:
         return worker_cache(
-            ("embed-reader", self.path, self.bands), lambda: RasterReader(self.path, self.bands)
+            ("embed-reader", self.session, self.path, self.bands), lambda: RasterReader(self.path, self.bands)
         )
 
 
@@ -144,6 +148,7 @@ def executor_tiles(
     """The workers' side of :func:`rasterlearn.embed.embed`'s ``job``: rebuilt from ``build`` when it names a
     checkpoint (``load_backbone`` keywords), else ``backbone`` itself (on the CPU) is shipped to them."""
     read = ReadSpec(
+        session,
         source,
         tuple(job.reader.band_indexes),
         job.size,

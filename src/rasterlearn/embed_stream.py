@@ -11,6 +11,11 @@ Tiles without any valid pixel never reach the model. ``progress`` is called afte
 stripe (also when all its tiles were empty), so a cancellation raised from it, Ctrl-C or SIGTERM stop the
 job within one tile row; the strips committed so far are the resumable state (keys ``strip:K`` or, with
 several stripes, ``strip:K:COL``).
+
+The batches are planned from which tiles hold valid pixels (:meth:`_Stripe._plan`) and encoded by one
+function, :func:`encode_tiles`, whether the tiles come from this process's read-ahead pool or are read by an
+executor's workers (:mod:`rasterlearn.embed_remote`): the same batches, merged in the same order, give the
+same bytes.
 """
 
 from __future__ import annotations

@@ -352,6 +352,11 @@ def _as_number(value: Any) -> float | None:
         return None
 
 
+def _worker_path(path: Path) -> str:
+    """A local file as an absolute path (workers may run elsewhere); URLs and /vsi paths as given."""
+    return str(path.resolve()) if path.exists() else str(path)
+
+
 def _count_windows(
     spec: CompareSpec,
     windows: list[Window],
@@ -680,7 +685,7 @@ def evaluate_map(
         tds = rasterio.open(truth) if not same else None
         local["truth"] = treader if same else tds
         remap = name_matching(raster_class_names(truth), f"class names of {truth.name}")
-        truth_spec = RasterTruth(str(truth), same, tnodata, tuple(ignore_set), schema.ignore_index)
+        truth_spec = RasterTruth(_worker_path(truth), same, tnodata, tuple(ignore_set), schema.ignore_index)
         if remap is not None:
             truth_spec = dataclasses.replace(
                 truth_spec,
@@ -689,7 +694,7 @@ def evaluate_map(
             )
 
     cm, unknown_truth, unknown_pred = _count_windows(
-        CompareSpec(uuid.uuid4().hex, str(map_path), grid, lut, n, truth_spec, area, local),
+        CompareSpec(uuid.uuid4().hex, _worker_path(map_path), grid, lut, n, truth_spec, area, local),
         _windows(grid, window_size, extent),
         executor or LocalExecutor(),
         counters,
