@@ -897,12 +897,12 @@ def embed(
         source = str(
             _WarpedSource.build(str(raster), session / "source.vrt", target_crs, resolution, resampling)
         )
-    reader = RasterReader(source, band_indexes)
     executor = executor or LocalExecutor()
     remote = not isinstance(executor, LocalExecutor)
     if remote:  # workers open the raster themselves: an absolute path, and say now when they cannot
         source = str(Path(source).resolve()) if Path(source).exists() else source
         executor.check_readable(source)
+    reader = RasterReader(source, band_indexes)
     dev = _pick_device(str(device))
     lay = feature_layout(size, stride, backbone.stride, input_size)
     if backbone.family == "vit" and backbone.fixed_size is not None and backbone.fixed_size != lay.input_size:

@@ -18,16 +18,18 @@ client's stops the job with a :class:`~rasterlearn.errors.ModelError`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rasterlearn.embed_stream import Batch, StreamJob, encode_tiles, encoder
 from rasterlearn.engine.executor import BlockExecutor, worker_cache
-from rasterlearn.errors import ModelError
+from rasterlearn.errors import InputError, ModelError, RasterlearnError
 from rasterlearn.grid import Window
 from rasterlearn.io.raster import RasterReader, gdal_cache
 
@@ -83,14 +85,20 @@ class ModelSpec:
         from rasterlearn.embed import _pick_device, load_backbone
         from rasterlearn.weights import state_digest
 
+        ckpt = (self.build or {}).get("checkpoint")
         if self.backbone is not None:
             bb = self.backbone
         else:
+            if ckpt is not None and not Path(ckpt).exists():
+                raise ModelError(
+                    f"The dask workers cannot read the checkpoint {ckpt}. Put it on storage every worker "
+                    f"mounts at the same path"
+                )
             bb = load_backbone(self.model, pretrained=False, **(self.build or {}))
             got = state_digest(bb)
             if got != self.digest:
                 raise ModelError(
-                    f"The checkpoint {self.build and self.build.get('checkpoint')} gives other weights on the "
+                    f"The checkpoint {ckpt} gives other weights on the "
                     f"dask workers ({got}) than on the client ({self.digest}): the workers see another file "
                     f"at that path. Put the same checkpoint on storage every worker mounts"
                 )
@@ -98,23 +106,37 @@ class ModelSpec:
         return encoder(bb.to(dev).eval(), self.layout, dev)
 
 
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Our errors that also derive from ``OSError`` (a read failing on a worker) lose their message in dask's
+    serialization: they travel as an :class:`InputError` with the same text."""
+    try:
+        yield
+    except RasterlearnError as exc:
+        if isinstance(exc, OSError):
+            raise InputError(str(exc)) from None
+        raise
+
+
 def scan_row(spec: ReadSpec, item: tuple[int, int, int, tuple[int, ...]]) -> list[bool]:
     """Worker kernel: read tile row ``i`` over columns ``[c0, c0 + width)``; which tiles hold valid pixels."""
     i, c0, width, rel_cols = item
-    with gdal_cache(64):
+    with _one_line_errors(), gdal_cache(64):
         valid = spec.reader().read_valid(Window(spec.row_offsets[i], c0, spec.size, width))
     return [bool(valid[:, c : c + spec.size].any()) for c in rel_cols]
 
 
 def encode_batch(spec: ModelSpec, batch: Batch) -> tuple[np.ndarray, np.ndarray, float]:
     """Worker kernel: read the batch's tiles, normalize and encode them (features, valid fraction, seconds)."""
-    rd, size = spec.read.reader(), spec.read.size
+    size = spec.read.size
     tiles = []
-    with gdal_cache(64):
-        for i, j, _ in batch.tiles:
-            block = rd.read(Window(spec.read.row_offsets[i], spec.read.col_offsets[j], size, size))
-            tiles.append((block.data, block.valid))
-    return encode_tiles(spec.norm, spec.encode(), tiles)
+    with _one_line_errors():
+        with gdal_cache(64):
+            rd = spec.read.reader()
+            for i, j, _ in batch.tiles:
+                block = rd.read(Window(spec.read.row_offsets[i], spec.read.col_offsets[j], size, size))
+                tiles.append((block.data, block.valid))
+        return encode_tiles(spec.norm, spec.encode(), tiles)
 
 
 class ExecutorTiles:
