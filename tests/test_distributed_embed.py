@@ -243,3 +243,16 @@ def test_cli_evaluate_on_a_scheduler(class_map, tmp_path, dask_executor, capsys)
     address = dask_executor.client.scheduler_info()["address"]
     assert main([*base, "-o", str(tmp_path / "d.json"), "--scheduler", address]) == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "l.json").read_text()) == json.loads((tmp_path / "d.json").read_text())
+
+
+def test_evaluate_background_without_a_background_class_is_an_error(class_map, tmp_path):
+    from rasterlearn.evaluate import evaluate_map
+    from rasterlearn.labels import ClassInfo, ClassSchema
+
+    truth = _truths(class_map, tmp_path)["vector"]
+    names = ("bare", "water", "trees")
+    schema = ClassSchema(tuple(ClassInfo(c, n, "#000000") for c, n in enumerate(names)), 255, None)
+    with pytest.raises(InputError, match=r"no background class; use --unlabelled ignore"):
+        evaluate_map(class_map, truth["truth"], attribute="kind", schema=schema, unlabelled="background")
+    ok = evaluate_map(class_map, truth["truth"], attribute="kind", schema=schema, unlabelled="ignore")
+    assert ok["evaluation"]["unlabelled"] == "ignore" and ok["evaluation"]["pixels_compared"] > 0

@@ -649,13 +649,18 @@ def evaluate_map(
                 "background" if schema.background is not None and schema.background in codes else "ignore"
             )
         record["unlabelled"] = unlabelled
+        if unlabelled == "background" and schema.background is None:
+            raise InputError(
+                f"unlabelled='background' (--unlabelled background), but the map's classes "
+                f"({schema.describe()}) have no background class; use --unlabelled ignore or give a --schema "
+                f"with a background class"
+            )
         log.info(
             "Pixels outside every truth polygon are %s",
             f"background (class {schema.background})" if unlabelled == "background" else "ignored",
         )
-        fill = schema.background if unlabelled == "background" else -1
-
-        truth_spec = VectorTruth(geoms, values, -1 if fill is None else fill, all_touched)
+        fill = schema.background if unlabelled == "background" and schema.background is not None else -1
+        truth_spec = VectorTruth(geoms, values, fill, all_touched)
         local["tree"] = tree
     else:
         import rasterio
