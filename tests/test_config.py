@@ -373,10 +373,10 @@ def test_hidden_aliases_still_work_and_stay_out_of_help(inputs, tmp_path, capsys
     monkeypatch.setenv("COLUMNS", "200")
     assert main(["embed", "--help"]) == 0
     text = capsys.readouterr().out
-    assert "--aoi" in text and "--io-threads" in text
-    assert not re.search(r"│\s+--(extent|extent-crs|workers)\s", text)  # hidden, yet accepted:
+    assert "--aoi" in text and "--io-threads" in text and "--workers" in text  # --workers: dask workers
+    assert not re.search(r"│\s+--(extent|extent-crs|read-threads)\s", text)  # hidden, yet accepted:
     hidden = {o for p in COMMANDS["embed"].params if getattr(p, "hidden", False) for o in p.opts}
-    assert hidden == {"--extent", "--extent-crs", "--workers"}
+    assert hidden == {"--extent", "--extent-crs", "--read-threads"}
     assert main(["chips", "--help"]) == 0
     text = capsys.readouterr().out
     assert "--output" in text and not re.search(r"│\s+--out\s", text)

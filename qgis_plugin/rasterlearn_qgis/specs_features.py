@@ -33,7 +33,7 @@ FEATURE_ALGORITHMS: tuple[AlgoSpec, ...] = (
                 "image",
                 options=("image", "model", "none"),
             ),
-            P("EXTENT", "Extent (default: whole raster)", "extent", "--extent", optional=True),
+            P("EXTENT", "Extent (default: whole raster)", "extent", "--aoi", optional=True),
             P(
                 "TARGET_CRS",
                 "Read the raster reprojected to this CRS",

@@ -75,7 +75,7 @@ SUPERVISED_ALGORITHMS: tuple[AlgoSpec, ...] = (
                 advanced=True,
             ),
             _SEED,
-            _out("OUTPUT", "Chip dataset folder", "out_folder", "--out", overwrite_flag="--overwrite"),
+            _out("OUTPUT", "Chip dataset folder", "out_folder", "--output", overwrite_flag="--overwrite"),
         ),
         "Rasterize labels window by window and cut image/mask chips (window, stride), with leakage-safe "
         "train/validation/test splits (spatial blocks or percentages) and filters.",

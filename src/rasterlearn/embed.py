@@ -51,6 +51,7 @@ from rasterlearn._util import (
 )
 from rasterlearn.embed_stream import StreamJob, encoder, feature_bytes_per_column, run_stripes
 from rasterlearn.engine.events import report_total
+from rasterlearn.engine.executor import BlockExecutor, LocalExecutor
 from rasterlearn.errors import ConfigError, InputNotFoundError, ModelError, OutputError
 from rasterlearn.grid import Bounds, Grid, Window, plan_column_stripes, plan_tiles
 from rasterlearn.io.paths import check_outputs
@@ -714,6 +715,7 @@ def embed(
     overwrite: bool = True,
     backbone: Backbone | None = None,
     progress: Callable[[int], None] | None = None,
+    executor: BlockExecutor | None = None,
 ) -> EmbedResult:
     """Encode a raster into a feature raster (one band per feature) with a timm backbone.
 
@@ -750,6 +752,10 @@ def embed(
         backbone: an already-built :class:`Backbone` (then ``model`` only names it).
         progress: called with the number of tiles finished, after every tile row of every stripe (also
             when all its tiles were empty); a cancellation raised from it stops the job resumably.
+        executor: where tiles are read and encoded (default: this process). A dask executor
+            (:func:`rasterlearn.engine.executor.open_executor`) runs them on its workers
+            (:mod:`rasterlearn.embed_remote`): the raster and the checkpoint must be readable there. The
+            features are the same and the session too: a job interrupted on one executor resumes on another.
 
     Tiles without any valid pixel are not encoded (counted in ``tiles_skipped``). Ctrl-C or SIGTERM stop
     the job after the batch in flight; the strips written so far are kept and a rerun resumes from them.
@@ -782,7 +788,16 @@ def embed(
     with RasterReader(raster, bands) as probe:
         band_indexes = probe.band_indexes
         in_names = probe.band_names
+    remote_build = None
     if backbone is None:
+        remote_build = {
+            "checkpoint": None if checkpoint is None else str(Path(checkpoint).resolve()),
+            "in_chans": len(band_indexes),
+            "input_size": input_size or size,
+            "layer": layer,
+            "model_kwargs": model_kwargs,
+            "seed": seed,
+        }
         backbone = load_backbone(
             model,
             checkpoint=checkpoint,
@@ -882,6 +897,11 @@ def embed(
         source = str(
             _WarpedSource.build(str(raster), session / "source.vrt", target_crs, resolution, resampling)
         )
+    executor = executor or LocalExecutor()
+    remote = not isinstance(executor, LocalExecutor)
+    if remote:  # workers open the raster themselves: an absolute path, and say now when they cannot
+        source = str(Path(source).resolve()) if Path(source).exists() else source
+        executor.check_readable(source)
     reader = RasterReader(source, band_indexes)
     dev = _pick_device(str(device))
     lay = feature_layout(size, stride, backbone.stride, input_size)
@@ -998,7 +1018,14 @@ def embed(
     )
     ok = False
     try:
-        streamed = run_stripes(job, progress)
+        tiles = None
+        if remote:
+            from rasterlearn.embed_remote import executor_tiles
+
+            tiles = executor_tiles(
+                executor, job, sid, model, digest, lay, str(device), source, remote_build, backbone
+            )
+        streamed = run_stripes(job, progress, tiles)
         ok = True
     finally:
         if not ok:
@@ -1058,6 +1085,7 @@ def embed(
             "blocksize": blocksize,
             "stripes": len(stripes),
             "stripe_width": stripe_w,
+            "executor": executor.name,  # output-neutral: recorded here, not in the session hash or the tags
         },
     )
     _update_index(cache, sid, {"status": "complete", "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})

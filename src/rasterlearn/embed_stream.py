@@ -11,6 +11,11 @@ Tiles without any valid pixel never reach the model. ``progress`` is called afte
 stripe (also when all its tiles were empty), so a cancellation raised from it, Ctrl-C or SIGTERM stop the
 job within one tile row; the strips committed so far are the resumable state (keys ``strip:K`` or, with
 several stripes, ``strip:K:COL``).
+
+The batches are planned from which tiles hold valid pixels (:meth:`_Stripe._plan`) and encoded by one
+function, :func:`encode_tiles`, whether the tiles come from this process's read-ahead pool or are read by an
+executor's workers (:mod:`rasterlearn.embed_remote`): the same batches, merged in the same order, give the
+same bytes.
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -33,7 +38,16 @@ if TYPE_CHECKING:
     from rasterlearn.io.writer import BlockWriter
     from rasterlearn.normalize import Normalization
 
-__all__ = ["Accumulator", "StreamJob", "StreamStats", "feature_bytes_per_column", "run_stripes"]
+__all__ = [
+    "Accumulator",
+    "Batch",
+    "RemoteTiles",
+    "StreamJob",
+    "StreamStats",
+    "encode_tiles",
+    "feature_bytes_per_column",
+    "run_stripes",
+]
 
 MergeMode = Literal["average", "first", "center"]
 
@@ -161,9 +175,19 @@ class StreamStats:
     peak_buffer_bytes: int = 0
 
 
-def run_stripes(job: StreamJob, progress: Callable[[int], None] | None = None) -> StreamStats:
-    """Encode every stripe of ``job`` into its writer; ``progress`` receives tiles finished (each tile once)."""
+def run_stripes(
+    job: StreamJob, progress: Callable[[int], None] | None = None, remote: RemoteTiles | None = None
+) -> StreamStats:
+    """Encode every stripe of ``job`` into its writer; ``progress`` receives tiles finished (each tile once).
+
+    ``remote`` reads and encodes the tiles on an executor's workers (:mod:`rasterlearn.embed_remote`): the
+    batches, the merge order, the writer and the journal are the same, so the output is too.
+    """
     stats = StreamStats()
+    if remote is not None:
+        for cs, ce in job.stripes:
+            _Stripe(job, cs, ce, stats, progress).run_remote(remote)
+        return stats
     local = threading.local()
     opened: list[RasterReader] = []
     lock = threading.Lock()
@@ -179,7 +203,7 @@ def run_stripes(job: StreamJob, progress: Callable[[int], None] | None = None) -
     pool = ThreadPoolExecutor(max_workers=max(1, job.workers), thread_name_prefix="embed-read")
     try:
         for cs, ce in job.stripes:
-            _Stripe(job, cs, ce, pool, thread_reader, stats, progress).run()
+            _Stripe(job, cs, ce, stats, progress).run_local(pool, thread_reader)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         for rd in opened:
@@ -187,21 +211,69 @@ def run_stripes(job: StreamJob, progress: Callable[[int], None] | None = None) -
     return stats
 
 
+def encode_tiles(
+    norm: Normalization,
+    encode: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    tiles: Sequence[tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Normalize a batch of tiles ``(data, valid)`` and encode it: ``(features, valid fraction, seconds)``.
+
+    The one kernel of both executors: the local loop passes tiles cut from its prefetched rows, a worker
+    the tiles it read itself.
+    """
+    x = np.stack([norm.apply(data, valid) for data, valid in tiles])
+    vm = np.stack([valid for _, valid in tiles]).astype("float32")
+    t0 = time.perf_counter()
+    feats, vfrac = encode(x, vm)
+    return feats, vfrac, time.perf_counter() - t0
+
+
+@dataclass
+class Batch:
+    """Tiles encoded in one forward pass, in the order the local loop forms them.
+
+    ``tiles`` holds ``(tile row, tile col, (data, valid))`` locally and ``(tile row, tile col, None)`` for a
+    worker (which reads the tiles itself). After merging, tile rows before ``report_to`` are done;
+    ``report_before`` rows (empty rows folded in from before the batch) are reported before it is merged.
+    """
+
+    tiles: list[tuple[int, int, Any]]
+    report_to: int
+    report_before: int = 0
+
+
+class RemoteTiles(Protocol):
+    """Where :func:`run_stripes` sends tile rows to scan and batches to encode (an executor's workers)."""
+
+    def scan(self, rows: Iterator[tuple[int, int, int, tuple[int, ...]]]) -> Iterator[list[bool]]:
+        """For each ``(tile row, first col, width, tile cols)``: whether each tile holds a valid pixel."""
+        ...
+
+    def encode(
+        self, batches: Iterator[Batch]
+    ) -> Iterator[tuple[Batch, tuple[np.ndarray, np.ndarray, float]]]:
+        """``(batch, (features, valid fraction, seconds))`` for every batch, in order."""
+        ...
+
+
 class _Stripe:
-    """One column stripe ``[cs, ce)`` of the feature grid, top to bottom."""
+    """One column stripe ``[cs, ce)`` of the feature grid, top to bottom.
+
+    :meth:`_plan` forms the batches from each tile row's non-empty tiles; :meth:`_merge` adds a batch's
+    features to the accumulator, writes finished strips and reports progress. Locally the tile rows are read
+    ahead by a thread pool and each batch is encoded as soon as it is formed; remotely a first pass on the
+    workers says which tiles are empty, and the workers read and encode the batches.
+    """
 
     def __init__(
         self,
         job: StreamJob,
         cs: int,
         ce: int,
-        pool: ThreadPoolExecutor,
-        thread_reader: Callable[[], RasterReader],
         stats: StreamStats,
         progress: Callable[[int], None] | None,
     ) -> None:
-        self.job, self.cs, self.ce, self.pool, self.stats, self.progress = job, cs, ce, pool, stats, progress
-        self.thread_reader = thread_reader
+        self.job, self.cs, self.ce, self.stats, self.progress = job, cs, ce, stats, progress
         fs, fz = job.feat_stride, job.feat_size
         self.jcols = [j for j in range(len(job.col_offsets)) if j * fs < ce and j * fs + fz > cs]
         # each tile is counted (progress, skipped) in the stripe holding its first feature column
@@ -220,20 +292,8 @@ class _Stripe:
         c0 = job.col_offsets[self.jcols[0]] if self.jcols else 0
         c1 = job.col_offsets[self.jcols[-1]] + job.size if self.jcols else 0
         self.read_cols = (c0, c1 - c0)
-        self.queue: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # (tile row, tile col, data, valid)
-        self.pending: dict[int, Future[tuple[np.ndarray, np.ndarray]]] = {}
-
-    def _read_row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        block = self.thread_reader().read(
-            Window(self.job.row_offsets[i], self.read_cols[0], self.job.size, self.read_cols[1])
-        )
-        return block.data, block.valid
-
-    def _schedule(self, upto: int) -> None:
-        depth = max(1, self.job.workers) + 1
-        for k in range(upto, min(len(self.job.row_offsets), upto + depth)):
-            if k not in self.pending:
-                self.pending[k] = self.pool.submit(self._read_row, k)
+        self.rel_cols = tuple(job.col_offsets[j] - c0 for j in self.jcols)
+        self.strip_bytes = job.dim * 4 * job.blocksize * (ce - cs)  # a finished strip on its way out
 
     def _write(self, k: int) -> None:
         job = self.job
@@ -257,55 +317,130 @@ class _Stripe:
             if self.progress is not None:
                 self.progress(len(self.home))
 
-    def _encode_queue(self, count: int) -> None:
-        """Encode the first ``count`` queued tiles as one batch and merge them into the accumulator."""
+    def _plan(self, rows: Iterator[tuple[int, list[Any]]]) -> Iterator[Batch]:
+        """Batches of the non-empty tiles of ``rows`` (``(tile row, [tile or None per tile column])``).
+
+        A batch is cut when it is full, and before a tile that lies more than ``span`` tile rows below the
+        first queued one (the rows in flight must fit the accumulator). A row that leaves nothing queued
+        yields an empty batch: its rows are done.
+        """
         job = self.job
-        chunk = self.queue[:count]
-        del self.queue[:count]
-        # every tile not merged yet lies at or below this one: strips above it are final
-        self._flush(chunk[0][0] * job.feat_stride)
-        x = np.stack([job.norm.apply(t[2], t[3]) for t in chunk])
-        vm = np.stack([t[3] for t in chunk]).astype("float32")
-        t0 = time.perf_counter()
-        feats, vfrac = job.encode(x, vm)
-        self.stats.model_seconds += time.perf_counter() - t0
-        self.stats.tiles_encoded += len(chunk)
+        queue: list[tuple[int, int, Any]] = []
+
+        def take(count: int) -> Batch:
+            chunk = queue[:count]
+            del queue[:count]
+            return Batch(chunk, queue[0][0] if queue else chunk[-1][0] + 1)
+
+        for i, tiles in rows:
+            for j, tile in zip(self.jcols, tiles, strict=True):
+                if tile is None:
+                    self.stats.tiles_skipped += j in self.home
+                    continue
+                if queue and i - queue[0][0] > self.span:
+                    yield take(len(queue))  # keep the rows in flight within the accumulator
+                queue.append((i, j, tile))
+                if len(queue) >= job.batch_size:
+                    yield take(job.batch_size)
+            if not queue:
+                yield Batch([], i + 1)
+        while queue:
+            yield take(min(job.batch_size, len(queue)))
+
+    def _merge(self, batch: Batch, feats: np.ndarray, vfrac: np.ndarray, seconds: float) -> None:
+        """Merge an encoded batch; strips above it are final (every tile not merged yet lies at or below)."""
+        job = self.job
+        self._report(batch.report_before)
+        self._flush(batch.tiles[0][0] * job.feat_stride)
+        self.stats.model_seconds += seconds
+        self.stats.tiles_encoded += len(batch.tiles)
         thr = max(job.min_valid_fraction, 1e-6)
-        for (i, j, _, _), f, vf in zip(chunk, feats, vfrac, strict=True):
+        for (i, j, _), f, vf in zip(batch.tiles, feats, vfrac, strict=True):
             self.acc.add(f, vf >= thr, i * job.feat_stride, j * job.feat_stride - self.cs, job.keep(i, j))
-        self._report(self.queue[0][0] if self.queue else chunk[-1][0] + 1)
+        self._report(batch.report_to)
         if job.pause_s > 0:
             time.sleep(job.pause_s)
 
-    def run(self) -> None:
+    def _finish(self) -> None:
+        self._report(len(self.job.row_offsets))
+        self._flush(self.job.height)
+
+    def run_local(self, pool: ThreadPoolExecutor, thread_reader: Callable[[], RasterReader]) -> None:
         job = self.job
-        nrows = len(job.row_offsets)
         self._report(self.first_row)  # rows committed by an earlier run
-        if self.first_row < nrows:
-            self._schedule(self.first_row)
+        for batch in self._plan(self._read_rows(pool, thread_reader)):
+            if batch.tiles:
+                self._merge(batch, *encode_tiles(job.norm, job.encode, [t[2] for t in batch.tiles]))
+            else:
+                self._report(batch.report_to)
+        self._finish()
+
+    def _read_rows(
+        self, pool: ThreadPoolExecutor, thread_reader: Callable[[], RasterReader]
+    ) -> Iterator[tuple[int, list[Any]]]:
+        """Tile rows read ahead by ``pool``, cut into tiles ``(data, valid)`` (``None``: no valid pixel)."""
+        job = self.job
+        nrows, depth = len(job.row_offsets), max(1, job.workers) + 1
+        pending: dict[int, Future[Any]] = {}
+
+        def read_row(i: int) -> Any:
+            block = thread_reader().read(
+                Window(job.row_offsets[i], self.read_cols[0], job.size, self.read_cols[1])
+            )
+            return block.data, block.valid
+
+        def schedule(upto: int) -> None:
+            for k in range(upto, min(nrows, upto + depth)):
+                if k not in pending:
+                    pending[k] = pool.submit(read_row, k)
+
+        schedule(self.first_row)
         for i in range(self.first_row, nrows):
-            data, valid = self.pending.pop(i).result()
-            self._schedule(i + 1)
-            held = (data.nbytes + valid.nbytes) * (max(1, job.workers) + 2)  # in hand + prefetched
-            strip = job.dim * 4 * job.blocksize * (self.ce - self.cs)  # a finished strip on its way out
-            self.stats.peak_buffer_bytes = max(self.stats.peak_buffer_bytes, self.acc.nbytes + strip + held)
-            for j in self.jcols:
-                c = job.col_offsets[j] - self.read_cols[0]
+            data, valid = pending.pop(i).result()
+            schedule(i + 1)
+            held = (data.nbytes + valid.nbytes) * (depth + 1)  # in hand + prefetched
+            self._peak(held)
+            tiles = []
+            for c in self.rel_cols:
                 v = valid[:, c : c + job.size]
-                if not v.any():
-                    self.stats.tiles_skipped += j in self.home
-                    continue
-                if self.queue and i - self.queue[0][0] > self.span:
-                    self._encode_queue(len(self.queue))  # keep the rows in flight within the accumulator
-                self.queue.append((i, j, data[:, :, c : c + job.size], v))
-                if len(self.queue) >= job.batch_size:
-                    self._encode_queue(job.batch_size)
-            if not self.queue:
-                self._report(i + 1)
-        while self.queue:
-            self._encode_queue(min(job.batch_size, len(self.queue)))
-        self._report(nrows)
-        self._flush(job.height)
+                tiles.append((data[:, :, c : c + job.size], v) if v.any() else None)
+            yield i, tiles
+
+    def _peak(self, held: int) -> None:
+        self.stats.peak_buffer_bytes = max(
+            self.stats.peak_buffer_bytes, self.acc.nbytes + self.strip_bytes + held
+        )
+
+    def run_remote(self, remote: RemoteTiles) -> None:
+        """Scan, plan and merge as :meth:`run_local` does, with the reads and forward passes on workers."""
+        job = self.job
+        self._report(self.first_row)
+        self._peak(0)
+        rows = range(self.first_row, len(job.row_offsets))
+        scans = remote.scan((i, *self.read_cols, self.rel_cols) for i in rows)
+        try:
+            flags = (
+                (i, [True if ok else None for ok in found]) for i, found in zip(rows, scans, strict=True)
+            )
+            for batch, result in remote.encode(_fold_empty(self._plan(flags))):
+                self._merge(batch, *result)
+        finally:  # a cancelled job leaves no scan running on the workers
+            close = getattr(scans, "close", None)
+            if close is not None:
+                close()
+        self._finish()
+
+
+def _fold_empty(batches: Iterator[Batch]) -> Iterator[Batch]:
+    """Batches with tiles only: the rows an empty batch reports are reported before the next batch (the
+    final report of the stripe covers those at the end), so no worker round trip is spent on them."""
+    before = 0
+    for batch in batches:
+        if batch.tiles:
+            batch.report_before = before
+            yield batch
+        else:
+            before = max(before, batch.report_to)
 
 
 def encoder(backbone: Any, lay: Any, dev: torch.device) -> Callable[[np.ndarray, np.ndarray], Any]:

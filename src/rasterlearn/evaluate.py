@@ -11,10 +11,12 @@ written as JSON, a CSV table and a confusion-matrix PNG.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import re
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -24,14 +26,16 @@ import numpy as np
 from rasterlearn._util import atomic_write_text
 from rasterlearn.class_maps import map_schema, raster_class_names
 from rasterlearn.engine.events import report_total
+from rasterlearn.engine.executor import BlockExecutor, LocalExecutor
 from rasterlearn.errors import ConfigError, EmptyInputError, InputError, InputNotFoundError
+from rasterlearn.evaluate_kernel import CompareSpec, RasterTruth, VectorTruth, compare_window
 from rasterlearn.grid import Grid, Window
 from rasterlearn.io.aoi import resolve_aoi
 from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader
 from rasterlearn.label_grid import RasterOnGrid, relate_grids
-from rasterlearn.labels import ClassInfo, ClassSchema, default_color, is_null_label, rasterize_window
-from rasterlearn.metrics import confusion_matrix, metrics_from_confusion, metrics_table
+from rasterlearn.labels import ClassInfo, ClassSchema, default_color, is_null_label
+from rasterlearn.metrics import metrics_from_confusion, metrics_table
 
 __all__ = [
     "ClassMatch",
@@ -195,6 +199,36 @@ def _as_number(value: Any) -> float | None:
         return None
 
 
+def _worker_path(path: Path) -> str:
+    """A local file as an absolute path (workers may run elsewhere); URLs and /vsi paths as given."""
+    return str(path.resolve()) if path.exists() else str(path)
+
+
+def _count_windows(
+    spec: CompareSpec,
+    windows: list[Window],
+    executor: BlockExecutor,
+    counters: dict[str, int],
+    progress: Callable[[int], None] | None,
+) -> tuple[np.ndarray, int, int]:
+    """Sum :func:`compare_window`'s counts over ``windows`` (in order): confusion matrix, unknown truth and
+    unknown map pixels; non-integer truth pixels go to ``counters``."""
+    if not isinstance(executor, LocalExecutor):
+        executor.check_readable(spec.map_path)
+        if isinstance(spec.truth, RasterTruth):
+            executor.check_readable(spec.truth.path)
+    cm = np.zeros((spec.n, spec.n), dtype="int64")
+    unknown_truth = unknown_pred = 0
+    for win, counts in executor.map(compare_window, windows, spec):
+        cm += counts.cm
+        unknown_truth += counts.unknown_truth
+        unknown_pred += counts.unknown_pred
+        counters["non_integer"] += counts.non_integer
+        if progress:
+            progress(win.size)
+    return cm, unknown_truth, unknown_pred
+
+
 def evaluate_map(
     map_path: str | Path,
     truth: str | Path,
@@ -213,6 +247,7 @@ def evaluate_map(
     csv_path: str | Path | None = None,
     png_path: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
+    executor: BlockExecutor | None = None,
 ) -> dict[str, Any]:
     """Compare a class map with ground truth over the whole scene.
 
@@ -243,6 +278,10 @@ def evaluate_map(
         window_size: pixels per processing window.
         output: metrics JSON path; ``csv_path``/``png_path`` default to the same name with .csv/.png.
         progress: called with the number of map pixels processed.
+        executor: where the windows are compared (default: this process); a dask executor
+            (:func:`rasterlearn.engine.executor.open_executor`) runs them on its workers, which read the
+            map and a truth raster themselves (they must be readable there). The counts are summed here in
+            window order: the report is the same.
 
     Truth rasters of any dtype are accepted; float rasters must hold whole-number codes (other values are
     counted and skipped). A truth raster with the map's shape and transform but a differently described
@@ -288,13 +327,6 @@ def evaluate_map(
     lut_size = max([*codes, schema.ignore_index]) + 2
     lut = np.full(lut_size, -1, dtype="int64")
     lut[codes] = np.arange(n)
-
-    def to_index(arr: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        a = np.where(ok, arr, -1).astype("int64")
-        inside = (a >= 0) & (a < lut_size)
-        idx = np.full(a.shape, -1, dtype="int64")
-        idx[inside] = lut[a[inside]]
-        return idx, ok & (idx < 0)
 
     record: dict[str, Any] = {
         "map": str(map_path),
@@ -382,11 +414,11 @@ def evaluate_map(
 
     is_vector = truth.suffix.lower() in _VECTOR_EXT or truth.is_dir()
 
-    truth_window: Callable[[Window], tuple[np.ndarray, np.ndarray]]
+    truth_spec: VectorTruth | RasterTruth
+    local: dict[str, Any] = {"map": reader}
     if is_vector:
         import shapely
         from pyproj import CRS
-        from shapely.geometry import box
 
         from rasterlearn.io.vector import check_overlap, read_vector
 
@@ -473,15 +505,8 @@ def evaluate_map(
             f"background (class {schema.background})" if unlabelled == "background" else "ignored",
         )
         fill = schema.background if unlabelled == "background" and schema.background is not None else -1
-
-        def vector_window(win: Window) -> tuple[np.ndarray, np.ndarray]:
-            hits = tree.query(box(*grid.window_bounds(win)))
-            out = rasterize_window(
-                geoms[hits], values[hits], grid, win, fill=fill, dtype="int64", all_touched=all_touched
-            )
-            return out, out >= 0
-
-        truth_window = vector_window
+        truth_spec = VectorTruth(geoms, values, fill, all_touched)
+        local["tree"] = tree
     else:
         record["truth_kind"] = "raster"
         record["unlabelled"] = None
@@ -501,48 +526,23 @@ def evaluate_map(
             )
             record["notes"].append(msg)
             log.info("Evaluating against %s: %s", truth, msg)
+        local["truth"] = source
         remap = name_matching(raster_class_names(truth), f"class names of {truth.name}")
+        truth_spec = RasterTruth(_worker_path(truth), tuple(ignore_set), schema.ignore_index)
         if remap is not None:
-            remap_keys = np.array(sorted(remap), dtype="int64")
-            remap_vals = np.array([remap[k] for k in sorted(remap)], dtype="int64")
+            truth_spec = dataclasses.replace(
+                truth_spec,
+                remap_keys=np.array(sorted(remap), dtype="int64"),
+                remap_vals=np.array([remap[k] for k in sorted(remap)], dtype="int64"),
+            )
 
-        def raster_window(win: Window) -> tuple[np.ndarray, np.ndarray]:
-            raw, valid = source.read(win)
-            data = raw.astype("float64")
-            ok = valid & np.isfinite(data)
-            if ignore_set:
-                ok &= ~np.isin(data, ignore_set)
-            whole = ok & (np.abs(np.where(ok, data, 0)) < 2**53)
-            whole &= np.equal(np.mod(np.where(whole, data, 0), 1), 0)
-            counters["non_integer"] += int((ok & ~whole).sum())
-            ok = whole
-            values = np.where(ok, data, -1).astype("int64")
-            if remap is None:
-                ok &= values != schema.ignore_index
-            else:  # truth codes -> map codes by name; unnamed codes become -1 (counted as unknown)
-                pos = np.clip(np.searchsorted(remap_keys, values), 0, len(remap_keys) - 1)
-                hit = remap_keys[pos] == values
-                values = np.where(ok & hit, remap_vals[pos], -1)
-            return np.where(ok, values, -1), ok
-
-        truth_window = raster_window
-
-    cm = np.zeros((n, n), dtype="int64")
-    unknown_truth = unknown_pred = 0
-    for win in _windows(grid, window_size, extent):
-        block = reader.read(win)
-        pvalid = block.valid
-        if area is not None and area.geometry is not None:
-            pvalid = pvalid & area.mask(grid, win)
-        if pvalid.any():
-            t, tvalid = truth_window(win)
-            p_idx, p_bad = to_index(block.data[0], pvalid)
-            t_idx, t_bad = to_index(t, tvalid)
-            unknown_pred += int(p_bad.sum())
-            unknown_truth += int((t_bad & pvalid).sum())
-            cm += confusion_matrix(t_idx, p_idx, n, valid=pvalid & tvalid & (t_idx >= 0) & (p_idx >= 0))
-        if progress:
-            progress(win.size)
+    cm, unknown_truth, unknown_pred = _count_windows(
+        CompareSpec(uuid.uuid4().hex, _worker_path(map_path), grid, lut, n, truth_spec, area, local),
+        _windows(grid, window_size, extent),
+        executor or LocalExecutor(),
+        counters,
+        progress,
+    )
     reader.close()
     if not is_vector:
         source.close()

@@ -233,7 +233,7 @@ class EmbedOptions(StageOptions):
     resampling: str = Field("bilinear", description="resampling for reprojected reading")
     device: str = Field("auto", description=_DEVICE)
     batch_size: int = Field(8, description="tiles per forward pass")
-    io_threads: int = Field(1, description="reader threads (formerly --workers)")
+    io_threads: int = Field(1, description="reader threads prefetching tile rows in this process")
     pause: float = Field(0.0, description="seconds to sleep between batches")
     no_pretrained: bool = Field(False, description="random weights (testing)")
     seed: int = Field(0, description="seed of the random weights with no_pretrained")
@@ -242,6 +242,8 @@ class EmbedOptions(StageOptions):
     no_resume: bool = Field(False, description="start afresh instead of resuming")
     memory_mb: float = Field(256.0, description="budget for feature and tile rows held in memory (MB)")
     cache_mb: int = Field(64, description=_MEMORY)
+    scheduler: str | None = Field(None, description=_SCHEDULER)
+    workers: int | None = Field(None, ge=1, description=_WORKERS)
 
 
 class _FeatureOptions(StageOptions):
@@ -347,6 +349,8 @@ class EvaluateOptions(StageOptions):
     aoi: Extent = Field(None, description=_AOI)
     ignore: CommaList = Field(None, description="extra truth values to ignore")
     all_touched: bool = Field(False, description="vector truth: burn every pixel a polygon touches")
+    scheduler: str | None = Field(None, description=_SCHEDULER)
+    workers: int | None = Field(None, ge=1, description=_WORKERS)
 
 
 class VectorizeOptions(StageOptions):

@@ -147,8 +147,10 @@ def embed_cmd(
     ] = "bilinear",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")] = 8,
-    workers: Annotated[int | None, typer.Option("--workers", hidden=True, help="Reader threads.")] = None,
-    io_threads: Annotated[int, typer.Option("--io-threads", help="Reader threads (formerly --workers).")] = 1,
+    io_threads: Annotated[
+        int, typer.Option("--io-threads", help="Reader threads prefetching tile rows (this process).")
+    ] = 1,
+    read_threads: Annotated[int | None, typer.Option("--read-threads", hidden=True)] = None,
     pause: Annotated[float, typer.Option("--pause", help="Seconds to sleep between batches.")] = 0.0,
     no_pretrained: Annotated[bool, typer.Option("--no-pretrained", help="Random weights (testing).")] = False,
     seed: Annotated[
@@ -177,8 +179,13 @@ def embed_cmd(
     ] = 64,
     progress: ProgressOpt = "bar",
     config: Annotated[Path | None, config_option(EmbedOptions)] = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
-    """Encode a raster into a feature raster (one band per feature) with a foundation model."""
+    """Encode a raster into a feature raster (one band per feature) with a foundation model.
+
+    With --workers N or --scheduler ADDRESS the tiles are read and encoded on dask workers (the raster and
+    the checkpoint must be readable there); the features are the same as without."""
     from rasterlearn.embed import embed
     from rasterlearn.features._io import parse_kwargs
     from rasterlearn.grid import plan_tiles
@@ -186,7 +193,7 @@ def embed_cmd(
 
     with RasterReader(raster) as r:
         total = len(plan_tiles(r.grid, size, stride or size))
-    with progress_bar("embed", total, "tiles") as advance:
+    with open_executor(scheduler, workers) as executor, progress_bar("embed", total, "tiles") as advance:
         res = embed(
             raster,
             model,
@@ -212,13 +219,14 @@ def embed_cmd(
             resampling=resampling,
             device=device,
             batch_size=batch_size,
-            workers=io_threads if workers is None else workers,
+            workers=io_threads if read_threads is None else read_threads,
             pause_s=pause,
             cache_dir=cache_dir,
             memory_mb=memory_mb,
             cache_mb=cache_mb,
             resume=not no_resume,
             progress=advance,
+            executor=executor,
         )
     g = res.grid
     console.print(

@@ -504,8 +504,11 @@ def evaluate(
     ] = False,
     progress: ProgressOpt = "bar",
     config: Annotated[Path | None, config_option(EvaluateOptions)] = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Compare a predicted map with ground truth over the whole scene: confusion matrix, IoU, F1, kappa."""
+    from rasterlearn.engine.executor import open_executor
     from rasterlearn.evaluate import evaluate_map, parse_class_names
     from rasterlearn.labels import ClassSchema
 
@@ -513,7 +516,7 @@ def evaluate(
         raise InputError("Give either --truth-classes FILE or --truth-names TEXT, not both")
     names_of_truth = parse_class_names(truth_names) if truth_names is not None else truth_classes
     ignore_values = [float(v) for v in ignore.split(",") if v.strip()] if ignore else None
-    with _raster_progress("evaluate", map_path) as advance:
+    with open_executor(scheduler, workers) as ex, _raster_progress("evaluate", map_path) as advance:
         metrics = evaluate_map(
             map_path,
             truth,
@@ -528,6 +531,7 @@ def evaluate(
             all_touched=all_touched,
             output=output,
             progress=advance,
+            executor=ex,
         )
     _print_metrics(metrics)
     console.print(f"Wrote {output} (+ .csv, .png)")
