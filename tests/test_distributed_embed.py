@@ -252,7 +252,9 @@ def test_evaluate_background_without_a_background_class_is_an_error(class_map, t
     truth = _truths(class_map, tmp_path)["vector"]
     names = ("bare", "water", "trees")
     schema = ClassSchema(tuple(ClassInfo(c, n, "#000000") for c, n in enumerate(names)), 255, None)
-    with pytest.raises(InputError, match=r"no background class; use --unlabelled ignore"):
+    with pytest.raises(
+        InputError, match=r"have no background class; use unlabelled=.ignore. \(--unlabelled ignore\)"
+    ):
         evaluate_map(class_map, truth["truth"], attribute="kind", schema=schema, unlabelled="background")
     ok = evaluate_map(class_map, truth["truth"], attribute="kind", schema=schema, unlabelled="ignore")
     assert ok["evaluation"]["unlabelled"] == "ignore" and ok["evaluation"]["pixels_compared"] > 0

@@ -211,3 +211,21 @@ def test_cli_predict_several_stac_items_into_out_dir(item, tmp_path) -> None:
             assert ds.shape == (40, 40) and ds.tags()["stac_item_id"] == name
     with rasterio.open(out / "S2_T33_20240601.tif") as a, rasterio.open(out / "S2_T33_20240611.tif") as b:
         np.testing.assert_array_equal(a.read(), b.read())  # same pixels, two items
+
+
+def test_cli_embed_stac_item_equals_the_stacked_file_and_records_the_item(item, tmp_path) -> None:
+    from rasterlearn.cli import main
+
+    path, _ = item
+    ref = _stack_as_tiff(stac_stack(path, ["B04", "B03", "B11"]).path, tmp_path / "stack.tif")
+    common = ["--model", "resnet18", "--no-pretrained", "--seed", "3", "--size", "32", "--device", "cpu"]
+    common += ["--progress", "none"]
+    assert main(["embed", str(ref), *common, "-o", str(tmp_path / "ref.tif")]) == 0
+    out = tmp_path / "stac_feat.tif"
+    assert main(["embed", "--stac", str(path), "--assets", "B04,B03,B11", *common, "-o", str(out)]) == 0
+    with rasterio.open(out) as a, rasterio.open(tmp_path / "ref.tif") as b:
+        assert a.transform == b.transform and a.count == b.count
+        np.testing.assert_array_equal(a.read(), b.read())
+        tags = a.tags()
+    assert tags["stac_item_id"] == "S2_T33_20240601"
+    assert json.loads(tags["stac_assets"]) == ["B04", "B03", "B11"]

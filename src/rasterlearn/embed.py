@@ -31,7 +31,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -716,6 +716,7 @@ def embed(
     backbone: Backbone | None = None,
     progress: Callable[[int], None] | None = None,
     executor: BlockExecutor | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> EmbedResult:
     """Encode a raster into a feature raster (one band per feature) with a timm backbone.
 
@@ -756,6 +757,9 @@ def embed(
             (:func:`rasterlearn.engine.executor.open_executor`) runs them on its workers
             (:mod:`rasterlearn.embed_remote`): the raster and the checkpoint must be readable there. The
             features are the same and the session too: a job interrupted on one executor resumes on another.
+        provenance: what the output records about where the raster came from beyond its path (a STAC item's
+            id and asset hrefs: :meth:`rasterlearn.io.stac.StacStack.provenance`): tags of the features and
+            part of the session hash.
 
     Tiles without any valid pixel are not encoded (counted in ``tiles_skipped``). Ctrl-C or SIGTERM stop
     the job after the batch in flight; the strips written so far are kept and a rerun resumes from them.
@@ -851,6 +855,7 @@ def embed(
         "target_crs": target_crs,
         "resolution": resolution,
         "resampling": resampling if (target_crs or resolution) else None,
+        **({"source": dict(provenance)} if provenance else {}),
     }
     sid = session_hash(params)
     session = cache / sid
@@ -976,6 +981,7 @@ def embed(
         "rasterlearn_reprojected": {"crs": target_crs, "resolution": resolution, "resampling": resampling}
         if (target_crs or resolution)
         else None,
+        **(dict(provenance) if provenance else {}),
     }
     names = [f"feature_{k:03d}" for k in range(dim)]
     float_path = session / ("features.tif" if storage == "float32" else "features_float32.tif")

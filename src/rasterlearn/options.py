@@ -244,6 +244,8 @@ class EmbedOptions(StageOptions):
     cache_mb: int = Field(64, description=_MEMORY)
     scheduler: str | None = Field(None, description=_SCHEDULER)
     workers: int | None = Field(None, ge=1, description=_WORKERS)
+    stac: str | None = Field(None, description="a STAC item to encode instead of raster")
+    assets: str | None = Field(None, description="with stac: the item's assets, in band order (B04,B03,B02)")
 
 
 class _FeatureOptions(StageOptions):

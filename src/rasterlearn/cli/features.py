@@ -13,6 +13,7 @@ from rasterlearn.cli._app import app, console
 from rasterlearn.cli._config import config_option
 from rasterlearn.cli._executor import SchedulerOpt, WorkersOpt
 from rasterlearn.cli._progress import ProgressOpt, progress_bar
+from rasterlearn.cli._scene import AssetsOpt, StacOpt, resolve_raster
 from rasterlearn.engine.executor import open_executor
 from rasterlearn.options import (
     ClassifyOptions,
@@ -69,9 +70,6 @@ TrustModelOpt = Annotated[
 
 @app.command("embed")
 def embed_cmd(
-    raster: Annotated[
-        str, typer.Argument(help="Input raster (any bands, any dtype; a file, URL or /vsi... path).")
-    ],
     model: Annotated[
         str,
         typer.Option(
@@ -81,6 +79,10 @@ def embed_cmd(
         ),
     ],
     output: OutOpt,
+    raster: Annotated[
+        str | None,
+        typer.Argument(help="Input raster (any bands, any dtype; a file, URL or /vsi... path); or --stac."),
+    ] = None,
     size: Annotated[int, typer.Option("--size", help="Tile size in raster pixels.")] = 224,
     stride: Annotated[
         int | None, typer.Option("--stride", help="Step between tiles (default: --size).")
@@ -181,6 +183,8 @@ def embed_cmd(
     config: Annotated[Path | None, config_option(EmbedOptions)] = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
+    stac: StacOpt = None,
+    assets: AssetsOpt = None,
 ) -> None:
     """Encode a raster into a feature raster (one band per feature) with a foundation model.
 
@@ -191,11 +195,14 @@ def embed_cmd(
     from rasterlearn.grid import plan_tiles
     from rasterlearn.io.raster import RasterReader
 
-    with RasterReader(raster) as r:
+    # a STAC item's stack: in memory, or a file beside the output that dask workers can open
+    stac_dir = None if scheduler is None and workers is None else output.parent / "stac"
+    path, source = resolve_raster(raster, stac, assets, dest_dir=stac_dir)
+    with RasterReader(path) as r:
         total = len(plan_tiles(r.grid, size, stride or size))
     with open_executor(scheduler, workers) as executor, progress_bar("embed", total, "tiles") as advance:
         res = embed(
-            raster,
+            path,
             model,
             output=output,
             checkpoint=checkpoint,
@@ -227,6 +234,7 @@ def embed_cmd(
             resume=not no_resume,
             progress=advance,
             executor=executor,
+            provenance=source or None,
         )
     g = res.grid
     console.print(
