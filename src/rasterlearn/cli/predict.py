@@ -13,7 +13,8 @@ import typer
 from rasterlearn.cli._app import app, console, state
 from rasterlearn.cli._executor import SchedulerOpt, WorkersOpt
 from rasterlearn.cli._progress import ProgressOpt, progress_bar
-from rasterlearn.errors import InputError
+from rasterlearn.engine.executor import open_executor
+from rasterlearn.errors import InputError, OutputError
 from rasterlearn.predict_plan import DEFAULT_MEMORY_MB
 
 
@@ -214,11 +215,6 @@ def predict(
             model_dir, _expand_scenes(rasters or []), out_dir, mosaic, overwrite, scheduler, workers, opts
         )
         return
-    if scheduler is not None or workers is not None:
-        raise InputError(
-            "--workers/--scheduler spread several scenes (RASTER... with --out-dir) over dask workers; one "
-            "raster is mapped in this process"
-        )
     raster = rasters[0] if rasters else None
     if (raster is None) == (not image):
         raise InputError("Give the RASTER to map, or one --image per date of a multi-date model (not both)")
@@ -226,7 +222,16 @@ def predict(
         raise InputError("Name the class map to write with -o/--output (or map many scenes with --out-dir)")
     images: list[str | Path] = list(image) if image else [str(raster)]
     _predict_one(
-        model_dir, images, output, probabilities, vectorize, min_area, overwrite, nodata_policy, opts
+        model_dir,
+        images,
+        output,
+        probabilities,
+        vectorize,
+        min_area,
+        overwrite,
+        nodata_policy,
+        opts,
+        (scheduler, workers),
     )
 
 
@@ -240,16 +245,21 @@ def _predict_one(
     overwrite: bool,
     nodata_policy: str,
     opts: dict[str, Any],
+    executor_opts: tuple[str | None, int | None] = (None, None),
 ) -> None:
-    """One raster (or one multi-date stack) into one map, optionally polygons."""
+    """One raster (or one multi-date stack) into one map, optionally polygons; with ``executor_opts``
+    (scheduler, workers) its blocks are computed on dask workers, blended and written here."""
     from rasterlearn.io.paths import check_outputs
     from rasterlearn.predict import predict_package
 
     check_outputs([model_dir, *images, output, probabilities], [vectorize])
     if vectorize is not None and vectorize.exists() and not overwrite:
         raise InputError(f"{vectorize} exists; pass --overwrite or choose another name")
+    for p in (output, probabilities):  # before a cluster is started for nothing
+        if p is not None and p.exists() and not overwrite:
+            raise OutputError(f"{p} exists; pass --overwrite or choose another name")
     # the total (pixels of the extent, AOI-clipped) is announced by predict_raster itself
-    with progress_bar("predict", None, "px") as advance:
+    with open_executor(*executor_opts) as executor, progress_bar("predict", None, "px") as advance:
         res = predict_package(
             model_dir,
             images if len(images) > 1 else images[0],
@@ -258,6 +268,7 @@ def _predict_one(
             overwrite=overwrite,
             progress=advance,
             nodata_policy=nodata_policy,
+            executor=executor,
             **opts,
         )
     console.print(
@@ -312,7 +323,6 @@ def _predict_scenes(
     from rich.table import Table
 
     from rasterlearn.batch import predict_scenes
-    from rasterlearn.engine.executor import open_executor
 
     # the total is announced by predict_scenes once it has counted the scenes still to map
     with open_executor(scheduler, workers) as ex, progress_bar("predict", None, "px") as advance:
