@@ -33,6 +33,9 @@ How a map is made:
   and normalize batches ahead of the model; a writer thread turns finished blocks into outputs. The model
   runs through :class:`rasterlearn.predict_runtime.ModelRunner` (inference mode, channels-last, optional
   checked bf16 on CPU; on CUDA pinned batches copied with ``non_blocking=True`` under fp16 autocast).
+* **Executors.** With ``executor`` (a dask.distributed cluster) each batch of windows is read, normalized
+  and run through the model on a worker (:mod:`rasterlearn.predict_chunks`); the worker returns window
+  probabilities and this process blends, writes and commits as above, so outputs are byte-identical.
 * **Nodata.** Windows without a single valid pixel are skipped; output pixels are nodata wherever any
   model band is nodata in the input, or outside the AOI polygon.
 * **Resume.** Progress is committed per output block through :class:`~rasterlearn.io.writer.BlockWriter`
