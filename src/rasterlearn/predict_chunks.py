@@ -135,12 +135,15 @@ def _worker_state(job: ChunkJob) -> tuple[ImageReader, Any]:
     """The worker's reader and model runner for ``job`` (made once per worker thread)."""
 
     def make() -> tuple[ImageReader, Any]:
+        import copy
+
         import torch
 
         from rasterlearn.predict_runtime import ModelRunner
 
         torch.set_num_threads(int(job.threads or 1))
-        runner = ModelRunner(job.model, **job.runner)
+        # each worker thread gets its own copy: the broadcast object is shared by the worker's threads
+        runner = ModelRunner(copy.deepcopy(job.model), **job.runner)
         runner.precision = job.precision
         return job.reader.open(), runner
 
