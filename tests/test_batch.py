@@ -98,10 +98,9 @@ def test_cli_predict_many_scenes(scenes, tmp_path: Path, capsys) -> None:
     assert (out2 / "a.tif").exists() and (out2 / "b.tif").exists()
     with rasterio.open(out / "a.tif") as x, rasterio.open(out2 / "a.tif") as y:
         np.testing.assert_array_equal(x.read(), y.read())
-    # several rasters need --out-dir; one raster cannot take --workers
+    # several rasters need --out-dir
     assert main(["predict", str(pkg), *map(str, scenes)]) == 2
     assert "--out-dir" in capsys.readouterr().err
-    assert main(["predict", str(pkg), str(scenes[0]), "-o", str(tmp_path / "x.tif"), "--workers", "2"]) == 2
 
 
 @pytest.mark.slow  # starts a LocalCluster and loads the model in each worker

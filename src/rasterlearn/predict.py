@@ -33,6 +33,9 @@ How a map is made:
   and normalize batches ahead of the model; a writer thread turns finished blocks into outputs. The model
   runs through :class:`rasterlearn.predict_runtime.ModelRunner` (inference mode, channels-last, optional
   checked bf16 on CPU; on CUDA pinned batches copied with ``non_blocking=True`` under fp16 autocast).
+* **Executors.** With ``executor`` (a dask.distributed cluster) each batch of windows is read, normalized
+  and run through the model on a worker (:mod:`rasterlearn.predict_chunks`); the worker returns window
+  probabilities and this process blends, writes and commits as above, so outputs are byte-identical.
 * **Nodata.** Windows without a single valid pixel are skipped; output pixels are nodata wherever any
   model band is nodata in the input, or outside the AOI polygon.
 * **Resume.** Progress is committed per output block through :class:`~rasterlearn.io.writer.BlockWriter`
@@ -43,11 +46,9 @@ How a map is made:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -61,13 +62,15 @@ from rasterlearn._util import file_identity, file_sha256, stable_hash
 from rasterlearn.class_maps import class_map_style
 from rasterlearn.compat import check_imagery
 from rasterlearn.engine.events import report_total
+from rasterlearn.engine.executor import BlockExecutor
 from rasterlearn.errors import InputError, ModelError, OutputError
 from rasterlearn.grid import Window, column_stripes, plan_tiles
-from rasterlearn.io.aoi import aoi_mask, resolve_aoi
+from rasterlearn.io.aoi import resolve_aoi
 from rasterlearn.io.paths import check_outputs
-from rasterlearn.io.raster import ImageReader, RasterReader, apply_assumed_nodata, gdal_cache
+from rasterlearn.io.raster import ImageReader, RasterReader, gdal_cache
 from rasterlearn.io.stack import NodataPolicy
 from rasterlearn.metrics import binary_foreground
+from rasterlearn.predict_chunks import ChunkJob, ChunkMasking, ReaderSpec, chunk_results, is_local
 from rasterlearn.predict_inputs import as_raster_list, model_timesteps_of, open_stack_input, stack_provenance
 from rasterlearn.predict_plan import (
     DEFAULT_MEMORY_MB,
@@ -377,6 +380,60 @@ def _probe_batch(reader: ImageReader, norm: Any, row: int, col: int, wh: int, ww
     return torch.from_numpy(norm.apply(block.data, block.valid)[np.newaxis])
 
 
+@dataclass(frozen=True)
+class _StripePlan:
+    """The work of one column stripe: its blocks, where a resumed run starts, and its batches of windows."""
+
+    cs: int
+    ce: int
+    col_blocks: list[tuple[int, int, int]]
+    row_blocks: list[tuple[int, int, int]]
+    first_todo: int
+    jcols: list[int]
+    irows: list[int]
+    chunks: list[list[tuple[int, int]]]
+
+
+def _plan_stripe(
+    cs: int,
+    ce: int,
+    bs: int,
+    rows: tuple[int, int],
+    row_offs: Sequence[int],
+    col_offs: Sequence[int],
+    window: tuple[int, int],
+    batch_size: int,
+    done: Callable[[str], bool],
+) -> _StripePlan:
+    """Plan stripe ``[cs, ce)``: its batches run through the stripe's windows in row-major order and may span
+    window rows; they are cut from the stripe's first window row, so a resumed run feeds the model identical
+    batches (and any executor gets the same ones)."""
+    e_r0, e_r1 = rows
+    wh, ww = window
+    col_blocks = list(_blocks(cs, ce, bs))
+    row_blocks = list(_blocks(e_r0, e_r1, bs))
+    todo = [rb for rb in row_blocks if not all(done(f"{rb[0]}:{cb[0]}") for cb in col_blocks)]
+    first_todo = todo[0][1] if todo else e_r1
+    if not todo:
+        return _StripePlan(cs, ce, col_blocks, row_blocks, first_todo, [], [], [])
+    jcols = [j for j, c in enumerate(col_offs) if c < ce and c + ww > cs]
+    irows = [i for i, r in enumerate(row_offs) if r + wh > first_todo]
+    order = [(i, j) for i in range(len(row_offs)) for j in jcols]
+    chunks = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+    chunks = [c for c in chunks if c[-1][0] >= irows[0]]
+    return _StripePlan(cs, ce, col_blocks, row_blocks, first_todo, jcols, irows, chunks)
+
+
+def _executor_provenance(executor: BlockExecutor | None) -> dict[str, Any]:
+    """The executor's entries of the ``inference`` tag (output-neutral, not in the fingerprint); none for
+    the local executor, so local outputs keep their metadata."""
+    if is_local(executor):
+        return {}
+    client = getattr(executor, "client", None)
+    workers = len(client.nthreads()) if client is not None else None
+    return {"executor": getattr(executor, "name", type(executor).__name__), "executor_workers": workers}
+
+
 # -- the job -----------------------------------------------------------------------------------------
 
 
@@ -429,6 +486,7 @@ def predict_raster(
     progress: Callable[[int], None] | None = None,
     nodata_policy: NodataPolicy = "all-valid",
     source: Mapping[str, Any] | None = None,
+    executor: BlockExecutor | None = None,
 ) -> PredictResult:
     """Predict a class map (and optionally class probabilities) for a whole raster, block by block.
 
@@ -489,6 +547,14 @@ def predict_raster(
         source: what the outputs record about where the raster came from beyond its path, e.g. a STAC item's
             id and asset hrefs (:meth:`rasterlearn.io.stac.StacStack.provenance`); stored as tags of the
             outputs and part of the resume fingerprint.
+        executor: where the windows are read and run through the model (see
+            :mod:`rasterlearn.predict_chunks`): None or a
+            :class:`~rasterlearn.engine.executor.LocalExecutor` run them in this process (reader threads,
+            the model in this thread); a :class:`~rasterlearn.engine.executor.DaskExecutor` on its workers
+            (the raster must be readable from them; the model is sent to each worker once and runs with
+            ``threads`` torch threads, default 1). Blending, writing and the journal stay in this process,
+            so the outputs are byte-identical and a job resumes on either executor; the executor is
+            recorded in the ``inference`` tag, not in the fingerprint.
 
     Returns:
         A :class:`PredictResult` with paths, window counts and throughput.
@@ -550,16 +616,17 @@ def predict_raster(
         torch.set_num_threads(int(threads))
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     cuda = dev.type == "cuda"
-    runner = ModelRunner(
-        model,
-        n_out=n_out,
-        task=task,
-        tta=tta_names,
-        device=dev,
-        precision=precision,
-        amp=amp,
-        runtime=runtime,
-    )
+    runner_settings: dict[str, Any] = {
+        "n_out": n_out,
+        "task": task,
+        "tta": tta_names,
+        "device": str(dev),
+        "precision": precision,
+        "amp": amp,
+        "runtime": runtime,
+    }
+    runner = ModelRunner(model, **runner_settings)
+    runner_settings["channels_last"] = runner.channels_last
     model = runner.model
 
     reader: ImageReader
@@ -592,6 +659,9 @@ def predict_raster(
             allow_resolution_mismatch=allow_resolution_mismatch,
             allow_dtype_mismatch=allow_dtype_mismatch,
         )
+        if executor is not None:
+            for r in rasters:  # workers read their own windows: one line when they cannot
+                executor.check_readable(str(r))
     except InputError:
         reader.close()
         raise
@@ -672,6 +742,7 @@ def predict_raster(
         "channels_last": runner.channels_last,
         **({"conv_bn": runner.fuse_note} if runner.fuse_note else {}),
         **({"precision_note": runner.precision_note} if runner.precision_note else {}),
+        **_executor_provenance(executor),
     }
     model_ident = model_id or f"sha256:{_model_digest(model)}"
     fp_src = {
@@ -736,42 +807,6 @@ def predict_raster(
     def done(key: str) -> bool:
         return all(w.is_done(key) for w in writers)
 
-    local = threading.local()
-    readers: list[ImageReader] = []
-    readers_lock = threading.Lock()
-
-    def thread_reader() -> ImageReader:
-        r = getattr(local, "reader", None)
-        if r is None:
-            r = reader.reopen()
-            local.reader = r
-            with readers_lock:
-                readers.append(r)
-        return r
-
-    def load(wins: list[Window]) -> tuple[list[Window], list[np.ndarray], Any, list[Window]]:
-        """Read + normalize a chunk of windows; returns (kept windows, all valid masks, batch, all)."""
-        rd = thread_reader()
-        kept, valids, arrays = [], [], []
-        for win in wins:
-            block = rd.read(win)
-            valid = apply_assumed_nodata(block.valid, block.data, in_nodata)
-            # the model sees real context outside the AOI; only the output is masked
-            out_valid = valid if aoi_geom is None else valid & aoi_mask(aoi_geom, grid, win)
-            valids.append(out_valid)
-            if not out_valid.any():
-                continue
-            kept.append(win)
-            arrays.append(norm.apply(block.data, valid))
-        batch = None
-        if arrays:
-            batch = torch.from_numpy(np.stack(arrays))
-            if cuda:
-                batch = batch.pin_memory()
-        return kept, valids, batch, wins
-
-    infer = runner
-
     def emit(scores: np.ndarray, valid: np.ndarray, win: Window, keys: list[str]) -> None:
         """Writer thread: scores (C, h, w) + validity -> class map / probability blocks."""
         if task == "binary":
@@ -800,48 +835,61 @@ def predict_raster(
     last_commit = [time.monotonic()]
     counts = {"total": len(plan), "predicted": 0, "skipped": 0, "resumed": 0}
     pixels_done = 0
-    pool = ThreadPoolExecutor(max_workers=max(1, io_threads), thread_name_prefix="rasterlearn-read")
+    stripe_plans = [
+        _plan_stripe(cs, ce, bs, (e_r0, e_r1), row_offs, col_offs, (wh, ww), batch_size, done)
+        for cs, ce in stripes
+    ]
+    items = [
+        [Window(row_offs[a], col_offs[b], wh, ww) for a, b in chunk]
+        for sp in stripe_plans
+        for chunk in sp.chunks
+    ]
+    masking = ChunkMasking(norm, grid, in_nodata, aoi_geom)
+    job = None
+    if not is_local(executor):
+        job = ChunkJob(
+            fingerprint,
+            ReaderSpec(tuple(str(r) for r in rasters), tuple(reader.band_indexes), nodata_policy),
+            masking,
+            model,
+            runner_settings,
+            runner.precision,
+            threads,
+            cache_mb,
+        )
+    results = chunk_results(
+        items,
+        reader=reader,
+        runner=runner,
+        masking=masking,
+        io_threads=io_threads,
+        executor=executor,
+        job=job,
+    )
     wpool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rasterlearn-write")
     pending_write: Future[None] | None = None
     ok = False
     try:
-        for cs, ce in stripes:
+        for sp in stripe_plans:
+            cs, ce, col_blocks, row_blocks = sp.cs, sp.ce, sp.col_blocks, sp.row_blocks
             sw = ce - cs
-            col_blocks = list(_blocks(cs, ce, bs))
-            row_blocks = list(_blocks(e_r0, e_r1, bs))
-            todo = [rb for rb in row_blocks if not all(done(f"{rb[0]}:{cb[0]}") for cb in col_blocks)]
-            first_todo = todo[0][1] if todo else e_r1
             for _rbi, r0b, r1b in row_blocks:
-                if r1b <= first_todo:  # committed by an earlier run
+                if r1b <= sp.first_todo:  # committed by an earlier run
                     counts["resumed"] += len(col_blocks)
                     pixels_done += (r1b - r0b) * sw
                     if progress:
                         progress((r1b - r0b) * sw)
-            if not todo:
+            if not sp.chunks:
                 continue
-            band_start = first_todo
-            reported_to = first_todo  # progress runs per finished window row, not per written block row
+            band_start = sp.first_todo
+            reported_to = sp.first_todo  # progress runs per finished window row, not per written block row
             row_flushed = -1
-            jcols = [j for j, c in enumerate(col_offs) if c < ce and c + ww > cs]
-            irows = [i for i, r in enumerate(row_offs) if r + wh > band_start]
+            jcols, irows = sp.jcols, sp.irows
             acc = np.zeros((n_out, bs + wh, sw), dtype="float32")
             vband = np.zeros((bs + wh, sw), dtype=bool)
-            # batches run through the stripe's windows in row-major order and may span window rows; they are
-            # cut from the stripe's first window row, so a resumed run feeds the model identical batches
-            order = [(i, j) for i in range(len(row_offs)) for j in jcols]
-            chunks = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
-            chunks = [c for c in chunks if c[-1][0] >= irows[0]]
-            futures: list[Future[Any]] = []
-            depth = max(2, io_threads)  # batches read ahead (see predict_plan)
-            nxt = 0
-            for ci, chunk in enumerate(chunks):
-                while nxt < len(chunks) and nxt < ci + depth:
-                    futures.append(
-                        pool.submit(load, [Window(row_offs[a], col_offs[b], wh, ww) for a, b in chunks[nxt]])
-                    )
-                    nxt += 1
-                kept, valids, batch, allwins = futures[ci].result()
-                futures[ci] = None  # type: ignore[call-overload]
+            for chunk in sp.chunks:
+                allwins = [Window(row_offs[a], col_offs[b], wh, ww) for a, b in chunk]
+                kept, valids, probs = next(results)
                 need = max(w.row_stop for w in allwins) - band_start
                 if need > acc.shape[1]:  # a batch spanning window rows reaches further down
                     grow = need - acc.shape[1]
@@ -857,7 +905,7 @@ def predict_raster(
                         ]
                 counts["skipped"] += len(allwins) - len(kept)
                 if kept:
-                    probs = infer(batch)
+                    assert probs is not None
                     counts["predicted"] += len(kept)
                     for b, win in enumerate(kept):
                         j = col_index[win.col_off]
@@ -914,11 +962,8 @@ def predict_raster(
             pending_write.result()
         ok = True
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        results.close()  # stops reading ahead / cancels the tasks still in flight on the workers
         wpool.shutdown(wait=True)
-        for r in readers:
-            with contextlib.suppress(Exception):
-                r.close()
         reader.close()
         if not ok:
             for w in writers:

@@ -15,7 +15,8 @@ from rasterlearn.cli._config import config_option
 from rasterlearn.cli._executor import SchedulerOpt, WorkersOpt
 from rasterlearn.cli._progress import ProgressOpt, progress_bar
 from rasterlearn.cli._scene import AssetsOpt
-from rasterlearn.errors import InputError
+from rasterlearn.engine.executor import open_executor
+from rasterlearn.errors import InputError, OutputError
 from rasterlearn.options import EvaluateOptions, PredictOptions, VectorizeOptions
 from rasterlearn.predict_plan import DEFAULT_MEMORY_MB
 
@@ -219,7 +220,10 @@ def predict(
         if rasters or image:
             raise InputError("Give the RASTER(s) to map or --stac ITEM.json, not both")
         if out_dir is None and len(stac) == 1:
-            _predict_stac_item(stac[0], assets, opts)
+            dest = (
+                None if (scheduler is None and workers is None) or output is None else output.parent / "stac"
+            )
+            _predict_stac_item(stac[0], assets, opts, dest)
             rasters = [opts.pop("raster")]
         else:
             rasters, scene_kwargs = _stac_scenes(stac, assets, out_dir)
@@ -239,11 +243,6 @@ def predict(
         opts_all = {**opts, "scene_kwargs": scene_kwargs} if scene_kwargs else opts
         _predict_scenes(model_dir, scenes, out_dir, mosaic, overwrite, scheduler, workers, opts_all)
         return
-    if scheduler is not None or workers is not None:
-        raise InputError(
-            "--workers/--scheduler spread several scenes (RASTER... with --out-dir) over dask workers; one "
-            "raster is mapped in this process"
-        )
     raster = rasters[0] if rasters else None
     if (raster is None) == (not image):
         raise InputError("Give the RASTER to map, or one --image per date of a multi-date model (not both)")
@@ -251,7 +250,16 @@ def predict(
         raise InputError("Name the class map to write with -o/--output (or map many scenes with --out-dir)")
     images: list[str | Path] = list(image) if image else [str(raster)]
     _predict_one(
-        model_dir, images, output, probabilities, vectorize, min_area, overwrite, nodata_policy, opts
+        model_dir,
+        images,
+        output,
+        probabilities,
+        vectorize,
+        min_area,
+        overwrite,
+        nodata_policy,
+        opts,
+        (scheduler, workers),
     )
 
 
@@ -265,16 +273,21 @@ def _predict_one(
     overwrite: bool,
     nodata_policy: str,
     opts: dict[str, Any],
+    executor_opts: tuple[str | None, int | None] = (None, None),
 ) -> None:
-    """One raster (or one multi-date stack) into one map, optionally polygons."""
+    """One raster (or one multi-date stack) into one map, optionally polygons; with ``executor_opts``
+    (scheduler, workers) its blocks are computed on dask workers, blended and written here."""
     from rasterlearn.io.paths import check_outputs
     from rasterlearn.predict import predict_package
 
     check_outputs([model_dir, *images, output, probabilities], [vectorize])
     if vectorize is not None and vectorize.exists() and not overwrite:
         raise InputError(f"{vectorize} exists; pass --overwrite or choose another name")
+    for p in (output, probabilities):  # before a cluster is started for nothing
+        if p is not None and p.exists() and not overwrite:
+            raise OutputError(f"{p} exists; pass --overwrite or choose another name")
     # the total (pixels of the extent, AOI-clipped) is announced by predict_raster itself
-    with progress_bar("predict", None, "px") as advance:
+    with open_executor(*executor_opts) as executor, progress_bar("predict", None, "px") as advance:
         res = predict_package(
             model_dir,
             images if len(images) > 1 else images[0],
@@ -283,6 +296,7 @@ def _predict_one(
             overwrite=overwrite,
             progress=advance,
             nodata_policy=nodata_policy,
+            executor=executor,
             **opts,
         )
     console.print(
@@ -306,11 +320,13 @@ def _stac_names(assets: str | None) -> list[str]:
     return [a.strip() for a in (assets or "").split(",") if a.strip()]
 
 
-def _predict_stac_item(item: str, assets: str | None, opts: dict[str, Any]) -> None:
-    """One STAC item: its in-memory stack becomes the raster, its item id and hrefs the map's provenance."""
-    from rasterlearn.io.stac import stac_stack
+def _predict_stac_item(item: str, assets: str | None, opts: dict[str, Any], dest_dir: Path | None) -> None:
+    """One STAC item: its stack becomes the raster, its item id and hrefs the map's provenance. The stack is
+    held in memory, or written as DEST_DIR/<item id>.vrt for dask workers (they cannot see this process)."""
+    from rasterlearn.io.stac import stac_scenes, stac_stack
 
-    st = stac_stack(item, _stac_names(assets))
+    names = _stac_names(assets)
+    st = stac_stack(item, names) if dest_dir is None else stac_scenes([item], names, dest_dir)[0]
     opts["raster"] = st.path
     opts["source"] = st.provenance()
 
@@ -362,7 +378,6 @@ def _predict_scenes(
     from rich.table import Table
 
     from rasterlearn.batch import predict_scenes
-    from rasterlearn.engine.executor import open_executor
 
     # the total is announced by predict_scenes once it has counted the scenes still to map
     with open_executor(scheduler, workers) as ex, progress_bar("predict", None, "px") as advance:
