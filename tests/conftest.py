@@ -93,3 +93,15 @@ try:
     _hyp_settings.load_profile("rasterlearn")
 except ImportError:  # pragma: no cover
     pass
+
+
+@pytest.fixture(scope="session")
+def dask_executor() -> Any:
+    """One 2-worker dask LocalCluster (processes, one thread each) shared by the distributed tests: starting
+    one costs ~20 s, so the test files do not start one each."""
+    pytest.importorskip("distributed", reason="the dask extra (distributed) is not installed")
+    from rasterlearn.engine.executor import DaskExecutor, open_executor
+
+    with open_executor(workers=2) as ex:
+        assert isinstance(ex, DaskExecutor)
+        yield ex

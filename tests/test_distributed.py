@@ -5,27 +5,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 
-from rasterlearn.engine.executor import DaskExecutor, LocalExecutor, open_executor
+from rasterlearn.engine.executor import LocalExecutor, open_executor
 from rasterlearn.errors import ConfigError, InputError, JobCancelledError
 from rasterlearn.features.cluster import cluster_raster
 from rasterlearn.features.reduce import reduce_raster
 from rasterlearn.features.similarity import similarity_raster
 
 distributed = pytest.importorskip("distributed", reason="the dask extra (distributed) is not installed")
-
-
-@pytest.fixture(scope="module")
-def dask_executor() -> Iterator[DaskExecutor]:
-    with open_executor(workers=2) as ex:
-        assert isinstance(ex, DaskExecutor)
-        yield ex
 
 
 @pytest.fixture()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,20 +10,12 @@ import pytest
 import rasterio
 
 from rasterlearn.embed import embed
-from rasterlearn.engine.executor import DaskExecutor, open_executor
 from rasterlearn.errors import InputError, JobCancelledError
 
 distributed = pytest.importorskip("distributed", reason="the dask extra (distributed) is not installed")
 
 VIT = "vit_tiny_patch16_224"
 VIT_KW = {"depth": 2, "patch_size": 4}  # 16 px tiles give 4 x 4 feature pixels
-
-
-@pytest.fixture(scope="module")
-def dask_executor() -> Iterator[DaskExecutor]:
-    with open_executor(workers=2) as ex:
-        assert isinstance(ex, DaskExecutor)
-        yield ex
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ import numpy as np
 import pytest
 import rasterio
 
-from rasterlearn.engine.executor import DaskExecutor, open_executor
 from rasterlearn.errors import JobCancelledError
 from rasterlearn.normalize import Normalization
 from rasterlearn.predict import predict_raster
@@ -32,13 +30,6 @@ KW: dict[str, Any] = {
     "prob_dtype": "float32",
     "device": "cpu",
 }
-
-
-@pytest.fixture(scope="module")
-def dask_executor() -> Iterator[DaskExecutor]:
-    with open_executor(workers=2) as ex:
-        assert isinstance(ex, DaskExecutor)
-        yield ex
 
 
 @pytest.fixture()

@@ -39,6 +39,7 @@ from rasterlearn.engine.executor import BlockExecutor, LocalExecutor, worker_cac
 from rasterlearn.grid import Grid, Window
 from rasterlearn.io.aoi import aoi_mask
 from rasterlearn.io.raster import ImageReader, RasterReader, apply_assumed_nodata, gdal_cache
+from rasterlearn.predict_plan import PREDICT_CACHE_MB
 
 __all__ = ["ChunkJob", "ChunkMasking", "ReaderSpec", "chunk_results", "is_local", "read_chunk"]
 
@@ -125,7 +126,7 @@ class ChunkJob:
     runner: dict[str, Any]
     precision: str
     threads: int | None = None
-    cache_mb: int = 64
+    cache_mb: int = PREDICT_CACHE_MB
 
 
 def _worker_state(job: ChunkJob) -> tuple[ImageReader, Any]:

@@ -94,8 +94,9 @@ def fuse_conv_bn(model: Any, n_in: int, *, channels_last: bool, side: int = 32) 
     """``model`` with every batch norm that follows a convolution folded into it, and a note.
 
     The rewrite (``torch.fx.experimental.optimization.fuse``, a copy; eval mode) is kept only when a random
-    ``side``-pixel probe (twice that when the network refuses it) gives probabilities within :data:`FUSE_MAX_DELTA` of the original network; else
-    (or when the network cannot be traced) the original comes back with the reason.
+    ``side``-pixel probe (twice that when the network refuses it) gives probabilities within
+    :data:`FUSE_MAX_DELTA` of the original network; else (or when the network cannot be traced) the original
+    comes back with the reason.
     """
     import torch
 
@@ -112,30 +113,25 @@ def fuse_conv_bn(model: Any, n_in: int, *, channels_last: bool, side: int = 32) 
     if channels_last:
         fused = fused.to(memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn((1, n_in, side, side), generator=gen)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
 
-    def probs(net: Any) -> Any:
-        y = net(x)
-        if isinstance(y, dict):
-            y = y.get("out", next(iter(y.values())))
-        elif isinstance(y, list | tuple):
-            y = y[0]
-        y = y.float()
+    def probs(net: Any, x: Any) -> Any:
+        y = _logits(net(x)).float()
         return torch.sigmoid(y) if y.shape[1] == 1 else torch.softmax(y, dim=1)
 
+    delta, failure = None, ""
     with torch.inference_mode():
-        try:
-            delta = float((probs(fused) - probs(model)).abs().max())
-        except Exception:  # e.g. a network whose input must be a multiple of 64: a larger probe
-            x = torch.randn((1, n_in, 2 * side, 2 * side), generator=gen)
+        # a larger probe when the network refuses the first (e.g. inputs must be multiples of 64)
+        for px in (side, 2 * side):
+            x = torch.randn((1, n_in, px, px), generator=gen)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             try:
-                delta = float((probs(fused) - probs(model)).abs().max())
-            except Exception as exc:  # the traced graph does not run: keep the original
-                return model, f"conv-BN folding skipped: the folded network failed ({type(exc).__name__})"
+                delta = float((probs(fused, x) - probs(model, x)).abs().max())
+                break
+            except Exception as exc:  # the traced graph does not run on this probe
+                failure = type(exc).__name__
+    if delta is None:
+        return model, f"conv-BN folding skipped: the folded network failed ({failure})"
     if not delta <= FUSE_MAX_DELTA:
         log.info("conv-BN folding skipped: max |dp| %.1e > %g on the check probe", delta, FUSE_MAX_DELTA)
         return model, f"not folded: the folded network differed by more than {FUSE_MAX_DELTA:g}"
@@ -296,11 +292,7 @@ class ModelRunner:
                 else:
                     with self.autocast():
                         y = self.net(xt)
-                if isinstance(y, dict):
-                    y = y.get("out", next(iter(y.values())))
-                elif isinstance(y, list | tuple):
-                    y = y[0]
-                y = y.float()
+                y = _logits(y).float()
                 if not self._checked:
                     self._check(y, xt)
                 if y.shape[-2:] != xt.shape[-2:]:
@@ -328,6 +320,16 @@ class ModelRunner:
                 tuple(x.shape[-2:]),
             )
         self._checked = True
+
+
+def _logits(y: Any) -> Any:
+    """The logits tensor of a network's output: ``out`` of a dict (torchvision style), the first item of a
+    tuple or list, or the tensor itself."""
+    if isinstance(y, dict):
+        return y.get("out", next(iter(y.values())))
+    if isinstance(y, list | tuple):
+        return y[0]
+    return y
 
 
 def _in_channels(model: Any) -> int | None:
@@ -370,12 +372,7 @@ class _OnnxModel:
                 self.net = net
 
             def forward(self, x: Any) -> Any:
-                y = self.net(x)
-                if isinstance(y, dict):
-                    y = y.get("out", next(iter(y.values())))
-                elif isinstance(y, list | tuple):
-                    y = y[0]
-                return y
+                return _logits(self.net(x))
 
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="rasterlearn-onnx-") as tmp:

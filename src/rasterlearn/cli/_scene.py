@@ -42,6 +42,11 @@ def resolve_raster(
         raise typer.BadParameter(f"Give either RASTER ({raster}) or --stac {stac}, not both")
     from rasterlearn.io.stac import stac_scenes, stac_stack
 
-    names = [a.strip() for a in (assets or "").split(",") if a.strip()]
+    names = asset_names(assets)
     st = stac_stack(stac, names) if dest_dir is None else stac_scenes([stac], names, dest_dir)[0]
     return st.path, st.provenance()
+
+
+def asset_names(assets: str | None) -> list[str]:
+    """``--assets B04,B03,B02`` as a list of names."""
+    return [a.strip() for a in (assets or "").split(",") if a.strip()]

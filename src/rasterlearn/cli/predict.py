@@ -14,7 +14,7 @@ from rasterlearn.cli._app import app, console, state
 from rasterlearn.cli._config import config_option
 from rasterlearn.cli._executor import SchedulerOpt, WorkersOpt
 from rasterlearn.cli._progress import ProgressOpt, progress_bar
-from rasterlearn.cli._scene import AssetsOpt
+from rasterlearn.cli._scene import AssetsOpt, asset_names, resolve_raster
 from rasterlearn.engine.executor import open_executor
 from rasterlearn.errors import InputError, OutputError
 from rasterlearn.options import EvaluateOptions, PredictOptions, VectorizeOptions
@@ -216,19 +216,13 @@ def predict(
         "resume": not no_resume,
     }
     scene_kwargs: dict[str, dict[str, Any]] = {}
-    if stac:
+    if stac or assets:
+        if not stac:
+            raise InputError("--assets needs --stac ITEM.json (the STAC item whose assets to stack)")
         if rasters or image:
             raise InputError("Give the RASTER(s) to map or --stac ITEM.json, not both")
-        if out_dir is None and len(stac) == 1:
-            dest = (
-                None if (scheduler is None and workers is None) or output is None else output.parent / "stac"
-            )
-            _predict_stac_item(stac[0], assets, opts, dest)
-            rasters = [opts.pop("raster")]
-        else:
-            rasters, scene_kwargs = _stac_scenes(stac, assets, out_dir)
-    elif assets:
-        raise InputError("--assets needs --stac ITEM.json (the STAC item whose assets to stack)")
+        distributed = scheduler is not None or workers is not None
+        rasters, scene_kwargs = _stac_inputs(stac, assets, out_dir, output, distributed, opts)
     if out_dir is not None or (rasters is not None and len(rasters) > 1):
         if image or output is not None or probabilities is not None or vectorize is not None:
             raise InputError(
@@ -316,30 +310,28 @@ def _predict_one(
         console.print(f"Wrote {len(gdf)} polygons to {vectorize}")
 
 
-def _stac_names(assets: str | None) -> list[str]:
-    return [a.strip() for a in (assets or "").split(",") if a.strip()]
-
-
-def _predict_stac_item(item: str, assets: str | None, opts: dict[str, Any], dest_dir: Path | None) -> None:
-    """One STAC item: its stack becomes the raster, its item id and hrefs the map's provenance. The stack is
-    held in memory, or written as DEST_DIR/<item id>.vrt for dask workers (they cannot see this process)."""
-    from rasterlearn.io.stac import stac_scenes, stac_stack
-
-    names = _stac_names(assets)
-    st = stac_stack(item, names) if dest_dir is None else stac_scenes([item], names, dest_dir)[0]
-    opts["raster"] = st.path
-    opts["source"] = st.provenance()
-
-
-def _stac_scenes(
-    items: list[str], assets: str | None, out_dir: Path | None
+def _stac_inputs(
+    items: list[str],
+    assets: str | None,
+    out_dir: Path | None,
+    output: Path | None,
+    distributed: bool,
+    opts: dict[str, Any],
 ) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    """Several STAC items: one VRT each under OUT_DIR/stac (workers open them), provenance per scene."""
+    """The rasters of ``--stac`` items and each one's provenance.
+
+    One item without --out-dir: its stack (in memory, or ``stac/<id>.vrt`` beside the map for dask workers,
+    which cannot see this process) with its provenance in ``opts["source"]``. Several: one VRT each under
+    OUT_DIR/stac and the provenance per scene."""
     from rasterlearn.io.stac import stac_scenes
 
+    if out_dir is None and len(items) == 1:
+        dest = output.parent / "stac" if distributed and output is not None else None
+        path, opts["source"] = resolve_raster(None, items[0], assets, dest_dir=dest)
+        return [path], {}
     if out_dir is None:
         raise InputError(f"{len(items)} STAC items given: name a folder for their maps with --out-dir")
-    stacks = stac_scenes(items, _stac_names(assets), out_dir / "stac")
+    stacks = stac_scenes(items, asset_names(assets), out_dir / "stac")
     return [st.path for st in stacks], {st.path: {"source": st.provenance()} for st in stacks}
 
 
