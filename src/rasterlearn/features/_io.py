@@ -1,5 +1,5 @@
-"""Shared plumbing of the feature-analysis stages: window iteration, standardization, estimator look-up and
-the fitted-model folder format.
+"""Shared plumbing of the feature-analysis stages: window iteration, the write phase (:class:`MapSpec`,
+:func:`write_map`), standardization, estimator look-up and the fitted-model folder format.
 
 Model folders hold ``model.json`` (what the model is, its inputs, and the SHA-256 of every other file),
 ``arrays.npz`` (numbers: standardization, components, centres; loaded with ``allow_pickle=False``) and, only
