@@ -275,18 +275,10 @@ def change_map(
     Raises:
         InputError: mismatched feature rasters, bad options; OutputError: an output exists.
     """
-    from rasterlearn.features.sampling import sample_pixels
-
     a, b, out = Path(raster_a), Path(raster_b), Path(output)
     dist_path = None if distance is None else Path(distance)
     poly_path = None if polygons is None else Path(polygons)
-    check_outputs([a, b], [out, dist_path, poly_path])
-    if method not in CHANGE_METHODS:
-        raise InputError(f"method must be one of {', '.join(CHANGE_METHODS)}; got {method!r}")
-    if len({p.resolve() for p in (out, dist_path, poly_path) if p is not None}) < sum(
-        p is not None for p in (out, dist_path, poly_path)
-    ):
-        raise InputError("The change map, distance raster and polygons must be different files")
+    _check_paths(a, b, out, dist_path, poly_path, method)
     provenance = check_feature_provenance(a, b) if (method == "cosine" and check_provenance) else {}
     reader = StackReader([a, b], bands, nodata_policy=nodata_policy)
     try:
@@ -297,14 +289,7 @@ def change_map(
             v = x.astype("float64") * scale + offset
             return change_distance(v[:, :c], v[:, c:], method)
 
-        if threshold is None:
-            sample = sample_pixels(reader, sample_size, seed=seed)
-            thr, how = otsu_threshold(dist(sample.values)), "otsu"
-            log.info(
-                "Otsu threshold %.6g on %d sampled pixels (%s distance)", thr, len(sample.values), method
-            )
-        else:
-            thr, how = float(threshold), "given"
+        thr, how = _threshold(reader, dist, threshold, sample_size, seed, method)
         params = {"method": method, "threshold": thr, "threshold_method": how, "nodata_policy": nodata_policy}
         tags = {
             "rasterlearn_stage": "change",
@@ -326,6 +311,51 @@ def change_map(
             w.close()
     finally:
         reader.close()
+    return _summarize(out, dist_path, poly_path, min_area, method, thr, how)
+
+
+def _check_paths(
+    a: Path, b: Path, out: Path, dist_path: Path | None, poly_path: Path | None, method: str
+) -> None:
+    """Refuse outputs that exist or are inputs, an unknown method, and two outputs on one file."""
+    check_outputs([a, b], [out, dist_path, poly_path])
+    if method not in CHANGE_METHODS:
+        raise InputError(f"method must be one of {', '.join(CHANGE_METHODS)}; got {method!r}")
+    if len({p.resolve() for p in (out, dist_path, poly_path) if p is not None}) < sum(
+        p is not None for p in (out, dist_path, poly_path)
+    ):
+        raise InputError("The change map, distance raster and polygons must be different files")
+
+
+def _threshold(
+    reader: StackReader,
+    dist: Callable[[np.ndarray], np.ndarray],
+    threshold: float | None,
+    sample_size: int,
+    seed: int,
+    method: str,
+) -> tuple[float, str]:
+    """The given threshold, else Otsu's on a seeded sample of the distances; and how it was chosen."""
+    from rasterlearn.features.sampling import sample_pixels
+
+    if threshold is not None:
+        return float(threshold), "given"
+    sample = sample_pixels(reader, sample_size, seed=seed)
+    thr = otsu_threshold(dist(sample.values))
+    log.info("Otsu threshold %.6g on %d sampled pixels (%s distance)", thr, len(sample.values), method)
+    return thr, "otsu"
+
+
+def _summarize(
+    out: Path,
+    dist_path: Path | None,
+    poly_path: Path | None,
+    min_area: float,
+    method: str,
+    thr: float,
+    how: str,
+) -> ChangeResult:
+    """Count the written map's changed pixels, vectorize it when asked, log and describe the result."""
     changed, valid_px = _count(out)
     n_poly = None
     if poly_path is not None:

@@ -189,58 +189,16 @@ def make_change_arrays(
     Raises:
         InputError: shares outside [0, 1], or the arguments :func:`make_synthetic_array` refuses.
     """
-    for name, share in (
-        ("new_buildings", new_buildings),
-        ("changed_fields", changed_fields),
-        ("cleared_forest", cleared_forest),
-        ("nuisance", nuisance),
-    ):
-        if not 0.0 <= share <= 1.0:
-            raise InputError(f"{name} is a share in [0, 1], got {share}")
-    rows, cols = syn._size(size)
-    if rows < syn._MIN_SIZE or cols < syn._MIN_SIZE:
-        raise InputError(f"The synthetic change scene needs at least {syn._MIN_SIZE} x {syn._MIN_SIZE} px")
-    names = syn.synthetic_band_names(bands)
-    out_crs = syn._check_crs(crs)
-    shape = (rows, cols)
+    _check_shares(new_buildings, changed_fields, cleared_forest, nuisance)
+    grid, names = _change_grid(size, bands, crs, resolution)
+    shape = (grid.height, grid.width)
     ppm = 1.0 / float(resolution)
-    x0, y0 = syn._grid_origin(out_crs, shape, float(resolution))
-    grid = Grid(
-        rows, cols, Affine(float(resolution), 0.0, float(x0), 0.0, -float(resolution), float(y0)), out_crs
-    )
     objs, base, bld_ids, render = _layout(seed, shape, ppm)
     rng = np.random.default_rng([int(seed), 101, CHANGE_VERSION])
     objects_b = np.where(bld_ids > 0, bld_ids, base).astype(np.int32)
-    # 1. buildings that appear: date A shows what lies under them
-    bids = np.unique(bld_ids[bld_ids > 0])
-    new = bids[rng.random(len(bids)) < new_buildings] if len(bids) else bids
-    if len(bids) and new_buildings > 0 and not len(new):
-        new = bids[:1]
-    objects_a = np.where(np.isin(bld_ids, new), base, objects_b).astype(np.int32)
-    # 2. forest cleared in date B: a disc of the largest forest patch becomes bare soil
-    codes = np.asarray(objs.codes)
-    is_forest = codes[objects_b] == syn.FOREST
-    cleared = np.zeros(shape, dtype=bool)
-    clear_id = -1
-    if is_forest.any() and cleared_forest > 0:
-        fid = np.bincount(objects_b[is_forest]).argmax()
-        patch = objects_b == fid
-        pr, pc = np.nonzero(patch)
-        k = int(rng.integers(len(pr)))
-        dist = np.hypot(pr - pr[k], pc - pc[k])
-        radius = np.quantile(dist, cleared_forest)
-        cleared[pr[dist <= radius], pc[dist <= radius]] = True
-        clear_id = objs.add(syn.FIELD, "bare_soil", gain=1.0, row_amp=0.08, row_period=10.0 * ppm, row_axis=0)
-        objects_b[cleared] = clear_id
-    # 3. fields that change crop (another material in date B)
-    objs_b = copy.deepcopy(objs)
-    sizes = np.bincount(objects_b[objects_a == objects_b].ravel(), minlength=len(objs.codes))
-    field_ids = [i for i, c in enumerate(objs.codes) if c == syn.FIELD and i != clear_id and sizes[i] > 0]
-    picked = [i for i in field_ids if rng.random() < changed_fields]
-    if field_ids and changed_fields > 0 and not picked:  # at least one parcel: the largest
-        picked = [max(field_ids, key=lambda i: int(sizes[i]))]
-    for i in picked:
-        objs_b.materials[i] = _CROP_SWAP[objs.materials[i]]
+    objects_a = _new_buildings(bld_ids, base, objects_b, rng, new_buildings)
+    cleared, clear_id = _clear_forest(objs, objects_b, rng, ppm, cleared_forest)
+    objs_b = _change_crops(objs, objects_a, objects_b, clear_id, rng, changed_fields)
     valid = syn._corner(seed, shape) if nodata_corner else np.ones(shape, dtype=bool)
     mat_a = np.asarray(objs.materials)
     mat_b = np.asarray(objs_b.materials)
@@ -265,6 +223,92 @@ def make_change_arrays(
     return ChangeArrays(
         image_a, image_b, labels_a, labels_b, change, kind, valid, grid, names, nodata, scale, int(seed)
     )
+
+
+def _check_shares(
+    new_buildings: float, changed_fields: float, cleared_forest: float, nuisance: float
+) -> None:
+    """Raise :class:`InputError` for a share outside [0, 1]."""
+    for name, share in (
+        ("new_buildings", new_buildings),
+        ("changed_fields", changed_fields),
+        ("cleared_forest", cleared_forest),
+        ("nuisance", nuisance),
+    ):
+        if not 0.0 <= share <= 1.0:
+            raise InputError(f"{name} is a share in [0, 1], got {share}")
+
+
+def _change_grid(
+    size: tuple[int, int] | int, bands: int, crs: str | int | CRS, resolution: float
+) -> tuple[Grid, tuple[str, ...]]:
+    """The scene's grid (north-up, ``resolution`` units per pixel) and band names; checks size, bands, CRS."""
+    rows, cols = syn._size(size)
+    if rows < syn._MIN_SIZE or cols < syn._MIN_SIZE:
+        raise InputError(f"The synthetic change scene needs at least {syn._MIN_SIZE} x {syn._MIN_SIZE} px")
+    names = syn.synthetic_band_names(bands)
+    out_crs = syn._check_crs(crs)
+    x0, y0 = syn._grid_origin(out_crs, (rows, cols), float(resolution))
+    grid = Grid(
+        rows, cols, Affine(float(resolution), 0.0, float(x0), 0.0, -float(resolution), float(y0)), out_crs
+    )
+    return grid, names
+
+
+def _new_buildings(
+    bld_ids: np.ndarray, base: np.ndarray, objects_b: np.ndarray, rng: np.random.Generator, share: float
+) -> np.ndarray:
+    """Date A's objects: a ``share`` of the buildings (at least one) does not exist yet, and date A shows
+    what lies under them."""
+    bids = np.unique(bld_ids[bld_ids > 0])
+    new = bids[rng.random(len(bids)) < share] if len(bids) else bids
+    if len(bids) and share > 0 and not len(new):
+        new = bids[:1]
+    return np.where(np.isin(bld_ids, new), base, objects_b).astype(np.int32)
+
+
+def _clear_forest(
+    objs: syn._Objects, objects_b: np.ndarray, rng: np.random.Generator, ppm: float, share: float
+) -> tuple[np.ndarray, int]:
+    """Clear a disc covering ``share`` of the largest forest patch in date B: it becomes a new bare-soil object
+    (added to ``objs``; ``objects_b`` is changed in place). Returns the cleared pixels and the new object's id
+    (-1 when nothing is cleared)."""
+    codes = np.asarray(objs.codes)
+    is_forest = codes[objects_b] == syn.FOREST
+    cleared = np.zeros(objects_b.shape, dtype=bool)
+    clear_id = -1
+    if is_forest.any() and share > 0:
+        fid = np.bincount(objects_b[is_forest]).argmax()
+        patch = objects_b == fid
+        pr, pc = np.nonzero(patch)
+        k = int(rng.integers(len(pr)))
+        dist = np.hypot(pr - pr[k], pc - pc[k])
+        radius = np.quantile(dist, share)
+        cleared[pr[dist <= radius], pc[dist <= radius]] = True
+        clear_id = objs.add(syn.FIELD, "bare_soil", gain=1.0, row_amp=0.08, row_period=10.0 * ppm, row_axis=0)
+        objects_b[cleared] = clear_id
+    return cleared, clear_id
+
+
+def _change_crops(
+    objs: syn._Objects,
+    objects_a: np.ndarray,
+    objects_b: np.ndarray,
+    clear_id: int,
+    rng: np.random.Generator,
+    share: float,
+) -> syn._Objects:
+    """Date B's objects table: a ``share`` of the field parcels present in both dates (at least one: the
+    largest) gets another crop (another material)."""
+    objs_b = copy.deepcopy(objs)
+    sizes = np.bincount(objects_b[objects_a == objects_b].ravel(), minlength=len(objs.codes))
+    field_ids = [i for i, c in enumerate(objs.codes) if c == syn.FIELD and i != clear_id and sizes[i] > 0]
+    picked = [i for i in field_ids if rng.random() < share]
+    if field_ids and share > 0 and not picked:  # at least one parcel: the largest
+        picked = [max(field_ids, key=lambda i: int(sizes[i]))]
+    for i in picked:
+        objs_b.materials[i] = _CROP_SWAP[objs.materials[i]]
+    return objs_b
 
 
 def _second_acquisition(

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from rasterlearn._util import file_sha256
-from rasterlearn.assess.estimate import estimate_accuracy
+from rasterlearn.assess.estimate import AccuracyEstimates, estimate_accuracy
 from rasterlearn.assess.sample import PopulationCounts, area_units, count_population, map_classes, strips
 from rasterlearn.assess.store import SAMPLES_LAYER, read_design
 from rasterlearn.errors import InputError
@@ -269,27 +269,11 @@ def assess_sample(
     )
     notes = map_notes + notes
     h, s_codes, sizes, s_names = _strata(rec, gdf, mcodes, svals, counts, str(samples))
-    if (rec is None or rec.get("design") != "stratified") and strata_path is None:
+    # no design of its own and no strata raster: the strata are the map classes at the points
+    post_stratified = (rec is None or rec.get("design") != "stratified") and strata_path is None
+    if post_stratified:
         s_names = [schema.name_of(c) for c in s_codes]
-    idx = {c: i for i, c in enumerate(schema.codes)}
-    try:
-        est = estimate_accuracy(
-            h,
-            [idx[int(c)] for c in mcodes],
-            [idx[int(c)] for c in ref],
-            sizes,
-            len(schema.codes),
-            confidence=confidence,
-            fpc=fpc,
-            stratum_names=s_names,
-        )
-    except InputError as exc:
-        if (rec is not None and rec.get("design") == "stratified") or strata_path is not None:
-            raise
-        raise InputError(
-            f"{exc} (the strata are the map classes at the points of {samples.name}: a larger sample, or a "
-            f"stratified one with --min-per-class, puts enough points in rare classes)"
-        ) from exc
+    est = _estimate(h, mcodes, ref, sizes, s_names, schema, confidence, fpc, post_stratified, samples)
     from rasterlearn.assess.report import assessment_dict, write_assessment
 
     result = assessment_dict(
@@ -307,6 +291,41 @@ def assess_sample(
     if output is not None:
         write_assessment(result, est, schema, output)
     return result
+
+
+def _estimate(
+    h: np.ndarray,
+    mcodes: np.ndarray,
+    ref: np.ndarray,
+    sizes: np.ndarray,
+    s_names: list[str],
+    schema: ClassSchema,
+    confidence: float,
+    fpc: bool,
+    post_stratified: bool,
+    samples: Path,
+) -> AccuracyEstimates:
+    """The estimates (:func:`estimate_accuracy` on class indexes); a post-stratified sample too small for
+    its rare classes gets a hint on how to draw a better one."""
+    idx = {c: i for i, c in enumerate(schema.codes)}
+    try:
+        return estimate_accuracy(
+            h,
+            [idx[int(c)] for c in mcodes],
+            [idx[int(c)] for c in ref],
+            sizes,
+            len(schema.codes),
+            confidence=confidence,
+            fpc=fpc,
+            stratum_names=s_names,
+        )
+    except InputError as exc:
+        if not post_stratified:
+            raise
+        raise InputError(
+            f"{exc} (the strata are the map classes at the points of {samples.name}: a larger sample, or a "
+            f"stratified one with --min-per-class, puts enough points in rare classes)"
+        ) from exc
 
 
 def _map_codes_at(

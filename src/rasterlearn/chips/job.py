@@ -29,8 +29,17 @@ log = logging.getLogger("rasterlearn.chips")
 class ChipJob(_ScanPhases, _SplitPhase, _FinishPhase):
     """A chips job in explicit phases, so callers (the CLI, notebooks) can show progress per phase.
 
-    ``make_chips`` runs ``prepare() -> scan() -> split() -> write() -> finish()``; see its arguments.
+    ``make_chips`` runs ``prepare() -> scan() -> split() -> write() -> finish()`` (:meth:`run`); see its
+    arguments.
     """
+
+    def run(self, progress: Progress | None = None) -> ChipResult:
+        """Every phase in order: ``prepare() -> scan() -> split() -> write() -> finish()``."""
+        self.prepare()
+        self.scan(progress)
+        self.split()
+        self.write(progress)
+        return self.finish()
 
     # -- phase 1: inputs, schema, output folder ---------------------------------------------------
     @_unlock_on_error
@@ -254,7 +263,7 @@ def make_chips(
     Raises:
         InputError and subclasses for bad inputs (see :mod:`rasterlearn.errors`), OutputError.
     """
-    job = ChipJob(
+    return ChipJob(
         scenes,
         out,
         size=size,
@@ -284,9 +293,4 @@ def make_chips(
         stats_windows=stats_windows,
         overwrite=overwrite,
         cache_mb=cache_mb,
-    )
-    job.prepare()
-    job.scan(progress)
-    job.split()
-    job.write(progress)
-    return job.finish()
+    ).run(progress)

@@ -1,5 +1,5 @@
-"""Shared plumbing of the feature-analysis stages: window iteration, standardization, estimator look-up and
-the fitted-model folder format.
+"""Shared plumbing of the feature-analysis stages: window iteration, the write phase (:class:`MapSpec`,
+:func:`write_map`), standardization, estimator look-up and the fitted-model folder format.
 
 Model folders hold ``model.json`` (what the model is, its inputs, and the SHA-256 of every other file),
 ``arrays.npz`` (numbers: standardization, components, centres; loaded with ``allow_pickle=False``) and, only
@@ -21,8 +21,8 @@ import logging
 import pickle
 import re
 import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +37,17 @@ from rasterlearn.io.writer import BlockWriter
 
 __all__ = [
     "MODEL_FORMAT",
+    "MapSpec",
     "Standardizer",
     "apply_by_window",
     "block_windows",
     "estimator_errors",
     "load_model_folder",
+    "model_dir_for",
     "parse_kwargs",
     "resolve_estimator",
     "save_model_folder",
+    "write_map",
 ]
 
 log = logging.getLogger(__name__)
@@ -214,6 +217,71 @@ def apply_by_window(
 
 
 @dataclass(frozen=True)
+class MapSpec:
+    """The raster a feature stage writes on its input's grid: path, data type, nodata, provenance tags, one
+    description per band and, for class maps, the colour table and category names (``style``)."""
+
+    path: Path
+    dtype: str
+    nodata: float
+    tags: dict[str, Any]
+    band_descriptions: list[str]
+    style: dict[str, Any] = field(default_factory=dict)
+
+
+def write_map(
+    reader: RasterReader,
+    spec: MapSpec,
+    fn: Callable[[np.ndarray], np.ndarray],
+    *,
+    fingerprint: str,
+    blocksize: int,
+    resume: bool,
+    discard_on_error: Sequence[Path],
+    progress: Callable[[int], None] | None = None,
+    executor: BlockExecutor | None = None,
+    on_block: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    on_open: Callable[[], object] | None = None,
+) -> bool:
+    """The write phase of a feature stage: a resumable :class:`BlockWriter` for ``spec`` on the reader's grid,
+    filled by :func:`apply_by_window` with ``fn``.
+
+    ``on_open`` runs once the writer holds the output (e.g. saving a freshly fitted model, which the writer
+    removes again when the run fails: ``discard_on_error``). Returns whether the writer resumed blocks of an
+    interrupted run (``on_block`` has then not seen them).
+    """
+    with BlockWriter(
+        spec.path,
+        reader.grid,
+        len(spec.band_descriptions),
+        spec.dtype,
+        nodata=spec.nodata,
+        tags=spec.tags,
+        band_descriptions=spec.band_descriptions,
+        blocksize=blocksize,
+        resume=resume,
+        fingerprint=fingerprint,
+        discard_on_error=discard_on_error,
+        **spec.style,
+    ) as writer:
+        if on_open is not None:
+            on_open()
+        resumed = bool(writer.done)
+        apply_by_window(
+            reader,
+            writer,
+            fn,
+            nodata=spec.nodata,
+            out_dtype=spec.dtype,
+            blocksize=blocksize,
+            progress=progress,
+            executor=executor,
+            on_block=on_block,
+        )
+    return resumed
+
+
+@dataclass(frozen=True)
 class _BlockSpec:
     """What a worker needs to compute a block of :func:`apply_by_window` (sent once per worker)."""
 
@@ -334,6 +402,12 @@ def check_model_bands(
 def default_model_dir(output: Path) -> Path:
     """``OUT.model/`` beside ``OUT.tif``."""
     return output.with_name(f"{output.stem}.model")
+
+
+def model_dir_for(output: Path, model: str | Path | None, model_out: str | Path | None) -> Path | None:
+    """Where a stage saves the model it fits (``model_out``, default ``OUT.model/``); ``None`` when it
+    applies an existing ``model`` instead."""
+    return None if model is not None else Path(model_out or default_model_dir(output))
 
 
 def iter_chunks(X: np.ndarray, size: int = 65536) -> Iterator[np.ndarray]:

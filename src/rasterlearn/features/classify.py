@@ -37,23 +37,29 @@ from rasterlearn.class_maps import class_map_style
 from rasterlearn.engine.executor import BlockExecutor
 from rasterlearn.errors import ConfigError, InputError
 from rasterlearn.features._io import (
+    MapSpec,
     Standardizer,
-    apply_by_window,
     check_model_bands,
     default_model_dir,
-    estimator_errors,
     load_model_folder,
+    model_dir_for,
     parse_kwargs,
     resolve_estimator,
     save_model_folder,
+    write_map,
 )
-from rasterlearn.features.cv_check import check_folds, groups_per_class
 from rasterlearn.features.sampling import VectorSample, sample_vector
+from rasterlearn.features.validation import (
+    CVMode,
+    class_metrics,
+    cross_validate,
+    fit_estimator,
+    make_folds,
+    regression_metrics,
+)
 from rasterlearn.io.paths import check_outputs, output_lock
 from rasterlearn.io.raster import RasterReader
-from rasterlearn.io.writer import BlockWriter
 from rasterlearn.labels import ClassInfo, ClassSchema, default_color
-from rasterlearn.metrics import confusion_matrix, metrics_from_confusion
 
 __all__ = [
     "ESTIMATORS",
@@ -68,7 +74,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Task = Literal["auto", "classification", "regression"]
-CVMode = Literal["spatial", "fold", "random", "none"]
 
 ESTIMATORS: dict[str, tuple[str, str | None]] = {
     "random_forest": ("RandomForestClassifier", "RandomForestRegressor"),
@@ -166,103 +171,6 @@ def _is_float(v: Any) -> bool:
     return True
 
 
-def make_folds(
-    sample: VectorSample,
-    y: np.ndarray,
-    *,
-    cv: CVMode,
-    folds: int = 5,
-    block_size: float | None = None,
-    fold_values: np.ndarray | None = None,
-    task: str = "classification",
-    seed: int = 0,
-) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
-    """Train/test index pairs for cross-validation, and a description of the scheme."""
-    from sklearn.model_selection import GroupKFold, KFold, LeaveOneGroupOut, StratifiedKFold
-
-    n = len(y)
-    if cv == "none":
-        return [], {"type": "none"}
-    if cv == "fold":
-        if fold_values is None:
-            raise ConfigError("cv 'fold' needs a fold column (--fold-column)")
-        groups = np.asarray([str(v) for v in fold_values])
-        if len(np.unique(groups)) < 2:
-            raise InputError(
-                "the fold column has a single value; it cannot separate training and test samples"
-            )
-        splits = list(LeaveOneGroupOut().split(np.zeros(n), y, groups))
-        return splits, {
-            "type": "fold",
-            "column_values": sorted(np.unique(groups).tolist()),
-            "folds": len(splits),
-            **({"groups_per_class": groups_per_class(y, groups)} if task == "classification" else {}),
-        }
-    if cv == "random":
-        k = min(folds, n)
-        if (
-            task == "classification"
-            and np.bincount(y).max() > 0
-            and min(np.unique(y, return_counts=True)[1]) >= k
-        ):
-            splitter: Any = StratifiedKFold(k, shuffle=True, random_state=seed)
-        else:
-            splitter = KFold(k, shuffle=True, random_state=seed)
-        return list(splitter.split(np.zeros(n), y)), {
-            "type": "random",
-            "folds": k,
-            "stratified": isinstance(splitter, StratifiedKFold),
-        }
-    if cv != "spatial":
-        raise ConfigError(f"cv must be spatial, fold, random or none; got {cv!r}")
-    pts = sample.feature_xy[sample.feature]
-    x0, y0 = pts.min(axis=0)
-    span = float(max(np.ptp(pts[:, 0]), np.ptp(pts[:, 1]), 1e-9))
-    bs = float(block_size) if block_size is not None else span / (2 * folds)
-    bx = np.floor((pts[:, 0] - x0) / bs).astype("int64")
-    by = np.floor((pts[:, 1] - y0) / bs).astype("int64")
-    groups = bx * 1_000_003 + by
-    n_groups = len(np.unique(groups))
-    if n_groups < 2:
-        raise InputError(
-            f"all samples fall into one spatial block of {bs:g} units; use a smaller --block-size or "
-            f"--cv random"
-        )
-    k = min(folds, n_groups)
-    if k < folds:
-        log.warning("Only %d spatial blocks: %d folds instead of %d", n_groups, k, folds)
-    splits = list(GroupKFold(n_splits=k).split(np.zeros(n), y, groups))
-    return splits, {
-        "type": "spatial",
-        "folds": k,
-        "block_size": bs,
-        "blocks": n_groups,
-        "grouping": "feature representative point",
-        **({"groups_per_class": groups_per_class(y, groups)} if task == "classification" else {}),
-    }
-
-
-def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
-    """MAE, RMSE, R² and bias."""
-    err = pred - y
-    ss_tot = float(((y - y.mean()) ** 2).sum())
-    return {
-        "mae": float(np.abs(err).mean()),
-        "rmse": float(np.sqrt((err**2).mean())),
-        "r2": None if ss_tot == 0 else float(1 - (err**2).sum() / ss_tot),
-        "bias": float(err.mean()),
-        "n": len(y),
-    }
-
-
-def _class_metrics(y: np.ndarray, pred: np.ndarray, schema: ClassSchema) -> dict[str, Any]:
-    lut = {c: i for i, c in enumerate(schema.codes)}
-    t = np.asarray([lut[int(v)] for v in y])
-    p = np.asarray([lut.get(int(v), -1) for v in pred])
-    cm = confusion_matrix(t, p, schema.num_classes)
-    return metrics_from_confusion(cm, schema.names, schema.codes)
-
-
 @dataclass
 class FittedClassifier:
     """A fitted scikit-learn estimator with its task, class schema, band names and standardization."""
@@ -329,13 +237,6 @@ class ClassifyResult:
     model: FittedClassifier
 
 
-def _fit(cls: type, kwargs: dict[str, Any], X: np.ndarray, y: np.ndarray) -> Any:
-    with estimator_errors(cls, kwargs, len(X)):
-        est = cls(**kwargs)
-        est.fit(X, y)
-    return est
-
-
 def metrics_path_for(output: Path) -> Path:
     """``OUT.metrics.json`` beside ``OUT.tif``."""
     return output.with_name(f"{output.stem}.metrics.json")
@@ -392,14 +293,14 @@ def classify_raster(
             code from the file, so only for folders you created (CLI ``--trust-model``).
     """
     output = Path(output)
-    metrics: dict[str, Any] = {}
-    metrics_path: Path | None = None
-    model_dir = None if model is not None else Path(model_out or default_model_dir(output))
+    model_dir = model_dir_for(output, model, model_out)
     check_outputs(
         [raster, labels, test_labels, model],
         [output, model_dir, None if model is not None else (metrics_out or metrics_path_for(output))],
     )
     new_model = model_dir is not None and not model_dir.exists()
+    metrics: dict[str, Any] = {}
+    metrics_path: Path | None = None
     # the output's lock first: a second run into the same output refuses before it touches the model folder
     with output_lock(output), RasterReader(raster, bands) as reader:
         if model is not None:
@@ -407,182 +308,196 @@ def classify_raster(
             check_model_bands("model", model, fc.band_names, raster, reader.count)
             model_path = Path(model)
         else:
-            if labels is None or attribute is None:
-                raise ConfigError("training needs labels and the label attribute (--labels, --attribute)")
-            cols = [fold_column] if fold_column else None
-            vs = sample_vector(
-                reader,
-                labels,
-                attribute=attribute,
-                columns=cols,
-                layer=layer,
-                rate=rate,
-                max_per_feature=max_per_feature,
-                seed=seed,
+            training = _Training(
+                labels, attribute, method, params, task, cv, folds, block_size, fold_column, test_labels
             )
-            task_, schema, y = label_schema(vs.labels, task)  # type: ignore[arg-type]
-            cv_mode: CVMode = cv or ("fold" if fold_column else "spatial")
-            if test_labels is not None:
-                cv_mode = "none"
-            kwargs = parse_kwargs(params, "classifier")
-            cls = _estimator_class(method, task_)
-            if "random_state" in cls().get_params() and "random_state" not in kwargs:
-                kwargs["random_state"] = seed
-            std = Standardizer.fit(vs.values, standardize)
-            X = std(vs.values)
-            splits, cv_info = make_folds(
-                vs,
-                y,
-                cv=cv_mode,
-                folds=folds,
-                block_size=block_size,
-                fold_values=vs.extra.get(fold_column) if fold_column else None,
-                task=task_,
-                seed=seed,
-            )
-            metrics = {
-                "task": task_,
-                "method": method,
-                "estimator": cls.__name__,
-                "params": kwargs,
-                "attribute": attribute,
-                "labels": str(labels) if not hasattr(labels, "geometry") else "",
-                "samples": len(y),
-                "features": vs.n_features,
-                "features_without_label": vs.n_unlabelled,
-                "validation": cv_info,
-            }
-            missing: list[list[int]] = [[] for _ in splits]
-            verdict: dict[str, Any] = {}
-            if splits and task_ == "classification":
-                missing, verdict = check_folds(splits, y, schema, cv_info)  # type: ignore[arg-type]
-                cv_info.update(verdict)
-            if splits:
-                oof = np.zeros(len(y), dtype=y.dtype)
-                tested = np.zeros(len(y), bool)
-                fold_rows = []
-                for f, (tr, te) in enumerate(splits):
-                    est = _fit(cls, kwargs, X[tr], y[tr])
-                    oof[te] = est.predict(X[te])
-                    tested[te] = True
-                    row: dict[str, Any] = {"fold": f, "train": len(tr), "test": len(te)}
-                    if task_ == "classification":
-                        row["accuracy"] = float((oof[te] == y[te]).mean())
-                        row["classes_in_training"] = sorted(int(v) for v in np.unique(y[tr]))
-                        if missing[f]:  # this fold cannot score the classes it never saw
-                            row["untrained_test_classes"] = missing[f]
-                            row["accuracy"] = None
-                    else:
-                        row |= regression_metrics(y[te], oof[te].astype("float64"))
-                    fold_rows.append(row)
-                metrics["folds"] = fold_rows
-                if task_ == "classification" and not verdict:
-                    metrics |= _class_metrics(y[tested], oof[tested], schema)  # type: ignore[arg-type]
-                elif task_ == "classification":
-                    pass  # impossible folds: no headline metric (see metrics["validation"]["reason"])
-                else:
-                    metrics |= regression_metrics(y[tested], oof[tested].astype("float64"))
-            final = _fit(cls, kwargs, X, y)
-            if test_labels is not None:
-                ts = sample_vector(
-                    reader,
-                    test_labels,
-                    attribute=attribute,
-                    layer=layer,
-                    rate=rate,
-                    max_per_feature=max_per_feature,
-                    seed=seed + 1,
-                )
-                pred = final.predict(std(ts.values))
-                if task_ == "classification":
-                    yt = np.asarray([schema.code_of(v) for v in ts.labels], "int64")  # type: ignore[union-attr]
-                    metrics |= _class_metrics(yt, pred, schema)  # type: ignore[arg-type]
-                else:
-                    metrics |= regression_metrics(np.asarray(ts.labels, "float64"), pred.astype("float64"))
-                metrics["validation"] = {
-                    "type": "test_layer",
-                    "test_labels": str(test_labels),
-                    "test_samples": len(ts),
-                }
-            fc = FittedClassifier(
-                method,
-                kwargs,
-                task_,
-                schema,
-                std,
-                reader.band_names,
-                final,
-                attribute,
-                {"samples": len(y), "features": vs.n_features, "estimator": cls.__name__},
-            )
+            sampling = _Sampling(layer, rate, max_per_feature, seed)
+            fc, metrics, cv_type = training.fit(reader, sampling, standardize)
             model_path = fc.save(model_dir or default_model_dir(output))
             metrics["model"] = str(model_path)
             metrics_path = Path(metrics_out) if metrics_out else metrics_path_for(output)
             atomic_write_json(metrics_path, metrics, default=str)
-            if "overall_accuracy" in metrics:
-                log.info(
-                    "Validation (%s): overall accuracy %.3f, kappa %s",
-                    cv_info.get("type"),
-                    metrics["overall_accuracy"] or float("nan"),
-                    metrics.get("kappa"),
-                )
-            elif "rmse" in metrics:
-                log.info(
-                    "Validation (%s): MAE %.4g, RMSE %.4g, R² %s",
-                    cv_info.get("type"),
-                    metrics["mae"],
-                    metrics["rmse"],
-                    metrics["r2"],
-                )
-        tags: dict[str, Any] = {
-            "rasterlearn_stage": "classify",
-            "rasterlearn_method": fc.method,
-            "rasterlearn_task": fc.task,
-            "rasterlearn_model": str(Path(model_path).resolve()),
-            "rasterlearn_input": str(raster),
-            "rasterlearn_attribute": fc.attribute,
-        }
-        if fc.task == "classification":
-            schema = fc.schema
-            assert schema is not None
-            dtype = schema.mask_dtype
-            code = 0 if 0 not in schema.codes else schema.ignore_index
-            tags["rasterlearn_schema"] = schema.to_dict()
-            nodata: float = code
-            style: dict[str, Any] = class_map_style(schema, nodata=code if code == 0 else None)
-            description = fc.attribute or "class"
-
-            def predict(X: np.ndarray) -> np.ndarray:
-                return fc.predict(X)[:, None]
-
-        else:
-            dtype, nodata, style, description = "float32", float("nan"), {}, fc.attribute or "value"
-
-            def predict(X: np.ndarray) -> np.ndarray:
-                return fc.predict(X).astype("float32")[:, None]
-
-        with BlockWriter(
-            output,
-            reader.grid,
-            1,
-            dtype,
-            nodata=nodata,
-            tags=tags,
-            band_descriptions=[description],
+            _log_validation(metrics, cv_type)
+        spec, predict = _map_spec(fc, raster, model_path, output)
+        write_map(
+            reader,
+            spec,
+            predict,
+            fingerprint=fc.fingerprint(),
             blocksize=blocksize,
             resume=resume,
-            fingerprint=fc.fingerprint(),
             discard_on_error=[model_path] if new_model else [],
-            **style,
-        ) as writer:
-            apply_by_window(
-                reader,
-                writer,
-                predict,
-                nodata=nodata,
-                out_dtype=dtype,
-                blocksize=blocksize,
-                progress=progress,
-                executor=executor,
-            )
+            progress=progress,
+            executor=executor,
+        )
     return ClassifyResult(output, metrics_path, Path(model_path), metrics, fc)
+
+
+@dataclass(frozen=True)
+class _Sampling:
+    """How labelled pixels are sampled from the vector layers (:func:`sample_vector`)."""
+
+    layer: str | int | None
+    rate: float
+    max_per_feature: int | None
+    seed: int
+
+    def sample(
+        self,
+        reader: RasterReader,
+        source: Any,
+        attribute: str,
+        columns: list[str] | None = None,
+        seed_offset: int = 0,
+    ) -> VectorSample:
+        """The labelled pixels of ``source`` (the test layer is drawn with ``seed_offset=1``)."""
+        return sample_vector(
+            reader,
+            source,
+            attribute=attribute,
+            columns=columns,
+            layer=self.layer,
+            rate=self.rate,
+            max_per_feature=self.max_per_feature,
+            seed=self.seed + seed_offset,
+        )
+
+
+@dataclass(frozen=True)
+class _Training:
+    """The training phase of :func:`classify_raster`: sample, encode labels, validate, refit on every sample."""
+
+    labels: Any
+    attribute: str | None
+    method: str
+    params: dict[str, Any] | str | None
+    task: Task
+    cv: CVMode | None
+    folds: int
+    block_size: float | None
+    fold_column: str | None
+    test_labels: Any
+
+    def fit(
+        self, reader: RasterReader, sampling: _Sampling, standardize: bool
+    ) -> tuple[FittedClassifier, dict[str, Any], Any]:
+        """The final model, the validation metrics and the type of the cross-validation that ran."""
+        labels, attribute, fold_column, seed = self.labels, self.attribute, self.fold_column, sampling.seed
+        if labels is None or attribute is None:
+            raise ConfigError("training needs labels and the label attribute (--labels, --attribute)")
+        vs = sampling.sample(reader, labels, attribute, [fold_column] if fold_column else None)
+        task_, schema, y = label_schema(vs.labels, self.task)  # type: ignore[arg-type]
+        cv_mode: CVMode = self.cv or ("fold" if fold_column else "spatial")
+        if self.test_labels is not None:
+            cv_mode = "none"
+        kwargs = parse_kwargs(self.params, "classifier")
+        cls = _estimator_class(self.method, task_)
+        if "random_state" in cls().get_params() and "random_state" not in kwargs:
+            kwargs["random_state"] = seed
+        std = Standardizer.fit(vs.values, standardize)
+        X = std(vs.values)
+        splits, cv_info = make_folds(
+            vs,
+            y,
+            cv=cv_mode,
+            folds=self.folds,
+            block_size=self.block_size,
+            fold_values=vs.extra.get(fold_column) if fold_column else None,
+            task=task_,
+            seed=seed,
+        )
+        metrics = {
+            "task": task_,
+            "method": self.method,
+            "estimator": cls.__name__,
+            "params": kwargs,
+            "attribute": attribute,
+            "labels": str(labels) if not hasattr(labels, "geometry") else "",
+            "samples": len(y),
+            "features": vs.n_features,
+            "features_without_label": vs.n_unlabelled,
+            "validation": cv_info,
+        }
+        cross_validate(metrics, cls, kwargs, X, y, splits, cv_info, task_, schema)
+        final = fit_estimator(cls, kwargs, X, y)
+        if self.test_labels is not None:
+            ts = sampling.sample(reader, self.test_labels, attribute, seed_offset=1)
+            self._test_layer_metrics(metrics, ts, final.predict(std(ts.values)), task_, schema)
+        info = {"samples": len(y), "features": vs.n_features, "estimator": cls.__name__}
+        fc = FittedClassifier(
+            self.method, kwargs, task_, schema, std, reader.band_names, final, attribute, info
+        )
+        return fc, metrics, cv_info.get("type")
+
+    def _test_layer_metrics(
+        self,
+        metrics: dict[str, Any],
+        ts: VectorSample,
+        pred: np.ndarray,
+        task_: str,
+        schema: ClassSchema | None,
+    ) -> None:
+        """Validation on the separate test layer (replaces the cross-validation)."""
+        if task_ == "classification":
+            yt = np.asarray([schema.code_of(v) for v in ts.labels], "int64")  # type: ignore[union-attr]
+            metrics |= class_metrics(yt, pred, schema)  # type: ignore[arg-type]
+        else:
+            metrics |= regression_metrics(np.asarray(ts.labels, "float64"), pred.astype("float64"))
+        metrics["validation"] = {
+            "type": "test_layer",
+            "test_labels": str(self.test_labels),
+            "test_samples": len(ts),
+        }
+
+
+def _log_validation(metrics: dict[str, Any], cv_type: Any) -> None:
+    """One log line with the headline validation metrics (none when the folds could not score)."""
+    if "overall_accuracy" in metrics:
+        log.info(
+            "Validation (%s): overall accuracy %.3f, kappa %s",
+            cv_type,
+            metrics["overall_accuracy"] or float("nan"),
+            metrics.get("kappa"),
+        )
+    elif "rmse" in metrics:
+        log.info(
+            "Validation (%s): MAE %.4g, RMSE %.4g, R² %s",
+            cv_type,
+            metrics["mae"],
+            metrics["rmse"],
+            metrics["r2"],
+        )
+
+
+def _map_spec(
+    fc: FittedClassifier, raster: str | Path, model_path: Path, output: Path
+) -> tuple[MapSpec, Callable[[np.ndarray], np.ndarray]]:
+    """The map's data type, nodata, provenance tags and style (class map or regression), and its kernel."""
+    tags: dict[str, Any] = {
+        "rasterlearn_stage": "classify",
+        "rasterlearn_method": fc.method,
+        "rasterlearn_task": fc.task,
+        "rasterlearn_model": str(Path(model_path).resolve()),
+        "rasterlearn_input": str(raster),
+        "rasterlearn_attribute": fc.attribute,
+    }
+    if fc.task == "classification":
+        schema = fc.schema
+        assert schema is not None
+        dtype = schema.mask_dtype
+        code = 0 if 0 not in schema.codes else schema.ignore_index
+        tags["rasterlearn_schema"] = schema.to_dict()
+        nodata: float = code
+        style: dict[str, Any] = class_map_style(schema, nodata=code if code == 0 else None)
+        description = fc.attribute or "class"
+
+        def predict(X: np.ndarray) -> np.ndarray:
+            return fc.predict(X)[:, None]
+
+    else:
+        dtype, nodata, style, description = "float32", float("nan"), {}, fc.attribute or "value"
+
+        def predict(X: np.ndarray) -> np.ndarray:
+            return fc.predict(X).astype("float32")[:, None]
+
+    return MapSpec(output, dtype, nodata, tags, [description], style), predict

@@ -23,21 +23,23 @@ from rasterlearn.class_maps import class_map_style
 from rasterlearn.engine.executor import BlockExecutor
 from rasterlearn.errors import ConfigError, EmptyInputError, InputError
 from rasterlearn.features._io import (
+    MapSpec,
     Standardizer,
-    apply_by_window,
+    block_windows,
     check_model_bands,
     default_model_dir,
     estimator_errors,
     iter_chunks,
     load_model_folder,
+    model_dir_for,
     parse_kwargs,
     resolve_estimator,
     save_model_folder,
+    write_map,
 )
 from rasterlearn.features.sampling import sample_pixels
 from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader
-from rasterlearn.io.writer import BlockWriter
 from rasterlearn.labels import ClassInfo, ClassSchema, default_color
 
 __all__ = [
@@ -253,7 +255,7 @@ def cluster_raster(
     the pixel count of every cluster. ``model`` applies an existing clustering (another raster, same bands).
     """
     output = Path(output)
-    model_dir = None if model is not None else Path(model_out or default_model_dir(output))
+    model_dir = model_dir_for(output, model, model_out)
     report = output.with_name(f"{output.stem}.clusters.json")
     check_outputs([raster, model], [output, model_dir, report])
     new_model = model_dir is not None and not model_dir.exists()
@@ -276,59 +278,69 @@ def cluster_raster(
                 seed=seed,
             )
             model_path = model_dir or default_model_dir(output)  # saved once the output is locked
-        counts = np.zeros(fc.k + 1, "int64")
-
-        def count(out: np.ndarray, valid: np.ndarray) -> None:
-            counts[:] += np.bincount(out[0][valid].astype("int64"), minlength=fc.k + 1)[: fc.k + 1]
-
-        cluster_classes = ClassSchema(
-            tuple(ClassInfo(c, f"cluster {c}", default_color(c)) for c in range(1, fc.k + 1)), 0, None
-        )
-        tags = {
-            "rasterlearn_stage": "cluster",
-            "rasterlearn_method": fc.method,
-            "rasterlearn_params": fc.params,
-            "rasterlearn_model": str(Path(model_path).resolve()),
-            "rasterlearn_input": str(raster),
-            "rasterlearn_assignment": "nearest centre" + ("" if fc.exact else " (approximate predict)"),
-        }
-        with BlockWriter(
-            output,
-            reader.grid,
-            1,
-            fc.dtype,
-            nodata=0,
-            tags=tags,
-            **class_map_style(cluster_classes, nodata=0),
-            band_descriptions=["cluster"],
+        counts = _PixelCounts(fc.k)
+        resumed = write_map(
+            reader,
+            _map_spec(fc, raster, model_path, output),
+            lambda X: fc.predict(X)[:, None],
+            fingerprint=fc.fingerprint(),
             blocksize=blocksize,
             resume=resume,
-            fingerprint=fc.fingerprint(),
             discard_on_error=[model_path] if new_model else [],
-        ) as writer:
-            if model is None:
-                fc.save(model_path)
-            resumed = bool(writer.done)
-            apply_by_window(
-                reader,
-                writer,
-                lambda X: fc.predict(X)[:, None],
-                nodata=0,
-                out_dtype=fc.dtype,
-                blocksize=blocksize,
-                progress=progress,
-                executor=executor,
-                on_block=count,
-            )
+            progress=progress,
+            executor=executor,
+            on_block=counts,
+            on_open=None if model is not None else lambda: fc.save(model_path),
+        )
     if resumed:  # blocks written before the interruption were not counted: count from the finished map
-        counts[:] = 0
-        with RasterReader(output) as done:
-            from rasterlearn.features._io import block_windows
+        counts.recount(output, blocksize)
+    sizes = counts.sizes()
+    _write_report(report, fc, sizes, model_path)
+    log.info("Cluster sizes (pixels): %s", ", ".join(f"{k}: {v}" for k, v in sizes.items()))
+    return ClusterResult(output, Path(model_path), report, fc, sizes)
 
+
+class _PixelCounts:
+    """Pixels per cluster code (index 0: nodata), accumulated block by block as the map is written."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.counts = np.zeros(k + 1, "int64")
+
+    def __call__(self, out: np.ndarray, valid: np.ndarray) -> None:
+        self.counts[:] += np.bincount(out[0][valid].astype("int64"), minlength=self.k + 1)[: self.k + 1]
+
+    def recount(self, path: Path, blocksize: int) -> None:
+        """Count again from the finished map ``path`` (a resumed run did not see every block)."""
+        self.counts[:] = 0
+        with RasterReader(path) as done:
             for win in block_windows(done.grid, blocksize):
                 b = done.read(win)
-                counts[:] += np.bincount(b.data[0][b.valid].astype("int64"), minlength=fc.k + 1)[: fc.k + 1]
-    sizes = {c: int(counts[c]) for c in range(1, fc.k + 1)}
+                self(b.data, b.valid)
+
+    def sizes(self) -> dict[int, int]:
+        """``{code: pixels}`` for the codes 1..K."""
+        return {c: int(self.counts[c]) for c in range(1, self.k + 1)}
+
+
+def _map_spec(fc: FittedClusters, raster: str | Path, model_path: Path, output: Path) -> MapSpec:
+    """The cluster map: codes 1..K (0 = nodata) with colour table, category names and provenance tags."""
+    cluster_classes = ClassSchema(
+        tuple(ClassInfo(c, f"cluster {c}", default_color(c)) for c in range(1, fc.k + 1)), 0, None
+    )
+    tags = {
+        "rasterlearn_stage": "cluster",
+        "rasterlearn_method": fc.method,
+        "rasterlearn_params": fc.params,
+        "rasterlearn_model": str(Path(model_path).resolve()),
+        "rasterlearn_input": str(raster),
+        "rasterlearn_assignment": "nearest centre" + ("" if fc.exact else " (approximate predict)"),
+    }
+    return MapSpec(output, fc.dtype, 0, tags, ["cluster"], class_map_style(cluster_classes, nodata=0))
+
+
+def _write_report(report: Path, fc: FittedClusters, sizes: dict[int, int], model_path: Path) -> None:
+    """``OUT.clusters.json``: the clustering and the pixel count of every cluster."""
     atomic_write_json(
         report,
         {
@@ -343,5 +355,3 @@ def cluster_raster(
         },
         default=str,
     )
-    log.info("Cluster sizes (pixels): %s", ", ".join(f"{k}: {v}" for k, v in sizes.items()))
-    return ClusterResult(output, Path(model_path), report, fc, sizes)

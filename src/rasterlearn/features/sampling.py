@@ -193,78 +193,16 @@ def sample_vector(
     Raises:
         NoOverlapError: no feature overlaps the raster. EmptyInputError: every sampled pixel is nodata.
     """
-    import geopandas as gpd
-    from pyproj import CRS
-
-    from rasterlearn.io.vector import check_attribute, check_overlap, read_vector
-
     if not 0 < rate <= 1:
         raise InputError(f"sampling rate must be within (0, 1], got {rate}")
     grid = reader.grid
-    if isinstance(vector, gpd.GeoDataFrame):
-        gdf = vector
-        if attribute is not None:
-            check_attribute(gdf, attribute)
-        if grid.crs is not None and gdf.crs is not None and not CRS.from_user_input(gdf.crs).equals(grid.crs):
-            log.info("Reprojecting %d features to the raster CRS", len(gdf))
-            gdf = gdf.to_crs(grid.crs)
-        source = gdf.attrs.get("source", "GeoDataFrame")
-    else:
-        gdf = read_vector(vector, layer=layer, attribute=attribute, crs=grid.crs)
-        for col in columns or []:
-            check_attribute(gdf, col)
-        source = str(vector)
-    check_overlap(gdf, grid, what=f"features of {source}", raster=reader.path)
-    n_unlabelled = 0
-    if attribute is not None:
-        null = np.array([is_null_label(v) for v in gdf[attribute]], dtype=bool)
-        if null.any():
-            log.warning(
-                "%s: %d features with no value (null, empty or blank) in %r are skipped",
-                source,
-                int(null.sum()),
-                attribute,
-            )
-            gdf = gdf.loc[~null]
-            n_unlabelled = int(null.sum())
+    gdf, source = _vector_on_grid(reader, vector, attribute, columns, layer)
+    gdf, n_unlabelled = _drop_unlabelled(gdf, attribute, source)
     rng = np.random.default_rng(seed)
-    rows_l, cols_l, feat_l = [], [], []
-    rep = np.zeros((len(gdf), 2))
-    for i, geom in enumerate(gdf.geometry.values):
-        pt = geom.representative_point()
-        rep[i] = (pt.x, pt.y)
-        r, c = _feature_pixels(geom, reader, rate, max_per_feature, rng)
-        rows_l.append(np.asarray(r, "int64"))
-        cols_l.append(np.asarray(c, "int64"))
-        feat_l.append(np.full(len(r), i, "int64"))
-    rows = np.concatenate(rows_l) if rows_l else np.empty(0, "int64")
-    cols = np.concatenate(cols_l) if cols_l else np.empty(0, "int64")
-    feat = np.concatenate(feat_l) if feat_l else np.empty(0, "int64")
+    rows, cols, feat, rep = _covered_pixels(gdf, reader, rate, max_per_feature, rng)
     inside = (rows >= 0) & (rows < grid.height) & (cols >= 0) & (cols < grid.width)
     n_outside = int((~inside).sum())
-    rows, cols, feat = rows[inside], cols[inside], feat[inside]
-    values = np.empty((len(rows), reader.count), "float32")
-    valid = np.zeros(len(rows), bool)
-    # read feature by feature (the bounding window of each feature's pixels): bounded memory
-    order = np.argsort(feat, kind="stable")
-    rows, cols, feat = rows[order], cols[order], feat[order]
-    bounds = np.flatnonzero(np.diff(feat)) + 1
-    for seg in np.split(np.arange(len(rows)), bounds):
-        if seg.size == 0:
-            continue
-        r0, r1 = rows[seg].min(), rows[seg].max() + 1
-        c0, c1 = cols[seg].min(), cols[seg].max() + 1
-        if (r1 - r0) * (c1 - c0) > 4_000_000:  # scattered multipoints: read pixel by pixel
-            for k in seg:
-                b = reader.read(Window(int(rows[k]), int(cols[k]), 1, 1))
-                values[k] = b.data[:, 0, 0]
-                valid[k] = b.valid[0, 0]
-            continue
-        win = Window(int(r0), int(c0), int(r1 - r0), int(c1 - c0))
-        b = reader.read(win)
-        rr, cc = rows[seg] - r0, cols[seg] - c0
-        values[seg] = b.data[:, rr, cc].T
-        valid[seg] = b.valid[rr, cc]
+    rows, cols, feat, values, valid = _read_pixels(reader, rows[inside], cols[inside], feat[inside])
     n_invalid = int((~valid).sum())
     if n_outside or n_invalid:
         log.info(
@@ -288,3 +226,105 @@ def sample_vector(
     return VectorSample(
         values, rows, cols, x, y, feat, labels, extra, len(gdf), n_outside, n_invalid, rep, n_unlabelled
     )
+
+
+def _vector_on_grid(
+    reader: RasterReader,
+    vector: str | Path | Any,
+    attribute: str | None,
+    columns: list[str] | None,
+    layer: str | int | None,
+) -> tuple[Any, str]:
+    """The features in the raster's CRS (reprojected when needed, logged) and a name for them in messages.
+
+    Raises:
+        NoOverlapError: no feature overlaps the raster.
+    """
+    import geopandas as gpd
+    from pyproj import CRS
+
+    from rasterlearn.io.vector import check_attribute, check_overlap, read_vector
+
+    grid = reader.grid
+    if isinstance(vector, gpd.GeoDataFrame):
+        gdf = vector
+        if attribute is not None:
+            check_attribute(gdf, attribute)
+        if grid.crs is not None and gdf.crs is not None and not CRS.from_user_input(gdf.crs).equals(grid.crs):
+            log.info("Reprojecting %d features to the raster CRS", len(gdf))
+            gdf = gdf.to_crs(grid.crs)
+        source = gdf.attrs.get("source", "GeoDataFrame")
+    else:
+        gdf = read_vector(vector, layer=layer, attribute=attribute, crs=grid.crs)
+        for col in columns or []:
+            check_attribute(gdf, col)
+        source = str(vector)
+    check_overlap(gdf, grid, what=f"features of {source}", raster=reader.path)
+    return gdf, source
+
+
+def _drop_unlabelled(gdf: Any, attribute: str | None, source: str) -> tuple[Any, int]:
+    """The features whose ``attribute`` has a value (null, empty or blank ones dropped, logged), and how many
+    were dropped."""
+    if attribute is None:
+        return gdf, 0
+    null = np.array([is_null_label(v) for v in gdf[attribute]], dtype=bool)
+    if not null.any():
+        return gdf, 0
+    log.warning(
+        "%s: %d features with no value (null, empty or blank) in %r are skipped",
+        source,
+        int(null.sum()),
+        attribute,
+    )
+    return gdf.loc[~null], int(null.sum())
+
+
+def _covered_pixels(
+    gdf: Any, reader: RasterReader, rate: float, max_per_feature: int | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cols, feature index) of the pixels every feature covers (may lie outside the grid), and each
+    feature's representative point."""
+    rows_l, cols_l, feat_l = [], [], []
+    rep = np.zeros((len(gdf), 2))
+    for i, geom in enumerate(gdf.geometry.values):
+        pt = geom.representative_point()
+        rep[i] = (pt.x, pt.y)
+        r, c = _feature_pixels(geom, reader, rate, max_per_feature, rng)
+        rows_l.append(np.asarray(r, "int64"))
+        cols_l.append(np.asarray(c, "int64"))
+        feat_l.append(np.full(len(r), i, "int64"))
+    rows = np.concatenate(rows_l) if rows_l else np.empty(0, "int64")
+    cols = np.concatenate(cols_l) if cols_l else np.empty(0, "int64")
+    feat = np.concatenate(feat_l) if feat_l else np.empty(0, "int64")
+    return rows, cols, feat, rep
+
+
+def _read_pixels(
+    reader: RasterReader, rows: np.ndarray, cols: np.ndarray, feat: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Values and validity at pixels inside the grid, read feature by feature (the bounding window of each
+    feature's pixels: bounded memory). Returns rows, cols and feature ordered by feature, then the values
+    ``(n, bands)`` and validity in that order."""
+    values = np.empty((len(rows), reader.count), "float32")
+    valid = np.zeros(len(rows), bool)
+    order = np.argsort(feat, kind="stable")
+    rows, cols, feat = rows[order], cols[order], feat[order]
+    bounds = np.flatnonzero(np.diff(feat)) + 1
+    for seg in np.split(np.arange(len(rows)), bounds):
+        if seg.size == 0:
+            continue
+        r0, r1 = rows[seg].min(), rows[seg].max() + 1
+        c0, c1 = cols[seg].min(), cols[seg].max() + 1
+        if (r1 - r0) * (c1 - c0) > 4_000_000:  # scattered multipoints: read pixel by pixel
+            for k in seg:
+                b = reader.read(Window(int(rows[k]), int(cols[k]), 1, 1))
+                values[k] = b.data[:, 0, 0]
+                valid[k] = b.valid[0, 0]
+            continue
+        win = Window(int(r0), int(c0), int(r1 - r0), int(c1 - c0))
+        b = reader.read(win)
+        rr, cc = rows[seg] - r0, cols[seg] - c0
+        values[seg] = b.data[:, rr, cc].T
+        valid[seg] = b.valid[rr, cc]
+    return rows, cols, feat, values, valid

@@ -112,6 +112,37 @@ def stac_stack(
     if not assets:
         raise InputError("No STAC assets chosen: name them, e.g. --assets B04,B03,B02")
     it = _read_item(item)
+    _check_assets(it, item, assets)
+    if any(is_remote(it.assets[a].get_absolute_href() or "") for a in assets):
+        apply_cloud_defaults()
+    hrefs = {a: str(it.assets[a].get_absolute_href()) for a in assets}
+    infos = [_asset_info(a, hrefs[a], str(item)) for a in assets]
+    grid = _StackGrid.of(infos, item)
+    grid.log(it.id, infos, resampling)
+    names, bands = _vrt_bands(infos, hrefs, grid)
+    meta = {"stac_item_id": it.id, "stac_assets": ",".join(assets), "stac_resampling": resampling}
+    xml = vrt_xml(
+        grid.width,
+        grid.height,
+        infos[0]["crs"].to_wkt(),
+        Affine(grid.res, 0, grid.left, 0, -grid.res, grid.top),
+        bands,
+        metadata=meta,
+        resampling=resampling,
+    )
+    return StacStack(
+        path=_vrt_path(xml, it.id, dest),
+        item_id=it.id,
+        item=str(item),
+        assets=tuple(assets),
+        hrefs=hrefs,
+        bands=tuple(names),
+        resampled=grid.resampled,
+    )
+
+
+def _check_assets(it: Any, item: str | Path, assets: Sequence[str]) -> None:
+    """Raise :class:`InputError` for chosen assets the item does not have, listing its raster assets."""
     missing = [a for a in assets if a not in it.assets]
     if missing:
         rasters = [
@@ -124,55 +155,81 @@ def stac_stack(
             f"STAC item {item} has no asset {', '.join(map(repr, missing))}; its raster assets are: "
             f"{', '.join(rasters) or 'none'}. Choose with --assets NAME,NAME,..."
         )
-    if any(is_remote(it.assets[a].get_absolute_href() or "") for a in assets):
-        apply_cloud_defaults()
-    hrefs = {a: str(it.assets[a].get_absolute_href()) for a in assets}
-    infos = []
-    for a in assets:
-        with _open_asset(a, hrefs[a], str(item)) as ds:
-            infos.append(
-                {
-                    "name": a,
-                    "crs": ds.crs,
-                    "transform": ds.transform,
-                    "bounds": ds.bounds,
-                    "shape": (ds.height, ds.width),
-                    "count": ds.count,
-                    "dtypes": ds.dtypes,
-                    "nodata": ds.nodatavals,
-                    "blocks": ds.block_shapes[0],
-                }
-            )
-    first = infos[0]
-    other = [i for i in infos if i["crs"] != first["crs"]]
-    if other:
-        raise InputError(
-            f"STAC item {item}: asset {other[0]['name']!r} is in {other[0]['crs']}, asset "
-            f"{first['name']!r} in {first['crs']}; stack assets of one CRS (a reprojected stack would "
-            f"resample every band twice)"
-        )
-    res = min(min(abs(i["transform"].a), abs(i["transform"].e)) for i in infos)
-    left, bottom, right, top = first["bounds"]
-    width, height = round((right - left) / res), round((top - bottom) / res)
-    dtype = np.result_type(*[d for i in infos for d in i["dtypes"]]).name
-    resampled = tuple(i["name"] for i in infos if abs(abs(i["transform"].a) - res) > 1e-9 * res)
-    if resampled:
-        log.info(
-            "STAC item %s: asset(s) %s resampled (%s) onto the %g-unit grid of the finest chosen asset",
-            it.id,
-            ", ".join(resampled),
-            resampling,
-            res,
-        )
-    if any(d != dtype for i in infos for d in i["dtypes"]):
-        log.info(
-            "STAC item %s: assets of different data types stacked as %s (values unchanged)", it.id, dtype
-        )
 
+
+def _asset_info(name: str, href: str, item: str) -> dict[str, Any]:
+    """What the VRT needs of one asset: CRS, transform, bounds, shape, bands, data types, nodata, blocks."""
+    with _open_asset(name, href, item) as ds:
+        return {
+            "name": name,
+            "crs": ds.crs,
+            "transform": ds.transform,
+            "bounds": ds.bounds,
+            "shape": (ds.height, ds.width),
+            "count": ds.count,
+            "dtypes": ds.dtypes,
+            "nodata": ds.nodatavals,
+            "blocks": ds.block_shapes[0],
+        }
+
+
+@dataclass(frozen=True)
+class _StackGrid:
+    """The stack's grid: the first asset's footprint at the finest resolution of the chosen assets, the
+    common data type, and the assets resampled onto it."""
+
+    res: float
+    left: float
+    top: float
+    width: int
+    height: int
+    dtype: str
+    resampled: tuple[str, ...]
+
+    @classmethod
+    def of(cls, infos: list[dict[str, Any]], item: str | Path) -> _StackGrid:
+        """Raises :class:`InputError` for assets in different CRSs."""
+        first = infos[0]
+        other = [i for i in infos if i["crs"] != first["crs"]]
+        if other:
+            raise InputError(
+                f"STAC item {item}: asset {other[0]['name']!r} is in {other[0]['crs']}, asset "
+                f"{first['name']!r} in {first['crs']}; stack assets of one CRS (a reprojected stack would "
+                f"resample every band twice)"
+            )
+        res = min(min(abs(i["transform"].a), abs(i["transform"].e)) for i in infos)
+        left, bottom, right, top = first["bounds"]
+        width, height = round((right - left) / res), round((top - bottom) / res)
+        dtype = np.result_type(*[d for i in infos for d in i["dtypes"]]).name
+        resampled = tuple(i["name"] for i in infos if abs(abs(i["transform"].a) - res) > 1e-9 * res)
+        return cls(res, left, top, width, height, dtype, resampled)
+
+    def log(self, item_id: str, infos: list[dict[str, Any]], resampling: str) -> None:
+        """Log the resampled assets and a change of data type."""
+        if self.resampled:
+            log.info(
+                "STAC item %s: asset(s) %s resampled (%s) onto the %g-unit grid of the finest chosen asset",
+                item_id,
+                ", ".join(self.resampled),
+                resampling,
+                self.res,
+            )
+        if any(d != self.dtype for i in infos for d in i["dtypes"]):
+            log.info(
+                "STAC item %s: assets of different data types stacked as %s (values unchanged)",
+                item_id,
+                self.dtype,
+            )
+
+
+def _vrt_bands(
+    infos: list[dict[str, Any]], hrefs: dict[str, str], grid: _StackGrid
+) -> tuple[list[str], list[VrtBand]]:
+    """Every band of every asset, in order, placed on the grid: their names and VRT bands."""
     names: list[str] = []
     bands: list[VrtBand] = []
     for info in infos:
-        dst = dst_rect(info["bounds"], left, top, res)
+        dst = dst_rect(info["bounds"], grid.left, grid.top, grid.res)
         for b in range(1, info["count"] + 1):
             name = info["name"] if info["count"] == 1 else f"{info['name']}:{b}"
             names.append(name)
@@ -180,39 +237,23 @@ def stac_stack(
             src = VrtSource(
                 hrefs[info["name"]], b, info["shape"], info["dtypes"][b - 1], info["blocks"], dst, nodata
             )
-            bands.append(VrtBand(dtype, [src], description=name, nodata=nodata))
-    meta = {"stac_item_id": it.id, "stac_assets": ",".join(assets), "stac_resampling": resampling}
-    xml = vrt_xml(
-        width,
-        height,
-        first["crs"].to_wkt(),
-        Affine(res, 0, left, 0, -res, top),
-        bands,
-        metadata=meta,
-        resampling=resampling,
-    )
+            bands.append(VrtBand(grid.dtype, [src], description=name, nodata=nodata))
+    return names, bands
+
+
+def _vrt_path(xml: str, item_id: str, dest: str | Path | None) -> str:
+    """Write the VRT to ``dest``, else keep it in GDAL's in-memory file system; its path."""
     if dest is not None:
         atomic_write_text(dest, xml)
-        path = str(dest)
-    else:
-        # named by its content: the same item and assets give the same path, so a resumed job recognises it
-        name = f"{it.id}-{hashlib.sha256(xml.encode()).hexdigest()[:12]}.vrt"
-        known = [m for m in _KEEP.values() if m.name.endswith("/" + name)]
-        if known:
-            path = known[0].name
-        else:
-            mem = MemoryFile(xml.encode(), filename=name)
-            _KEEP[mem.name] = mem
-            path = mem.name
-    return StacStack(
-        path=path,
-        item_id=it.id,
-        item=str(item),
-        assets=tuple(assets),
-        hrefs=hrefs,
-        bands=tuple(names),
-        resampled=resampled,
-    )
+        return str(dest)
+    # named by its content: the same item and assets give the same path, so a resumed job recognises it
+    name = f"{item_id}-{hashlib.sha256(xml.encode()).hexdigest()[:12]}.vrt"
+    known = [m for m in _KEEP.values() if m.name.endswith("/" + name)]
+    if known:
+        return known[0].name
+    mem = MemoryFile(xml.encode(), filename=name)
+    _KEEP[mem.name] = mem
+    return mem.name
 
 
 def stac_scenes(
