@@ -22,23 +22,24 @@ from rasterlearn._util import stable_hash
 from rasterlearn.engine.executor import BlockExecutor
 from rasterlearn.errors import ConfigError, InputError
 from rasterlearn.features._io import (
+    MapSpec,
     Standardizer,
-    apply_by_window,
     block_windows,
     check_model_bands,
     default_model_dir,
     estimator_errors,
     iter_chunks,
     load_model_folder,
+    model_dir_for,
     parse_kwargs,
     resolve_estimator,
     save_model_folder,
     window_size_for,
+    write_map,
 )
 from rasterlearn.features.sampling import sample_pixels
 from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader
-from rasterlearn.io.writer import BlockWriter
 
 __all__ = ["REDUCERS", "FittedReducer", "ReduceResult", "fit_reducer", "reduce_raster"]
 
@@ -268,7 +269,7 @@ def reduce_raster(
             from the file, so only for folders you created (CLI ``--trust-model``).
     """
     output = Path(output)
-    model_dir = None if model is not None else Path(model_out or default_model_dir(output))
+    model_dir = model_dir_for(output, model, model_out)
     check_outputs([raster, model], [output, model_dir])
     new_model = model_dir is not None and not model_dir.exists()
     with RasterReader(raster, bands) as reader:
@@ -301,31 +302,19 @@ def reduce_raster(
             "rasterlearn_input": str(raster),
         }
         prefix = "pc" if red.info.get("estimator") in ("PCA", "IncrementalPCA") else "component"
-        with BlockWriter(
-            output,
-            reader.grid,
-            k,
-            "float32",
-            nodata=float("nan"),
-            tags=tags,
-            band_descriptions=[f"{prefix}_{i + 1}" for i in range(k)],
+        spec = MapSpec(output, "float32", float("nan"), tags, [f"{prefix}_{i + 1}" for i in range(k)])
+        write_map(
+            reader,
+            spec,
+            red.transform,
+            fingerprint=red.fingerprint(),
             blocksize=blocksize,
             resume=resume,
-            fingerprint=red.fingerprint(),
             discard_on_error=[model_path] if new_model else [],
-        ) as writer:
-            if model is None:
-                red.save(model_path)
-            apply_by_window(
-                reader,
-                writer,
-                red.transform,
-                nodata=float("nan"),
-                out_dtype="float32",
-                blocksize=blocksize,
-                progress=progress,
-                executor=executor,
-            )
+            progress=progress,
+            executor=executor,
+            on_open=None if model is not None else lambda: red.save(model_path),
+        )
     log.info("Wrote %s (%d components of %s)", output, k, red.method)
     return ReduceResult(output, Path(model_path), red)
 
