@@ -33,6 +33,7 @@ CANONICAL = {
     "assets": ["--assets"],
     "labels": ["--labels", "-l"],
     "overwrite": ["--overwrite"],
+    "layer": ["--layer"],
 }
 # spellings that differ today and are kept (changing them would change the command line)
 KEPT = {("chips", "bands"), ("evaluate", "attribute"), ("transitions", "attribute"), ("chips", "out")}

@@ -42,6 +42,7 @@ __all__ = [
     "image_option",
     "io_threads_option",
     "labels_option",
+    "layer_option",
     "memory_mb_option",
     "no_resume_option",
     "nodata_policy_option",
@@ -132,7 +133,14 @@ AssetsOpt = Annotated[
         "--assets", metavar="A,B,...", help="With --stac: the item's assets, in band order (B04,B03,B02)."
     ),
 ]
-LayerOpt = Annotated[str | None, _option("--layer", help="Vector layer name.")]
+
+
+def layer_option(help: str) -> Any:
+    """``--layer``: the layer of a multi-layer vector file."""
+    return _option("--layer", help=help)
+
+
+LayerOpt = Annotated[str | None, layer_option("Vector layer name.")]
 
 
 def aoi_option(help: str) -> Any:

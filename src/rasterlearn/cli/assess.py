@@ -9,7 +9,14 @@ from typing import Annotated, Any, Literal
 import typer
 
 from rasterlearn.cli._app import app, console
-from rasterlearn.cli._options import OverwriteOpt, ProgressOpt, blocksize_option, output_option, seed_option
+from rasterlearn.cli._options import (
+    OverwriteOpt,
+    ProgressOpt,
+    blocksize_option,
+    layer_option,
+    output_option,
+    seed_option,
+)
 from rasterlearn.cli._progress import progress_bar
 from rasterlearn.errors import InputError
 
@@ -162,9 +169,7 @@ def assess_cmd(
     reference_field: Annotated[
         str, typer.Option(help="Field with the reference class (name or code).")
     ] = "reference",
-    layer: Annotated[
-        str | None, typer.Option(help="Point layer (default: 'samples', else the first).")
-    ] = None,
+    layer: Annotated[str | None, layer_option("Point layer (default: 'samples', else the first).")] = None,
     design: Annotated[
         Path | None,
         typer.Option(help="Design JSON for samples whose file lost it (e.g. saved as Shapefile)."),

@@ -46,6 +46,8 @@ from rasterlearn.options import (
 
 
 def _bands(value: str | None) -> list[int | str] | None:
+    """``--bands`` of the feature commands, parsed as they always were: unlike :func:`parse_bands`, ``-1``
+    is an int and empty items are kept (they fail as unknown band names)."""
     if not value:
         return None
     out: list[int | str] = []
@@ -55,6 +57,7 @@ def _bands(value: str | None) -> list[int | str] | None:
     return out
 
 
+# -- options of several feature commands ----------------------------------------------------------------------
 BandsOpt = Annotated[str | None, bands_option("Bands by 1-based index or description, e.g. '4,3,2'.")]
 OutOpt = Annotated[Path, output_option("Output GeoTIFF (COG).")]
 FeatureRasterArg = Annotated[

@@ -104,6 +104,11 @@ def demo(
             progress=advance,
             unlabelled=unlabelled,
         )
+    _print_demo(res)
+
+
+def _print_demo(res: Any) -> None:
+    """The demo's stages, outputs and headline scores, with a warning when a class or kappa is ~0."""
     if res.run is not None:
         _print_run(res.run)
     console.print()

@@ -26,6 +26,7 @@ from rasterlearn.cli._options import (
     device_option,
     image_option,
     io_threads_option,
+    layer_option,
     memory_mb_option,
     no_resume_option,
     nodata_policy_option,
@@ -506,7 +507,7 @@ def evaluate(
     attribute: Annotated[
         str | None, typer.Option(help="Vector truth: the attribute holding the class.")
     ] = None,
-    layer: Annotated[str | None, typer.Option(help="Vector truth: layer name.")] = None,
+    layer: Annotated[str | None, layer_option("Vector truth: layer name.")] = None,
     schema: Annotated[
         Path | None, typer.Option(help="Class schema (YAML/CSV) when the map has no class names.")
     ] = None,
