@@ -3,24 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
-
-StacOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--stac",
-        metavar="ITEM.json",
-        help="Read a STAC item (path or URL) instead of RASTER: its --assets stacked on one grid.",
-    ),
-]
-AssetsOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--assets", metavar="A,B,...", help="With --stac: the item's assets, in band order (B04,B03,B02)."
-    ),
-]
 
 
 def resolve_raster(

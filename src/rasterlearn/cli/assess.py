@@ -9,12 +9,21 @@ from typing import Annotated, Any, Literal
 import typer
 
 from rasterlearn.cli._app import app, console
-from rasterlearn.cli._progress import ProgressOpt, progress_bar
+from rasterlearn.cli._options import (
+    OverwriteOpt,
+    ProgressOpt,
+    blocksize_option,
+    layer_option,
+    output_option,
+    seed_option,
+)
+from rasterlearn.cli._progress import progress_bar
 from rasterlearn.errors import InputError
 
 MapArg = Annotated[
     Path, typer.Argument(metavar="MAP", help="Class map (single band of integer class codes).")
 ]
+_BlocksizeOpt = Annotated[int, blocksize_option("Processing block (pixels per side).")]
 
 
 def parse_expected_ua(text: str) -> float | dict[int, float]:
@@ -46,10 +55,7 @@ def _pixels(path: Path) -> int:
 @app.command("sample")
 def sample_cmd(
     map_path: MapArg,
-    output: Annotated[
-        Path,
-        typer.Option("--output", "-o", help="Sample points (.gpkg with the design; or .geojson/.fgb/.shp)."),
-    ],
+    output: Annotated[Path, output_option("Sample points (.gpkg with the design; or .geojson/.fgb/.shp).")],
     design: Annotated[
         Literal["stratified", "random", "systematic"],
         typer.Option(
@@ -78,12 +84,12 @@ def sample_cmd(
         Path | None,
         typer.Option(help="Strata raster on the map's grid, when strata differ from the map classes."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same sample).")] = 0,
+    seed: Annotated[int, seed_option("Random seed (same seed, same sample).")] = 0,
     reference_field: Annotated[
         str, typer.Option(help="Name of the empty field for reference labels.")
     ] = "reference",
-    blocksize: Annotated[int, typer.Option(help="Processing block (pixels per side).")] = 1024,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    blocksize: _BlocksizeOpt = 1024,
+    overwrite: OverwriteOpt = False,
     progress: ProgressOpt = "bar",
 ) -> None:
     """Draw a probability sample of a class map for accuracy assessment and area estimation."""
@@ -159,15 +165,11 @@ def assess_cmd(
     samples: Annotated[
         Path, typer.Option(help="Labelled sample points (from rasterlearn sample, or any point layer).")
     ],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Assessment JSON (CSV, PNG, HTML beside it).")
-    ],
+    output: Annotated[Path, output_option("Assessment JSON (CSV, PNG, HTML beside it).")],
     reference_field: Annotated[
         str, typer.Option(help="Field with the reference class (name or code).")
     ] = "reference",
-    layer: Annotated[
-        str | None, typer.Option(help="Point layer (default: 'samples', else the first).")
-    ] = None,
+    layer: Annotated[str | None, layer_option("Point layer (default: 'samples', else the first).")] = None,
     design: Annotated[
         Path | None,
         typer.Option(help="Design JSON for samples whose file lost it (e.g. saved as Shapefile)."),
@@ -184,8 +186,8 @@ def assess_cmd(
     ] = False,
     confidence: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.95,
     fpc: Annotated[bool, typer.Option(help="Apply the finite population correction.")] = False,
-    blocksize: Annotated[int, typer.Option(help="Processing block (pixels per side).")] = 1024,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    blocksize: _BlocksizeOpt = 1024,
+    overwrite: OverwriteOpt = False,
     progress: ProgressOpt = "bar",
 ) -> None:
     """Accuracy (OA, user's, producer's) and class areas with standard errors and confidence intervals."""

@@ -8,7 +8,17 @@ from typing import Annotated, Literal
 import typer
 
 from rasterlearn.cli._app import app, console
-from rasterlearn.cli._progress import ProgressOpt, progress_bar
+from rasterlearn.cli._options import (
+    OverwriteOpt,
+    ProgressOpt,
+    bands_option,
+    nodata_policy_option,
+    output_option,
+    overwrite_option,
+    parse_bands,
+    seed_option,
+)
+from rasterlearn.cli._progress import progress_bar
 
 
 @app.command("change")
@@ -19,9 +29,7 @@ def change_cmd(
     raster_b: Annotated[
         Path, typer.Argument(metavar="FEAT_B", help="Date B, resampled onto A's grid if needed.")
     ],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Change map to write (COG: 0, 1, 255 nodata).")
-    ],
+    output: Annotated[Path, output_option("Change map to write (COG: 0, 1, 255 nodata).")],
     method: Annotated[
         Literal["cosine", "cva"],
         typer.Option(
@@ -39,14 +47,14 @@ def change_cmd(
         float, typer.Option(help="--polygons: drop polygons smaller than this (map units).")
     ] = 0.0,
     bands: Annotated[
-        str | None, typer.Option(help="Bands of each date: comma list of 1-based indexes or descriptions.")
+        str | None, bands_option("Bands of each date: comma list of 1-based indexes or descriptions.")
     ] = None,
     nodata_policy: Annotated[
         Literal["all-valid", "any-valid"],
-        typer.Option(help="all-valid (nodata in either date is nodata) or any-valid."),
+        nodata_policy_option("all-valid (nodata in either date is nodata) or any-valid."),
     ] = "all-valid",
-    seed: Annotated[int, typer.Option(help="Seed of the pixel sample for the automatic threshold.")] = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    seed: Annotated[int, seed_option("Seed of the pixel sample for the automatic threshold.")] = 0,
+    overwrite: Annotated[bool, overwrite_option("Replace existing outputs.", negatable=False)] = False,
     progress: ProgressOpt = "bar",
 ) -> None:
     """Map change between two dates: per-pixel distance, automatic (Otsu) threshold, optional polygons.
@@ -55,11 +63,6 @@ def change_cmd(
     """
     from rasterlearn.change import change_map
 
-    sel = (
-        [int(b) if b.strip().isdigit() else b.strip() for b in bands.split(",") if b.strip()]
-        if bands
-        else None
-    )
     with progress_bar("change", None, "blocks") as advance:
         res = change_map(
             raster_a,
@@ -70,7 +73,7 @@ def change_cmd(
             distance=distance,
             polygons=polygons,
             min_area=min_area,
-            bands=sel,
+            bands=parse_bands(bands),
             nodata_policy=nodata_policy,
             seed=seed,
             overwrite=overwrite,
@@ -88,9 +91,7 @@ def change_cmd(
 def transitions_cmd(
     labels_a: Annotated[Path, typer.Argument(metavar="LABELS_A", help="Label polygons of the first date.")],
     labels_b: Annotated[Path, typer.Argument(metavar="LABELS_B", help="Label polygons of the second date.")],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Transition polygons to write (.gpkg, .geojson, .fgb).")
-    ],
+    output: Annotated[Path, output_option("Transition polygons to write (.gpkg, .geojson, .fgb).")],
     attribute: Annotated[str, typer.Option(help="Class attribute of LABELS_A (and of LABELS_B).")],
     attribute_b: Annotated[
         str | None, typer.Option(help="Class attribute of LABELS_B when it differs. (default: --attribute)")
@@ -100,7 +101,7 @@ def transitions_cmd(
     drop_unchanged: Annotated[
         bool, typer.Option("--drop-unchanged", help="Leave out pieces whose class did not change.")
     ] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """From→to change labels: overlay two dates' label polygons ('transition' and 'changed' attributes)."""
     from rasterlearn.change_labels import transition_labels

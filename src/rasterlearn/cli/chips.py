@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rasterlearn.cli._app import app, console
-from rasterlearn.cli._config import config_extras, config_option
-from rasterlearn.cli._progress import ProgressOpt, progress_bar
+from rasterlearn.cli._config import config_extras
+from rasterlearn.cli._options import (
+    LayerOpt,
+    ProgressOpt,
+    attribute_option,
+    config_file_option,
+    config_option,
+    image_option,
+    labels_option,
+    nodata_policy_option,
+    out_folder_option,
+    output_option,
+    overwrite_option,
+    seed_option,
+)
+from rasterlearn.cli._progress import progress_bar
 from rasterlearn.errors import ConfigError, InputError, InputNotFoundError
 from rasterlearn.options import ChipsOptions, describe_validation_error
+
+if TYPE_CHECKING:
+    from rasterlearn.chips import ChipJob
 
 ChipsConfig = ChipsOptions  # the former name of the chips options model (rasterlearn.options)
 _DEFAULT: dict[str, Any] = ChipsOptions.model_validate({}).model_dump(
@@ -103,131 +120,125 @@ def _stack_scene(cfg: ChipsOptions) -> Any:
     )
 
 
+# -- chips' options (the shared concepts come from cli/_options.py) ------------------------------------------
+_ImageOpt = Annotated[
+    list[Path] | None,
+    image_option(
+        "One raster per date of a multi-date scene, in time order (repeat: --image A --image B); later dates "
+        "are resampled onto the first date's grid."
+    ),
+]
+_NodataPolicyOpt = Annotated[
+    str | None,
+    nodata_policy_option("Multi-date scenes: all-valid (nodata in any date is nodata) or any-valid."),
+]
+_LabelsOpt = Annotated[
+    list[Path] | None,
+    labels_option("Vector labels for each --raster (repeat in pairs; one file is used for all rasters)."),
+]
+_AttributeOpt = Annotated[
+    str | None,
+    attribute_option("Class attribute of the labels (numbers or text); omitted = burn --burn-value."),
+]
+_OverwriteOpt = Annotated[bool, overwrite_option("Replace an existing dataset in --output.", negatable=False)]
+_RasterOpt = Annotated[
+    list[Path] | None, typer.Option("--raster", "-r", help="Image raster (repeat, paired with --labels).")
+]
+_LabelRasterOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--label-raster", help="Pre-rasterized label raster instead of --labels (repeatable)."),
+]
+_ScenesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--scenes",
+        help="Scenes CSV (geo-deep-learning layout: image, "
+        "metadata, labels, attribute, split; or with a header).",
+    ),
+]
+_BurnValueOpt = Annotated[int | None, typer.Option(help="Class code burned when there is no --attribute.")]
+_StrideOpt = Annotated[int | None, typer.Option(help="Step between chips in pixels (default: --size).")]
+_BandsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--bands", "-b", help="Bands by 1-based index or description, e.g. '4,3,2' (repeatable)."),
+]
+_SchemaOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--schema", help="Class schema YAML or colormap CSV (value,name,#RRGGBB); default: inferred."
+    ),
+]
+_AllTouchedOpt = Annotated[bool, typer.Option("--all-touched", help="Burn every pixel a geometry touches.")]
+_OverlapOpt = Annotated[
+    str | None, typer.Option(help="Overlapping features: 'last' (file order wins) or 'priority'.")
+]
+_PriorityOpt = Annotated[
+    str | None,
+    typer.Option(help="Class codes from highest to lowest priority, e.g. '3,1,2' (with --overlap priority)."),
+]
+_LabelAreasOpt = Annotated[
+    str | None,
+    typer.Option(help="Label only inside: 'features', 'extent' or a polygon file; elsewhere ignore."),
+]
+_UnknownClassesOpt = Annotated[
+    str | None, typer.Option(help="Label values not in the schema: 'error' or 'ignore'.")
+]
+_SplitMethodOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="auto | blocks | random | stratified | scene (auto = scene splits from the CSV, else blocks)."
+    ),
+]
+_BlockSizeOpt = Annotated[
+    int | None, typer.Option(help="Spatial split block size in pixels (default: 4 x size).")
+]
+_MinAnnotatedOpt = Annotated[
+    float | None, typer.Option(help="Min percent of non-background labelled pixels per chip.")
+]
+_MaxNodataOpt = Annotated[float | None, typer.Option(help="Max percent of nodata pixels per chip.")]
+_ClassProportionOpt = Annotated[str | None, typer.Option(help="Min percent per class, e.g. '1:5,2:10'.")]
+_CompressOpt = Annotated[str | None, typer.Option(help="Chip compression: deflate | lzw | zstd | none.")]
+
+
 @app.command()
 def chips(
     ctx: typer.Context,
-    raster: Annotated[
-        list[Path] | None, typer.Option("--raster", "-r", help="Image raster (repeat, paired with --labels).")
-    ] = None,
-    image: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--image",
-            help="One raster per date of a multi-date scene, in time order (repeat: --image A --image B); "
-            "later dates are resampled onto the first date's grid.",
-        ),
-    ] = None,
-    nodata_policy: Annotated[
-        str | None,
-        typer.Option(help="Multi-date scenes: all-valid (nodata in any date is nodata) or any-valid."),
-    ] = _DEFAULT["nodata_policy"],
-    labels: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--labels",
-            "-l",
-            help="Vector labels for each --raster (repeat in pairs; one file is used for all rasters).",
-        ),
-    ] = None,
-    label_raster: Annotated[
-        list[Path] | None,
-        typer.Option("--label-raster", help="Pre-rasterized label raster instead of --labels (repeatable)."),
-    ] = None,
-    scenes: Annotated[
-        Path | None,
-        typer.Option(
-            "--scenes",
-            help="Scenes CSV (geo-deep-learning layout: image, "
-            "metadata, labels, attribute, split; or with a header).",
-        ),
-    ] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Dataset folder to write.")] = None,
+    raster: _RasterOpt = None,
+    image: _ImageOpt = None,
+    nodata_policy: _NodataPolicyOpt = _DEFAULT["nodata_policy"],
+    labels: _LabelsOpt = None,
+    label_raster: _LabelRasterOpt = None,
+    scenes: _ScenesOpt = None,
+    output: Annotated[Path | None, output_option("Dataset folder to write.")] = None,
     out: Annotated[Path | None, typer.Option("--out", hidden=True, help="Former name of --output.")] = None,
-    attribute: Annotated[
-        str | None,
-        typer.Option(
-            "--attribute",
-            "-a",
-            help="Class attribute of the labels (numbers or text); omitted = burn --burn-value.",
-        ),
-    ] = None,
-    burn_value: Annotated[
-        int | None, typer.Option(help="Class code burned when there is no --attribute.")
-    ] = _DEFAULT["burn_value"],
-    layer: Annotated[str | None, typer.Option(help="Vector layer name.")] = None,
+    attribute: _AttributeOpt = None,
+    burn_value: _BurnValueOpt = _DEFAULT["burn_value"],
+    layer: LayerOpt = None,
     size: Annotated[int | None, typer.Option("--size", "-s", help="Chip size in pixels.")] = _DEFAULT["size"],
-    stride: Annotated[
-        int | None, typer.Option(help="Step between chips in pixels (default: --size).")
-    ] = None,
-    bands: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--bands", "-b", help="Bands by 1-based index or description, e.g. '4,3,2' (repeatable)."
-        ),
-    ] = None,
-    schema: Annotated[
-        Path | None,
-        typer.Option(
-            "--schema", help="Class schema YAML or colormap CSV (value,name,#RRGGBB); default: inferred."
-        ),
-    ] = None,
+    stride: _StrideOpt = None,
+    bands: _BandsOpt = None,
+    schema: _SchemaOpt = None,
     ignore_index: Annotated[int | None, typer.Option(help="Ignore code in masks (default: 255).")] = None,
-    all_touched: Annotated[
-        bool, typer.Option("--all-touched", help="Burn every pixel a geometry touches.")
-    ] = False,
-    overlap: Annotated[
-        str | None, typer.Option(help="Overlapping features: 'last' (file order wins) or 'priority'.")
-    ] = _DEFAULT["overlap"],
-    priority: Annotated[
-        str | None,
-        typer.Option(
-            help="Class codes from highest to lowest priority, e.g. '3,1,2' (with --overlap priority)."
-        ),
-    ] = None,
-    label_areas: Annotated[
-        str | None,
-        typer.Option(help="Label only inside: 'features', 'extent' or a polygon file; elsewhere ignore."),
-    ] = None,
-    unknown_classes: Annotated[
-        str | None, typer.Option(help="Label values not in the schema: 'error' or 'ignore'.")
-    ] = _DEFAULT["unknown_classes"],
+    all_touched: _AllTouchedOpt = False,
+    overlap: _OverlapOpt = _DEFAULT["overlap"],
+    priority: _PriorityOpt = None,
+    label_areas: _LabelAreasOpt = None,
+    unknown_classes: _UnknownClassesOpt = _DEFAULT["unknown_classes"],
     label_band: Annotated[int | None, typer.Option(help="Band of label rasters.")] = _DEFAULT["label_band"],
-    split_method: Annotated[
-        str | None,
-        typer.Option(
-            help="auto | blocks | random | stratified | scene "
-            "(auto = scene splits from the CSV, else blocks)."
-        ),
-    ] = _DEFAULT["split_method"],
+    split_method: _SplitMethodOpt = _DEFAULT["split_method"],
     val: Annotated[float | None, typer.Option(help="Validation fraction.")] = _DEFAULT["val"],
     test: Annotated[float | None, typer.Option(help="Test fraction.")] = _DEFAULT["test"],
-    block_size: Annotated[
-        int | None, typer.Option(help="Spatial split block size in pixels (default: 4 x size).")
-    ] = None,
-    min_annotated: Annotated[
-        float | None, typer.Option(help="Min percent of non-background labelled pixels per chip.")
-    ] = _DEFAULT["min_annotated"],
-    max_nodata: Annotated[
-        float | None, typer.Option(help="Max percent of nodata pixels per chip.")
-    ] = _DEFAULT["max_nodata"],
-    class_proportion: Annotated[
-        str | None, typer.Option(help="Min percent per class, e.g. '1:5,2:10'.")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed of splits and statistics.")] = _DEFAULT[
-        "seed"
-    ],
-    compress: Annotated[
-        str | None, typer.Option(help="Chip compression: deflate | lzw | zstd | none.")
-    ] = _DEFAULT["compress"],
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing dataset in --output.")
-    ] = False,
+    block_size: _BlockSizeOpt = None,
+    min_annotated: _MinAnnotatedOpt = _DEFAULT["min_annotated"],
+    max_nodata: _MaxNodataOpt = _DEFAULT["max_nodata"],
+    class_proportion: _ClassProportionOpt = None,
+    seed: Annotated[int | None, seed_option("Random seed of splits and statistics.")] = _DEFAULT["seed"],
+    compress: _CompressOpt = _DEFAULT["compress"],
+    overwrite: _OverwriteOpt = False,
     config: Annotated[Path | None, config_option(ChipsOptions)] = None,
     progress: ProgressOpt = "bar",
 ) -> None:
     """Cut rasters and labels into GeoTIFF chips with masks, a manifest and dataset.json (resumable)."""
-    from rasterlearn.chips import ChipJob
-
     cli = {
         "raster": raster,
         "image": image,
@@ -263,6 +274,21 @@ def chips(
         **config_extras(ctx),
     }
     cfg: ChipsOptions = _load_config(None, cli, ChipsOptions)
+    job = _chip_job(cfg)
+    job.prepare()
+    with progress_bar("scanning windows", total=job.n_windows, unit="windows") as advance:
+        job.scan(advance)
+    job.split()
+    with progress_bar("writing chips", total=job.n_to_write, unit="chips") as advance:
+        job.write(advance)
+    result = job.finish()
+    _print_summary(result)
+
+
+def _chip_job(cfg: ChipsOptions) -> ChipJob:
+    """The library's chip job for the validated options (scenes, output folder and parameters)."""
+    from rasterlearn.chips import ChipJob
+
     if cfg.output is None:
         raise ConfigError("Give the dataset folder with -o/--output DIR")
     job = ChipJob(
@@ -294,14 +320,7 @@ def chips(
         stats_sample=cfg.stats_sample,
         overwrite=cfg.overwrite,
     )
-    job.prepare()
-    with progress_bar("scanning windows", total=job.n_windows, unit="windows") as advance:
-        job.scan(advance)
-    job.split()
-    with progress_bar("writing chips", total=job.n_to_write, unit="chips") as advance:
-        job.write(advance)
-    result = job.finish()
-    _print_summary(result)
+    return job
 
 
 def _print_summary(result: Any) -> None:
@@ -341,9 +360,7 @@ class AnalyzeConfig(BaseModel):
 @app.command()
 def analyze(
     dataset: Annotated[Path, typer.Argument(help="Chip dataset folder written by `rasterlearn chips`.")],
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (default: DATASET/analysis).")
-    ] = None,
+    out: Annotated[Path | None, out_folder_option("Output folder (default: DATASET/analysis).")] = None,
     min_keep: Annotated[
         float | None,
         typer.Option(help="Threshold search: keep at least this fraction of chips (default: 0.1)."),
@@ -358,7 +375,7 @@ def analyze(
     top: Annotated[
         int | None, typer.Option(help="Rows of the threshold search to print (default: 10).")
     ] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML file with these options.")] = None,
+    config: Annotated[Path | None, config_file_option("YAML file with these options.")] = None,
     progress: ProgressOpt = "bar",
 ) -> None:
     """Class proportions per split and scene, chips kept/dropped per filter, and a threshold search."""

@@ -8,12 +8,13 @@ from typing import Annotated, Literal
 import typer
 
 from rasterlearn.cli._app import app, console
+from rasterlearn.cli._options import output_option, overwrite_option
 
 
 @app.command("export")
 def export_cmd(
     model_dir: Annotated[Path, typer.Argument(metavar="MODEL", help="Model package folder.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="File to write: model.onnx or model.pt.")],
+    output: Annotated[Path, output_option("File to write: model.onnx or model.pt.")],
     format: Annotated[
         Literal["onnx", "torchscript"] | None,
         typer.Option("--format", help="onnx or torchscript (default: from the output's suffix)."),
@@ -32,7 +33,7 @@ def export_cmd(
     no_check: Annotated[
         bool, typer.Option("--no-check", help="Do not run the exported model against PyTorch.")
     ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    overwrite: Annotated[bool, overwrite_option("Replace an existing output.", negatable=False)] = False,
 ) -> None:
     """Export a model package to ONNX (with Deepness metadata) or TorchScript: normalization inside, probabilities out."""
     from rasterlearn.export import export_model
@@ -56,10 +57,8 @@ def export_cmd(
 
 @app.command("qgis-plugin")
 def qgis_plugin_cmd(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Plugin ZIP to write.")] = Path(
-        "rasterlearn_qgis.zip"
-    ),
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing ZIP.")] = False,
+    output: Annotated[Path, output_option("Plugin ZIP to write.")] = Path("rasterlearn_qgis.zip"),
+    overwrite: Annotated[bool, overwrite_option("Replace an existing ZIP.", negatable=False)] = False,
 ) -> None:
     """Build the QGIS plugin ZIP (Plugins > Manage and Install Plugins > Install from ZIP)."""
     from rasterlearn.qgis_package import build_plugin_zip

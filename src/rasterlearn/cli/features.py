@@ -10,10 +10,31 @@ from typing import Annotated, Any, Literal
 import typer
 
 from rasterlearn.cli._app import app, console
-from rasterlearn.cli._config import config_option
-from rasterlearn.cli._executor import SchedulerOpt, WorkersOpt
-from rasterlearn.cli._progress import ProgressOpt, progress_bar
-from rasterlearn.cli._scene import AssetsOpt, StacOpt, resolve_raster
+from rasterlearn.cli._options import (
+    AoiCrsOpt,
+    AssetsOpt,
+    CacheMbOpt,
+    LayerOpt,
+    ProgressOpt,
+    SchedulerOpt,
+    StacOpt,
+    WorkersOpt,
+    aoi_option,
+    attribute_option,
+    bands_option,
+    batch_size_option,
+    config_option,
+    device_option,
+    io_threads_option,
+    labels_option,
+    memory_mb_option,
+    no_resume_option,
+    output_option,
+    parse_aoi,
+    seed_option,
+)
+from rasterlearn.cli._progress import progress_bar
+from rasterlearn.cli._scene import resolve_raster
 from rasterlearn.engine.executor import open_executor
 from rasterlearn.options import (
     ClassifyOptions,
@@ -25,6 +46,8 @@ from rasterlearn.options import (
 
 
 def _bands(value: str | None) -> list[int | str] | None:
+    """``--bands`` of the feature commands, parsed as they always were: unlike :func:`parse_bands`, ``-1``
+    is an int and empty items are kept (they fail as unknown band names)."""
     if not value:
         return None
     out: list[int | str] = []
@@ -34,31 +57,17 @@ def _bands(value: str | None) -> list[int | str] | None:
     return out
 
 
-def _extent(value: str | None) -> Any:
-    if not value:
-        return None
-    parts = value.split(",")
-    if len(parts) == 4:
-        try:
-            return tuple(float(v) for v in parts)
-        except ValueError:
-            pass
-    return Path(value)
-
-
-BandsOpt = Annotated[
-    str | None, typer.Option("--bands", help="Bands by 1-based index or description, e.g. '4,3,2'.")
-]
-OutOpt = Annotated[Path, typer.Option("--output", "-o", help="Output GeoTIFF (COG).")]
+# -- options of several feature commands ----------------------------------------------------------------------
+BandsOpt = Annotated[str | None, bands_option("Bands by 1-based index or description, e.g. '4,3,2'.")]
+OutOpt = Annotated[Path, output_option("Output GeoTIFF (COG).")]
 FeatureRasterArg = Annotated[
     str, typer.Argument(help="Feature raster or any multi-band raster (a file, URL or /vsi... path).")
 ]
 ParamsOpt = Annotated[str | None, typer.Option("--params", help="JSON estimator arguments.")]
 NoStandardizeOpt = Annotated[bool, typer.Option("--no-standardize", help="Do not z-score bands first.")]
-SeedOpt = Annotated[int, typer.Option("--seed")]
+SeedOpt = Annotated[int, seed_option()]
 RateOpt = Annotated[float, typer.Option("--rate", help="Fraction of polygon pixels sampled.")]
 MaxPerFeatureOpt = Annotated[int, typer.Option("--max-per-feature", help="Cap of pixels per polygon.")]
-LayerOpt = Annotated[str | None, typer.Option("--layer", help="Vector layer name.")]
 TrustModelOpt = Annotated[
     bool,
     typer.Option(
@@ -67,118 +76,128 @@ TrustModelOpt = Annotated[
     ),
 ]
 
+# -- embed's own options -------------------------------------------------------------------------------------
+_EmbedModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="timm model name, hf-hub:org/name, or a recommended model (see 'rasterlearn embed-models').",
+    ),
+]
+_EmbedRasterArg = Annotated[
+    str | None,
+    typer.Argument(help="Input raster (any bands, any dtype; a file, URL or /vsi... path); or --stac."),
+]
+_TileSizeOpt = Annotated[int, typer.Option("--size", help="Tile size in raster pixels.")]
+_TileStrideOpt = Annotated[int | None, typer.Option("--stride", help="Step between tiles (default: --size).")]
+_CheckpointOpt = Annotated[
+    Path | None, typer.Option("--checkpoint", help="Local .safetensors/.pth weights (no download).")
+]
+_InputSizeOpt = Annotated[
+    int | None,
+    typer.Option("--input-size", help="Model input size; tiles are resized to it (default: --size)."),
+]
+_BlockLayerOpt = Annotated[
+    int | None, typer.Option("--layer", help="ViT block / CNN stage index (default: last).")
+]
+_NormalizationOpt = Annotated[
+    Literal["image", "model", "none"],
+    typer.Option("--normalization", help="image (nodata-aware statistics), model (its mean/std) or none."),
+]
+_ValueScaleOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--value-scale", help="With --normalization model: divide values by this first (default: dtype max)."
+    ),
+]
+_MergeOpt = Annotated[
+    Literal["average", "first", "center"],
+    typer.Option("--merge", help="Overlap merge: average, first or center."),
+]
+_StorageOpt = Annotated[
+    Literal["float32", "float16", "uint16"],
+    typer.Option("--storage", help="float32, float16 or uint16 (scale/offset)."),
+]
+_MinValidOpt = Annotated[
+    float, typer.Option("--min-valid", help="Min valid fraction of a feature pixel's footprint.")
+]
+_ExtentOpt = Annotated[  # hidden former spelling of --aoi
+    str | None, typer.Option("--extent", hidden=True, help="left,bottom,right,top or a vector file.")
+]
+_ExtentCrsOpt = Annotated[  # hidden former spelling of --aoi-crs
+    str | None, typer.Option("--extent-crs", hidden=True, help="CRS of --extent bounds.")
+]
+_EmbedAoiOpt = Annotated[
+    str | None,
+    aoi_option("Area of interest: a vector file, or 'left,bottom,right,top' (formerly --extent)."),
+]
+_TargetCrsOpt = Annotated[
+    str | None, typer.Option("--target-crs", help="Read the raster reprojected to this CRS.")
+]
+_ResolutionOpt = Annotated[
+    float | None, typer.Option("--resolution", help="Read at this resolution (target CRS units).")
+]
+_ResamplingOpt = Annotated[str, typer.Option("--resampling", help="Resampling for reprojected reading.")]
+_EmbedIoThreadsOpt = Annotated[int, io_threads_option("Reader threads prefetching tile rows (this process).")]
+_ReadThreadsOpt = Annotated[  # hidden former spelling of --io-threads
+    int | None, typer.Option("--read-threads", hidden=True)
+]
+_PauseOpt = Annotated[float, typer.Option("--pause", help="Seconds to sleep between batches.")]
+_NoPretrainedOpt = Annotated[bool, typer.Option("--no-pretrained", help="Random weights (testing).")]
+_WeightsSeedOpt = Annotated[
+    int, seed_option("Seed of the random weights with --no-pretrained (reproducible features).")
+]
+_ModelKwargsOpt = Annotated[
+    str | None, typer.Option("--model-kwargs", help="JSON arguments for timm.create_model.")
+]
+_SessionDirOpt = Annotated[
+    Path | None,
+    typer.Option("--cache-dir", help="Session folder (default: embed_sessions/ beside the output)."),
+]
+_EmbedMemoryOpt = Annotated[
+    float,
+    memory_mb_option(
+        "Budget for feature and tile rows held in memory (strip height; column stripes on wide rasters)."
+    ),
+]
+
 
 @app.command("embed")
 def embed_cmd(
-    model: Annotated[
-        str,
-        typer.Option(
-            "--model",
-            "-m",
-            help="timm model name, hf-hub:org/name, or a recommended model (see 'rasterlearn embed-models').",
-        ),
-    ],
+    model: _EmbedModelOpt,
     output: OutOpt,
-    raster: Annotated[
-        str | None,
-        typer.Argument(help="Input raster (any bands, any dtype; a file, URL or /vsi... path); or --stac."),
-    ] = None,
-    size: Annotated[int, typer.Option("--size", help="Tile size in raster pixels.")] = 224,
-    stride: Annotated[
-        int | None, typer.Option("--stride", help="Step between tiles (default: --size).")
-    ] = None,
-    checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="Local .safetensors/.pth weights (no download).")
-    ] = None,
-    input_size: Annotated[
-        int | None,
-        typer.Option("--input-size", help="Model input size; tiles are resized to it (default: --size)."),
-    ] = None,
-    layer: Annotated[
-        int | None, typer.Option("--layer", help="ViT block / CNN stage index (default: last).")
-    ] = None,
+    raster: _EmbedRasterArg = None,
+    size: _TileSizeOpt = 224,
+    stride: _TileStrideOpt = None,
+    checkpoint: _CheckpointOpt = None,
+    input_size: _InputSizeOpt = None,
+    layer: _BlockLayerOpt = None,
     bands: BandsOpt = None,
-    normalization: Annotated[
-        Literal["image", "model", "none"],
-        typer.Option(
-            "--normalization", help="image (nodata-aware statistics), model (its mean/std) or none."
-        ),
-    ] = "image",
-    value_scale: Annotated[
-        float | None,
-        typer.Option(
-            "--value-scale",
-            help="With --normalization model: divide values by this first (default: dtype max).",
-        ),
-    ] = None,
-    merge: Annotated[
-        Literal["average", "first", "center"],
-        typer.Option("--merge", help="Overlap merge: average, first or center."),
-    ] = "average",
-    storage: Annotated[
-        Literal["float32", "float16", "uint16"],
-        typer.Option("--storage", help="float32, float16 or uint16 (scale/offset)."),
-    ] = "float32",
-    min_valid: Annotated[
-        float, typer.Option("--min-valid", help="Min valid fraction of a feature pixel's footprint.")
-    ] = 0.5,
-    extent: Annotated[
-        str | None, typer.Option("--extent", hidden=True, help="left,bottom,right,top or a vector file.")
-    ] = None,
-    extent_crs: Annotated[
-        str | None, typer.Option("--extent-crs", hidden=True, help="CRS of --extent bounds.")
-    ] = None,
-    aoi: Annotated[
-        str | None,
-        typer.Option(
-            "--aoi", help="Area of interest: a vector file, or 'left,bottom,right,top' (formerly --extent)."
-        ),
-    ] = None,
-    aoi_crs: Annotated[
-        str | None,
-        typer.Option("--aoi-crs", help="CRS of --aoi bounds (default: the raster's; formerly --extent-crs)."),
-    ] = None,
-    target_crs: Annotated[
-        str | None, typer.Option("--target-crs", help="Read the raster reprojected to this CRS.")
-    ] = None,
-    resolution: Annotated[
-        float | None, typer.Option("--resolution", help="Read at this resolution (target CRS units).")
-    ] = None,
-    resampling: Annotated[
-        str, typer.Option("--resampling", help="Resampling for reprojected reading.")
-    ] = "bilinear",
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")] = 8,
-    io_threads: Annotated[
-        int, typer.Option("--io-threads", help="Reader threads prefetching tile rows (this process).")
-    ] = 1,
-    read_threads: Annotated[int | None, typer.Option("--read-threads", hidden=True)] = None,
-    pause: Annotated[float, typer.Option("--pause", help="Seconds to sleep between batches.")] = 0.0,
-    no_pretrained: Annotated[bool, typer.Option("--no-pretrained", help="Random weights (testing).")] = False,
-    seed: Annotated[
-        int,
-        typer.Option(
-            "--seed", help="Seed of the random weights with --no-pretrained (reproducible features)."
-        ),
-    ] = 0,
-    model_kwargs: Annotated[
-        str | None, typer.Option("--model-kwargs", help="JSON arguments for timm.create_model.")
-    ] = None,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option("--cache-dir", help="Session folder (default: embed_sessions/ beside the output)."),
-    ] = None,
-    no_resume: Annotated[bool, typer.Option("--no-resume", help="Start afresh instead of resuming.")] = False,
-    memory_mb: Annotated[
-        float,
-        typer.Option(
-            "--memory-mb",
-            help="Budget for feature and tile rows held in memory (strip height; column stripes on wide rasters).",
-        ),
-    ] = 256.0,
-    cache_mb: Annotated[
-        int, typer.Option("--cache-mb", help="GDAL block cache bound during the job (MB).")
-    ] = 64,
+    normalization: _NormalizationOpt = "image",
+    value_scale: _ValueScaleOpt = None,
+    merge: _MergeOpt = "average",
+    storage: _StorageOpt = "float32",
+    min_valid: _MinValidOpt = 0.5,
+    extent: _ExtentOpt = None,
+    extent_crs: _ExtentCrsOpt = None,
+    aoi: _EmbedAoiOpt = None,
+    aoi_crs: AoiCrsOpt = None,
+    target_crs: _TargetCrsOpt = None,
+    resolution: _ResolutionOpt = None,
+    resampling: _ResamplingOpt = "bilinear",
+    device: Annotated[str, device_option("auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    batch_size: Annotated[int, batch_size_option("Tiles per forward pass.")] = 8,
+    io_threads: _EmbedIoThreadsOpt = 1,
+    read_threads: _ReadThreadsOpt = None,
+    pause: _PauseOpt = 0.0,
+    no_pretrained: _NoPretrainedOpt = False,
+    seed: _WeightsSeedOpt = 0,
+    model_kwargs: _ModelKwargsOpt = None,
+    cache_dir: _SessionDirOpt = None,
+    no_resume: Annotated[bool, no_resume_option("Start afresh instead of resuming.")] = False,
+    memory_mb: _EmbedMemoryOpt = 256.0,
+    cache_mb: CacheMbOpt = 64,
     progress: ProgressOpt = "bar",
     config: Annotated[Path | None, config_option(EmbedOptions)] = None,
     scheduler: SchedulerOpt = None,
@@ -192,14 +211,9 @@ def embed_cmd(
     the checkpoint must be readable there); the features are the same as without."""
     from rasterlearn.embed import embed
     from rasterlearn.features._io import parse_kwargs
-    from rasterlearn.grid import plan_tiles
-    from rasterlearn.io.raster import RasterReader
 
-    # a STAC item's stack: in memory, or a file beside the output that dask workers can open
-    stac_dir = None if scheduler is None and workers is None else output.parent / "stac"
-    path, source = resolve_raster(raster, stac, assets, dest_dir=stac_dir)
-    with RasterReader(path) as r:
-        total = len(plan_tiles(r.grid, size, stride or size))
+    distributed = scheduler is not None or workers is not None
+    path, source, total = _embed_input(raster, stac, assets, output, distributed, size, stride)
     with open_executor(scheduler, workers) as executor, progress_bar("embed", total, "tiles") as advance:
         res = embed(
             path,
@@ -219,7 +233,7 @@ def embed_cmd(
             merge=merge,
             storage=storage,
             min_valid_fraction=min_valid,
-            extent=_extent(aoi if aoi is not None else extent),
+            extent=parse_aoi((aoi if aoi is not None else extent) or None),
             extent_crs=aoi_crs if aoi_crs is not None else extent_crs,
             target_crs=target_crs,
             resolution=resolution,
@@ -241,6 +255,28 @@ def embed_cmd(
         f"Wrote {res.path}: {g.width}x{g.height} feature pixels x {res.dim} features "
         f"(pixel {g.res[0]:g} x {g.res[1]:g}); session {res.session}"
     )
+
+
+def _embed_input(
+    raster: str | None,
+    stac: str | None,
+    assets: str | None,
+    output: Path,
+    distributed: bool,
+    size: int,
+    stride: int | None,
+) -> tuple[str, dict[str, Any], int]:
+    """The raster embed reads (RASTER or a STAC item's stack), its provenance and its number of tiles.
+
+    A STAC item's stack is held in memory, or written beside the output where dask workers can open it."""
+    from rasterlearn.grid import plan_tiles
+    from rasterlearn.io.raster import RasterReader
+
+    stac_dir = output.parent / "stac" if distributed else None
+    path, source = resolve_raster(raster, stac, assets, dest_dir=stac_dir)
+    with RasterReader(path) as r:
+        total = len(plan_tiles(r.grid, size, stride or size))
+    return path, source, total
 
 
 @app.command("embed-models")
@@ -434,12 +470,8 @@ def similarity_cmd(
 def classify_cmd(
     raster: FeatureRasterArg,
     output: OutOpt,
-    labels: Annotated[
-        Path | None, typer.Option("--labels", "-l", help="Labelled points/polygons (any CRS).")
-    ] = None,
-    attribute: Annotated[
-        str | None, typer.Option("--attribute", "-a", help="Label column (text or numbers).")
-    ] = None,
+    labels: Annotated[Path | None, labels_option("Labelled points/polygons (any CRS).")] = None,
+    attribute: Annotated[str | None, attribute_option("Label column (text or numbers).")] = None,
     method: Annotated[
         str,
         typer.Option(
@@ -517,6 +549,11 @@ def classify_cmd(
             progress=advance,
             executor=executor,
         )
+    _print_classify(res)
+
+
+def _print_classify(res: Any) -> None:
+    """The validation summary, the files written and the sample counts of a classify run."""
     m = res.metrics
     if m.get("validation", {}).get("valid") is False:
         console.print(

@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from rasterlearn.cli._app import app, console
-from rasterlearn.cli._scene import AssetsOpt, StacOpt, resolve_raster
+from rasterlearn.cli._options import AssetsOpt, StacOpt
+from rasterlearn.cli._scene import resolve_raster
 from rasterlearn.io.raster import RasterReader, band_statistics
 
 

@@ -8,7 +8,15 @@ from typing import Annotated, Any, Literal
 import typer
 
 from rasterlearn.cli._app import app, console
-from rasterlearn.cli._progress import ProgressOpt, progress_bar, stage_progress
+from rasterlearn.cli._options import (
+    ProgressOpt,
+    attribute_option,
+    labels_option,
+    out_folder_option,
+    overwrite_option,
+    seed_option,
+)
+from rasterlearn.cli._progress import progress_bar, stage_progress
 
 _UNITS = {"chips": "windows/chips", "train": "epochs", "predict": "pixels", "features": "tiles"}
 
@@ -32,18 +40,15 @@ def _print_run(res: Any) -> None:
 
 @app.command()
 def demo(
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output folder (report.html, maps, model, features).")
-    ] = Path("rasterlearn-demo"),
+    out: Annotated[Path, out_folder_option("Output folder (report.html, maps, model, features).")] = Path(
+        "rasterlearn-demo"
+    ),
     raster: Annotated[
         Path | None, typer.Option("--raster", "-r", help="Your image instead of the synthetic scene.")
     ] = None,
-    labels: Annotated[
-        Path | None, typer.Option("--labels", "-l", help="Your vector labels (with --raster).")
-    ] = None,
+    labels: Annotated[Path | None, labels_option("Your vector labels (with --raster).")] = None,
     attribute: Annotated[
-        str | None,
-        typer.Option("--attribute", "-a", help="Class attribute of --labels (none: binary, class 1)."),
+        str | None, attribute_option("Class attribute of --labels (none: binary, class 1).")
     ] = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="A smoke run: small scene, small chips, few epochs.")
@@ -53,7 +58,7 @@ def demo(
         typer.Option(help="Synthetic scene size in pixels per side (default 768; 256 with --quick)."),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs (default 8).")] = None,
-    seed: Annotated[int, typer.Option(help="Synthetic scene seed.")] = 0,
+    seed: Annotated[int, seed_option("Synthetic scene seed.")] = 0,
     no_features: Annotated[
         bool, typer.Option("--no-features", help="Skip embed/PCA/k-means/similarity.")
     ] = False,
@@ -99,6 +104,11 @@ def demo(
             progress=advance,
             unlabelled=unlabelled,
         )
+    _print_demo(res)
+
+
+def _print_demo(res: Any) -> None:
+    """The demo's stages, outputs and headline scores, with a warning when a class or kappa is ~0."""
     if res.run is not None:
         _print_run(res.run)
     console.print()
@@ -134,7 +144,7 @@ def demo(
 @app.command()
 def init(
     config: Annotated[Path, typer.Argument(metavar="CONFIG.yaml", help="Where to write the template.")],
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+    overwrite: Annotated[bool, overwrite_option("Replace an existing file.")] = False,
 ) -> None:
     """Write a commented run configuration template (edit it, then 'rasterlearn run CONFIG.yaml')."""
     from rasterlearn.pipeline import init_config
@@ -148,9 +158,7 @@ def run(
     config: Annotated[
         Path, typer.Argument(metavar="CONFIG.yaml", help="Run configuration (see 'rasterlearn init').")
     ],
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (default: the config's 'out').")
-    ] = None,
+    out: Annotated[Path | None, out_folder_option("Output folder (default: the config's 'out').")] = None,
     stage: Annotated[
         list[str] | None, typer.Option("--stage", help="Only this stage and what it needs (repeatable).")
     ] = None,

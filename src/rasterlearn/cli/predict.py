@@ -11,183 +11,206 @@ from typing import Annotated, Any, Literal
 import typer
 
 from rasterlearn.cli._app import app, console, state
-from rasterlearn.cli._config import config_option
-from rasterlearn.cli._executor import SchedulerOpt, WorkersOpt
-from rasterlearn.cli._progress import ProgressOpt, progress_bar
-from rasterlearn.cli._scene import AssetsOpt, asset_names, resolve_raster
+from rasterlearn.cli._options import (
+    AssetsOpt,
+    CacheMbOpt,
+    OverwriteOpt,
+    ProgressOpt,
+    SchedulerOpt,
+    WorkersOpt,
+    aoi_option,
+    bands_option,
+    batch_size_option,
+    blocksize_option,
+    config_option,
+    device_option,
+    image_option,
+    io_threads_option,
+    layer_option,
+    memory_mb_option,
+    no_resume_option,
+    nodata_policy_option,
+    output_option,
+    overwrite_option,
+    parse_aoi,
+    parse_bands,
+    stac_option,
+)
+from rasterlearn.cli._progress import progress_bar
+from rasterlearn.cli._scene import asset_names, resolve_raster
 from rasterlearn.engine.executor import open_executor
 from rasterlearn.errors import InputError, OutputError
 from rasterlearn.options import EvaluateOptions, PredictOptions, VectorizeOptions
 from rasterlearn.predict_plan import DEFAULT_MEMORY_MB
 
-
-def _parse_bands(bands: str | None) -> list[int | str] | None:
-    if not bands:
-        return None
-    return [int(b) if b.strip().isdigit() else b.strip() for b in bands.split(",") if b.strip()]
-
-
-def _parse_aoi(aoi: str | None) -> Any:
-    if aoi is None:
-        return None
-    parts = aoi.split(",")
-    if len(parts) == 4:
-        try:
-            return tuple(float(p) for p in parts)
-        except ValueError:
-            pass
-    return Path(aoi)
+# -- predict's options (the shared concepts come from cli/_options.py) ---------------------------------------
+_ModelDirArg = Annotated[Path, typer.Argument(help="Model package folder (model.json + model.safetensors).")]
+_RastersArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="RASTER...",
+        help="Raster(s) to map (any GDAL format or URL, any size); several, a glob or a .txt list of paths "
+        "with --out-dir; omit when --image is given.",
+    ),
+]
+_OverlapOpt = Annotated[
+    float, typer.Option(help="Fraction of the model's chip size shared by neighbouring windows.")
+]
+_ProbabilitiesOpt = Annotated[Path | None, typer.Option(help="Also write class probabilities (COG).")]
+_VectorizeOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Also write the map as polygons (.gpkg, .geojson, .fgb); the background class is left out."
+    ),
+]
+_BlendOpt = Annotated[
+    Literal["hann", "center-crop", "none"], typer.Option(help="Window blending: hann, center-crop or none.")
+]
+_TtaOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Test-time augmentation: comma list of hflip, vflip, rot90, rot180, rot270 (or flips, rotations, "
+        "all)."
+    ),
+]
+_ThresholdOpt = Annotated[
+    float | None,
+    typer.Option(help="Binary models: foreground probability threshold (default: the package's)."),
+]
+_ProbDtypeOpt = Annotated[
+    Literal["uint8", "float32"],
+    typer.Option(help="Probability storage: uint8 (x254, nodata 255) or float32."),
+]
+_NodataOpt = Annotated[float | None, typer.Option(help="Input nodata value when the raster declares none.")]
+_ThreadsOpt = Annotated[int | None, typer.Option(help="CPU threads for the model (torch).")]
+_AmpOpt = Annotated[bool, typer.Option(help="Mixed precision on CUDA.")]
+_WindowOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Inference window (px), a multiple of the network's output stride (32 for smp encoders); default: "
+        "the largest window that tiles the raster evenly within --memory-mb. --overlap stays a fraction of the "
+        "chip size."
+    ),
+]
+_PrecisionOpt = Annotated[
+    Literal["auto", "fp32", "bf16"],
+    typer.Option(
+        help="auto: fp16 autocast on CUDA (--amp), fp32 on CPU; bf16: CPU bf16 autocast, kept only when the CPU "
+        "supports it natively and it agrees with fp32 on the first window."
+    ),
+]
+_RuntimeOpt = Annotated[
+    Literal["torch", "onnx"],
+    typer.Option(
+        help="torch, or onnx: export the network and run it with ONNX Runtime on the CPU (needs the onnx extra; "
+        "measured 2.3x faster for a U-Net here)."
+    ),
+]
+_AllowResolutionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-resolution-mismatch",
+        help="Predict although the pixel size is >25% off the model's training resolution.",
+    ),
+]
+_AllowDtypeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-dtype-mismatch",
+        help="Predict although the raster's dtype and values are far from the training data's.",
+    ),
+]
+_OutDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out-dir", help="Map many scenes: OUT_DIR/<scene>.tif each, status in OUT_DIR/scenes.json."
+    ),
+]
+_MosaicOpt = Annotated[bool, typer.Option("--mosaic", help="With --out-dir: also write OUT_DIR/mosaic.vrt.")]
+_StacItemsOpt = Annotated[
+    list[str] | None,
+    stac_option(
+        "Map a STAC item (path or URL) instead of RASTER: its --assets stacked on one grid. Repeat for several "
+        "items (with --out-dir; OUT_DIR/stac/<item id>.vrt are the stacks)."
+    ),
+]
+_BandsOpt = Annotated[
+    str | None,
+    bands_option(
+        "Raster bands for the model (comma list of 1-based indexes or descriptions); default: matched by the "
+        "package's band names."
+    ),
+]
+_MemoryOpt = Annotated[
+    float,
+    memory_mb_option(
+        "Working-memory budget (MB, on top of the imports): model activations, read-ahead and the score "
+        "accumulator; sets the default --window and --batch-size."
+    ),
+]
+_BatchSizeOpt = Annotated[
+    int | None,
+    batch_size_option(
+        "Windows per model call (default: from --memory-mb; on CPU one large window per call)."
+    ),
+]
+_AoiOpt = Annotated[
+    str | None,
+    aoi_option("Area of interest: a vector file, or 'left,bottom,right,top' in the raster's CRS."),
+]
+_ImagesOpt = Annotated[
+    list[Path] | None,
+    image_option(
+        "Multi-date models: one raster per date, in training order (repeat: --image A --image B), instead "
+        "of RASTER; later dates are resampled onto the first date's grid."
+    ),
+]
+_NodataPolicyOpt = Annotated[
+    Literal["all-valid", "any-valid"],
+    nodata_policy_option("Multi-date input: all-valid (nodata in any date is nodata) or any-valid."),
+]
 
 
 @app.command()
 def predict(
-    model_dir: Annotated[Path, typer.Argument(help="Model package folder (model.json + model.safetensors).")],
-    rasters: Annotated[
-        list[str] | None,
-        typer.Argument(
-            metavar="RASTER...",
-            help="Raster(s) to map (any GDAL format or URL, any size); several, a glob or a .txt list of paths "
-            "with --out-dir; omit when --image is given.",
-        ),
-    ] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Class map to write (COG).")] = None,
-    overlap: Annotated[
-        float, typer.Option(help="Fraction of the model's chip size shared by neighbouring windows.")
-    ] = 0.25,
-    probabilities: Annotated[Path | None, typer.Option(help="Also write class probabilities (COG).")] = None,
-    vectorize: Annotated[
-        Path | None,
-        typer.Option(
-            help="Also write the map as polygons (.gpkg, .geojson, .fgb); the background class is left out."
-        ),
-    ] = None,
-    blend: Annotated[
-        Literal["hann", "center-crop", "none"],
-        typer.Option(help="Window blending: hann, center-crop or none."),
-    ] = "hann",
-    tta: Annotated[
-        str | None,
-        typer.Option(
-            help="Test-time augmentation: comma list of hflip, vflip, rot90, rot180, rot270 (or flips, rotations, "
-            "all)."
-        ),
-    ] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(
-            help="Windows per model call (default: from --memory-mb; on CPU one large window per call)."
-        ),
-    ] = None,
-    aoi: Annotated[
-        str | None,
-        typer.Option(help="Area of interest: a vector file, or 'left,bottom,right,top' in the raster's CRS."),
-    ] = None,
-    threshold: Annotated[
-        float | None,
-        typer.Option(help="Binary models: foreground probability threshold (default: the package's)."),
-    ] = None,
-    prob_dtype: Annotated[
-        Literal["uint8", "float32"],
-        typer.Option(help="Probability storage: uint8 (x254, nodata 255) or float32."),
-    ] = "uint8",
-    bands: Annotated[
-        str | None,
-        typer.Option(
-            help="Raster bands for the model (comma list of 1-based indexes or descriptions); default: matched by "
-            "the package's band names."
-        ),
-    ] = None,
-    nodata: Annotated[
-        float | None, typer.Option(help="Input nodata value when the raster declares none.")
-    ] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for the model (torch).")] = None,
-    io_threads: Annotated[int, typer.Option(help="Reader threads.")] = 2,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
-    blocksize: Annotated[int, typer.Option(help="Output tile size (also the resume granularity).")] = 512,
-    memory_mb: Annotated[
-        float,
-        typer.Option(
-            help="Working-memory budget (MB, on top of the imports): model activations, read-ahead and the score "
-            "accumulator; sets the default --window and --batch-size."
-        ),
-    ] = DEFAULT_MEMORY_MB,
-    cache_mb: Annotated[int, typer.Option(help="GDAL block cache bound during the job (MB).")] = 16,
-    window: Annotated[
-        int | None,
-        typer.Option(
-            help="Inference window (px), a multiple of the network's output stride (32 for smp encoders); default: "
-            "the largest window that tiles the raster evenly within --memory-mb. --overlap stays a fraction of the "
-            "chip size."
-        ),
-    ] = None,
-    precision: Annotated[
-        Literal["auto", "fp32", "bf16"],
-        typer.Option(
-            help="auto: fp16 autocast on CUDA (--amp), fp32 on CPU; bf16: CPU bf16 autocast, kept only when the CPU "
-            "supports it natively and it agrees with fp32 on the first window."
-        ),
-    ] = "auto",
-    runtime: Annotated[
-        Literal["torch", "onnx"],
-        typer.Option(
-            help="torch, or onnx: export the network and run it with ONNX Runtime on the CPU (needs the onnx extra; "
-            "measured 2.3x faster for a U-Net here)."
-        ),
-    ] = "torch",
+    model_dir: _ModelDirArg,
+    rasters: _RastersArg = None,
+    output: Annotated[Path | None, output_option("Class map to write (COG).")] = None,
+    overlap: _OverlapOpt = 0.25,
+    probabilities: _ProbabilitiesOpt = None,
+    vectorize: _VectorizeOpt = None,
+    blend: _BlendOpt = "hann",
+    tta: _TtaOpt = None,
+    batch_size: _BatchSizeOpt = None,
+    aoi: _AoiOpt = None,
+    threshold: _ThresholdOpt = None,
+    prob_dtype: _ProbDtypeOpt = "uint8",
+    bands: _BandsOpt = None,
+    nodata: _NodataOpt = None,
+    threads: _ThreadsOpt = None,
+    io_threads: Annotated[int, io_threads_option("Reader threads.")] = 2,
+    device: Annotated[str, device_option("auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    amp: _AmpOpt = True,
+    blocksize: Annotated[int, blocksize_option("Output tile size (also the resume granularity).")] = 512,
+    memory_mb: _MemoryOpt = DEFAULT_MEMORY_MB,
+    cache_mb: CacheMbOpt = 16,
+    window: _WindowOpt = None,
+    precision: _PrecisionOpt = "auto",
+    runtime: _RuntimeOpt = "torch",
     min_area: Annotated[float, typer.Option(help="--vectorize: drop polygons smaller than this.")] = 0.0,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
-    allow_resolution_mismatch: Annotated[
-        bool,
-        typer.Option(
-            "--allow-resolution-mismatch",
-            help="Predict although the pixel size is >25% off the model's training resolution.",
-        ),
-    ] = False,
-    allow_dtype_mismatch: Annotated[
-        bool,
-        typer.Option(
-            "--allow-dtype-mismatch",
-            help="Predict although the raster's dtype and values are far from the training data's.",
-        ),
-    ] = False,
-    no_resume: Annotated[
-        bool, typer.Option("--no-resume", help="Discard a partial run instead of resuming it.")
-    ] = False,
+    overwrite: Annotated[bool, overwrite_option("Replace existing outputs.")] = False,
+    allow_resolution_mismatch: _AllowResolutionOpt = False,
+    allow_dtype_mismatch: _AllowDtypeOpt = False,
+    no_resume: Annotated[bool, no_resume_option("Discard a partial run instead of resuming it.")] = False,
     progress: ProgressOpt = "bar",
     config: Annotated[Path | None, config_option(PredictOptions)] = None,
-    image: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--image",
-            help="Multi-date models: one raster per date, in training order (repeat: --image A --image B), "
-            "instead of RASTER; later dates are resampled onto the first date's grid.",
-        ),
-    ] = None,
-    nodata_policy: Annotated[
-        Literal["all-valid", "any-valid"],
-        typer.Option(help="Multi-date input: all-valid (nodata in any date is nodata) or any-valid."),
-    ] = "all-valid",
-    out_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--out-dir", help="Map many scenes: OUT_DIR/<scene>.tif each, status in OUT_DIR/scenes.json."
-        ),
-    ] = None,
-    mosaic: Annotated[
-        bool, typer.Option("--mosaic", help="With --out-dir: also write OUT_DIR/mosaic.vrt.")
-    ] = False,
+    image: _ImagesOpt = None,
+    nodata_policy: _NodataPolicyOpt = "all-valid",
+    out_dir: _OutDirOpt = None,
+    mosaic: _MosaicOpt = False,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
-    stac: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--stac",
-            metavar="ITEM.json",
-            help="Map a STAC item (path or URL) instead of RASTER: its --assets stacked on one grid. Repeat for "
-            "several items (with --out-dir; OUT_DIR/stac/<item id>.vrt are the stacks).",
-        ),
-    ] = None,
+    stac: _StacItemsOpt = None,
     assets: AssetsOpt = None,
 ) -> None:
     """Map a raster with a trained model: seamless blended windows, bounded memory, resumable."""
@@ -196,10 +219,10 @@ def predict(
         "blend": blend,
         "tta": tta,
         "batch_size": batch_size,
-        "aoi": _parse_aoi(aoi),
+        "aoi": parse_aoi(aoi),
         "threshold": threshold,
         "prob_dtype": prob_dtype,
-        "bands": _parse_bands(bands),
+        "bands": parse_bands(bands),
         "nodata": nodata,
         "device": device,
         "amp": amp,
@@ -217,32 +240,17 @@ def predict(
     }
     scene_kwargs: dict[str, dict[str, Any]] = {}
     if stac or assets:
-        if not stac:
-            raise InputError("--assets needs --stac ITEM.json (the STAC item whose assets to stack)")
-        if rasters or image:
-            raise InputError("Give the RASTER(s) to map or --stac ITEM.json, not both")
         distributed = scheduler is not None or workers is not None
-        rasters, scene_kwargs = _stac_inputs(stac, assets, out_dir, output, distributed, opts)
+        rasters, scene_kwargs = _stac_inputs(
+            stac, assets, bool(rasters or image), out_dir, output, distributed, opts
+        )
     if out_dir is not None or (rasters is not None and len(rasters) > 1):
-        if image or output is not None or probabilities is not None or vectorize is not None:
-            raise InputError(
-                "With several scenes (--out-dir) each map is OUT_DIR/<scene>.tif: drop -o, --probabilities, "
-                "--vectorize and --image"
-            )
-        if out_dir is None:
-            raise InputError(
-                f"{len(rasters or [])} rasters given: name a folder for their maps with --out-dir"
-            )
+        out_dir = _many_scenes_dir(out_dir, rasters, bool(image), [output, probabilities, vectorize])
         scenes = list(rasters or []) if scene_kwargs else _expand_scenes(rasters or [])
         opts_all = {**opts, "scene_kwargs": scene_kwargs} if scene_kwargs else opts
         _predict_scenes(model_dir, scenes, out_dir, mosaic, overwrite, scheduler, workers, opts_all)
         return
-    raster = rasters[0] if rasters else None
-    if (raster is None) == (not image):
-        raise InputError("Give the RASTER to map, or one --image per date of a multi-date model (not both)")
-    if output is None:
-        raise InputError("Name the class map to write with -o/--output (or map many scenes with --out-dir)")
-    images: list[str | Path] = list(image) if image else [str(raster)]
+    images, output = _one_scene_inputs(rasters, image, output)
     _predict_one(
         model_dir,
         images,
@@ -255,6 +263,32 @@ def predict(
         opts,
         (scheduler, workers),
     )
+
+
+def _many_scenes_dir(
+    out_dir: Path | None, rasters: list[str] | None, image: bool, single_outputs: list[Path | None]
+) -> Path:
+    """The folder of a several-scene run; the options that only name one scene's outputs are refused."""
+    if image or any(p is not None for p in single_outputs):
+        raise InputError(
+            "With several scenes (--out-dir) each map is OUT_DIR/<scene>.tif: drop -o, --probabilities, "
+            "--vectorize and --image"
+        )
+    if out_dir is None:
+        raise InputError(f"{len(rasters or [])} rasters given: name a folder for their maps with --out-dir")
+    return out_dir
+
+
+def _one_scene_inputs(
+    rasters: list[str] | None, image: list[Path] | None, output: Path | None
+) -> tuple[list[str | Path], Path]:
+    """The input(s) of a one-scene run (one raster, or one per date) and its map, checked."""
+    raster = rasters[0] if rasters else None
+    if (raster is None) == (not image):
+        raise InputError("Give the RASTER to map, or one --image per date of a multi-date model (not both)")
+    if output is None:
+        raise InputError("Name the class map to write with -o/--output (or map many scenes with --out-dir)")
+    return (list(image) if image else [str(raster)]), output
 
 
 def _predict_one(
@@ -311,8 +345,9 @@ def _predict_one(
 
 
 def _stac_inputs(
-    items: list[str],
+    items: list[str] | None,
     assets: str | None,
+    raster_given: bool,
     out_dir: Path | None,
     output: Path | None,
     distributed: bool,
@@ -322,8 +357,14 @@ def _stac_inputs(
 
     One item without --out-dir: its stack (in memory, or ``stac/<id>.vrt`` beside the map for dask workers,
     which cannot see this process) with its provenance in ``opts["source"]``. Several: one VRT each under
-    OUT_DIR/stac and the provenance per scene."""
+    OUT_DIR/stac and the provenance per scene. ``--assets`` without ``--stac``, or ``--stac`` with RASTER or
+    ``--image`` (``raster_given``), is refused."""
     from rasterlearn.io.stac import stac_scenes
+
+    if not items:
+        raise InputError("--assets needs --stac ITEM.json (the STAC item whose assets to stack)")
+    if raster_given:
+        raise InputError("Give the RASTER(s) to map or --stac ITEM.json, not both")
 
     if out_dir is None and len(items) == 1:
         dest = output.parent / "stac" if distributed and output is not None else None
@@ -404,9 +445,7 @@ def _predict_scenes(
 @app.command("vectorize")
 def vectorize_cmd(
     raster: Annotated[Path, typer.Argument(help="Class map (single band, integer codes).")],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Polygons to write (.gpkg, .geojson, .fgb).")
-    ],
+    output: Annotated[Path, output_option("Polygons to write (.gpkg, .geojson, .fgb).")],
     min_area: Annotated[float, typer.Option(help="Drop polygons smaller than this (see --area-unit).")] = 0.0,
     area_unit: Annotated[
         Literal["map", "pixels"], typer.Option(help="Unit of --min-area: map (CRS units squared) or pixels.")
@@ -416,7 +455,7 @@ def vectorize_cmd(
         str | None, typer.Option(help="Comma list of class codes to leave out (e.g. 0).")
     ] = None,
     window_size: Annotated[int, typer.Option(help="Processing window (pixels).")] = 2048,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    overwrite: OverwriteOpt = False,
     progress: ProgressOpt = "bar",
     config: Annotated[Path | None, config_option(VectorizeOptions)] = None,
 ) -> None:
@@ -464,13 +503,11 @@ def _raster_progress(job: str, raster: Path) -> Iterator[Callable[[int], None]]:
 def evaluate(
     map_path: Annotated[Path, typer.Argument(metavar="MAP", help="Predicted class map.")],
     truth: Annotated[Path, typer.Option(help="Ground truth: a vector layer or a label raster.")],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Metrics JSON (CSV and PNG are written beside it).")
-    ],
+    output: Annotated[Path, output_option("Metrics JSON (CSV and PNG are written beside it).")],
     attribute: Annotated[
         str | None, typer.Option(help="Vector truth: the attribute holding the class.")
     ] = None,
-    layer: Annotated[str | None, typer.Option(help="Vector truth: layer name.")] = None,
+    layer: Annotated[str | None, layer_option("Vector truth: layer name.")] = None,
     schema: Annotated[
         Path | None, typer.Option(help="Class schema (YAML/CSV) when the map has no class names.")
     ] = None,
@@ -502,9 +539,7 @@ def evaluate(
             "map has a background class)."
         ),
     ] = "auto",
-    aoi: Annotated[
-        str | None, typer.Option(help="Only pixels inside this vector layer / 'l,b,r,t' extent.")
-    ] = None,
+    aoi: Annotated[str | None, aoi_option("Only pixels inside this vector layer / 'l,b,r,t' extent.")] = None,
     ignore: Annotated[str | None, typer.Option(help="Comma list of extra truth values to ignore.")] = None,
     all_touched: Annotated[
         bool, typer.Option(help="Vector truth: burn every pixel a polygon touches.")
@@ -533,7 +568,7 @@ def evaluate(
             truth_classes=names_of_truth,
             class_match=class_match,
             unlabelled=unlabelled,
-            aoi=_parse_aoi(aoi),
+            aoi=parse_aoi(aoi),
             ignore_values=ignore_values,
             all_touched=all_touched,
             output=output,

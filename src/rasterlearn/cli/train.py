@@ -9,120 +9,141 @@ from typing import Annotated, Any, Literal
 import typer
 
 from rasterlearn.cli._app import app, console, state
-from rasterlearn.cli._progress import ProgressOpt, progress_bar
+from rasterlearn.cli._options import (
+    LoaderWorkersOpt,
+    ProgressOpt,
+    batch_size_option,
+    config_file_option,
+    device_option,
+    out_folder_option,
+    output_option,
+    overwrite_option,
+    seed_option,
+)
+from rasterlearn.cli._progress import progress_bar
+
+_BatchSizeOpt = Annotated[int | None, batch_size_option("Chips per batch. (default: 8)")]
+_OverwriteOpt = Annotated[bool, overwrite_option("Start again even if OUT has checkpoints.", negatable=False)]
+_MetricsOutputOpt = Annotated[
+    Path | None, output_option("Metrics JSON (CSV and confusion-matrix PNG are written beside it).")
+]
+
+# -- train's own options -------------------------------------------------------------------------------------
+_ArchOpt = Annotated[
+    str | None, typer.Option(help="Architecture (see 'rasterlearn models'). (default: unet)")
+]
+_EncoderOpt = Annotated[str | None, typer.Option(help="smp encoder or 'tu-<timm name>'. (default: resnet18)")]
+_EpochsOpt = Annotated[int | None, typer.Option(help="Epochs; 0 = evaluate the model only. (default: 20)")]
+_PretrainedOpt = Annotated[
+    str | None,
+    typer.Option(help="Pretrained encoder weights name, e.g. imagenet (downloads). Default: none."),
+]
+_WeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Local weights: .safetensors/.pt/.ckpt or a model package "
+        "folder (fine-tuning; with --epochs 0, evaluation)."
+    ),
+]
+_ChannelStrategyOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Adapting pretrained RGB first layers to other band counts: repeat, mean, zeros, random."
+    ),
+]
+_TaskOpt = Annotated[str | None, typer.Option(help="multiclass (softmax) or binary (1 sigmoid output).")]
+_TemporalOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Multi-date chips: early (dates stacked as channels; default) or siamese (shared "
+        "encoder per date, feature differencing)."
+    ),
+]
+_LossOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="auto (ce+dice when imbalanced, else ce), ce, bce, dice, focal, jaccard, tversky, "
+        "focal_tversky, lovasz; combine with +, e.g. 'ce+dice'. (default: auto)"
+    ),
+]
+_ClassWeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="auto, none, inverse, inverse_sqrt, median (from the manifest's trn pixel counts). "
+        "(default: auto)"
+    ),
+]
+_SamplerOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="shuffle, or balanced (chips holding rare classes drawn more often). (default: shuffle)"
+    ),
+]
+_BaselineOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--baseline/--no-baseline",
+        help="Fit a per-pixel random forest on the same chips and compare. (default: on)",
+    ),
+]
+_FreezeEncoderEpochsOpt = Annotated[int | None, typer.Option(help="Train only the decoder for N epochs.")]
+_MonitorOpt = Annotated[str | None, typer.Option(help="Metric for the best checkpoint. (default: val/miou)")]
+_StrategyOpt = Annotated[
+    str | None,
+    typer.Option(help="Lightning strategy, e.g. ddp (one process per device; only rank 0 writes OUT)."),
+]
+_DeterministicOpt = Annotated[
+    bool | None,
+    typer.Option("--deterministic/--no-deterministic", help="Deterministic algorithms (slower)."),
+]
+_MlflowExperimentOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="MLflow experiment name (store: $MLFLOW_TRACKING_URI, else OUT/mlruns.db). "
+        "(default: rasterlearn)"
+    ),
+]
+_ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoints/last.ckpt.")]
 
 
 @app.command()
 def train(
     dataset: Annotated[Path, typer.Argument(help="Chip folder written by 'rasterlearn chips'.")],
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output folder: model package + metrics + report.")
-    ],
-    config: Annotated[Path | None, typer.Option("--config", help="YAML file of training options.")] = None,
-    arch: Annotated[
-        str | None, typer.Option(help="Architecture (see 'rasterlearn models'). (default: unet)")
-    ] = None,
-    encoder: Annotated[
-        str | None, typer.Option(help="smp encoder or 'tu-<timm name>'. (default: resnet18)")
-    ] = None,
-    epochs: Annotated[
-        int | None, typer.Option(help="Epochs; 0 = evaluate the model only. (default: 20)")
-    ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Chips per batch. (default: 8)")] = None,
+    out: Annotated[Path, out_folder_option("Output folder: model package + metrics + report.")],
+    config: Annotated[Path | None, config_file_option("YAML file of training options.")] = None,
+    arch: _ArchOpt = None,
+    encoder: _EncoderOpt = None,
+    epochs: _EpochsOpt = None,
+    batch_size: _BatchSizeOpt = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate. (default: 1e-3)")] = None,
-    pretrained: Annotated[
-        str | None,
-        typer.Option(help="Pretrained encoder weights name, e.g. imagenet (downloads). Default: none."),
-    ] = None,
-    weights: Annotated[
-        str | None,
-        typer.Option(
-            help="Local weights: .safetensors/.pt/.ckpt or a model package "
-            "folder (fine-tuning; with --epochs 0, evaluation)."
-        ),
-    ] = None,
-    channel_strategy: Annotated[
-        str | None,
-        typer.Option(
-            help="Adapting pretrained RGB first layers to other band counts: repeat, mean, zeros, random."
-        ),
-    ] = None,
-    task: Annotated[
-        str | None, typer.Option(help="multiclass (softmax) or binary (1 sigmoid output).")
-    ] = None,
-    temporal: Annotated[
-        str | None,
-        typer.Option(
-            help="Multi-date chips: early (dates stacked as channels; default) or siamese (shared "
-            "encoder per date, feature differencing)."
-        ),
-    ] = None,
-    loss: Annotated[
-        str | None,
-        typer.Option(
-            help="auto (ce+dice when imbalanced, else ce), ce, bce, dice, focal, jaccard, tversky, "
-            "focal_tversky, lovasz; combine with +, e.g. 'ce+dice'. (default: auto)"
-        ),
-    ] = None,
-    class_weights: Annotated[
-        str | None,
-        typer.Option(
-            help="auto, none, inverse, inverse_sqrt, median (from the manifest's trn pixel counts). "
-            "(default: auto)"
-        ),
-    ] = None,
-    sampler: Annotated[
-        str | None,
-        typer.Option(
-            help="shuffle, or balanced (chips holding rare classes drawn more often). (default: shuffle)"
-        ),
-    ] = None,
-    baseline: Annotated[
-        bool | None,
-        typer.Option(
-            "--baseline/--no-baseline",
-            help="Fit a per-pixel random forest on the same chips and compare. (default: on)",
-        ),
-    ] = None,
+    pretrained: _PretrainedOpt = None,
+    weights: _WeightsOpt = None,
+    channel_strategy: _ChannelStrategyOpt = None,
+    task: _TaskOpt = None,
+    temporal: _TemporalOpt = None,
+    loss: _LossOpt = None,
+    class_weights: _ClassWeightsOpt = None,
+    sampler: _SamplerOpt = None,
+    baseline: _BaselineOpt = None,
     optimizer: Annotated[str | None, typer.Option(help="adamw, adam, sgd.")] = None,
     scheduler: Annotated[str | None, typer.Option(help="cosine, onecycle, plateau, step, none.")] = None,
     augment: Annotated[str | None, typer.Option(help="none, flips, geometric, full.")] = None,
-    freeze_encoder_epochs: Annotated[
-        int | None, typer.Option(help="Train only the decoder for N epochs.")
-    ] = None,
-    monitor: Annotated[
-        str | None, typer.Option(help="Metric for the best checkpoint. (default: val/miou)")
-    ] = None,
+    freeze_encoder_epochs: _FreezeEncoderEpochsOpt = None,
+    monitor: _MonitorOpt = None,
     patience: Annotated[int | None, typer.Option(help="Early stopping patience (epochs).")] = None,
     precision: Annotated[str | None, typer.Option(help="auto, 32, bf16-mixed, 16-mixed.")] = None,
     accelerator: Annotated[str | None, typer.Option(help="auto, cpu, gpu, mps.")] = None,
     devices: Annotated[str | None, typer.Option(help="Devices (e.g. 1, 2, auto).")] = None,
-    strategy: Annotated[
-        str | None,
-        typer.Option(help="Lightning strategy, e.g. ddp (one process per device; only rank 0 writes OUT)."),
-    ] = None,
+    strategy: _StrategyOpt = None,
     num_nodes: Annotated[int | None, typer.Option(help="Machines of a distributed run. (default: 1)")] = None,
-    workers: Annotated[int | None, typer.Option(help="DataLoader workers. (default: auto)")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed. (default: 42)")] = None,
-    deterministic: Annotated[
-        bool | None,
-        typer.Option("--deterministic/--no-deterministic", help="Deterministic algorithms (slower)."),
-    ] = None,
+    workers: LoaderWorkersOpt = None,
+    seed: Annotated[int | None, seed_option("Random seed. (default: 42)")] = None,
+    deterministic: _DeterministicOpt = None,
     logger: Annotated[str | None, typer.Option(help="csv, tensorboard, mlflow.")] = None,
-    mlflow_experiment: Annotated[
-        str | None,
-        typer.Option(
-            help="MLflow experiment name (store: $MLFLOW_TRACKING_URI, else OUT/mlruns.db). "
-            "(default: rasterlearn)"
-        ),
-    ] = None,
+    mlflow_experiment: _MlflowExperimentOpt = None,
     run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from OUT/checkpoints/last.ckpt.")
-    ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Start again even if OUT has checkpoints.")
-    ] = False,
+    resume: _ResumeOpt = False,
+    overwrite: _OverwriteOpt = False,
     progress: ProgressOpt = "bar",
 ) -> None:
     """Train a segmentation model on chips and write a self-describing model package into OUT."""
@@ -185,14 +206,9 @@ def evaluate_model_cmd(
     split: Annotated[
         Literal["trn", "val", "tst"], typer.Option(help="Split to score: trn, val or tst.")
     ] = "tst",
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output", "-o", help="Metrics JSON (CSV and confusion-matrix PNG are written beside it)."
-        ),
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Chips per batch.")] = 8,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, mps (default: cuda when available).")] = None,
+    output: _MetricsOutputOpt = None,
+    batch_size: Annotated[int, batch_size_option("Chips per batch.")] = 8,
+    device: Annotated[str | None, device_option("cpu, cuda, mps (default: cuda when available).")] = None,
     progress: ProgressOpt = "bar",
 ) -> None:
     """Score a model package on a split of a chip folder (per-class IoU/F1, producer's/user's accuracy, kappa)."""
@@ -226,17 +242,17 @@ def compare_cmd(
             help="Comma-separated: ARCH:ENCODER networks (e.g. unet:resnet18), rf:bands, rf:features."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: compare.csv/.json/.png.")],
+    out: Annotated[Path, out_folder_option("Output folder: compare.csv/.json/.png.")],
     config: Annotated[
-        Path | None, typer.Option("--config", help="YAML file of training options for the networks.")
+        Path | None, config_file_option("YAML file of training options for the networks.")
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs of each network. (default: 20)")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Chips per batch. (default: 8)")] = None,
+    batch_size: _BatchSizeOpt = None,
     rf_samples: Annotated[int, typer.Option(help="Training pixels of each random forest.")] = 100_000,
     feature_model: Annotated[
         str, typer.Option(help="timm backbone of rf:features (pretrained only when cached).")
     ] = "resnet18.a1_in1k",
-    workers: Annotated[int | None, typer.Option(help="DataLoader workers. (default: auto)")] = None,
+    workers: LoaderWorkersOpt = None,
 ) -> None:
     """Train/fit each candidate on the same chips and split; one table (mIoU, IoU per class, kappa, time, size)."""
     from rich.table import Table

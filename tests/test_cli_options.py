@@ -1,0 +1,95 @@
+"""One name per concept across commands: the shared options of cli/_options.py keep one spelling everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+
+from rasterlearn.cli import app
+from rasterlearn.cli._options import parse_aoi, parse_bands
+
+COMMANDS = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+
+# parameter name -> its one spelling (short flag included) in every command that has it
+CANONICAL = {
+    "output": ["--output", "-o"],
+    "aoi": ["--aoi"],
+    "aoi_crs": ["--aoi-crs"],
+    "device": ["--device"],
+    "io_threads": ["--io-threads"],
+    "memory_mb": ["--memory-mb"],
+    "cache_mb": ["--cache-mb"],
+    "batch_size": ["--batch-size"],
+    "workers": ["--workers"],
+    "progress": ["--progress"],
+    "config": ["--config"],
+    "seed": ["--seed"],
+    "nodata_policy": ["--nodata-policy"],
+    "no_resume": ["--no-resume"],
+    "image": ["--image"],
+    "stac": ["--stac"],
+    "assets": ["--assets"],
+    "labels": ["--labels", "-l"],
+    "overwrite": ["--overwrite"],
+    "layer": ["--layer"],
+}
+# spellings that differ today and are kept (changing them would change the command line)
+KEPT = {("chips", "bands"), ("evaluate", "attribute"), ("transitions", "attribute"), ("chips", "out")}
+
+
+def _options(name: str) -> list:
+    return [p for p in COMMANDS[name].params if p.param_type_name == "option"]
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_shared_concepts_have_one_spelling(name) -> None:
+    for p in _options(name):
+        if p.name in CANONICAL:
+            assert p.opts == CANONICAL[p.name], f"{name} --{p.name}: {p.opts}"
+        # the folder outputs of train, compare, demo, run and analyze
+        if p.name == "out" and (name, "out") not in KEPT:
+            assert p.opts == ["--out", "-o"], f"{name}: {p.opts}"
+        if p.name in ("bands", "attribute") and (name, p.name) not in KEPT:
+            assert p.opts[0] == f"--{p.name}" and len(p.opts) <= 2, f"{name}: {p.opts}"
+        assert p.show_default is True, f"{name} --{p.name} hides its default"
+
+
+def test_every_command_writing_a_file_names_it_with_o() -> None:
+    writers = {n for n in COMMANDS if any(p.name in ("output", "out") for p in _options(n))}
+    assert {"predict", "chips", "embed", "train", "vectorize", "evaluate", "export"} <= writers
+    for name in writers:
+        short = {o for p in _options(name) if p.name in ("output", "out") for o in p.opts}
+        assert "-o" in short, name
+
+
+def test_overwrite_keeps_each_commands_no_flag() -> None:
+    # --no-overwrite exists exactly where it did before the options were shared
+    negatable = {n for n in COMMANDS for p in _options(n) if p.name == "overwrite" and p.secondary_opts}
+    plain = {n for n in COMMANDS for p in _options(n) if p.name == "overwrite" and not p.secondary_opts}
+    assert negatable == {"assess", "init", "predict", "sample", "transitions", "vectorize"}
+    assert plain == {"change", "chips", "export", "qgis-plugin", "train"}
+
+
+def test_dask_workers_and_dataloader_workers_are_told_apart() -> None:
+    def workers_help(name: str) -> str:
+        return next(p.help for p in _options(name) if p.name == "workers")
+
+    for name in ("predict", "embed", "reduce", "cluster", "similarity", "classify", "evaluate"):
+        assert "dask LocalCluster" in workers_help(name)
+    for name in ("train", "compare"):
+        assert workers_help(name).startswith("DataLoader workers")
+
+
+def test_parse_aoi_bounds_or_a_vector_file() -> None:
+    assert parse_aoi(None) is None
+    assert parse_aoi("500000,4000000,500640,4000640.5") == (500000.0, 4000000.0, 500640.0, 4000640.5)
+    assert parse_aoi("aoi.gpkg") == Path("aoi.gpkg")
+    assert parse_aoi("a,b,c,d") == Path("a,b,c,d")  # four parts that are not numbers: a file name
+
+
+def test_parse_bands_indexes_and_descriptions() -> None:
+    assert parse_bands(None) is None and parse_bands("") is None
+    assert parse_bands("4, 3,2") == [4, 3, 2]
+    assert parse_bands("red,nir,,8") == ["red", "nir", 8]
