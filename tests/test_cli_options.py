@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from typer.testing import CliRunner
 
 from rasterlearn.cli import app
 from rasterlearn.cli._options import parse_aoi, parse_bands
@@ -36,6 +37,8 @@ CANONICAL = {
     "layer": ["--layer"],
 }
 # spellings that differ today and are kept (changing them would change the command line)
+# the DataLoader's worker processes of train and compare are another concept: --loader-workers
+LOADER_WORKERS = {("train", "workers"), ("compare", "workers")}
 KEPT = {("chips", "bands"), ("evaluate", "attribute"), ("transitions", "attribute"), ("chips", "out")}
 
 
@@ -46,11 +49,11 @@ def _options(name: str) -> list:
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_shared_concepts_have_one_spelling(name) -> None:
     for p in _options(name):
-        if p.name in CANONICAL:
+        if p.name in CANONICAL and (name, p.name) not in LOADER_WORKERS:
             assert p.opts == CANONICAL[p.name], f"{name} --{p.name}: {p.opts}"
-        # the folder outputs of train, compare, demo, run and analyze
+        # the folder outputs of train, compare, demo, run and analyze: -o/--output too
         if p.name == "out" and (name, "out") not in KEPT:
-            assert p.opts == ["--out", "-o"], f"{name}: {p.opts}"
+            assert p.opts == ["--output", "-o"], f"{name}: {p.opts}"
         if p.name in ("bands", "attribute") and (name, p.name) not in KEPT:
             assert p.opts[0] == f"--{p.name}" and len(p.opts) <= 2, f"{name}: {p.opts}"
         assert p.show_default is True, f"{name} --{p.name} hides its default"
@@ -79,7 +82,38 @@ def test_dask_workers_and_dataloader_workers_are_told_apart() -> None:
     for name in ("predict", "embed", "reduce", "cluster", "similarity", "classify", "evaluate"):
         assert "dask LocalCluster" in workers_help(name)
     for name in ("train", "compare"):
-        assert workers_help(name).startswith("DataLoader workers")
+        loader = next(p for p in _options(name) if p.name == "workers")
+        assert loader.opts == ["--loader-workers"] and loader.help.startswith("DataLoader worker processes")
+
+
+FORMER = [
+    ("train", ["--out", "M"], "out", "M"),
+    ("train", ["--workers", "3"], "workers", 3),
+    ("train", ["--scheduler", "step"], "scheduler", "step"),
+    ("compare", ["--out", "C"], "out", "C"),
+    ("compare", ["--workers", "2"], "workers", 2),
+    ("demo", ["--out", "D"], "out", "D"),
+    ("run", ["--out", "R"], "out", "R"),
+    ("analyze", ["--out", "A"], "out", "A"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "argv", "param", "value"), FORMER, ids=[f"{f[0]} {f[1][0]}" for f in FORMER]
+)
+def test_former_spellings_still_parse_and_stay_out_of_help(name, argv, param, value) -> None:
+    cmd = COMMANDS[name]
+    required = {"train": ["DATA", "-o", "M"], "compare": ["DATA", "--candidates", "rf:bands", "-o", "C"]}
+    args = [
+        a for a in required.get(name, ["X.yaml"] if name == "run" else ["DATA"] if name == "analyze" else [])
+    ]
+    if argv[0] == "--out":  # the former spelling replaces the new one
+        args = [a for i, a in enumerate(args) if a != "-o" and (i == 0 or args[i - 1] != "-o")]
+    ctx = cmd.make_context(name, args + argv)
+    assert ctx.params[param] == (Path(value) if param == "out" else value)
+    help_text = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output
+    assert "--output" in help_text or "--loader-workers" in help_text or "--lr-scheduler" in help_text
+    assert f"{argv[0]} " not in help_text, f"{name} --help shows the former spelling {argv[0]}"
 
 
 def test_parse_aoi_bounds_or_a_vector_file() -> None:

@@ -87,7 +87,7 @@ SUPERVISED_ALGORITHMS: tuple[AlgoSpec, ...] = (
         ("analyze",),
         (
             P("DATASET", "Chip dataset folder", "folder", None),
-            _out("OUTPUT", "Report folder", "out_folder", "--out", optional=True),
+            _out("OUTPUT", "Report folder", "out_folder", "--output", optional=True),
         ),
         "Class proportions per split, chips dropped per filter and a filter-threshold search.",
     ),
@@ -151,7 +151,7 @@ SUPERVISED_ALGORITHMS: tuple[AlgoSpec, ...] = (
             ),
             P("RESUME", "Resume an interrupted run", "bool", "--resume", False),
             _SEED,
-            _out("OUTPUT", "Model folder", "out_folder", "--out"),
+            _out("OUTPUT", "Model folder", "out_folder", "--output"),
         ),
         "Train a segmentation model (U-Net, DeepLabV3+, SegFormer, ...) on a chip dataset; writes a model "
         "package, checkpoints and a report. Cancel keeps the last checkpoint: rerun with 'Resume'.",

@@ -110,11 +110,11 @@ def _resolve_out(out: Path, params_hash: str, overwrite: bool) -> Path:
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return out
     if not out.is_dir():
-        raise OutputError(f"{out} exists and is not a folder; choose another --out")
+        raise OutputError(f"{out} exists and is not a folder; choose another --output")
     existing = _existing_hash(out)
     if existing is None:
         raise OutputError(
-            f"{out} exists, is not empty and is not a rasterlearn chip dataset; choose another --out "
+            f"{out} exists, is not empty and is not a rasterlearn chip dataset; choose another --output "
             f"(nothing was written)"
         )
     if overwrite:
@@ -142,7 +142,7 @@ def _resolve_out(out: Path, params_hash: str, overwrite: bool) -> Path:
         None,
         params_hash,
     ):  # pragma: no cover - hash prefix clash
-        raise OutputError(f"{alt} exists with other parameters; remove it or choose another --out")
+        raise OutputError(f"{alt} exists with other parameters; remove it or choose another --output")
     return alt
 
 

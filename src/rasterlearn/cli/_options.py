@@ -21,6 +21,7 @@ from rasterlearn.cli._config import config_option
 from rasterlearn.cli._progress import ProgressOpt
 
 __all__ = [
+    "FOLDER_OUTPUT",
     "AoiCrsOpt",
     "AssetsOpt",
     "CacheMbOpt",
@@ -39,6 +40,7 @@ __all__ = [
     "config_file_option",
     "config_option",
     "device_option",
+    "former_spellings",
     "image_option",
     "io_threads_option",
     "labels_option",
@@ -68,9 +70,22 @@ def output_option(help: str) -> Any:
 
 
 def out_folder_option(help: str) -> Any:
-    """``-o/--out``: the output folder of the commands that write a whole folder (train, compare, demo, run,
-    analyze)."""
-    return _option("--out", "-o", help=help)
+    """``-o/--output``: the output folder of the commands that write a whole folder (train, compare, demo,
+    run, analyze); their former spelling ``--out`` is accepted through :func:`former_spellings`."""
+    return _option("--output", "-o", help=help)
+
+
+def former_spellings(**former: str) -> dict[str, Any]:
+    """``context_settings`` of a command that still accepts former option spellings, hidden from ``--help``:
+    ``former_spellings(out="output")`` makes ``--out X`` mean ``--output X``. Click normalizes every option
+    name a user types through this mapping before matching it, so the old spelling needs no second
+    parameter."""
+    names = {old.replace("_", "-"): new for old, new in former.items()}
+    return {"token_normalize_func": lambda name: names.get(name, name)}
+
+
+FOLDER_OUTPUT = former_spellings(out="output")
+"""The commands writing a folder: ``--out`` is the former spelling of ``--output``."""
 
 
 def overwrite_option(help: str, *, negatable: bool = True) -> Any:
@@ -205,8 +220,11 @@ WorkersOpt = Annotated[
         help="Compute blocks on a dask LocalCluster of N worker processes started for this job.",
     ),
 ]
-LoaderWorkersOpt = Annotated[int | None, _option("--workers", help="DataLoader workers. (default: auto)")]
-"""``--workers`` of train and compare: PyTorch DataLoader worker processes (not dask workers)."""
+LoaderWorkersOpt = Annotated[
+    int | None, _option("--loader-workers", help="DataLoader worker processes. (default: auto)")
+]
+"""``--loader-workers`` of train and compare: PyTorch DataLoader worker processes; ``--workers`` means dask
+workers everywhere else (train and compare still accept it as their former spelling)."""
 
 
 # -- parsers of the shared values ----------------------------------------------------------------------------

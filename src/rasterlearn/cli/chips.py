@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rasterlearn.cli._app import app, console
 from rasterlearn.cli._config import config_extras
 from rasterlearn.cli._options import (
+    FOLDER_OUTPUT,
     LayerOpt,
     ProgressOpt,
     attribute_option,
@@ -357,7 +358,7 @@ class AnalyzeConfig(BaseModel):
     top: int = Field(10, gt=0)
 
 
-@app.command()
+@app.command(context_settings=FOLDER_OUTPUT)
 def analyze(
     dataset: Annotated[Path, typer.Argument(help="Chip dataset folder written by `rasterlearn chips`.")],
     out: Annotated[Path | None, out_folder_option("Output folder (default: DATASET/analysis).")] = None,

@@ -9,6 +9,7 @@ import typer
 
 from rasterlearn.cli._app import app, console
 from rasterlearn.cli._options import (
+    FOLDER_OUTPUT,
     ProgressOpt,
     attribute_option,
     labels_option,
@@ -38,7 +39,7 @@ def _print_run(res: Any) -> None:
         console.print(f"Report: [bold]{res.report}[/]")
 
 
-@app.command()
+@app.command(context_settings=FOLDER_OUTPUT)
 def demo(
     out: Annotated[Path, out_folder_option("Output folder (report.html, maps, model, features).")] = Path(
         "rasterlearn-demo"
@@ -153,7 +154,7 @@ def init(
     console.print(f"Wrote {path}; edit the scenes and run 'rasterlearn run {path}'")
 
 
-@app.command()
+@app.command(context_settings=FOLDER_OUTPUT)
 def run(
     config: Annotated[
         Path, typer.Argument(metavar="CONFIG.yaml", help="Run configuration (see 'rasterlearn init').")

@@ -15,6 +15,7 @@ from rasterlearn.cli._options import (
     batch_size_option,
     config_file_option,
     device_option,
+    former_spellings,
     out_folder_option,
     output_option,
     overwrite_option,
@@ -106,7 +107,9 @@ _MlflowExperimentOpt = Annotated[
 _ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoints/last.ckpt.")]
 
 
-@app.command()
+@app.command(
+    context_settings=former_spellings(out="output", workers="loader-workers", scheduler="lr-scheduler")
+)
 def train(
     dataset: Annotated[Path, typer.Argument(help="Chip folder written by 'rasterlearn chips'.")],
     out: Annotated[Path, out_folder_option("Output folder: model package + metrics + report.")],
@@ -126,7 +129,10 @@ def train(
     sampler: _SamplerOpt = None,
     baseline: _BaselineOpt = None,
     optimizer: Annotated[str | None, typer.Option(help="adamw, adam, sgd.")] = None,
-    scheduler: Annotated[str | None, typer.Option(help="cosine, onecycle, plateau, step, none.")] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option("--lr-scheduler", help="Learning-rate schedule: cosine, onecycle, plateau, step, none."),
+    ] = None,
     augment: Annotated[str | None, typer.Option(help="none, flips, geometric, full.")] = None,
     freeze_encoder_epochs: _FreezeEncoderEpochsOpt = None,
     monitor: _MonitorOpt = None,
@@ -233,7 +239,7 @@ def evaluate_model_cmd(
         console.print(f"Metrics written to {output} (+ .csv, _confusion.png)")
 
 
-@app.command("compare")
+@app.command("compare", context_settings=former_spellings(out="output", workers="loader-workers"))
 def compare_cmd(
     dataset: Annotated[Path, typer.Argument(help="Chip folder written by 'rasterlearn chips'.")],
     candidates: Annotated[
