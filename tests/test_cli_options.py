@@ -39,7 +39,7 @@ CANONICAL = {
 # spellings that differ today and are kept (changing them would change the command line)
 # the DataLoader's worker processes of train and compare are another concept: --loader-workers
 LOADER_WORKERS = {("train", "workers"), ("compare", "workers")}
-KEPT = {("chips", "bands"), ("evaluate", "attribute"), ("transitions", "attribute"), ("chips", "out")}
+KEPT = {("chips", "bands"), ("evaluate", "attribute"), ("transitions", "attribute")}
 
 
 def _options(name: str) -> list:
@@ -95,6 +95,10 @@ FORMER = [
     ("demo", ["--out", "D"], "out", "D"),
     ("run", ["--out", "R"], "out", "R"),
     ("analyze", ["--out", "A"], "out", "A"),
+    ("chips", ["--out", "C"], "output", "C"),
+    ("embed", ["--extent", "0,0,1,1"], "aoi", "0,0,1,1"),
+    ("embed", ["--extent-crs", "EPSG:3857"], "aoi_crs", "EPSG:3857"),
+    ("embed", ["--read-threads", "3"], "io_threads", 3),
 ]
 
 
@@ -103,16 +107,21 @@ FORMER = [
 )
 def test_former_spellings_still_parse_and_stay_out_of_help(name, argv, param, value) -> None:
     cmd = COMMANDS[name]
-    required = {"train": ["DATA", "-o", "M"], "compare": ["DATA", "--candidates", "rf:bands", "-o", "C"]}
+    required = {
+        "train": ["DATA", "-o", "M"],
+        "compare": ["DATA", "--candidates", "rf:bands", "-o", "C"],
+        "embed": ["--model", "resnet18", "-o", "F.tif", "R.tif"],
+    }
     args = [
         a for a in required.get(name, ["X.yaml"] if name == "run" else ["DATA"] if name == "analyze" else [])
     ]
     if argv[0] == "--out":  # the former spelling replaces the new one
         args = [a for i, a in enumerate(args) if a != "-o" and (i == 0 or args[i - 1] != "-o")]
     ctx = cmd.make_context(name, args + argv)
-    assert ctx.params[param] == (Path(value) if param == "out" else value)
+    assert ctx.params[param] == (Path(value) if param in ("out", "output") else value)
     help_text = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output
-    assert "--output" in help_text or "--loader-workers" in help_text or "--lr-scheduler" in help_text
+    new = next(p.opts[0] for p in _options(name) if p.name == param)
+    assert new in help_text, f"{name} --help lacks {new}"
     assert f"{argv[0]} " not in help_text, f"{name} --help shows the former spelling {argv[0]}"
 
 

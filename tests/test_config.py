@@ -375,8 +375,9 @@ def test_hidden_aliases_still_work_and_stay_out_of_help(inputs, tmp_path, capsys
     text = capsys.readouterr().out
     assert "--aoi" in text and "--io-threads" in text and "--workers" in text  # --workers: dask workers
     assert not re.search(r"│\s+--(extent|extent-crs|read-threads)\s", text)  # hidden, yet accepted:
-    hidden = {o for p in COMMANDS["embed"].params if getattr(p, "hidden", False) for o in p.opts}
-    assert hidden == {"--extent", "--extent-crs", "--read-threads"}
+    former = ["--extent", "0,0,1,1", "--extent-crs", "EPSG:3857", "--read-threads", "3"]
+    ctx = COMMANDS["embed"].make_context("embed", ["--model", "m", "-o", "f.tif", "r.tif", *former])
+    assert (ctx.params["aoi"], ctx.params["aoi_crs"], ctx.params["io_threads"]) == ("0,0,1,1", "EPSG:3857", 3)
     assert main(["chips", "--help"]) == 0
     text = capsys.readouterr().out
     assert "--output" in text and not re.search(r"│\s+--out\s", text)

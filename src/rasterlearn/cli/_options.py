@@ -4,8 +4,9 @@ A concept whose help text is the same in every command is a ready ``Annotated`` 
 one whose help names what the command writes or reads is a small factory fixing the spelling, used as
 ``Annotated[Path, output_option("Class map to write (COG).")]``. Defaults stay in the command's signature
 (``= "auto"``), where ``tests/test_config.py`` holds them equal to the command's options model, and are
-shown in ``--help`` (``show_default``). Hidden former spellings (``chips --out``, ``embed --extent``,
-``--extent-crs``, ``--read-threads``) stay with the one command that had them.
+shown in ``--help`` (``show_default``). Former spellings (``--out`` of the commands writing a folder and of
+``chips``, ``embed --extent``/``--extent-crs``/``--read-threads``, ``train --workers``/``--scheduler``) still
+parse, hidden from ``--help``, through one mechanism: :func:`former_spellings` on the command.
 
 Also here: the parsers of the values these options share (:func:`parse_aoi`, :func:`parse_bands`).
 """

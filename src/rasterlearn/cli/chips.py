@@ -201,7 +201,7 @@ _ClassProportionOpt = Annotated[str | None, typer.Option(help="Min percent per c
 _CompressOpt = Annotated[str | None, typer.Option(help="Chip compression: deflate | lzw | zstd | none.")]
 
 
-@app.command()
+@app.command(context_settings=FOLDER_OUTPUT)
 def chips(
     ctx: typer.Context,
     raster: _RasterOpt = None,
@@ -211,7 +211,6 @@ def chips(
     label_raster: _LabelRasterOpt = None,
     scenes: _ScenesOpt = None,
     output: Annotated[Path | None, output_option("Dataset folder to write.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", hidden=True, help="Former name of --output.")] = None,
     attribute: _AttributeOpt = None,
     burn_value: _BurnValueOpt = _DEFAULT["burn_value"],
     layer: LayerOpt = None,
@@ -247,7 +246,7 @@ def chips(
         "labels": labels,
         "label_raster": label_raster,
         "scenes": scenes,
-        "output": out if output is None else output,
+        "output": output,
         "attribute": attribute,
         "burn_value": burn_value,
         "layer": layer,

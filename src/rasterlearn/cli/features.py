@@ -25,6 +25,7 @@ from rasterlearn.cli._options import (
     batch_size_option,
     config_option,
     device_option,
+    former_spellings,
     io_threads_option,
     labels_option,
     memory_mb_option,
@@ -122,12 +123,6 @@ _StorageOpt = Annotated[
 _MinValidOpt = Annotated[
     float, typer.Option("--min-valid", help="Min valid fraction of a feature pixel's footprint.")
 ]
-_ExtentOpt = Annotated[  # hidden former spelling of --aoi
-    str | None, typer.Option("--extent", hidden=True, help="left,bottom,right,top or a vector file.")
-]
-_ExtentCrsOpt = Annotated[  # hidden former spelling of --aoi-crs
-    str | None, typer.Option("--extent-crs", hidden=True, help="CRS of --extent bounds.")
-]
 _EmbedAoiOpt = Annotated[
     str | None,
     aoi_option("Area of interest: a vector file, or 'left,bottom,right,top' (formerly --extent)."),
@@ -140,9 +135,6 @@ _ResolutionOpt = Annotated[
 ]
 _ResamplingOpt = Annotated[str, typer.Option("--resampling", help="Resampling for reprojected reading.")]
 _EmbedIoThreadsOpt = Annotated[int, io_threads_option("Reader threads prefetching tile rows (this process).")]
-_ReadThreadsOpt = Annotated[  # hidden former spelling of --io-threads
-    int | None, typer.Option("--read-threads", hidden=True)
-]
 _PauseOpt = Annotated[float, typer.Option("--pause", help="Seconds to sleep between batches.")]
 _NoPretrainedOpt = Annotated[bool, typer.Option("--no-pretrained", help="Random weights (testing).")]
 _WeightsSeedOpt = Annotated[
@@ -163,7 +155,9 @@ _EmbedMemoryOpt = Annotated[
 ]
 
 
-@app.command("embed")
+@app.command(
+    "embed", context_settings=former_spellings(extent="aoi", extent_crs="aoi-crs", read_threads="io-threads")
+)
 def embed_cmd(
     model: _EmbedModelOpt,
     output: OutOpt,
@@ -179,8 +173,6 @@ def embed_cmd(
     merge: _MergeOpt = "average",
     storage: _StorageOpt = "float32",
     min_valid: _MinValidOpt = 0.5,
-    extent: _ExtentOpt = None,
-    extent_crs: _ExtentCrsOpt = None,
     aoi: _EmbedAoiOpt = None,
     aoi_crs: AoiCrsOpt = None,
     target_crs: _TargetCrsOpt = None,
@@ -189,7 +181,6 @@ def embed_cmd(
     device: Annotated[str, device_option("auto, cpu, cuda, cuda:1, mps.")] = "auto",
     batch_size: Annotated[int, batch_size_option("Tiles per forward pass.")] = 8,
     io_threads: _EmbedIoThreadsOpt = 1,
-    read_threads: _ReadThreadsOpt = None,
     pause: _PauseOpt = 0.0,
     no_pretrained: _NoPretrainedOpt = False,
     seed: _WeightsSeedOpt = 0,
@@ -233,14 +224,14 @@ def embed_cmd(
             merge=merge,
             storage=storage,
             min_valid_fraction=min_valid,
-            extent=parse_aoi((aoi if aoi is not None else extent) or None),
-            extent_crs=aoi_crs if aoi_crs is not None else extent_crs,
+            extent=parse_aoi(aoi or None),
+            extent_crs=aoi_crs,
             target_crs=target_crs,
             resolution=resolution,
             resampling=resampling,
             device=device,
             batch_size=batch_size,
-            workers=io_threads if read_threads is None else read_threads,
+            workers=io_threads,
             pause_s=pause,
             cache_dir=cache_dir,
             memory_mb=memory_mb,
