@@ -205,7 +205,7 @@ def test_float_truth_with_nodata_and_fractions_on_a_differently_described_crs(na
 
 
 def test_grid_relation_tells_a_crs_description_from_another_crs():
-    from rasterlearn.evaluate import _grid_relation
+    from rasterlearn.evaluate.truth import _grid_relation
 
     tm = "+proj=tmerc +lat_0=0 +lon_0=15 +k=0.9996 +x_0=500000 +y_0=0 +ellps=WGS84 +units=m +no_defs"
     assert _grid_relation(GRID, GRID) == (True, None)

@@ -51,6 +51,120 @@ def _to_map(geoms: np.ndarray, transform: Any) -> np.ndarray:
     return shapely.transform(geoms, fn)
 
 
+def _window_pieces(
+    reader: RasterReader,
+    window_size: int,
+    skip: set[int],
+    progress: Callable[[int], None] | None,
+) -> tuple[list[tuple[int, Any]], dict[int, list[Any]]]:
+    """Read phase: polygonize each window in global pixel coordinates.
+
+    Returns ``(complete, seam)``: ``(code, polygon)`` of the polygons that touch no inner window seam, and
+    per class the pieces that do (to be merged by :func:`_merge_seams`).
+    """
+    import shapely
+    from affine import Affine
+    from rasterio.features import shapes
+
+    grid = reader.grid
+    dtype = np.dtype(reader.dtype)
+    complete: list[tuple[int, Any]] = []
+    seam: dict[int, list[Any]] = defaultdict(list)
+    H, W = grid.height, grid.width
+    for r0 in range(0, H, window_size):
+        for c0 in range(0, W, window_size):
+            win = Window(r0, c0, min(window_size, H - r0), min(window_size, W - c0))
+            block = reader.read(win)
+            data = block.data[0]
+            if dtype.kind == "f":
+                data = data.astype("float32")
+            elif dtype.itemsize > 2 or (dtype.kind == "i" and dtype.itemsize > 1):
+                data = data.astype("int32")
+            valid = block.valid
+            if skip:
+                valid = valid & ~np.isin(data, list(skip))
+            if valid.any():
+                tr = Affine.translation(c0, r0)
+                for geom, value in shapes(data, mask=valid, connectivity=4, transform=tr):
+                    poly = shapely.geometry.shape(geom)
+                    minx, miny, maxx, maxy = poly.bounds
+                    touches = (
+                        (minx == c0 and c0 > 0)
+                        or (maxx == win.col_stop and win.col_stop < W)
+                        or (miny == r0 and r0 > 0)
+                        or (maxy == win.row_stop and win.row_stop < H)
+                    )
+                    (seam[int(value)].append(poly) if touches else complete.append((int(value), poly)))
+            if progress:
+                progress(win.size)
+    return complete, seam
+
+
+def _merge_seams(complete: list[tuple[int, Any]], seam: dict[int, list[Any]]) -> tuple[list[int], list[Any]]:
+    """Merge phase: exact union of the pieces cut at window seams, per class.
+
+    Returns the class codes and pixel-coordinate polygons: the complete ones first, then the merged ones.
+    """
+    import shapely
+
+    n_seam = sum(len(v) for v in seam.values())
+    codes: list[int] = [c for c, _ in complete]
+    geoms: list[Any] = [g for _, g in complete]
+    for code, pieces in seam.items():
+        merged = shapely.get_parts(shapely.union_all(pieces))
+        # tolerance 0 only drops the collinear vertices left where pieces met (coordinates are exact)
+        merged = [shapely.simplify(g, 0.0) for g in merged if g.geom_type == "Polygon" and not g.is_empty]
+        codes.extend([code] * len(merged))
+        geoms.extend(merged)
+    if n_seam:
+        log.debug("Merged %d polygon pieces cut at window seams", n_seam)
+    return codes, geoms
+
+
+def _polygon_table(
+    codes: list[int],
+    geoms: list[Any],
+    grid: Any,
+    names: dict[int, str],
+    min_area: float,
+    area_unit: AreaUnit,
+    simplify: float | None,
+) -> Any:
+    """Table phase: polygons to map coordinates, areas, ``min_area`` filter, simplification; a GeoDataFrame
+    sorted by class code, then by decreasing area."""
+    import geopandas as gpd
+    import shapely
+
+    pix = np.asarray(geoms, dtype=object)
+    pixel_area = np.asarray(shapely.area(pix), dtype="float64") if len(pix) else np.zeros(0)
+    world = _to_map(pix, grid.transform) if len(pix) else pix
+    area = np.asarray(shapely.area(world), dtype="float64") if len(pix) else np.zeros(0)
+    keep = np.ones(len(pix), dtype=bool)
+    if min_area > 0:
+        keep &= (area if area_unit == "map" else pixel_area) >= min_area
+        log.info(
+            "Dropped %d polygons smaller than %g %s",
+            int((~keep).sum()),
+            min_area,
+            "map units²" if area_unit == "map" else "pixels",
+        )
+    world = world[keep]
+    if simplify:
+        world = shapely.simplify(world, simplify, preserve_topology=True)
+    code_arr = np.asarray(codes, dtype="int64")[keep]
+    order = np.lexsort((-area[keep], code_arr)) if len(code_arr) else np.zeros(0, dtype=int)
+    return gpd.GeoDataFrame(
+        {
+            "class_code": code_arr[order],
+            "class_name": [names.get(int(c), f"class_{int(c)}") for c in code_arr[order]],
+            "area": area[keep][order],
+            "pixels": np.rint(pixel_area[keep][order]).astype("int64"),
+        },
+        geometry=list(world[order]) if len(order) else [],
+        crs=grid.crs,
+    )
+
+
 def vectorize_raster(
     raster: str | Path,
     output: str | Path | None = None,
@@ -83,11 +197,6 @@ def vectorize_raster(
         A GeoDataFrame with ``class_code``, ``class_name``, ``area`` (map units²), ``pixels`` and the
         geometry, in the map's CRS.
     """
-    import geopandas as gpd
-    import shapely
-    from affine import Affine
-    from rasterio.features import shapes
-
     check_outputs([raster], [output])
     if area_unit not in ("map", "pixels"):
         raise InputError(f"area_unit must be 'map' or 'pixels'; got {area_unit!r}")
@@ -95,80 +204,14 @@ def vectorize_raster(
         raise InputError(f"window_size must be at least 2 pixels, got {window_size}")
     names = dict(class_names) if class_names is not None else read_class_names(raster)
     skip = {int(c) for c in (exclude or ())}
-    complete: list[tuple[int, Any]] = []
-    seam: dict[int, list[Any]] = defaultdict(list)
     with RasterReader(raster, [band]) as reader:
         grid = reader.grid
-        dtype = np.dtype(reader.dtype)
         if grid.is_geographic and area_unit == "map" and min_area:
             log.warning("%s is in geographic coordinates: areas and min_area are in square degrees", raster)
-        H, W = grid.height, grid.width
-        for r0 in range(0, H, window_size):
-            for c0 in range(0, W, window_size):
-                win = Window(r0, c0, min(window_size, H - r0), min(window_size, W - c0))
-                block = reader.read(win)
-                data = block.data[0]
-                if dtype.kind == "f":
-                    data = data.astype("float32")
-                elif dtype.itemsize > 2 or (dtype.kind == "i" and dtype.itemsize > 1):
-                    data = data.astype("int32")
-                valid = block.valid
-                if skip:
-                    valid = valid & ~np.isin(data, list(skip))
-                if valid.any():
-                    tr = Affine.translation(c0, r0)
-                    for geom, value in shapes(data, mask=valid, connectivity=4, transform=tr):
-                        poly = shapely.geometry.shape(geom)
-                        minx, miny, maxx, maxy = poly.bounds
-                        touches = (
-                            (minx == c0 and c0 > 0)
-                            or (maxx == win.col_stop and win.col_stop < W)
-                            or (miny == r0 and r0 > 0)
-                            or (maxy == win.row_stop and win.row_stop < H)
-                        )
-                        (seam[int(value)].append(poly) if touches else complete.append((int(value), poly)))
-                if progress:
-                    progress(win.size)
-    n_seam = sum(len(v) for v in seam.values())
-    codes: list[int] = [c for c, _ in complete]
-    geoms: list[Any] = [g for _, g in complete]
-    for code, pieces in seam.items():
-        merged = shapely.get_parts(shapely.union_all(pieces))
-        # tolerance 0 only drops the collinear vertices left where pieces met (coordinates are exact)
-        merged = [shapely.simplify(g, 0.0) for g in merged if g.geom_type == "Polygon" and not g.is_empty]
-        codes.extend([code] * len(merged))
-        geoms.extend(merged)
-    if n_seam:
-        log.debug("Merged %d polygon pieces cut at window seams", n_seam)
-    pix = np.asarray(geoms, dtype=object)
-    pixel_area = np.asarray(shapely.area(pix), dtype="float64") if len(pix) else np.zeros(0)
-    world = _to_map(pix, grid.transform) if len(pix) else pix
-    area = np.asarray(shapely.area(world), dtype="float64") if len(pix) else np.zeros(0)
-    keep = np.ones(len(pix), dtype=bool)
-    if min_area > 0:
-        keep &= (area if area_unit == "map" else pixel_area) >= min_area
-        log.info(
-            "Dropped %d polygons smaller than %g %s",
-            int((~keep).sum()),
-            min_area,
-            "map units²" if area_unit == "map" else "pixels",
-        )
-    world = world[keep]
-    if simplify:
-        world = shapely.simplify(world, simplify, preserve_topology=True)
-    code_arr = np.asarray(codes, dtype="int64")[keep]
-    order = np.lexsort((-area[keep], code_arr)) if len(code_arr) else np.zeros(0, dtype=int)
-    gdf = gpd.GeoDataFrame(
-        {
-            "class_code": code_arr[order],
-            "class_name": [names.get(int(c), f"class_{int(c)}") for c in code_arr[order]],
-            "area": area[keep][order],
-            "pixels": np.rint(pixel_area[keep][order]).astype("int64"),
-        },
-        geometry=list(world[order]) if len(order) else [],
-        crs=grid.crs,
-    )
-    log.info("%d polygons from %s (%d classes)", len(gdf), raster, len(set(code_arr.tolist())))
+        complete, seam = _window_pieces(reader, window_size, skip, progress)
+    codes, geoms = _merge_seams(complete, seam)
+    gdf = _polygon_table(codes, geoms, grid, names, min_area, area_unit, simplify)
+    log.info("%d polygons from %s (%d classes)", len(gdf), raster, len(set(gdf["class_code"].tolist())))
     if output is not None:
         from rasterlearn.io.vector import write_vector
 

@@ -1,200 +1,27 @@
-"""One self-contained HTML page per run (``OUT/report.html``), every figure also saved under ``OUT/report/``.
-
-Sections: data summary (scenes, classes, chip counts per split, class balance chart), training curves,
-validation / test / map metrics with confusion matrices, sample chips (input / truth / prediction), a
-quick-look of each predicted map with its legend, feature maps (PCA, clusters, similarity), run parameters
-and library versions, and the list of outputs with how to open them in QGIS.
-
-The page is built from the files the stages wrote (``dataset.json``, ``manifest.csv``, ``history.csv``,
-``metrics.json``, the maps), so it can be regenerated at any time without re-running anything.
-"""
+"""The run report's sections, each an HTML fragment built from the files the stages wrote (empty when its
+inputs are missing): data, metrics, training, sample chips, predicted maps, features, parameters and
+versions, outputs."""
 
 from __future__ import annotations
 
 import csv
 import html
-import json
-import logging
 import platform
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rasterlearn import report
-from rasterlearn.diagnostics import collapse_warnings, headline
-
-__all__ = ["ReportInputs", "plot_class_balance", "plot_class_map", "write_run_report"]
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class ReportInputs:
-    """What the run produced (any part may be missing; its section is then left out)."""
-
-    title: str = "rasterlearn run"
-    dataset: Path | None = None
-    train_dir: Path | None = None
-    scenes: list[dict[str, Any]] = field(default_factory=list)
-    maps: dict[str, Path] = field(default_factory=dict)
-    images: dict[str, Path] = field(default_factory=dict)
-    polygons: dict[str, Path] = field(default_factory=dict)
-    test_chips: Path | None = None
-    map_metrics: dict[str, tuple[Path, str]] = field(default_factory=dict)
-    features: dict[str, dict[str, Path]] = field(default_factory=dict)
-    features_note: str = ""
-    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-    sample_chips: int = 6
-    quicklook_size: int = 1024
-    note: str = ""
-
-
-# -------------------------------------------------------------------------------------------------
-# Figures
-# -------------------------------------------------------------------------------------------------
-def plot_class_balance(
-    counts: dict[str, dict[str, int]], names: Sequence[str], colors: Sequence[str], path: str | Path
-) -> Path:
-    """Grouped bars: share of labelled pixels per class, one group per split (``{split: {class: px}}``)."""
-    plt = report._plt()
-    splits = [s for s in counts if sum(counts[s].values()) > 0]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(names) + 2), 3.8))
-    width = 0.8 / max(1, len(splits))
-    x = np.arange(len(names))
-    hatches = ["", "//", "..", "xx"]
-    for i, s in enumerate(splits):
-        total = sum(counts[s].values())
-        share = [counts[s].get(n, 0) / total for n in names]
-        ax.bar(
-            x + (i - (len(splits) - 1) / 2) * width,
-            share,
-            width,
-            color=colors,
-            edgecolor="black",
-            hatch=hatches[i % len(hatches)],
-        )
-    ax.set_xticks(x, names, rotation=30, ha="right")
-    ax.set_ylabel("share of labelled pixels")
-    ax.set_title("Class balance per split (bar colour = class, hatching = split)")
-    if splits:
-        from matplotlib.patches import Patch
-
-        handles = [
-            Patch(facecolor="white", edgecolor="black", hatch=hatches[i % len(hatches)], label=lbl)
-            for i, lbl in enumerate(f"{s} ({sum(counts[s].values()):,} px)" for s in splits)
-        ]
-        ax.legend(handles=handles, fontsize=8)
-    fig.tight_layout()
-    return report.save_figure(fig, path)
-
-
-def _read_decimated(path: Path, max_size: int, resampling: str = "nearest") -> tuple[np.ndarray, np.ndarray]:
-    """All bands of a raster read at most ``max_size`` pixels on the long side (overviews used) + validity."""
-    import rasterio
-    from rasterio.enums import Resampling
-
-    with rasterio.open(path) as ds:
-        f = max(1.0, max(ds.height, ds.width) / max_size)
-        shape = (ds.count, max(1, round(ds.height / f)), max(1, round(ds.width / f)))
-        data = ds.read(out_shape=shape, resampling=Resampling[resampling])
-        mask = ds.read_masks(1, out_shape=shape[1:], resampling=Resampling.nearest) > 0
-        if ds.nodata is not None and np.isnan(ds.nodata):
-            mask &= ~np.isnan(data).any(axis=0)
-    return data, mask
-
-
-def plot_class_map(
-    classes: np.ndarray,
-    valid: np.ndarray,
-    codes: Sequence[int],
-    names: Sequence[str],
-    colors: Sequence[str],
-    path: str | Path,
-    *,
-    image: np.ndarray | None = None,
-    image_valid: np.ndarray | None = None,
-    band_names: Sequence[str] | None = None,
-    title: str = "Predicted map",
-) -> Path:
-    """The class map in the schema colours with a legend (beside an RGB composite of the image if given)."""
-    plt = report._plt()
-    from matplotlib.colors import to_rgb
-    from matplotlib.patches import Patch
-
-    lut = {int(c): to_rgb(col) for c, col in zip(codes, colors, strict=True)}
-    rgb = np.ones((*classes.shape, 3))
-    for c, col in lut.items():
-        rgb[classes == c] = col
-    rgb[~valid] = 1.0
-    panels: list[tuple[str, np.ndarray | None]] = [("image", None)] if image is not None else []
-    panels.append((title, rgb))
-    h, w = classes.shape
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(5.5 * len(panels) * max(0.6, w / h), 5.8), squeeze=False
-    )
-    for ax, (name, arr) in zip(axes[0], panels, strict=True):
-        if arr is None:
-            assert image is not None
-            arr = report.rgb_composite(image, image_valid, band_names)
-        ax.imshow(arr, interpolation="nearest")
-        ax.set_title(name)
-        ax.set_axis_off()
-    present = set(np.unique(classes[valid]).tolist())
-    handles = [
-        Patch(facecolor=lut[int(c)], edgecolor="black", label=f"{c} {n}")
-        for c, n in zip(codes, names, strict=True)
-        if int(c) in present
-    ]
-    fig.legend(
-        handles=handles, loc="lower center", ncol=min(6, max(1, len(handles))), fontsize=9, frameon=False
-    )
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    return report.save_figure(fig, path)
-
-
-def _plot_continuous(data: np.ndarray, valid: np.ndarray, path: Path, title: str, cmap: str) -> Path:
-    plt = report._plt()
-    fig, ax = plt.subplots(figsize=(6, 6 * data.shape[0] / max(1, data.shape[1])))
-    arr = np.where(valid, data, np.nan)
-    im = ax.imshow(arr, cmap=cmap, interpolation="nearest")
-    ax.set_title(title)
-    ax.set_axis_off()
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    return report.save_figure(fig, path)
-
-
-def _plot_rgb(rgb: np.ndarray, path: Path, title: str) -> Path:
-    plt = report._plt()
-    fig, ax = plt.subplots(figsize=(6, 6 * rgb.shape[0] / max(1, rgb.shape[1])))
-    ax.imshow(rgb, interpolation="nearest")
-    ax.set_title(title)
-    ax.set_axis_off()
-    fig.tight_layout()
-    return report.save_figure(fig, path)
-
-
-def _plot_clusters(labels: np.ndarray, valid: np.ndarray, path: Path, title: str) -> Path:
-    plt = report._plt()
-    cmap = plt.get_cmap("tab20")
-    k = int(labels[valid].max()) if valid.any() else 0
-    rgb = np.ones((*labels.shape, 3))
-    for c in range(1, k + 1):
-        rgb[(labels == c) & valid] = cmap((c - 1) % 20)[:3]
-    return _plot_rgb(rgb, path, title)
-
-
-# -------------------------------------------------------------------------------------------------
-# Sections
-# -------------------------------------------------------------------------------------------------
-def _load_json(path: Path | None) -> dict[str, Any] | None:
-    if path is None or not Path(path).exists():
-        return None
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+from rasterlearn.run_report.figures import (
+    plot_class_balance,
+    plot_class_map,
+    plot_clusters,
+    plot_continuous,
+    plot_rgb,
+    read_decimated,
+)
+from rasterlearn.run_report.inputs import ReportInputs, load_json
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -209,19 +36,8 @@ def _num(v: Any, fmt: str = "{:.4f}") -> str:
         return "n/a"
 
 
-def _schema(inputs: ReportInputs, dataset: dict[str, Any] | None) -> Any:
-    from rasterlearn.labels import ClassSchema
-
-    if inputs.train_dir is not None and (inputs.train_dir / "model.json").exists():
-        meta = json.loads((inputs.train_dir / "model.json").read_text(encoding="utf-8"))
-        if meta.get("schema"):
-            return ClassSchema.from_dict(meta["schema"])
-    if dataset and dataset.get("schema"):
-        return ClassSchema.from_dict(dataset["schema"])
-    return None
-
-
-def _data_section(inputs: ReportInputs, figs: Path, dataset: dict[str, Any] | None, schema: Any) -> str:
+def data_section(inputs: ReportInputs, figs: Path, dataset: dict[str, Any] | None, schema: Any) -> str:
+    """Scenes, classes and chip counts per split with the class balance chart."""
     parts: list[str] = []
     if inputs.scenes:
         rows = []
@@ -322,16 +138,17 @@ def _metrics_rows(label: str, m: dict[str, Any], region: str = "") -> dict[str, 
     return row
 
 
-def _metrics_section(inputs: ReportInputs, figs: Path) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+def metrics_section(inputs: ReportInputs, figs: Path) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+    """The metrics table and confusion matrices; also returns the evaluations (label, metrics) it read."""
     evals: list[tuple[str, str, dict[str, Any]]] = []
-    val = _load_json(inputs.train_dir / "metrics.json" if inputs.train_dir else None)
+    val = load_json(inputs.train_dir / "metrics.json" if inputs.train_dir else None)
     if val:
         evals.append(("validation chips (best model)", "val split", val))
-    tst = _load_json(inputs.test_chips)
+    tst = load_json(inputs.test_chips)
     if tst:
         evals.append(("test chips", "tst split", tst))
     for sid, (path, region) in inputs.map_metrics.items():
-        m = _load_json(path)
+        m = load_json(path)
         if m:
             evals.append((f"map of {sid}", region, m))
     if not evals:
@@ -352,7 +169,8 @@ def _metrics_section(inputs: ReportInputs, figs: Path) -> tuple[str, list[tuple[
     return "\n".join(parts), [(a, m) for a, _, m in evals]
 
 
-def _training_section(inputs: ReportInputs, figs: Path) -> str:
+def training_section(inputs: ReportInputs, figs: Path) -> str:
+    """Training curves (``history.csv``) and the training options."""
     if inputs.train_dir is None:
         return ""
     parts = []
@@ -363,7 +181,7 @@ def _training_section(inputs: ReportInputs, figs: Path) -> str:
         if history:
             png = report.plot_training_curves(history, figs / "training_curves.png")
             parts.append(report.img_tag(png, "training curves"))
-    meta = _load_json(inputs.train_dir / "model.json")
+    meta = load_json(inputs.train_dir / "model.json")
     if meta:
         tr = meta.get("training") or {}
         info = {
@@ -384,7 +202,7 @@ def _training_section(inputs: ReportInputs, figs: Path) -> str:
     return "\n".join(parts)
 
 
-def _sample_section(inputs: ReportInputs, figs: Path, schema: Any, dataset: dict[str, Any] | None) -> str:
+def sample_section(inputs: ReportInputs, figs: Path, schema: Any, dataset: dict[str, Any] | None) -> str:
     """Input / truth / prediction for a few tst (else val) chips whose scene has a predicted map."""
     if inputs.dataset is None or schema is None or not inputs.sample_chips:
         return ""
@@ -451,18 +269,19 @@ def _sample(inputs: ReportInputs, row: dict[str, str], schema: Any) -> dict[str,
     }
 
 
-def _maps_section(inputs: ReportInputs, figs: Path, schema: Any, dataset: dict[str, Any] | None) -> str:
+def maps_section(inputs: ReportInputs, figs: Path, schema: Any, dataset: dict[str, Any] | None) -> str:
+    """A quick-look of each predicted map (over its image when given) with the share of each class."""
     if not inputs.maps or schema is None:
         return ""
     parts = []
     for sid, path in inputs.maps.items():
         if not Path(path).exists():
             continue
-        classes, valid = _read_decimated(Path(path), inputs.quicklook_size)
+        classes, valid = read_decimated(Path(path), inputs.quicklook_size)
         img = img_valid = None
         names = None
         if sid in inputs.images and Path(inputs.images[sid]).exists():
-            img, img_valid = _read_decimated(Path(inputs.images[sid]), inputs.quicklook_size, "average")
+            img, img_valid = read_decimated(Path(inputs.images[sid]), inputs.quicklook_size, "average")
             import rasterio
 
             with rasterio.open(inputs.images[sid]) as ds:
@@ -501,38 +320,39 @@ def _maps_section(inputs: ReportInputs, figs: Path, schema: Any, dataset: dict[s
     return "\n".join(parts)
 
 
-def _features_section(inputs: ReportInputs, figs: Path) -> str:
+def features_section(inputs: ReportInputs, figs: Path) -> str:
+    """Feature maps of each scene: RGB of the first components, clusters, similarity."""
     if not inputs.features:
         return ""
     parts = [f"<p class='note'>{html.escape(inputs.features_note)}</p>"] if inputs.features_note else []
     for sid, files in inputs.features.items():
         sub = []
         if "pca" in files and files["pca"].exists():
-            data, valid = _read_decimated(files["pca"], inputs.quicklook_size, "average")
+            data, valid = read_decimated(files["pca"], inputs.quicklook_size, "average")
             valid = valid & np.isfinite(data).all(axis=0)
             rgb = report.rgb_composite(
                 data[:3] if data.shape[0] >= 3 else data, valid, rgb=[0, 1, 2] if data.shape[0] >= 3 else None
             )
             sub.append(
                 report.img_tag(
-                    _plot_rgb(rgb, figs / f"pca_{sid}.png", "PCA of the features (RGB = PC1-3)"), "pca"
+                    plot_rgb(rgb, figs / f"pca_{sid}.png", "PCA of the features (RGB = PC1-3)"), "pca"
                 )
             )
         if "clusters" in files and files["clusters"].exists():
-            data, valid = _read_decimated(files["clusters"], inputs.quicklook_size)
+            data, valid = read_decimated(files["clusters"], inputs.quicklook_size)
             valid = valid & (data[0] > 0)
             sub.append(
                 report.img_tag(
-                    _plot_clusters(data[0], valid, figs / f"clusters_{sid}.png", "k-means clusters"),
+                    plot_clusters(data[0], valid, figs / f"clusters_{sid}.png", "k-means clusters"),
                     "clusters",
                 )
             )
         if "similarity" in files and files["similarity"].exists():
-            data, valid = _read_decimated(files["similarity"], inputs.quicklook_size, "average")
+            data, valid = read_decimated(files["similarity"], inputs.quicklook_size, "average")
             valid = valid & np.isfinite(data[0])
             sub.append(
                 report.img_tag(
-                    _plot_continuous(
+                    plot_continuous(
                         data[0],
                         valid,
                         figs / f"similarity_{sid}.png",
@@ -575,7 +395,8 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _params_section(inputs: ReportInputs) -> str:
+def params_section(inputs: ReportInputs) -> str:
+    """Stage hashes and times, the configuration and library versions."""
     import yaml
 
     parts = []
@@ -606,7 +427,8 @@ def _params_section(inputs: ReportInputs) -> str:
     return "\n".join(parts)
 
 
-def _outputs_section(out: Path, inputs: ReportInputs) -> str:
+def outputs_section(out: Path, inputs: ReportInputs) -> str:
+    """The outputs, relative to ``out``, with how to open them in QGIS."""
     rows = []
 
     def add(what: str, p: Path | None) -> None:
@@ -632,64 +454,3 @@ def _outputs_section(out: Path, inputs: ReportInputs) -> str:
         "(their .qml style sits beside them); polygons open with their class attribute.</p>"
     )
     return report.table_html(rows) + note if rows else ""
-
-
-# -------------------------------------------------------------------------------------------------
-def write_run_report(out: str | Path, inputs: ReportInputs) -> Path:
-    """Write ``out/report.html`` (figures embedded) and its figures as PNGs in ``out/report/``."""
-    out = Path(out)
-    figs = out / "report"
-    figs.mkdir(parents=True, exist_ok=True)
-    dataset = _load_json(inputs.dataset / "dataset.json" if inputs.dataset else None)
-    schema = _schema(inputs, dataset)
-    sections: list[tuple[str, str]] = []
-    headline, evals = _metrics_section(inputs, figs)
-    train_metrics = _load_json(inputs.train_dir / "metrics.json" if inputs.train_dir else None) or {}
-    warnings = [str(w) for w in train_metrics.get("warnings") or []]
-    for label, m in evals[1:] if train_metrics else evals:
-        warnings += [f"{label}: {w}" for w in collapse_warnings(m, label)]
-    if warnings:
-        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
-        sections.append(("Warnings", f"<ul class='warn'>{items}</ul>"))
-    summary = _headline(evals)
-    if summary:
-        sections.append(("Summary", summary))
-    comparison = (train_metrics.get("comparison") or {}).get("table")
-    if comparison:
-        sections.append(
-            (
-                "Network vs per-pixel random forest baseline (same chips, same split)",
-                report.table_html(comparison),
-            )
-        )
-    maps = _maps_section(inputs, figs, schema, dataset)
-    if maps:
-        sections.append(("Predicted maps", maps))
-    data = _data_section(inputs, figs, dataset, schema)
-    if data:
-        sections.append(("Data", data))
-    training = _training_section(inputs, figs)
-    if training:
-        sections.append(("Training", training))
-    if headline:
-        sections.append(("Metrics", headline))
-    samples = _sample_section(inputs, figs, schema, dataset)
-    if samples:
-        sections.append(("Sample chips: input · truth · prediction", samples))
-    feats = _features_section(inputs, figs)
-    if feats:
-        sections.append(("Features: embedding, PCA, clusters, similarity", feats))
-    outs = _outputs_section(out, inputs)
-    if outs:
-        sections.append(("Outputs", outs))
-    sections.append(("Run parameters and versions", _params_section(inputs)))
-    path = report.html_page(inputs.title, sections, out / "report.html", note=inputs.note)
-    log.info("Run report: %s (figures in %s)", path, figs)
-    return path
-
-
-def _headline(evals: list[tuple[str, dict[str, Any]]]) -> str:
-    if not evals:
-        return ""
-    items = "".join(f"<li><b>{html.escape(label)}</b>: {html.escape(headline(m))}</li>" for label, m in evals)
-    return f"<ul>{items}</ul>"
