@@ -23,8 +23,21 @@ from rasterlearn.engine.journal import Decision, decide, fingerprint, input_iden
 from rasterlearn.errors import ConfigError, InputNotFoundError
 from rasterlearn.grid import Grid, plan_tiles
 from rasterlearn.io.writer import BlockWriter
-from rasterlearn.options import STAGE_OPTIONS, EmbedOptions, PredictOptions
-from rasterlearn.pipeline import FeaturesSection, PredictSection, StageCache, canonical_hash
+from rasterlearn.options import (
+    STAGE_OPTIONS,
+    ChipsOptions,
+    EmbedOptions,
+    EvaluateOptions,
+    PredictOptions,
+)
+from rasterlearn.pipeline import (
+    ChipsSection,
+    EvaluateSection,
+    FeaturesSection,
+    PredictSection,
+    StageCache,
+    canonical_hash,
+)
 from rasterlearn.train import TrainConfig
 
 GRID = Grid(40, 40, Affine(2.0, 0.0, 300_000.0, 0.0, -2.0, 5_000_000.0), "EPSG:32632")
@@ -115,6 +128,8 @@ def test_pipeline_stage_hashes_leave_out_what_they_left_out_before() -> None:
         "memory_mb",
     }
     assert EmbedOptions.neutral_fields() & set(FeaturesSection.model_fields) == {"device", "batch_size"}
+    assert not ChipsOptions.neutral_fields() & set(ChipsSection.model_fields)
+    assert not EvaluateOptions.neutral_fields() & set(EvaluateSection.model_fields)
     assert TrainConfig.neutral_fields() == {"num_workers", "sample_chips"}
     assert TrainConfig.extendable == "epochs" and "epochs" in TrainConfig.resume_neutral
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from rasterlearn.engine.journal import Decision, input_identity, without
 from rasterlearn.errors import ConfigError
-from rasterlearn.options import EmbedOptions, PredictOptions
+from rasterlearn.options import ChipsOptions, EmbedOptions, EvaluateOptions, PredictOptions
 from rasterlearn.pipeline.cache import StageCache, StageRecord, canonical_hash
 from rasterlearn.pipeline.config import RunConfig, _resolve
 from rasterlearn.pipeline.scenes import ResolvedScene, resolve_scenes
@@ -138,7 +138,7 @@ class _Stages:
             "scenes": [s.identity() for s in scenes],
             "classes": c.model_dump(mode="json")
             | {"file": input_identity(_resolve(self.cfg, c.file)) if c.file else None},
-            "chips": self.cfg.chips.model_dump(mode="json"),
+            "chips": without(self.cfg.chips.model_dump(mode="json"), ChipsOptions.neutral_fields()),
         }
 
         def body(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -323,7 +323,7 @@ class _Stages:
                 "train": _token(train),
                 "predict": _token(predict) if predict else None,
             },
-            "evaluate": e.model_dump(mode="json"),
+            "evaluate": without(e.model_dump(mode="json"), EvaluateOptions.neutral_fields()),
         }
 
         def body(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
