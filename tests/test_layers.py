@@ -10,12 +10,17 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "rasterlearn"
 # rank of each module family: a module may import only modules of a lower or equal rank
 VALUE_TYPES = {"errors", "grid", "labels", "normalize", "metrics", "report", "_util"}
 RANKS = {"value": 0, "io": 1, "engine": 2, "stage": 3, "cli": 4}
+# engine modules that are plain data (no I/O library): the job journal's fingerprint and decision rule,
+# which the I/O layer's block writer uses too
+VALUE_MODULES = {"rasterlearn.engine.journal"}
 
 
 def _family(module: str) -> str:
     parts = module.split(".")
     if len(parts) < 2 or parts[0] != "rasterlearn":
         return "external"
+    if module in VALUE_MODULES:
+        return "value"
     head = parts[1]
     if head in VALUE_TYPES or head == "__init__":
         return "value"

@@ -99,6 +99,23 @@ class StageOptions(BaseModel):
     command: ClassVar[str] = ""
     cli_names: ClassVar[dict[str, str]] = {}
     """Fields whose command-line parameter has another Python name (``model`` -> ``model_dir``)."""
+    output_neutral: ClassVar[frozenset[str]] = frozenset()
+    """The options that cannot change the output's bytes (memory, threads, workers, device...): left out of
+    the job's fingerprint (:func:`rasterlearn.engine.journal.fingerprint`), so changing them resumes an
+    interrupted job instead of restarting it. Declared once here; the stage's fingerprint code and the
+    pipeline's stage hash take them from here. May also name library keywords without a CLI option."""
+
+    @classmethod
+    def neutral_fields(cls) -> frozenset[str]:
+        """:attr:`output_neutral`: the options left out of this stage's fingerprint."""
+        return cls.output_neutral
+
+    def fingerprint(self, **inputs: str | Path | None) -> str:
+        """The journal's fingerprint of these options (less :meth:`neutral_fields`), with the identities
+        of ``inputs`` (role -> file) when given."""
+        from rasterlearn.engine.journal import fingerprint
+
+        return fingerprint(self.model_dump(mode="json"), neutral=self.neutral_fields(), inputs=inputs or None)
 
 
 # -- options shared by several commands (one name per concept) ------------------------------------------------
@@ -115,6 +132,7 @@ class ChipsOptions(StageOptions):
     """Options of ``rasterlearn chips`` (the command line reads its defaults from here)."""
 
     command: ClassVar[str] = "chips"
+    output_neutral: ClassVar[frozenset[str]] = frozenset({"overwrite", "cache_mb"})
 
     raster: list[Path] = Field(default_factory=list, description="image rasters, paired with labels")
     image: list[Path] = Field(default_factory=list, description="one raster per date of one scene")
@@ -161,6 +179,20 @@ class PredictOptions(StageOptions):
 
     command: ClassVar[str] = "predict"
     cli_names: ClassVar[dict[str, str]] = {"model": "model_dir", "raster": "rasters"}
+    output_neutral: ClassVar[frozenset[str]] = frozenset(
+        {
+            "batch_size",
+            "memory_mb",
+            "device",
+            "threads",
+            "io_threads",
+            "cache_mb",
+            "scheduler",
+            "workers",
+            "no_resume",
+            "overwrite",
+        }
+    )
 
     model: Path | None = Field(None, description="model package folder (model.json + model.safetensors)")
     raster: Annotated[list[str] | None, BeforeValidator(_as_list)] = Field(
@@ -211,6 +243,20 @@ class EmbedOptions(StageOptions):
     """Options of ``rasterlearn embed``."""
 
     command: ClassVar[str] = "embed"
+    output_neutral: ClassVar[frozenset[str]] = frozenset(
+        {
+            "device",
+            "batch_size",
+            "io_threads",
+            "pause",
+            "memory_mb",
+            "cache_mb",
+            "scheduler",
+            "workers",
+            "no_resume",
+            "cache_dir",
+        }
+    )
 
     raster: str | None = Field(None, description="input raster (a file, URL or /vsi... path)")
     model: str | None = Field(None, description="timm model name, hf-hub:org/name or a recommended model")
@@ -250,6 +296,8 @@ class EmbedOptions(StageOptions):
 
 class _FeatureOptions(StageOptions):
     """Options shared by reduce, cluster, similarity and classify."""
+
+    output_neutral: ClassVar[frozenset[str]] = frozenset({"scheduler", "workers"})
 
     raster: str | None = Field(None, description="feature raster or any multi-band raster")
     output: Path | None = Field(None, description=_OUTPUT)
@@ -334,6 +382,7 @@ class EvaluateOptions(StageOptions):
     """Options of ``rasterlearn evaluate``."""
 
     command: ClassVar[str] = "evaluate"
+    output_neutral: ClassVar[frozenset[str]] = frozenset({"scheduler", "workers"})
     cli_names: ClassVar[dict[str, str]] = {"map": "map_path"}
 
     map: Path | None = Field(None, description="predicted class map")
@@ -359,6 +408,7 @@ class VectorizeOptions(StageOptions):
     """Options of ``rasterlearn vectorize``."""
 
     command: ClassVar[str] = "vectorize"
+    output_neutral: ClassVar[frozenset[str]] = frozenset({"overwrite"})
 
     raster: Path | None = Field(None, description="class map (single band, integer codes)")
     output: Path | None = Field(None, description="polygons to write (.gpkg, .geojson, .fgb)")

@@ -58,9 +58,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rasterlearn._util import file_identity, file_sha256, stable_hash
+from rasterlearn._util import file_identity, file_sha256
 from rasterlearn.class_maps import class_map_style
 from rasterlearn.compat import check_imagery
+from rasterlearn.engine import journal
 from rasterlearn.engine.events import report_total
 from rasterlearn.engine.executor import BlockExecutor
 from rasterlearn.errors import InputError, ModelError, OutputError
@@ -755,7 +756,7 @@ def predict_raster(
         **stack_provenance(rasters, reader, identity=True),
         **({"source": dict(source)} if source else {}),
     }
-    fingerprint = stable_hash(fp_src, length=64)
+    fingerprint = journal.fingerprint(fp_src, length=64)  # the output-neutral settings are in `inference`
     tags = {
         "rasterlearn_version": __version__,
         "source": str(raster),

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rasterlearn._util import atomic_write_json, file_identity, stable_hash
+from rasterlearn._util import atomic_write_json, file_identity
 from rasterlearn.chips.finish import ChipResult, _FinishPhase
 from rasterlearn.chips.options import FORMAT, Compression, Progress, SplitMethod
 from rasterlearn.chips.scan import _ScanPhases
@@ -16,11 +16,13 @@ from rasterlearn.chips.scenes import Scene, _unique_ids
 from rasterlearn.chips.split import _SplitPhase
 from rasterlearn.chips.state import _SceneState, _unlock_on_error
 from rasterlearn.chips.store import _PARAMS_FILE, _file_identity, _resolve_out
+from rasterlearn.engine.journal import fingerprint, without
 from rasterlearn.errors import InputError, InputNotFoundError
 from rasterlearn.grid import plan_tiles
 from rasterlearn.io.paths import acquire_lock
 from rasterlearn.label_grid import LabelRaster
 from rasterlearn.labels import ClassSchema, LabelAreasMode, OverlapRule, UnknownPolicy, crs_name, infer_schema
+from rasterlearn.options import ChipsOptions
 
 # one logger for the whole stage, as before the split (log lines and --progress json name it)
 log = logging.getLogger("rasterlearn.chips")
@@ -163,7 +165,8 @@ class ChipJob(_ScanPhases, _SplitPhase, _FinishPhase):
     def _make_params(self) -> None:
         assert self.schema is not None
         o = self.opts
-        opts = {k: v for k, v in o.items() if k not in ("overwrite", "schema", "cache_mb")}
+        # the schema is hashed as its content (below); the output-neutral options are declared once
+        opts = without(o, ChipsOptions.neutral_fields() | {"schema"})
         la = o["label_areas"]
         if la is not None and la not in ("features", "extent"):
             opts["label_areas"] = _file_identity(Path(la))
@@ -193,7 +196,7 @@ class ChipJob(_ScanPhases, _SplitPhase, _FinishPhase):
             **opts,
             "schema": self.schema.to_dict(),
         }
-        self.params_hash = stable_hash(self.params)
+        self.params_hash = fingerprint(self.params)
 
 
 def make_chips(

@@ -32,8 +32,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rasterlearn._util import atomic_write_json, stable_hash
+from rasterlearn._util import atomic_write_json
 from rasterlearn.class_maps import class_map_style
+from rasterlearn.engine import journal
 from rasterlearn.engine.executor import BlockExecutor
 from rasterlearn.errors import ConfigError, InputError
 from rasterlearn.features._io import (
@@ -191,7 +192,8 @@ class FittedClassifier:
         return np.asarray(self.estimator.predict(self.standardizer(X)))
 
     def fingerprint(self) -> str:
-        return stable_hash(
+        """The journal's fingerprint of the fitted model (method, parameters, task, samples, scaling)."""
+        return journal.fingerprint(
             [self.method, self.params, self.task, self.info.get("samples")], self.standardizer.mean
         )
 

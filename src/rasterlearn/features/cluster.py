@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from rasterlearn._util import atomic_write_json, stable_hash
+from rasterlearn._util import atomic_write_json
 from rasterlearn.class_maps import class_map_style
+from rasterlearn.engine import journal
 from rasterlearn.engine.executor import BlockExecutor
 from rasterlearn.errors import ConfigError, EmptyInputError, InputError
 from rasterlearn.features._io import (
@@ -109,7 +110,8 @@ class FittedClusters:
         return nearest_centre(self.standardizer(X), self.centres) + 1
 
     def fingerprint(self) -> str:
-        return stable_hash(
+        """The journal's fingerprint of the fitted clustering (method, parameters, scaling, centres)."""
+        return journal.fingerprint(
             [self.method, self.params], self.standardizer.mean, self.standardizer.scale, self.centres
         )
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rasterlearn._util import stable_hash
+from rasterlearn.engine import journal
 from rasterlearn.engine.executor import BlockExecutor
 from rasterlearn.errors import ConfigError, InputError
 from rasterlearn.features._io import (
@@ -101,7 +101,8 @@ class FittedReducer:
         return out
 
     def fingerprint(self) -> str:
-        return stable_hash(
+        """The journal's fingerprint of the fitted reduction (method, parameters, scaling, projection)."""
+        return journal.fingerprint(
             {"m": self.method, "p": self.params, "k": self.components},
             self.standardizer.mean,
             self.standardizer.scale,

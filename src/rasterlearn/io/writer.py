@@ -9,7 +9,8 @@ Resume: a writer opened with ``resume=True`` reopens an existing partial file an
 (``.NAME.progress.json``) of the keys that :meth:`BlockWriter.mark_done` committed. :meth:`commit` flushes
 the GeoTIFF to disk *before* recording progress, so after a crash every key recorded as done is on disk.
 The progress record also stores a fingerprint of the job's parameters: a partial file written with other
-parameters is discarded, never mixed.
+parameters is discarded, never mixed (one rule for every resumable job: :mod:`rasterlearn.engine.journal`,
+whose decision is logged at ``-v``).
 
 Class rasters get a colour table and category names (stored in the ``.aux.xml`` sidecar that GDAL and QGIS
 read, plus a QGIS ``.qml`` style with the class names). Sidecars are written under temporary names and
@@ -42,6 +43,7 @@ import rasterio.shutil
 from rasterio.windows import Window as RioWindow
 
 from rasterlearn._util import atomic_write_text, disk_full_error, is_disk_full
+from rasterlearn.engine.journal import Decision, decide, log_decision
 from rasterlearn.errors import InputError, OutputError
 from rasterlearn.grid import Grid, Window
 from rasterlearn.io.paths import acquire_lock, release_lock
@@ -204,25 +206,33 @@ class BlockWriter:
             "scales": list(scales) if scales is not None else None,
             "offsets": list(offsets) if offsets is not None else None,
         }
-        if resume and self._can_resume():
+        if self._journal(resume).action == "resume":
             self._ds = rasterio.open(self.partial_path, "r+")
             log.info("Resuming %s: %d blocks already written", self.path, len(self._done))
         else:
+            self._done = set()
             self._discard_partial()
             self._ds = self._create_partial()
 
     # -- partial file ---------------------------------------------------------------------------
-    def _can_resume(self) -> bool:
+    def _journal(self, resume: bool) -> Decision:
+        """Resume or start afresh (:func:`rasterlearn.engine.journal.decide`): the partial file is reused
+        only with a readable progress record of the same fingerprint and a partial of the same shape."""
+        job = str(self.path)
         if not (self.partial_path.exists() and self.progress_path.exists()):
-            return False
+            return decide(job, self.fingerprint, None)
+        if not resume:
+            return decide(job, self.fingerprint, "", resume=False)
         try:
             record = json.loads(self.progress_path.read_text())
         except (OSError, json.JSONDecodeError):
             log.warning("Progress record %s is unreadable; starting %s afresh", self.progress_path, self.path)
-            return False
-        if record.get("fingerprint") != self.fingerprint:
+            return log_decision(job, Decision("restart", "progress record unreadable", "unreadable"))
+        done = record.get("done", [])
+        decision = decide(job, self.fingerprint, record.get("fingerprint"), done=len(done))
+        if decision.action != "resume":
             log.warning("A partial %s from a run with other parameters exists; it is discarded", self.path)
-            return False
+            return decision
         try:
             with rasterio.open(self.partial_path) as ds:
                 ok = (ds.width, ds.height, ds.count) == (self.grid.width, self.grid.height, self.count)
@@ -232,9 +242,11 @@ class BlockWriter:
             log.warning(
                 "Partial file %s is unreadable or has another shape; starting afresh", self.partial_path
             )
-            return False
-        self._done = set(record.get("done", []))
-        return True
+            return log_decision(
+                job, Decision("restart", "partial file unreadable or of another shape", "shape")
+            )
+        self._done = set(done)
+        return decision
 
     def _discard_partial(self) -> None:
         for p in (self.partial_path, self.progress_path):

@@ -23,7 +23,6 @@ the footprint of their ``tst`` chips (spatial blocks never seen in training) whe
 from rasterlearn.pipeline.cache import RUN_FORMAT as RUN_FORMAT
 from rasterlearn.pipeline.cache import STAGE_FILE as STAGE_FILE
 from rasterlearn.pipeline.cache import StageCache, StageRecord, canonical_hash
-from rasterlearn.pipeline.cache import file_identity as file_identity
 from rasterlearn.pipeline.config import (
     ChipsSection,
     ClassesSection,

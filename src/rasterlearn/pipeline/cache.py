@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel
-
 from rasterlearn._util import atomic_write_json
-from rasterlearn._util import file_identity as _stat_identity
-from rasterlearn.errors import InputNotFoundError, OutputError
+from rasterlearn.engine import journal
+from rasterlearn.engine.journal import Decision
+from rasterlearn.errors import OutputError
 
 # one logger for the whole package, as before the split (log lines and --progress json name it)
 log = logging.getLogger("rasterlearn.pipeline")
@@ -24,36 +21,22 @@ log = logging.getLogger("rasterlearn.pipeline")
 
 STAGE_FILE = "stage.json"
 RUN_FORMAT = "rasterlearn-run/1"
-
-
-def _canonical(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return _canonical(value.model_dump(mode="json"))
-    if isinstance(value, Mapping):
-        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+# the journal's decision cause -> the stage's state (StageCache.state)
+_STATES: dict[str, Literal["complete", "partial", "stale", "new"]] = {
+    "new": "new",
+    "complete": "complete",
+    "interrupted": "partial",
+    "raised": "partial",
+    "changed": "stale",
+    "lowered": "stale",
+    "foreign": "stale",
+}
 
 
 def canonical_hash(params: Any) -> str:
-    """A 16-hex-digit hash of canonical JSON (sorted keys, paths as strings, 2.0 == 2)."""
-    text = json.dumps(_canonical(params), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def file_identity(path: str | Path | None) -> dict[str, Any] | None:
-    """Path, size and modification time of an input (changes when the file changes)."""
-    if path is None:
-        return None
-    p = Path(path)
-    if not p.exists():
-        raise InputNotFoundError(f"Input not found: {p}")
-    return _stat_identity(p)
+    """A 16-hex-digit hash of canonical JSON (sorted keys, paths as strings, 2.0 == 2): the journal's
+    fingerprint in its ``normalize`` encoding (:func:`rasterlearn.engine.journal.fingerprint`)."""
+    return journal.fingerprint(params, normalize=True)
 
 
 def _write_stage_json(path: Path, data: Any) -> None:
@@ -101,13 +84,42 @@ class StageCache:
             return None
 
     def state(self, name: str, stage_hash: str) -> Literal["complete", "partial", "stale", "new"]:
+        """The stage's state for ``stage_hash``: the journal's decision (:meth:`decide`) without its log line."""
+        return _STATES.get(self._decision(name, stage_hash).cause, "stale")
+
+    def decide(
+        self,
+        name: str,
+        stage_hash: str,
+        *,
+        forced: bool = False,
+        extend: tuple[str, float] | None = None,
+    ) -> Decision:
+        """Skip, resume or (re)run stage ``name`` (:func:`rasterlearn.engine.journal.decide`, logged at
+        ``-v``): ``forced`` re-runs a complete stage; ``extend`` is ``(key, value)`` of a parameter recorded
+        beside the hash that a finished stage can be extended by (``epochs``: raised resumes, lowered
+        restarts)."""
+        d = self._decision(name, stage_hash, None if forced else extend)
+        if forced and d.action == "skip":
+            d = Decision("restart", "forced", "forced")
+        return journal.log_decision(f"stage {name}", d)
+
+    def _decision(self, name: str, stage_hash: str, extend: tuple[str, float] | None = None) -> Decision:
         rec = self.record(name)
         folder = self.folder(name)
-        if rec is None:
-            return "stale" if folder.exists() and any(folder.iterdir()) else "new"
-        if rec.hash != stage_hash:
-            return "stale"
-        return "complete" if rec.status == "complete" else "partial"
+        if rec is None and folder.exists() and any(folder.iterdir()):
+            return Decision("restart", f"{folder} holds files but no {STAGE_FILE}", "foreign")
+        before = None
+        if extend is not None and rec is not None and rec.params.get(extend[0]) is not None:
+            before = int(rec.params[extend[0]])
+        return journal.decide(
+            f"stage {name}",
+            stage_hash,
+            None if rec is None else rec.hash,
+            complete=rec is not None and rec.status == "complete",
+            extend=None if extend is None else (extend[0], before, extend[1]),
+            quiet=True,
+        )
 
     def begin(self, name: str, stage_hash: str, params: dict[str, Any]) -> Path:
         """Prepare the folder (cleared when stale) and mark the stage as running."""
@@ -134,7 +146,9 @@ class StageCache:
             why = "was reopened" if rec.finished else "was interrupted"  # reopened: see StageCache.reopen
             log.info("Stage %s %s; resuming it (attempt %d)", name, why, runs)
         folder.mkdir(parents=True, exist_ok=True)
-        rec = StageRecord(name, stage_hash, "running", params=_canonical(params), started=_now(), runs=runs)
+        rec = StageRecord(
+            name, stage_hash, "running", params=journal.canonical(params), started=_now(), runs=runs
+        )
         _write_stage_json(folder / STAGE_FILE, {"format": RUN_FORMAT, **rec.__dict__})
         return folder
 
@@ -153,8 +167,8 @@ class StageCache:
         if rec is None:
             raise OutputError(f"Stage {name} was never begun in {self.root}")
         rec.status = "complete"
-        rec.outputs = _canonical(outputs)
-        rec.summary = _canonical(summary or {})
+        rec.outputs = journal.canonical(outputs)
+        rec.summary = journal.canonical(summary or {})
         rec.finished = _now()
         rec.seconds = seconds
         _write_stage_json(self.folder(name) / STAGE_FILE, {"format": RUN_FORMAT, **rec.__dict__})

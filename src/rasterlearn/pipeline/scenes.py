@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rasterlearn.engine.journal import input_identity
 from rasterlearn.errors import ConfigError, InputNotFoundError
-from rasterlearn.pipeline.cache import file_identity
 from rasterlearn.pipeline.config import RunConfig, _base, _resolve
 
 
@@ -32,9 +32,9 @@ class ResolvedScene:
     def identity(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "image": file_identity(self.image),
-            "labels": file_identity(self.labels),
-            "label_raster": file_identity(self.label_raster),
+            "image": input_identity(self.image),
+            "labels": input_identity(self.labels),
+            "label_raster": input_identity(self.label_raster),
             "attribute": self.attribute,
             "layer": self.layer,
             "split": self.split,

@@ -9,8 +9,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rasterlearn.engine.journal import Decision, input_identity, without
 from rasterlearn.errors import ConfigError
-from rasterlearn.pipeline.cache import StageCache, StageRecord, canonical_hash, file_identity
+from rasterlearn.options import ChipsOptions, EmbedOptions, EvaluateOptions, PredictOptions
+from rasterlearn.pipeline.cache import StageCache, StageRecord, canonical_hash
 from rasterlearn.pipeline.config import RunConfig, _resolve
 from rasterlearn.pipeline.scenes import ResolvedScene, resolve_scenes
 
@@ -57,22 +59,27 @@ class _Stages:
         params: dict[str, Any],
         body: Callable[[Path], tuple[dict[str, Any], dict[str, Any]]],
         unhashed: dict[str, Any] | None = None,
+        extend: str | None = None,
     ) -> StageRecord:
-        """Skip, resume or (re)run stage ``name``: ``params`` make its hash; ``unhashed`` parameters are
-        recorded in ``stage.json`` beside them but do not make the stage stale (see :meth:`run_train`)."""
+        """Skip, resume or (re)run stage ``name`` (the journal's decision, :meth:`StageCache.decide`):
+        ``params`` make its hash; ``unhashed`` parameters are recorded in ``stage.json`` beside them but do
+        not make the stage stale; ``extend`` names the unhashed one a finished stage can be extended by
+        (see :meth:`run_train`)."""
         h = canonical_hash(params)
-        state = self.cache.state(name, h)
-        if name in self.force and state == "complete":
-            state = "stale"
+        ext = None if extend is None else (extend, (unhashed or {})[extend])
+        decision = self.cache.decide(name, h, forced=name in self.force, extend=ext)
+        if decision.cause == "forced":
             self.cache.invalidate(name)
-        if state == "complete":
+        elif decision.cause in ("raised", "lowered"):
+            self._extended(name, decision, ext)
+        if decision.action == "skip":
             rec = self.cache.record(name)
             assert rec is not None
             log.info("Stage %s: up to date (hash %s), skipped", name, h)
             self.skipped.append(name)
             self.records[name] = rec
             return rec
-        log.info("Stage %s: %s (hash %s)", name, "resuming" if state == "partial" else "running", h)
+        log.info("Stage %s: %s (hash %s)", name, "resuming" if decision.action == "resume" else "running", h)
         t0 = time.perf_counter()
         folder = self.cache.begin(name, h, {**params, **(unhashed or {})})
         outputs, summary = body(folder)
@@ -81,6 +88,27 @@ class _Stages:
         self.ran.append(name)
         self.records[name] = rec
         return rec
+
+    def _extended(self, name: str, decision: Decision, ext: tuple[str, Any] | None) -> None:
+        """A finished or interrupted stage of the same options with another ``epochs``: resume it when
+        raised (the stage is reopened), clear it when lowered (its model trained longer than asked)."""
+        rec = self.cache.record(name)
+        assert rec is not None and ext is not None
+        key, now = ext
+        before = rec.params.get(key)
+        if decision.cause == "raised":
+            log.info(
+                "Stage %s: %s raised from %d to %d; training continues from its last checkpoint",
+                name,
+                key,
+                before,
+                now,
+            )
+            if rec.status == "complete":
+                self.cache.reopen(name)
+        else:
+            log.warning("Stage %s: %s lowered from %d to %d; training starts again", name, key, before, now)
+            self.cache.invalidate(name)
 
     # -- chips -----------------------------------------------------------------------------------
     def chip_scenes(self) -> list[ResolvedScene]:
@@ -109,8 +137,8 @@ class _Stages:
         params = {
             "scenes": [s.identity() for s in scenes],
             "classes": c.model_dump(mode="json")
-            | {"file": file_identity(_resolve(self.cfg, c.file)) if c.file else None},
-            "chips": self.cfg.chips.model_dump(mode="json"),
+            | {"file": input_identity(_resolve(self.cfg, c.file)) if c.file else None},
+            "chips": without(self.cfg.chips.model_dump(mode="json"), ChipsOptions.neutral_fields()),
         }
 
         def body(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -157,16 +185,13 @@ class _Stages:
     # -- train -----------------------------------------------------------------------------------
     def run_train(self, chips: StageRecord) -> StageRecord:
         t = self.cfg.train
-        cfg_json = t.model_dump(mode="json")
-        for k in ("num_workers", "sample_chips"):
-            cfg_json.pop(k, None)
+        cfg_json = without(t.model_dump(mode="json"), t.neutral_fields())
         if t.weights:
-            cfg_json["weights"] = file_identity(_resolve(self.cfg, t.weights))
+            cfg_json["weights"] = input_identity(_resolve(self.cfg, t.weights))
         # epochs are not part of the hash: more epochs continue the training from its last checkpoint (as
         # ``train --resume`` does), fewer start it again
-        epochs = cfg_json.pop("epochs")
+        epochs = cfg_json.pop(t.extendable)
         params = {"upstream": {"chips": _token(chips)}, "train": cfg_json}
-        self._train_epochs_changed(canonical_hash(params), epochs)
 
         def body(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             from rasterlearn.train import train
@@ -196,28 +221,7 @@ class _Stages:
             }
             return {"package": str(folder), "files": {k: str(v) for k, v in res.files.items()}}, summary
 
-        return self.stage("train", params, body, unhashed={"epochs": epochs})
-
-    def _train_epochs_changed(self, stage_hash: str, epochs: int) -> None:
-        """A finished or interrupted training of the same options with another ``epochs``: resume it when
-        raised (the stage is reopened), clear it when lowered (its model trained longer than asked)."""
-        rec = self.cache.record("train")
-        if rec is None or rec.hash != stage_hash or "train" in self.force:
-            return
-        before = rec.params.get("epochs")
-        if before is None or int(before) == int(epochs):
-            return
-        if epochs > before:
-            log.info(
-                "Stage train: epochs raised from %d to %d; training continues from its last checkpoint",
-                before,
-                epochs,
-            )
-            if rec.status == "complete":
-                self.cache.reopen("train")
-        else:
-            log.warning("Stage train: epochs lowered from %d to %d; training starts again", before, epochs)
-            self.cache.invalidate("train")
+        return self.stage("train", params, body, unhashed={t.extendable: epochs}, extend=t.extendable)
 
     # -- predict ---------------------------------------------------------------------------------
     def predict_scenes(self) -> list[ResolvedScene]:
@@ -240,12 +244,10 @@ class _Stages:
     def run_predict(self, train: StageRecord) -> StageRecord:
         p = self.cfg.predict
         scenes = self.predict_scenes()
-        pj = p.model_dump(mode="json")
-        for k in ("device", "batch_size", "memory_mb"):
-            pj.pop(k, None)
+        pj = without(p.model_dump(mode="json"), PredictOptions.neutral_fields())
         params = {
             "upstream": {"train": _token(train)},
-            "scenes": [{"id": s.id, "image": file_identity(s.image)} for s in scenes],
+            "scenes": [{"id": s.id, "image": input_identity(s.image)} for s in scenes],
             "predict": pj,
         }
 
@@ -321,7 +323,7 @@ class _Stages:
                 "train": _token(train),
                 "predict": _token(predict) if predict else None,
             },
-            "evaluate": e.model_dump(mode="json"),
+            "evaluate": without(e.model_dump(mode="json"), EvaluateOptions.neutral_fields()),
         }
 
         def body(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -421,13 +423,11 @@ class _Stages:
     def run_features(self) -> StageRecord:
         f = self.cfg.features
         scenes = self.feature_scenes()
-        fj = f.model_dump(mode="json")
-        for k in ("device", "batch_size"):
-            fj.pop(k, None)
+        fj = without(f.model_dump(mode="json"), EmbedOptions.neutral_fields())
         refs = _resolve(self.cfg, f.references)
-        fj["checkpoint"] = file_identity(_resolve(self.cfg, f.checkpoint)) if f.checkpoint else None
-        fj["references"] = file_identity(refs) if refs else None
-        params = {"scenes": [{"id": s.id, "image": file_identity(s.image)} for s in scenes], "features": fj}
+        fj["checkpoint"] = input_identity(_resolve(self.cfg, f.checkpoint)) if f.checkpoint else None
+        fj["references"] = input_identity(refs) if refs else None
+        params = {"scenes": [{"id": s.id, "image": input_identity(s.image)} for s in scenes], "features": fj}
 
         def body(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             from rasterlearn.embed import embed

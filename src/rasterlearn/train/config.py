@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from rasterlearn._util import load_yaml, stable_hash
+from rasterlearn._util import load_yaml
 from rasterlearn.data import (
     AugmentConfig,
     augment_preset,
 )
+from rasterlearn.engine import journal
 from rasterlearn.errors import ConfigError, InputNotFoundError
 from rasterlearn.losses import build_loss
 from rasterlearn.models import (
@@ -20,29 +21,43 @@ from rasterlearn.models import (
 )
 
 CHECKPOINT_DIR = "checkpoints"
-# config fields that may change when resuming (everything else must match the checkpoint's run)
-_RESUMABLE_CHANGES = {
-    "epochs",
-    "num_workers",
-    "early_stopping_patience",
-    "accelerator",
-    "devices",
-    "strategy",
-    "num_nodes",
-    "logger",
-    "sample_chips",
-    "limit_val_batches",
-    "mlflow_experiment",
-    "run_name",
-    "baseline",
-    "baseline_samples",
-}
 
 
 class TrainConfig(BaseModel):
     """All training options (YAML ``--config`` files use these keys; unknown keys are errors)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    output_neutral: ClassVar[frozenset[str]] = frozenset({"num_workers", "sample_chips"})
+    """Options that cannot change the trained model or its report's figures: left out of the pipeline's
+    train stage hash (:mod:`rasterlearn.engine.journal`)."""
+    extendable: ClassVar[str] = "epochs"
+    """The option a finished run can be extended by: raised, training resumes from its last checkpoint."""
+    resume_neutral: ClassVar[frozenset[str]] = frozenset(
+        {
+            "epochs",
+            "num_workers",
+            "early_stopping_patience",
+            "accelerator",
+            "devices",
+            "strategy",
+            "num_nodes",
+            "logger",
+            "sample_chips",
+            "limit_val_batches",
+            "mlflow_experiment",
+            "run_name",
+            "baseline",
+            "baseline_samples",
+        }
+    )
+    """Options that may change when a run is resumed (``train --resume``): left out of :meth:`fingerprint`,
+    which the checkpoint records; everything else must match that run's."""
+
+    @classmethod
+    def neutral_fields(cls) -> frozenset[str]:
+        """:attr:`output_neutral`, as on the stage options models (:mod:`rasterlearn.options`)."""
+        return cls.output_neutral
 
     # model
     arch: str = "unet"
@@ -133,10 +148,11 @@ class TrainConfig(BaseModel):
         return self.augment if isinstance(self.augment, AugmentConfig) else augment_preset(self.augment)
 
     def fingerprint(self) -> str:
-        d = {k: v for k, v in self.model_dump(mode="json").items() if k not in _RESUMABLE_CHANGES}
+        """The journal's fingerprint of the options a resumed run must share (less :attr:`resume_neutral`)."""
+        d = self.model_dump(mode="json")
         if d.get("temporal") is None:  # single-date runs keep the fingerprint they had before the option
             d.pop("temporal", None)
-        return stable_hash(d)
+        return journal.fingerprint(d, neutral=self.resume_neutral)
 
 
 def load_train_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:

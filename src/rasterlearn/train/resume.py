@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from rasterlearn.engine.journal import Decision, decide
 from rasterlearn.errors import ConfigError, InputNotFoundError, ModelError, OutputError
-from rasterlearn.train.config import _RESUMABLE_CHANGES, CHECKPOINT_DIR, TrainConfig
+from rasterlearn.train.config import CHECKPOINT_DIR, TrainConfig
 
 if TYPE_CHECKING:
     from rasterlearn.train.module import SegmentationModule
@@ -56,37 +57,60 @@ def resume_checkpoint(
     out_dir: Path, config: TrainConfig, *, resume: bool, overwrite: bool
 ) -> tuple[Path, Path | None]:
     """``(last.ckpt, the checkpoint to resume from or None)``: checks a resumed run's options, refuses to
-    mix two runs in ``out_dir``, and clears old checkpoints when ``overwrite``."""
+    mix two runs in ``out_dir``, and clears old checkpoints when ``overwrite``.
+
+    The decision is the journal's (:func:`rasterlearn.engine.journal.decide`, logged at ``-v``): resume
+    (same fingerprint; ``epochs`` raised continues a finished run), skip (``epochs`` lowered: the longer
+    training stands, nothing more is trained) or restart (``--overwrite``; other options with ``--resume``
+    are refused, naming them).
+    """
     ckpt_dir = out_dir / CHECKPOINT_DIR
     last = ckpt_dir / "last.ckpt"
-    ckpt_path: Path | None = None
-    if last.exists() and resume:
+    if resume:
+        if not last.exists():
+            raise InputNotFoundError(f"Nothing to resume: {last} does not exist (run without --resume first)")
         _check_resumable(last, config)
-        ckpt_path = last
         log.info("Resuming from %s", last)
-    elif resume:
-        raise InputNotFoundError(f"Nothing to resume: {last} does not exist (run without --resume first)")
-    elif ckpt_dir.exists() and any(ckpt_dir.glob("*.ckpt")) and not overwrite:
+        return last, last
+    if ckpt_dir.exists() and any(ckpt_dir.glob("*.ckpt")) and not overwrite:
         raise OutputError(
             f"{out_dir} already holds checkpoints of a training run; use --resume to continue it or "
             f"--overwrite to start again"
         )
-    elif overwrite and ckpt_dir.exists():
+    if overwrite and ckpt_dir.exists():
+        found = False
         for f in ckpt_dir.glob("*.ckpt"):
             f.unlink()
-    return last, ckpt_path
+            found = True
+        if found:
+            decide(str(last), config.fingerprint(), "", resume=False)
+            return last, None
+    decide(str(last), config.fingerprint(), None)
+    return last, None
 
 
-def _check_resumable(last: Path, config: TrainConfig) -> None:
+def _check_resumable(last: Path, config: TrainConfig) -> Decision:
+    """The journal's decision for resuming from ``last``; options that differ are a :class:`ConfigError`
+    naming them. A checkpoint without a fingerprint (written by Lightning alone) is taken as this run's."""
     ckpt = torch.load(str(last), map_location="cpu", weights_only=True)
     extra = ckpt.get("rasterlearn") or {}
-    if extra.get("fingerprint") and extra["fingerprint"] != config.fingerprint():
-        old = extra.get("config", {})
+    old = extra.get("config", {})
+    current = config.fingerprint()
+    field = TrainConfig.extendable
+    decision = decide(
+        str(last),
+        current,
+        extra.get("fingerprint") or current,
+        extend=(field, old.get(field), getattr(config, field)),
+        shrink="skip",
+    )
+    if decision.action == "restart":
         new = config.model_dump(mode="json")
         diff = sorted(
-            k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in _RESUMABLE_CHANGES
+            k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in TrainConfig.resume_neutral
         )
         raise ConfigError(
             f"Cannot resume from {last}: options differ from that run ({', '.join(diff)}). Use the same "
             f"options, or --overwrite to start again."
         )
+    return decision
