@@ -82,7 +82,7 @@ class ModelSpec:
         return worker_cache(("embed-encoder", self.session, self.digest, self.device), self._make_encoder)
 
     def _make_encoder(self) -> Any:
-        from rasterlearn.embed import _pick_device, load_backbone
+        from rasterlearn.embed.backbones import _pick_device, load_backbone
         from rasterlearn.weights import state_digest
 
         ckpt = (self.build or {}).get("checkpoint")
