@@ -31,8 +31,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rasterlearn._util import stable_hash
 from rasterlearn.class_maps import class_map_style
+from rasterlearn.engine import journal
 from rasterlearn.engine.events import report_total
 from rasterlearn.errors import EmptyInputError, InputError
 from rasterlearn.io.paths import check_outputs
@@ -300,9 +300,7 @@ def change_map(
             "rasterlearn_provenance": provenance,
             "classes": change_schema().to_dict(),
         }
-        fp = stable_hash(
-            {**params, "inputs": [str(p.resolve()) for p in (a, b)], "bands": reader.band_indexes}, length=32
-        )
+        fp = journal.fingerprint({**params, "bands": reader.band_indexes}, inputs={"a": a, "b": b}, length=32)
         writers = _open_writers(out, dist_path, reader, tags, method, blocksize, resume, overwrite, fp)
         _stream_blocks(reader, writers, dist, thr, blocksize, progress)
         for w in writers:

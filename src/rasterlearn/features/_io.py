@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from rasterlearn._util import atomic_write, atomic_write_json, file_sha256, json_default
+from rasterlearn.engine import journal
 from rasterlearn.engine.executor import BlockExecutor, LocalExecutor, worker_cache
 from rasterlearn.errors import ConfigError, InputError, InputNotFoundError, ModelError, RasterlearnError
 from rasterlearn.grid import Grid, Window
@@ -260,7 +261,9 @@ def write_map(
         band_descriptions=spec.band_descriptions,
         blocksize=blocksize,
         resume=resume,
-        fingerprint=fingerprint,
+        fingerprint=journal.fingerprint(
+            {"model": fingerprint, "bands": list(reader.band_indexes)}, inputs={"raster": reader.path}
+        ),
         discard_on_error=discard_on_error,
         **spec.style,
     ) as writer:
