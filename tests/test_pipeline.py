@@ -301,8 +301,8 @@ def test_killed_during_training_resumes(scene: Any, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_killed_during_prediction_resumes(scene: Any, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cfg = _write(tmp_path / "c.yaml", tiny_config(scene, out, predict={"blocksize": 16, "overlap": 0.5}))
-    _run_killed(cfg, "predict", 3)  # SIGKILL after three of six block rows
+    cfg = _write(tmp_path / "c.yaml", tiny_config(scene, out, predict={"blocksize": 16, "overlap": 0.5, "window": 32}))
+    _run_killed(cfg, "predict", 3)  # SIGKILL after three window rows (32 px windows: several rows)
     assert json.loads((out / "predict" / "stage.json").read_text())["status"] == "running"
     assert not (out / "predict" / "syn.tif").exists()
     assert list((out / "predict").glob(".syn*partial*"))  # the partial map the next run continues
@@ -314,7 +314,7 @@ def test_killed_during_prediction_resumes(scene: Any, tmp_path: Path) -> None:
     from rasterlearn.predict import predict_package
 
     ref = tmp_path / "ref.tif"
-    predict_package(out / "train", scene.image, ref, overlap=0.5, blocksize=16, batch_size=8)
+    predict_package(out / "train", scene.image, ref, overlap=0.5, blocksize=16, batch_size=8, window=32)
     with rasterio.open(out / "predict" / "syn.tif") as a, rasterio.open(ref) as b:
         np.testing.assert_array_equal(a.read(1), b.read(1))
 
