@@ -23,7 +23,7 @@ from rasterlearn.class_maps import class_styles, raster_class_names
 from rasterlearn.errors import InputError
 from rasterlearn.grid import Window
 from rasterlearn.io.paths import check_outputs
-from rasterlearn.io.raster import RasterReader
+from rasterlearn.io.raster import RasterReader, gdal_cache
 
 __all__ = ["AreaUnit", "class_styles_of_map", "read_class_names", "vectorize_raster"]
 
@@ -97,7 +97,7 @@ def vectorize_raster(
     skip = {int(c) for c in (exclude or ())}
     complete: list[tuple[int, Any]] = []
     seam: dict[int, list[Any]] = defaultdict(list)
-    with RasterReader(raster, [band]) as reader:
+    with RasterReader(raster, [band]) as reader, gdal_cache():  # each window is read once
         grid = reader.grid
         dtype = np.dtype(reader.dtype)
         if grid.is_geographic and area_unit == "map" and min_area:

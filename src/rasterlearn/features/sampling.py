@@ -249,22 +249,23 @@ def sample_vector(
     order = np.argsort(feat, kind="stable")
     rows, cols, feat = rows[order], cols[order], feat[order]
     bounds = np.flatnonzero(np.diff(feat)) + 1
-    for seg in np.split(np.arange(len(rows)), bounds):
-        if seg.size == 0:
-            continue
-        r0, r1 = rows[seg].min(), rows[seg].max() + 1
-        c0, c1 = cols[seg].min(), cols[seg].max() + 1
-        if (r1 - r0) * (c1 - c0) > 4_000_000:  # scattered multipoints: read pixel by pixel
-            for k in seg:
-                b = reader.read(Window(int(rows[k]), int(cols[k]), 1, 1))
-                values[k] = b.data[:, 0, 0]
-                valid[k] = b.valid[0, 0]
-            continue
-        win = Window(int(r0), int(c0), int(r1 - r0), int(c1 - c0))
-        b = reader.read(win)
-        rr, cc = rows[seg] - r0, cols[seg] - c0
-        values[seg] = b.data[:, rr, cc].T
-        valid[seg] = b.valid[rr, cc]
+    with gdal_cache():  # a bounded block cache (neighbouring features still share decoded blocks)
+        for seg in np.split(np.arange(len(rows)), bounds):
+            if seg.size == 0:
+                continue
+            r0, r1 = rows[seg].min(), rows[seg].max() + 1
+            c0, c1 = cols[seg].min(), cols[seg].max() + 1
+            if (r1 - r0) * (c1 - c0) > 4_000_000:  # scattered multipoints: read pixel by pixel
+                for k in seg:
+                    b = reader.read(Window(int(rows[k]), int(cols[k]), 1, 1))
+                    values[k] = b.data[:, 0, 0]
+                    valid[k] = b.valid[0, 0]
+                continue
+            win = Window(int(r0), int(c0), int(r1 - r0), int(c1 - c0))
+            b = reader.read(win)
+            rr, cc = rows[seg] - r0, cols[seg] - c0
+            values[seg] = b.data[:, rr, cc].T
+            valid[seg] = b.valid[rr, cc]
     n_invalid = int((~valid).sum())
     if n_outside or n_invalid:
         log.info(
