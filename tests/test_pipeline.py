@@ -301,7 +301,9 @@ def test_killed_during_training_resumes(scene: Any, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_killed_during_prediction_resumes(scene: Any, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cfg = _write(tmp_path / "c.yaml", tiny_config(scene, out, predict={"blocksize": 16, "overlap": 0.5, "window": 32}))
+    cfg = _write(
+        tmp_path / "c.yaml", tiny_config(scene, out, predict={"blocksize": 16, "overlap": 0.5, "window": 32})
+    )
     _run_killed(cfg, "predict", 3)  # SIGKILL after three window rows (32 px windows: several rows)
     assert json.loads((out / "predict" / "stage.json").read_text())["status"] == "running"
     assert not (out / "predict" / "syn.tif").exists()

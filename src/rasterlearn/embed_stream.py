@@ -288,6 +288,10 @@ class _Stripe:
         first = 0
         while first < len(job.row_offsets) and first * fs + fz <= self.base:
             first += 1
+        # batches never span two groups of tile rows and a resumed run starts at a group's first row: every
+        # tile is encoded in the same batch as in an uninterrupted run (same numbers, byte-identical output)
+        self.group = max(1, job.batch_size // max(1, len(self.jcols)))
+        first -= first % self.group
         self.first_row, self.rows_reported = first, 0
         c0 = job.col_offsets[self.jcols[0]] if self.jcols else 0
         c1 = job.col_offsets[self.jcols[-1]] + job.size if self.jcols else 0
@@ -337,7 +341,7 @@ class _Stripe:
                 if tile is None:
                     self.stats.tiles_skipped += j in self.home
                     continue
-                if queue and i - queue[0][0] > self.span:
+                if queue and (i - queue[0][0] > self.span or i // self.group != queue[0][0] // self.group):
                     yield take(len(queue))  # keep the rows in flight within the accumulator
                 queue.append((i, j, tile))
                 if len(queue) >= job.batch_size:

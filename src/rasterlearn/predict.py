@@ -929,9 +929,6 @@ def predict_raster(
                 row_flushed = i
                 # window row i finished: rows before the next window row are final
                 final = min(row_offs[i + 1] if i + 1 < len(row_offs) else e_r1, e_r1)
-                if progress and final > reported_to:
-                    progress((final - reported_to) * sw)
-                    reported_to = final
                 flush_to = band_start
                 for rbi, r0b, r1b in row_blocks:
                     if r0b >= band_start and r1b <= final:
@@ -948,6 +945,9 @@ def predict_raster(
                             keys,
                         )
                         pixels_done += (r1b - r0b) * sw
+                if progress and final > reported_to:  # after the finished blocks went to the writer:
+                    progress((final - reported_to) * sw)  # a cancel here keeps them (resumable)
+                    reported_to = final
                 if flush_to > band_start:
                     shift = flush_to - band_start
                     keep = acc.shape[1] - shift

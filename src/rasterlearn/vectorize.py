@@ -23,7 +23,7 @@ from rasterlearn.class_maps import class_styles, raster_class_names
 from rasterlearn.errors import InputError
 from rasterlearn.grid import Window
 from rasterlearn.io.paths import check_outputs
-from rasterlearn.io.raster import RasterReader
+from rasterlearn.io.raster import RasterReader, gdal_cache
 
 __all__ = ["AreaUnit", "class_styles_of_map", "read_class_names", "vectorize_raster"]
 
@@ -204,7 +204,7 @@ def vectorize_raster(
         raise InputError(f"window_size must be at least 2 pixels, got {window_size}")
     names = dict(class_names) if class_names is not None else read_class_names(raster)
     skip = {int(c) for c in (exclude or ())}
-    with RasterReader(raster, [band]) as reader:
+    with RasterReader(raster, [band]) as reader, gdal_cache():  # each window is read once
         grid = reader.grid
         if grid.is_geographic and area_unit == "map" and min_area:
             log.warning("%s is in geographic coordinates: areas and min_area are in square degrees", raster)

@@ -31,7 +31,7 @@ from rasterlearn.evaluate_kernel import CompareSpec, RasterTruth, VectorTruth, W
 from rasterlearn.grid import Grid, Window
 from rasterlearn.io.aoi import resolve_aoi
 from rasterlearn.io.paths import check_outputs
-from rasterlearn.io.raster import RasterReader
+from rasterlearn.io.raster import RasterReader, gdal_cache
 from rasterlearn.label_grid import RasterOnGrid
 from rasterlearn.labels import ClassInfo, ClassSchema, default_color
 from rasterlearn.metrics import metrics_from_confusion, metrics_table
@@ -42,10 +42,13 @@ log = logging.getLogger("rasterlearn.evaluate")  # one logger for the package, a
 def _scan_codes(reader: RasterReader, window_size: int) -> list[int]:
     found: set[int] = set()
     g = reader.grid
-    for r0 in range(0, g.height, window_size):
-        for c0 in range(0, g.width, window_size):
-            b = reader.read(Window(r0, c0, min(window_size, g.height - r0), min(window_size, g.width - c0)))
-            found.update(int(v) for v in np.unique(b.data[0][b.valid]))
+    with gdal_cache():  # one pass over the map: a bounded block cache
+        for r0 in range(0, g.height, window_size):
+            for c0 in range(0, g.width, window_size):
+                b = reader.read(
+                    Window(r0, c0, min(window_size, g.height - r0), min(window_size, g.width - c0))
+                )
+                found.update(int(v) for v in np.unique(b.data[0][b.valid]))
     if not found:
         raise EmptyInputError(f"{reader.path} has no valid pixels to evaluate")
     return sorted(found)

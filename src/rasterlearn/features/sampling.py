@@ -202,7 +202,8 @@ def sample_vector(
     rows, cols, feat, rep = _covered_pixels(gdf, reader, rate, max_per_feature, rng)
     inside = (rows >= 0) & (rows < grid.height) & (cols >= 0) & (cols < grid.width)
     n_outside = int((~inside).sum())
-    rows, cols, feat, values, valid = _read_pixels(reader, rows[inside], cols[inside], feat[inside])
+    with gdal_cache():  # one read per feature: a bounded block cache
+        rows, cols, feat, values, valid = _read_pixels(reader, rows[inside], cols[inside], feat[inside])
     n_invalid = int((~valid).sum())
     if n_outside or n_invalid:
         log.info(

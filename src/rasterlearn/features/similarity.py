@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from rasterlearn._util import stable_hash
 from rasterlearn.engine.executor import BlockExecutor
 from rasterlearn.errors import ConfigError
 from rasterlearn.features._io import Standardizer, apply_by_window
@@ -124,6 +125,8 @@ def similarity_raster(
             tags=tags,
             band_descriptions=["cosine_similarity"],
             blocksize=blocksize,
+            resume=True,  # an interrupted map with the same references continues
+            fingerprint=stable_hash({"mode": mode, "bands": reader.band_names}, std.mean, std.scale, refs),
         ) as writer:
             apply_by_window(
                 reader,

@@ -44,7 +44,7 @@ from rasterio.windows import Window as RioWindow
 
 from rasterlearn._util import atomic_write_text, disk_full_error, is_disk_full
 from rasterlearn.engine.journal import Decision, decide, log_decision
-from rasterlearn.errors import InputError, OutputError
+from rasterlearn.errors import InputError, JobCancelledError, OutputError
 from rasterlearn.grid import Grid, Window
 from rasterlearn.io.paths import acquire_lock, release_lock
 from rasterlearn.io.raster import gdal_cache
@@ -466,6 +466,9 @@ class BlockWriter:
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         if exc_type is None:
             self.close()
+        elif issubclass(exc_type, JobCancelledError):
+            # a cancel stops at a progress call, after the blocks marked done were written: keep them all
+            self.abort(keep_partial=True)
         elif not self._closed:
             # keep what was committed so the same job can resume; pending work is re-done
             with contextlib.suppress(Exception):
