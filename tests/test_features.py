@@ -273,3 +273,36 @@ def test_label_schema_rules():
     assert task == "regression" and schema is None
     task, schema, y = label_schema(np.array([0, 4, 4], dtype=object))
     assert task == "classification" and schema.codes == [0, 4]
+
+
+def test_a_replaced_input_is_not_resumed_into_a_stale_map(regions, tmp_path, make_raster):
+    """An interrupted apply step resumes only on the same input: a raster replaced at the same path (other
+    values, same grid) restarts the map instead of keeping blocks computed from the old file."""
+    import os
+    import shutil
+
+    from rasterlearn.errors import JobCancelledError
+
+    model = cluster_raster(regions, tmp_path / "fit.tif", clusters=2, blocksize=16).model_path
+    src = tmp_path / "scene.tif"
+    shutil.copy(regions, src)
+    out = tmp_path / "applied.tif"
+    calls = [0]
+
+    def stop_after_three(n: int) -> None:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise JobCancelledError("test cancel")
+
+    with pytest.raises(JobCancelledError):
+        cluster_raster(src, out, model=model, blocksize=16, progress=stop_after_three)
+    assert not out.exists() and list(tmp_path.glob(".applied*"))  # a partial map is kept for resuming
+    other = make_raster(two_regions()[:, :, ::-1].copy(), nodata=-9999.0)  # the two regions swapped
+    shutil.copy(other, src)
+    os.utime(src, ns=(os.stat(src).st_atime_ns, os.stat(src).st_mtime_ns + 1_000_000))
+    cluster_raster(src, out, model=model, blocksize=16)
+    cluster_raster(other, tmp_path / "ref.tif", model=model, blocksize=16)
+    with rasterio.open(out) as a, rasterio.open(tmp_path / "ref.tif") as b:
+        got, want = a.read(1), b.read(1)
+    np.testing.assert_array_equal(got, want)
+    assert got[10, 0] != got[10, -1]  # the regions still map to two clusters
