@@ -110,6 +110,21 @@ def test_take_shifts_rows_up():
     assert np.isnan(out).all() and not ok.any()
 
 
+def test_peek_leaves_the_buffer_and_drop_shifts_it():
+    acc = WeightedAccumulator(1, 2, 4, merge="blend", base=8)
+    x = np.arange(8, dtype="float32").reshape(1, 4, 2)
+    acc.add(x, np.ones((4, 2), dtype=bool), 8, 0, weights=np.ones((4, 2), dtype="float32"))
+    block, ok = acc.peek(2, skip=1)  # rows 9 and 10
+    np.testing.assert_array_equal(block[0], [[2, 3], [4, 5]])
+    assert ok.all() and acc.base == 8
+    block[:] = -1  # a copy: the buffer keeps its values
+    acc.drop(3)
+    assert acc.base == 11
+    out, ok = acc.take(2)
+    np.testing.assert_array_equal(out[0], [[6, 7], [0, 0]])
+    np.testing.assert_array_equal(ok, [[True, True], [False, False]])
+
+
 def test_validity_and_nodata():
     acc = WeightedAccumulator(1, 4, 2, merge="average", nodata=-9.0)
     v1 = np.array([[True, True, False, False]] * 2)

@@ -254,10 +254,12 @@ def _run_stripe(
         if progress and final > reported_to:
             progress((final - reported_to) * sw)
             reported_to = final
+        flush_to = acc.base
         for rbi, r0b, r1b in row_blocks:
             if r0b >= acc.base and r1b <= final:
-                sink.wait()
-                scores, valid = acc.take(r1b - r0b)
+                flush_to = r1b
+                sink.wait()  # one block row in hand at a time
                 keys = [f"{rbi}:{cb[0]}" for cb in col_blocks]
-                sink.submit(scores, valid, Window(r0b, cs, r1b - r0b, sw), keys)
+                sink.submit(*acc.peek(r1b - r0b, r0b - acc.base), Window(r0b, cs, r1b - r0b, sw), keys)
+        acc.drop(flush_to - acc.base)
     sink.wait()

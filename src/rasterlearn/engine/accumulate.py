@@ -154,20 +154,32 @@ class WeightedAccumulator:
             self.weight[br, bc] = 1.0
 
     def take(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
-        """The first ``rows`` rows, finished: ``(values (channels, rows, width), validity (rows, width))``.
+        """The first ``rows`` rows, finished (see :meth:`peek`); the buffer then shifts up by ``rows``
+        (:meth:`drop`)."""
+        out = self.peek(rows)
+        self.drop(rows)
+        return out
+
+    def peek(self, rows: int, skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``skip`` to ``skip + rows`` of the buffer, finished, without shifting it: ``(values
+        (channels, rows, width), validity (rows, width))``, copies.
 
         ``blend``: Σw·x as summed (also where invalid). Other modes: Σw·x / Σw, and ``nodata`` where a pixel
-        is invalid or no tile covered it (such pixels are also invalid). The buffer then shifts up by
-        ``rows`` (zeros below) and ``base`` moves down by ``rows``.
+        is invalid or no tile covered it (such pixels are also invalid).
         """
+        r = slice(skip, skip + rows)
         if self.weight is None:
-            out = self.sum[:, :rows].copy()
-            ok = self.valid[:rows].copy()
-        else:
-            w = self.weight[:rows]
-            ok = (w > 0) & self.valid[:rows]
-            out = np.full((self.channels, rows, self.width), self.nodata, dtype="float32")
-            np.divide(self.sum[:, :rows], w[None], out=out, where=ok[None])
+            return self.sum[:, r].copy(), self.valid[r].copy()
+        w = self.weight[r]
+        ok = (w > 0) & self.valid[r]
+        out = np.full((self.channels, rows, self.width), self.nodata, dtype="float32")
+        np.divide(self.sum[:, r], w[None], out=out, where=ok[None])
+        return out, ok
+
+    def drop(self, rows: int) -> None:
+        """Forget the first ``rows`` rows: the buffer shifts up (zeros below) and ``base`` moves down."""
+        if rows <= 0:
+            return
         keep = self.cap - rows
         self.sum[:, :keep] = self.sum[:, rows:]
         self.sum[:, keep:] = 0
@@ -177,7 +189,6 @@ class WeightedAccumulator:
         self.valid[:keep] = self.valid[rows:]
         self.valid[keep:] = False
         self.base += rows
-        return out, ok
 
 
 def _crop_weights(weights: Weights, tr: slice, tc: slice) -> np.ndarray | None:
