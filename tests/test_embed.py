@@ -21,7 +21,7 @@ from rasterlearn.embed import (
     load_backbone,
     session_hash,
 )
-from rasterlearn.embed_stream import Accumulator
+from rasterlearn.engine.accumulate import WeightedAccumulator
 from rasterlearn.errors import ConfigError, ModelError
 
 
@@ -123,13 +123,13 @@ def test_extent_and_offset_origin(make_raster, tmp_path):
 
 
 def test_average_is_a_true_mean():
-    acc = Accumulator(1, 4, 8, 0, "average")
+    acc = WeightedAccumulator(1, 4, 8, merge="average")
     ones = np.ones((1, 2, 2), dtype="float32")
     valid = np.ones((2, 2), dtype=bool)
     for v in (1.0, 2.0, 6.0):  # a pairwise mean would give 4.25, zeros are genuine values
-        acc.add(ones * v, valid, 0, 0, (slice(0, 2), slice(0, 2)))
-    acc.add(ones * 0.0, valid, 0, 2, (slice(0, 2), slice(0, 2)))
-    out = acc.take(2, float("nan"))
+        acc.add(ones * v, valid, 0, 0, crop=(slice(0, 2), slice(0, 2)))
+    acc.add(ones * 0.0, valid, 0, 2, crop=(slice(0, 2), slice(0, 2)))
+    out, _ = acc.take(2)
     np.testing.assert_allclose(out[0, :, :2], 3.0)
     np.testing.assert_allclose(out[0, :, 2:], 0.0)
 

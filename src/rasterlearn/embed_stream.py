@@ -1,7 +1,7 @@
 """The streaming core of :func:`rasterlearn.embed.embed`: tiles in, finished feature strips out.
 
 Memory depends on neither the height nor the width of the raster. Rows: only the feature rows touched by
-the tile rows in flight are held (:class:`Accumulator`); finished strips of ``blocksize`` feature rows go to
+the tile rows in flight are held (:class:`rasterlearn.engine.accumulate.WeightedAccumulator`); finished strips of ``blocksize`` feature rows go to
 the :class:`~rasterlearn.io.writer.BlockWriter` and are committed at once. Columns: a raster too wide for
 the memory budget is processed in column stripes planned by :func:`rasterlearn.grid.plan_column_stripes`
 (the same planner ``predict`` uses); tiles straddling a stripe seam are encoded for both stripes and each
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 import torch
 
+from rasterlearn.engine.accumulate import WeightedAccumulator
 from rasterlearn.grid import Window
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from rasterlearn.normalize import Normalization
 
 __all__ = [
-    "Accumulator",
     "Batch",
     "RemoteTiles",
     "StreamJob",
@@ -50,69 +50,6 @@ __all__ = [
 ]
 
 MergeMode = Literal["average", "first", "center"]
-
-
-class Accumulator:
-    """Feature rows in flight: sums, weights and validity for ``cap`` rows starting at ``base``."""
-
-    def __init__(self, dim: int, width: int, cap: int, base: int, merge: MergeMode) -> None:
-        self.dim, self.width, self.cap, self.base, self.merge = dim, width, cap, base, merge
-        self.sum = np.zeros((dim, cap, width), dtype="float32")
-        self.weight = np.zeros((cap, width), dtype="float32")
-        self.valid = np.zeros((cap, width), dtype=bool)
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.sum.nbytes + self.weight.nbytes + self.valid.nbytes)
-
-    def add(
-        self, feats: np.ndarray, valid: np.ndarray, row: int, col: int, keep: tuple[slice, slice]
-    ) -> None:
-        """Add a tile's features (dim, n, n) whose top-left feature pixel is (row, col) in the buffer's
-        columns (negative or past the width: the tile is cropped to the buffer)."""
-        rs, cs = keep
-        f = feats[:, rs, cs]
-        v = valid[rs, cs]
-        r0 = row + (rs.start or 0) - self.base
-        c0 = col + (cs.start or 0)
-        h, w = f.shape[1:]
-        # crop to the buffer (pad tiles extend past the grid, seam tiles past the stripe) and to unflushed rows
-        top = max(0, -r0)
-        left = max(0, -c0)
-        bottom = min(h, self.cap - r0)
-        right = min(w, self.width - c0)
-        if bottom <= top or right <= left:
-            return
-        f = f[:, top:bottom, left:right]
-        v = v[top:bottom, left:right]
-        sl = (slice(r0 + top, r0 + bottom), slice(c0 + left, c0 + right))
-        if self.merge == "average":
-            self.sum[:, sl[0], sl[1]] += f
-            self.weight[sl] += 1.0
-        elif self.merge == "first":
-            empty = self.weight[sl] == 0
-            self.sum[:, sl[0], sl[1]] = np.where(empty[None], f, self.sum[:, sl[0], sl[1]])
-            self.weight[sl] = np.where(empty, 1.0, self.weight[sl])
-        else:  # center: kept regions partition the grid
-            self.sum[:, sl[0], sl[1]] = f
-            self.weight[sl] = 1.0
-        self.valid[sl] |= v
-
-    def take(self, rows: int, nodata: float) -> np.ndarray:
-        """Finished values of the first ``rows`` rows; the buffer then shifts up by ``rows``."""
-        w = self.weight[:rows]
-        ok = (w > 0) & self.valid[:rows]
-        out = np.full((self.dim, rows, self.width), nodata, dtype="float32")
-        np.divide(self.sum[:, :rows], w[None], out=out, where=ok[None])
-        keep = self.cap - rows
-        self.sum[:, :keep] = self.sum[:, rows:]
-        self.sum[:, keep:] = 0
-        self.weight[:keep] = self.weight[rows:]
-        self.weight[keep:] = 0
-        self.valid[:keep] = self.valid[rows:]
-        self.valid[keep:] = False
-        self.base += rows
-        return out
 
 
 def feature_bytes_per_column(
@@ -284,7 +221,15 @@ class _Stripe:
         stats.strips_resumed += done
         self.base = done * job.blocksize
         self.span = max(1, math.ceil(job.batch_size / max(1, len(self.jcols))))
-        self.acc = Accumulator(job.dim, ce - cs, job.blocksize + fz + self.span * fs, self.base, job.merge)
+        self.acc = WeightedAccumulator(
+            job.dim,
+            ce - cs,
+            job.blocksize + fz + self.span * fs,
+            merge=job.merge,
+            base=self.base,
+            col0=cs,
+            nodata=job.nodata,
+        )
         first = 0
         while first < len(job.row_offsets) and first * fs + fz <= self.base:
             first += 1
@@ -302,7 +247,7 @@ class _Stripe:
     def _write(self, k: int) -> None:
         job = self.job
         rows = min(job.blocksize, job.height - self.acc.base)
-        data = self.acc.take(job.blocksize, job.nodata)[:, :rows]
+        data = self.acc.take(job.blocksize)[0][:, :rows]
         job.writer.write(data, Window(k * job.blocksize, self.cs, rows, self.ce - self.cs))
         job.writer.mark_done(job.key(k, self.cs), commit_every_s=0.0)
 
@@ -360,7 +305,7 @@ class _Stripe:
         self.stats.tiles_encoded += len(batch.tiles)
         thr = max(job.min_valid_fraction, 1e-6)
         for (i, j, _), f, vf in zip(batch.tiles, feats, vfrac, strict=True):
-            self.acc.add(f, vf >= thr, i * job.feat_stride, j * job.feat_stride - self.cs, job.keep(i, j))
+            self.acc.add(f, vf >= thr, i * job.feat_stride, j * job.feat_stride, crop=job.keep(i, j))
         self._report(batch.report_to)
         if job.pause_s > 0:
             time.sleep(job.pause_s)

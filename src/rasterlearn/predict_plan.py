@@ -291,78 +291,32 @@ def plan_inference(
         raise InputError(f"overlap must be a fraction in [0, 1), got {overlap}")
     s = max(1, int(out_stride))
     rows, cols = (max(1, int(v)) for v in extent_shape)
-    ov = min(chip_size - 1, round(overlap * chip_size)) if chip_size > 1 else 0
-    if ov >= s:  # keep every window origin on the network's pooling lattice (offsets multiples of s)
-        ov = max(s, round(ov / s) * s)
-    if overlap > 0:  # the seam zone holds at least MIN_OVERLAP_STRIDES cells of the deepest feature map
-        least = MIN_OVERLAP_STRIDES * s
-        if window is not None:  # an explicit window keeps room for its stride
-            sides = (int(window),) if isinstance(window, int) else tuple(int(v) for v in window)
-            least = min(least, max(ov, (min(sides) - 1) // s * s))
-        ov = max(ov, least)
-    budget = memory_mb * 2**20
+    ov = _overlap_px(chip_size, overlap, s, window)
     gpu = device_type not in ("cpu",)
-    act_px = act_bytes_per_px * ACTIVATION_SAFETY
-    ahead = max(2, io_threads) + 1
-    host_px = bands * 4 * ahead + n_out * 4 * 2  # input batches read ahead + probabilities (+ numpy copy)
-    fwd_px = host_px + (0.0 if gpu else act_px)
-    fixed = 0.0 if gpu else FORWARD_OVERHEAD_MB * 2**20
-    dev_budget = None if not gpu or device_memory_mb is None else device_memory_mb * 2**20
-
-    def acc_bytes(win: tuple[int, int], width: int, batch: int) -> float:
-        per_row = max(1, math.ceil(width / max(1, win[1] - ov)))
-        h = blocksize + win[0] + (win[0] - ov) * math.ceil((batch - 1) / per_row)
-        return (n_out * 4 + 1) * width * (h + 2 * blocksize)  # accumulator + validity + 2 block-row copies
-
+    mem = _Memory.of(
+        memory_mb * 2**20,
+        act_bytes_per_px * ACTIVATION_SAFETY,
+        bands=bands,
+        n_out=n_out,
+        io_threads=io_threads,
+        gpu=gpu,
+        device_memory_mb=device_memory_mb,
+        overlap_px=ov,
+        blocksize=blocksize,
+    )
     floor = _round_up(max(chip_size, ov + s), s)
     if window is not None:
-        win = (int(window), int(window)) if isinstance(window, int) else tuple(int(v) for v in window)
-        if len(win) != 2:
-            raise InputError(f"window must be one side or (rows, cols), got {window!r}")
-        for side in win:
-            if side <= 0 or side % s:
-                raise InputError(
-                    f"window {side} is not a positive multiple of the network's output stride {s}; use "
-                    f"{_round_up(max(side, s), s)}"
-                )
-            if side <= ov:
-                raise InputError(
-                    f"window {side} must be larger than the overlap ({ov} px = {overlap} x chip {chip_size}); "
-                    f"use --window {_round_up(ov + s, s)} or more, or a smaller --overlap"
-                )
         source = "option"
-        window_t: tuple[int, int] = (win[0], win[1])
+        window_t = _explicit_window(window, s, ov, overlap, chip_size)
     else:
         source = "budget"
-        window_t = _budget_window(
-            rows, cols, ov, floor, s, budget, fixed, fwd_px, act_px, dev_budget, acc_bytes
-        )
+        window_t = _budget_window(rows, cols, ov, floor, s, mem)
+    batch = _batch_size(batch_size, window_t, (rows, cols), ov, gpu, mem)
     px = window_t[0] * window_t[1]
-    if batch_size is not None:
-        if batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
-        batch = int(batch_size)
-    else:
-        target = GPU_BATCH_PIXELS if gpu else CPU_BATCH_PIXELS
-        batch = max(1, min(MAX_BATCH, target // px))
-        room = budget - fixed - acc_bytes(window_t, min(cols, blocksize), 1)
-        batch = max(1, min(batch, int(room // (px * fwd_px)) if room > 0 else 1))
-        if dev_budget is not None:
-            batch = max(1, min(batch, int(dev_budget // (px * act_px))))
-    n_windows = math.ceil(max(1, rows - ov) / (window_t[0] - ov)) * math.ceil(
-        max(1, cols - ov) / (window_t[1] - ov)
-    )
-    batch = min(batch, max(1, n_windows)) if batch_size is None else batch
-    fwd = fixed + batch * px * fwd_px
-    if acc_bytes(window_t, cols, batch) + fwd <= budget:
-        stripe = cols
-    else:
-        room = max(0.0, budget - fwd)
-        per_col = acc_bytes(window_t, blocksize, batch) / blocksize
-        stripe = max(blocksize, int(room // per_col) // blocksize * blocksize)
-        stripe = min(stripe, cols)
-    est = fwd + acc_bytes(window_t, stripe, batch)
-    if est > budget:
+    fwd = mem.fixed + batch * px * mem.fwd_px
+    stripe = _stripe_width(window_t, cols, batch, fwd, mem)
+    est = fwd + mem.acc_bytes(window_t, stripe, batch)
+    if est > mem.budget:
         log.warning(
             "The plan needs about %.0f MB, more than memory_mb=%g (window %dx%d, batch %d); raise --memory-mb "
             "or choose a smaller --window",
@@ -379,28 +333,135 @@ def plan_inference(
         batch_size=batch,
         stripe_width=stripe,
         output_stride=s,
-        act_bytes_per_px=act_px,
+        act_bytes_per_px=mem.act_px,
         estimated_mb=est / 2**20,
         memory_mb=memory_mb,
         window_source=source,
     )
 
 
-def _budget_window(
-    rows: int,
-    cols: int,
-    ov: int,
-    floor: int,
-    s: int,
-    budget: float,
-    fixed: float,
-    fwd_px: float,
-    act_px: float,
-    dev_budget: float | None,
-    acc_bytes: Any,
+def _overlap_px(chip_size: int, overlap: float, s: int, window: int | Sequence[int] | None) -> int:
+    """The overlap in pixels: ``overlap`` x ``chip_size``, on the network's pooling lattice (a multiple of
+    the output stride ``s`` once it reaches one) and, when not 0, at least :data:`MIN_OVERLAP_STRIDES`
+    strides (capped below an explicit ``window``'s side)."""
+    ov = min(chip_size - 1, round(overlap * chip_size)) if chip_size > 1 else 0
+    if ov >= s:  # keep every window origin on the network's pooling lattice (offsets multiples of s)
+        ov = max(s, round(ov / s) * s)
+    if overlap > 0:  # the seam zone holds at least MIN_OVERLAP_STRIDES cells of the deepest feature map
+        least = MIN_OVERLAP_STRIDES * s
+        if window is not None:  # an explicit window keeps room for its stride
+            sides = (int(window),) if isinstance(window, int) else tuple(int(v) for v in window)
+            least = min(least, max(ov, (min(sides) - 1) // s * s))
+        ov = max(ov, least)
+    return int(ov)
+
+
+@dataclass(frozen=True)
+class _Memory:
+    """The memory model of a plan (bytes): ``budget`` for the job; per window pixel ``act_px`` of
+    activations and ``fwd_px`` for a forward pass (the activations on CPU, the batches read ahead and the
+    probabilities); ``fixed`` bytes per forward pass; ``dev_budget`` on a GPU. The accumulator's share is
+    :meth:`acc_bytes`."""
+
+    budget: float
+    act_px: float
+    fwd_px: float
+    fixed: float
+    dev_budget: float | None
+    n_out: int
+    overlap_px: int
+    blocksize: int
+
+    @classmethod
+    def of(
+        cls,
+        budget: float,
+        act_px: float,
+        *,
+        bands: int,
+        n_out: int,
+        io_threads: int,
+        gpu: bool,
+        device_memory_mb: float | None,
+        overlap_px: int,
+        blocksize: int,
+    ) -> _Memory:
+        ahead = max(2, io_threads) + 1
+        host_px = bands * 4 * ahead + n_out * 4 * 2  # input batches read ahead + probabilities (+ numpy copy)
+        fwd_px = host_px + (0.0 if gpu else act_px)
+        fixed = 0.0 if gpu else FORWARD_OVERHEAD_MB * 2**20
+        dev_budget = None if not gpu or device_memory_mb is None else device_memory_mb * 2**20
+        return cls(budget, act_px, fwd_px, fixed, dev_budget, n_out, overlap_px, blocksize)
+
+    def acc_bytes(self, win: tuple[int, int], width: int, batch: int) -> float:
+        """The score accumulator of ``width`` columns for windows ``win`` in batches of ``batch``."""
+        ov, blocksize = self.overlap_px, self.blocksize
+        per_row = max(1, math.ceil(width / max(1, win[1] - ov)))
+        h = blocksize + win[0] + (win[0] - ov) * math.ceil((batch - 1) / per_row)
+        return (
+            (self.n_out * 4 + 1) * width * (h + 2 * blocksize)
+        )  # accumulator + validity + 2 block-row copies
+
+
+def _explicit_window(
+    window: int | Sequence[int], s: int, ov: int, overlap: float, chip_size: int
 ) -> tuple[int, int]:
+    """A ``window`` option as (rows, cols), checked: multiples of the output stride, larger than the overlap."""
+    win = (int(window), int(window)) if isinstance(window, int) else tuple(int(v) for v in window)
+    if len(win) != 2:
+        raise InputError(f"window must be one side or (rows, cols), got {window!r}")
+    for side in win:
+        if side <= 0 or side % s:
+            raise InputError(
+                f"window {side} is not a positive multiple of the network's output stride {s}; use "
+                f"{_round_up(max(side, s), s)}"
+            )
+        if side <= ov:
+            raise InputError(
+                f"window {side} must be larger than the overlap ({ov} px = {overlap} x chip {chip_size}); "
+                f"use --window {_round_up(ov + s, s)} or more, or a smaller --overlap"
+            )
+    return (win[0], win[1])
+
+
+def _batch_size(
+    batch_size: int | None, window: tuple[int, int], extent: tuple[int, int], ov: int, gpu: bool, mem: _Memory
+) -> int:
+    """Windows per model call: ``batch_size``, or up to the CPU/GPU batch pixels within the budget (and the
+    device budget), at most the number of windows."""
+    px = window[0] * window[1]
+    rows, cols = extent
+    if batch_size is not None:
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        return int(batch_size)
+    target = GPU_BATCH_PIXELS if gpu else CPU_BATCH_PIXELS
+    batch = max(1, min(MAX_BATCH, target // px))
+    room = mem.budget - mem.fixed - mem.acc_bytes(window, min(cols, mem.blocksize), 1)
+    batch = max(1, min(batch, int(room // (px * mem.fwd_px)) if room > 0 else 1))
+    if mem.dev_budget is not None:
+        batch = max(1, min(batch, int(mem.dev_budget // (px * mem.act_px))))
+    n_windows = math.ceil(max(1, rows - ov) / (window[0] - ov)) * math.ceil(
+        max(1, cols - ov) / (window[1] - ov)
+    )
+    return min(batch, max(1, n_windows))
+
+
+def _stripe_width(window: tuple[int, int], cols: int, batch: int, fwd: float, mem: _Memory) -> int:
+    """The width of the column stripes: the extent's when the whole-width accumulator fits beside the forward
+    pass, else the widest multiple of the block size that fits (at least one block)."""
+    if mem.acc_bytes(window, cols, batch) + fwd <= mem.budget:
+        return cols
+    room = max(0.0, mem.budget - fwd)
+    per_col = mem.acc_bytes(window, mem.blocksize, batch) / mem.blocksize
+    stripe = max(mem.blocksize, int(room // per_col) // mem.blocksize * mem.blocksize)
+    return min(stripe, cols)
+
+
+def _budget_window(rows: int, cols: int, ov: int, floor: int, s: int, mem: _Memory) -> tuple[int, int]:
     """The largest evenly tiling window whose forward pass (and, preferably, whole-width accumulator)
     fits the budget: first without column stripes, else with the forward pass in 2/3 of the budget."""
+    budget, fixed, fwd_px, act_px, dev_budget = mem.budget, mem.fixed, mem.fwd_px, mem.act_px, mem.dev_budget
 
     def shaped(max_px: float) -> tuple[int, int]:
         cap = max(floor, int(math.sqrt(max(max_px, 0.0))) // s * s)
@@ -420,7 +481,7 @@ def _budget_window(
         win = shaped(max_px)
         if win == (floor, floor) or not fits_device(win):
             break
-        if fixed + win[0] * win[1] * fwd_px + acc_bytes(win, cols, 1) <= budget:
+        if fixed + win[0] * win[1] * fwd_px + mem.acc_bytes(win, cols, 1) <= budget:
             return win
         max_px = win[0] * win[1] * 0.85
     # column stripes are needed: the forward pass gets two thirds of the budget

@@ -38,10 +38,12 @@ __all__ = [
     "BF16_MAX_DELTA",
     "BF16_MIN_AGREEMENT",
     "FUSE_MAX_DELTA",
+    "TTA_CHOICES",
     "ModelRunner",
     "Precision",
     "Runtime",
     "fuse_conv_bn",
+    "parse_tta",
 ]
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,35 @@ BF16_MIN_AGREEMENT = 0.999
 BF16_MAX_DELTA = 0.05
 FUSE_MAX_DELTA = 1e-4
 """Largest |dp| (probabilities) between the conv-BN folded and the original network on the check probe."""
+TTA_CHOICES = ("hflip", "vflip", "rot90", "rot180", "rot270")
+_TTA_GROUPS = {
+    "flips": ("hflip", "vflip"),
+    "rotations": ("rot90", "rot180", "rot270"),
+    "all": TTA_CHOICES,
+    "none": (),
+}
+
+
+def parse_tta(tta: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Normalize a TTA selection: names from :data:`TTA_CHOICES` or the groups ``flips``, ``rotations``,
+    ``all``, ``none``; a comma-separated string is accepted. The identity is always included."""
+    if tta is None:
+        return ()
+    items = [t.strip() for t in tta.split(",")] if isinstance(tta, str) else [str(t).strip() for t in tta]
+    out: list[str] = []
+    for item in items:
+        if not item:
+            continue
+        names = _TTA_GROUPS.get(item.lower(), (item.lower(),))
+        for n in names:
+            if n not in TTA_CHOICES:
+                raise InputError(
+                    f"Unknown test-time augmentation {item!r}; choose from "
+                    f"{', '.join(TTA_CHOICES)} or {', '.join(_TTA_GROUPS)}"
+                )
+            if n not in out:
+                out.append(n)
+    return tuple(out)
 
 
 class _Transforms:
