@@ -21,10 +21,8 @@ same bytes.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -32,6 +30,7 @@ import numpy as np
 import torch
 
 from rasterlearn.engine.accumulate import WeightedAccumulator
+from rasterlearn.engine.readahead import ReaderPool
 from rasterlearn.grid import Window
 
 if TYPE_CHECKING:
@@ -125,26 +124,9 @@ def run_stripes(
         for cs, ce in job.stripes:
             _Stripe(job, cs, ce, stats, progress).run_remote(remote)
         return stats
-    local = threading.local()
-    opened: list[RasterReader] = []
-    lock = threading.Lock()
-
-    def thread_reader() -> RasterReader:
-        rd = getattr(local, "reader", None)
-        if rd is None:
-            rd = local.reader = job.reader.reopen()
-            with lock:
-                opened.append(rd)
-        return rd
-
-    pool = ThreadPoolExecutor(max_workers=max(1, job.workers), thread_name_prefix="embed-read")
-    try:
+    with ReaderPool(job.reader, job.workers, name="embed-read") as pool:
         for cs, ce in job.stripes:
-            _Stripe(job, cs, ce, stats, progress).run_local(pool, thread_reader)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        for rd in opened:
-            rd.close()
+            _Stripe(job, cs, ce, stats, progress).run_local(pool)
     return stats
 
 
@@ -314,39 +296,27 @@ class _Stripe:
         self._report(len(self.job.row_offsets))
         self._flush(self.job.height)
 
-    def run_local(self, pool: ThreadPoolExecutor, thread_reader: Callable[[], RasterReader]) -> None:
+    def run_local(self, pool: ReaderPool[RasterReader]) -> None:
         job = self.job
         self._report(self.first_row)  # rows committed by an earlier run
-        for batch in self._plan(self._read_rows(pool, thread_reader)):
+        for batch in self._plan(self._read_rows(pool)):
             if batch.tiles:
                 self._merge(batch, *encode_tiles(job.norm, job.encode, [t[2] for t in batch.tiles]))
             else:
                 self._report(batch.report_to)
         self._finish()
 
-    def _read_rows(
-        self, pool: ThreadPoolExecutor, thread_reader: Callable[[], RasterReader]
-    ) -> Iterator[tuple[int, list[Any]]]:
+    def _read_rows(self, pool: ReaderPool[RasterReader]) -> Iterator[tuple[int, list[Any]]]:
         """Tile rows read ahead by ``pool``, cut into tiles ``(data, valid)`` (``None``: no valid pixel)."""
         job = self.job
-        nrows, depth = len(job.row_offsets), max(1, job.workers) + 1
-        pending: dict[int, Future[Any]] = {}
+        depth = max(1, job.workers) + 1
 
-        def read_row(i: int) -> Any:
-            block = thread_reader().read(
-                Window(job.row_offsets[i], self.read_cols[0], job.size, self.read_cols[1])
-            )
+        def read_row(reader: RasterReader, i: int) -> Any:
+            block = reader.read(Window(job.row_offsets[i], self.read_cols[0], job.size, self.read_cols[1]))
             return block.data, block.valid
 
-        def schedule(upto: int) -> None:
-            for k in range(upto, min(nrows, upto + depth)):
-                if k not in pending:
-                    pending[k] = pool.submit(read_row, k)
-
-        schedule(self.first_row)
-        for i in range(self.first_row, nrows):
-            data, valid = pending.pop(i).result()
-            schedule(i + 1)
+        rows = range(self.first_row, len(job.row_offsets))
+        for i, (data, valid) in zip(rows, pool.read_ahead(read_row, rows, depth), strict=True):
             held = (data.nbytes + valid.nbytes) * (depth + 1)  # in hand + prefetched
             self._peak(held)
             tiles = []

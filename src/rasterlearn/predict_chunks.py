@@ -25,17 +25,14 @@ are byte-identical, there is one writer, and a job interrupted on one executor r
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import threading
 from collections.abc import Generator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from rasterlearn.engine.executor import BlockExecutor, LocalExecutor, worker_cache
+from rasterlearn.engine.readahead import ReaderPool
 from rasterlearn.grid import Grid, Window
 from rasterlearn.io.aoi import aoi_mask
 from rasterlearn.io.raster import ImageReader, RasterReader, apply_assumed_nodata, gdal_cache
@@ -178,34 +175,9 @@ def chunk_results(
         for _wins, result in executor.map(_predict_chunk, items, job):
             yield result
         return
-    local = threading.local()
-    readers: list[ImageReader] = []
-    lock = threading.Lock()
-
-    def load(wins: list[Window]) -> tuple[list[Window], list[np.ndarray], Any]:
-        rd = getattr(local, "reader", None)
-        if rd is None:
-            rd = local.reader = reader.reopen()
-            with lock:
-                readers.append(rd)
-        return read_chunk(rd, wins, masking, pin=runner.cuda)
-
-    pool = ThreadPoolExecutor(max_workers=max(1, io_threads), thread_name_prefix="rasterlearn-read")
-    pending: collections.deque[Future[Any]] = collections.deque()
-    depth = max(2, io_threads)  # batches read ahead (see predict_plan)
-    try:
-        it = iter(items)
-        while True:
-            for wins in it:
-                pending.append(pool.submit(load, wins))
-                if len(pending) >= depth:
-                    break
-            if not pending:
-                return
-            kept, valids, batch = pending.popleft().result()
+    with ReaderPool(reader, io_threads) as pool:  # at most max(2, io_threads) batches read ahead
+        batches = pool.read_ahead(
+            lambda rd, wins: read_chunk(rd, wins, masking, pin=runner.cuda), items, max(2, io_threads) - 1
+        )
+        for kept, valids, batch in batches:
             yield kept, valids, (runner(batch) if kept else None)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        for r in readers:
-            with contextlib.suppress(Exception):
-                r.close()
