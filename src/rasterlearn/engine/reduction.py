@@ -37,7 +37,7 @@ from rasterlearn.engine.journal import Decision, decide, log_decision
 
 __all__ = ["ReductionRecord", "record_path"]
 
-log = logging.getLogger("rasterlearn.journal")
+log = logging.getLogger(__name__)
 
 
 def record_path(output: str | Path) -> Path:
