@@ -292,11 +292,21 @@ def test_training_decisions(tmp_path: Path, journal_log: list[str]) -> None:
 # -- reduction records (evaluate, vectorize) ------------------------------------------------------------
 
 
-def _cancelled(record: ReductionRecord, key: str, state: Any) -> None:
-    """Fold one block, then stop as a cancel does (raised from the progress callback)."""
-    with pytest.raises(JobCancelledError), record:
-        record.mark_done(key, state)
+def _opened(out: Path | None, fp: str, initial: Any, **kw: Any) -> ReductionRecord:
+    """A record as a run finds it (entered: locked and decided; left again: the lock released)."""
+    with ReductionRecord(out, fp, initial, **kw) as rec:
+        return rec
+
+
+def _cancelled(out: Path | None, fp: str, folds: list[tuple[str, Any]], **kw: Any) -> ReductionRecord:
+    """A run that folds ``folds`` and is then cancelled (raised from its progress callback)."""
+    with pytest.raises(JobCancelledError), ReductionRecord(out, fp, None, **kw) as rec:
+        for key, state in folds:
+            rec.mark_done(key, state)
+            if out is not None and kw.get("commit_every_s") == 3600:
+                assert not rec.path.exists()  # type: ignore[union-attr]  # at most every commit_every_s
         raise JobCancelledError("cancelled")
+    return rec
 
 
 def test_reduction_record_start_cancel_resume_restart_complete(
@@ -304,14 +314,13 @@ def test_reduction_record_start_cancel_resume_restart_complete(
 ) -> None:
     out = tmp_path / "metrics.json"
     path = tmp_path / ".metrics.json.progress.json"
-    rec = ReductionRecord(out, "fp", {"n": 0}, commit_every_s=3600)
-    assert rec.decision.action == "start" and rec.state == {"n": 0} and rec.path == path
-    rec.mark_done("0:0", {"n": 1})
-    assert not path.exists()  # not yet: at most every commit_every_s
-    _cancelled(rec, "0:16", {"n": 3})
+    rec = _cancelled(out, "fp", [("0:0", {"n": 1}), ("0:16", {"n": 3})], commit_every_s=3600)
+    assert rec.decision.action == "start" and rec.path == path
+    assert journal_log[0] == f"journal {out}: start (no record of an earlier run)"
     assert json.loads(path.read_text()) == {"fingerprint": "fp", "done": ["0:0", "0:16"], "state": {"n": 3}}
+    assert not (tmp_path / ".metrics.json.lock").exists()  # the lock is released
     with caplog.at_level(logging.INFO, logger="rasterlearn"):
-        again = ReductionRecord(out, "fp", {"n": 0}, unit="windows")
+        again = _opened(out, "fp", {"n": 0}, unit="windows")
     assert again.decision.action == "resume" and again.state == {"n": 3}
     assert again.is_done("0:16") and not again.is_done("16:0")
     assert f"Resuming {out}: 2 windows already done" in caplog.text
@@ -319,24 +328,24 @@ def test_reduction_record_start_cancel_resume_restart_complete(
         journal_log[-1]
         == f"journal {out}: resume (interrupted run with the same fingerprint, 2 blocks committed)"
     )
-    other = ReductionRecord(out, "other", {"n": 0})
+    other = _opened(out, "other", {"n": 0})
     assert other.decision.action == "restart" and other.state == {"n": 0} and not other.done
     assert journal_log[-1].startswith(
         f"journal {out}: restart (parameters changed (fingerprint fp -> other))"
     )
-    assert ReductionRecord(out, "fp", {"n": 0}, resume=False).decision.cause == "not-resuming"
-    again.mark_done("16:0", {"n": 4})
-    again.complete()
-    assert not path.exists() and again.done == {"0:0", "0:16", "16:0"}
+    assert _opened(out, "fp", {"n": 0}, resume=False).decision.cause == "not-resuming"
+    with ReductionRecord(out, "fp", {"n": 0}) as rec:
+        rec.mark_done("16:0", {"n": 4})
+        rec.complete()
+    assert not path.exists() and rec.done == {"0:0", "0:16", "16:0"} and rec.state == {"n": 4}
 
 
 def test_reduction_record_commits_every_few_seconds_and_only_with_an_output(tmp_path: Path) -> None:
     out = tmp_path / "polygons.gpkg"
-    rec = ReductionRecord(out, "fp", [], commit_every_s=0)
-    rec.mark_done("a", [["x"]])
-    assert json.loads(rec.path.read_text())["state"] == [["x"]]  # type: ignore[union-attr]
-    memory = ReductionRecord(None, "fp", [])  # nothing written: no output to keep it beside
-    _cancelled(memory, "a", [1])
+    with ReductionRecord(out, "fp", [], commit_every_s=0) as rec:
+        rec.mark_done("a", [["x"]])
+        assert json.loads(rec.path.read_text())["state"] == [["x"]]  # type: ignore[union-attr]
+    memory = _cancelled(None, "fp", [("a", [1])])  # nothing written: no output to keep it beside
     assert memory.path is None and memory.state == [1] and list(tmp_path.iterdir()) == [rec.path]
 
 
@@ -349,12 +358,11 @@ def test_a_corrupt_reduction_record_restarts_with_a_warning(
     out = tmp_path / "metrics.json"
     (tmp_path / ".metrics.json.progress.json").write_text(text)
     with caplog.at_level(logging.WARNING, logger="rasterlearn"):
-        rec = ReductionRecord(out, "fp", {"n": 0}, valid=lambda s: isinstance(s, dict))
+        rec = _opened(out, "fp", {"n": 0}, valid=lambda s: isinstance(s, dict))
     assert rec.decision == Decision("restart", "progress record unreadable", "unreadable")
     assert rec.state == {"n": 0} and not rec.done
-    assert "is unreadable; starting" in caplog.text and journal_log[-1].endswith(
-        "(progress record unreadable)"
-    )
+    assert "is unreadable; starting" in caplog.text
+    assert journal_log[-1].endswith("(progress record unreadable)")
 
 
 @pytest.fixture

@@ -232,29 +232,27 @@ def vectorize_raster(
         raise InputError(f"window_size must be at least 2 pixels, got {window_size}")
     names = dict(class_names) if class_names is not None else read_class_names(raster)
     skip = {int(c) for c in (exclude or ())}
-    params: dict[str, Any] = {
-        "band": band,
-        "min_area": min_area,
-        "area_unit": area_unit,
-        "simplify": simplify,
-    }
-    params |= {"exclude": sorted(skip), "window_size": window_size, "class_names": names}
+    params: dict[str, Any] = {"band": band, "exclude": sorted(skip), "window_size": window_size}
+    params |= {"min_area": min_area, "area_unit": area_unit, "simplify": simplify, "names": names}
     key = fingerprint(params, neutral=VectorizeOptions.output_neutral, inputs={"raster": raster})
     record = ReductionRecord(output, key, {"complete": [], "seam": []}, valid=_valid_state, unit="windows")
-    with record, RasterReader(raster, [band]) as reader, gdal_cache():  # each window is read once
-        grid = reader.grid
-        if grid.is_geographic and area_unit == "map" and min_area:
-            log.warning("%s is in geographic coordinates: areas and min_area are in square degrees", raster)
-        complete, seam = _window_pieces(reader, window_size, skip, progress, record)
-    codes, geoms = _merge_seams(complete, seam)
-    gdf = _polygon_table(codes, geoms, grid, names, min_area, area_unit, simplify)
-    log.info("%d polygons from %s (%d classes)", len(gdf), raster, len(set(gdf["class_code"].tolist())))
-    if output is not None:
-        from rasterlearn.io.vector import write_vector
+    with record:  # the output's lock held until the output is written
+        with RasterReader(raster, [band]) as reader, gdal_cache():  # each window is read once
+            grid = reader.grid
+            if grid.is_geographic and area_unit == "map" and min_area:
+                log.warning(
+                    "%s is in geographic coordinates: areas and min_area are in square degrees", raster
+                )
+            complete, seam = _window_pieces(reader, window_size, skip, progress, record)
+        codes, geoms = _merge_seams(complete, seam)
+        gdf = _polygon_table(codes, geoms, grid, names, min_area, area_unit, simplify)
+        log.info("%d polygons from %s (%d classes)", len(gdf), raster, len(set(gdf["class_code"].tolist())))
+        if output is not None:
+            from rasterlearn.io.vector import write_vector
 
-        write_vector(gdf, output)
-        log.info("Wrote %s", output)
-    record.complete()
+            write_vector(gdf, output)
+            log.info("Wrote %s", output)
+        record.complete()
     return gdf
 
 

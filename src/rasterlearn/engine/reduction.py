@@ -12,7 +12,8 @@ holding
 
 Opening it asks :func:`rasterlearn.engine.journal.decide`: no record → ``start``; same fingerprint →
 ``resume`` from the recorded state; other fingerprint → ``restart`` (the reason logged at ``-v``); an
-unreadable record → ``restart`` with a warning. :meth:`ReductionRecord.mark_done` takes a block's key with
+unreadable record → ``restart`` with a warning. The record is used as a context manager: entering takes
+the output's lock and decides; :meth:`ReductionRecord.mark_done` takes a block's key with
 the state that includes it and writes the record atomically at most every ``commit_every_s`` seconds;
 leaving the ``with`` block by an exception (a :class:`~rasterlearn.errors.JobCancelledError` raised from a
 progress callback) writes it once more, so a cancelled job keeps everything it folded.
@@ -34,6 +35,7 @@ from typing import Any
 
 from rasterlearn._util import atomic_write_text
 from rasterlearn.engine.journal import Decision, decide, log_decision
+from rasterlearn.io.paths import acquire_lock, release_lock
 
 __all__ = ["ReductionRecord", "record_path"]
 
@@ -80,9 +82,36 @@ class ReductionRecord:
         self._done: set[str] = set()
         self._pending: set[str] = set()
         self._last_commit = time.monotonic()
-        self.decision = self._open(initial, resume, valid)
+        self._open_args = (initial, resume, valid, unit)
+        self.decision = Decision("start", "not opened", "new")
+
+    def __enter__(self) -> ReductionRecord:
+        """Take the output's lock (:func:`rasterlearn.io.paths.acquire_lock`: a second run on the same
+        output refuses) and decide from the record what this run does."""
+        initial, resume, valid, unit = self._open_args
+        if self.output is not None:
+            acquire_lock(self.output)
+        try:
+            self.decision = self._open(initial, resume, valid)
+        except BaseException:
+            self._release()
+            raise
         if self.decision.action == "resume":
             log.info("Resuming %s: %d %s already done", self.output, len(self._done), unit)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        try:
+            if exc_type is not None and self._pending:
+                self.commit()  # cancelled or failed: keep what was folded (whole after every mark_done)
+        except OSError as exc:  # the original exception is the one to report
+            log.warning("Could not write the progress record %s: %s", self.path, exc)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self.output is not None:
+            release_lock(self.output)
 
     def _open(self, initial: Any, resume: bool, valid: Callable[[Any], bool] | None) -> Decision:
         job = str(self.output)
@@ -142,14 +171,3 @@ class ReductionRecord:
         if self.path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-
-    def __enter__(self) -> ReductionRecord:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        if exc_type is None or not self._pending:
-            return
-        try:  # cancelled or failed: keep what was folded (the state is whole after every mark_done)
-            self.commit()
-        except OSError as exc:  # the original exception is the one to report
-            log.warning("Could not write the progress record %s: %s", self.path, exc)
