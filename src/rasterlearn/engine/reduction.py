@@ -14,7 +14,7 @@ Opening it asks :func:`rasterlearn.engine.journal.decide`: no record → ``start
 ``resume`` from the recorded state; other fingerprint → ``restart`` (the reason logged at ``-v``); an
 unreadable record → ``restart`` with a warning. The record is used as a context manager: entering takes
 the output's lock and decides; :meth:`ReductionRecord.mark_done` takes a block's key with
-the state that includes it and writes the record atomically at most every ``commit_every_s`` seconds;
+the state that includes it and writes the record atomically at most every ``commit_every_s`` seconds (default 5);
 leaving the ``with`` block by an exception (a :class:`~rasterlearn.errors.JobCancelledError` raised from a
 progress callback) writes it once more, so a cancelled job keeps everything it folded.
 :meth:`ReductionRecord.complete` removes the record once the final output is committed.
@@ -60,7 +60,8 @@ class ReductionRecord:
         valid: checks a recorded state (``False`` or a ``KeyError``/``TypeError``/``ValueError``: the record
             is treated as unreadable and the job restarts).
         unit: what the blocks are called in the ``Resuming`` log line.
-        commit_every_s: the longest time between two writes of the record while blocks are done.
+        commit_every_s: the time between two writes of the record while blocks are done (longer when a
+            write takes more than a tenth of it: a large state).
     """
 
     def __init__(
@@ -78,6 +79,7 @@ class ReductionRecord:
         self.path = None if output is None else record_path(output)
         self.fingerprint = fingerprint
         self.commit_every_s = float(commit_every_s)
+        self._gap = self.commit_every_s
         self.state: Any = initial
         self._done: set[str] = set()
         self._pending: set[str] = set()
@@ -150,19 +152,22 @@ class ReductionRecord:
         ``commit_every_s`` have passed since the last write."""
         self.state = state
         self._pending.add(key)
-        if time.monotonic() - self._last_commit >= self.commit_every_s:
+        if time.monotonic() - self._last_commit >= self._gap:
             self.commit()
 
     def commit(self) -> None:
         """Write the fingerprint, the done keys and the state atomically (nothing new: nothing written)."""
         if self.path is None or (not self._pending and self.path.exists()):
             return
+        started = time.monotonic()
         done = self._done | self._pending
         record = {"fingerprint": self.fingerprint, "done": sorted(done), "state": self.state}
         atomic_write_text(self.path, json.dumps(record, separators=(",", ":")), fsync=True)
         self._done = done
         self._pending.clear()
         self._last_commit = time.monotonic()
+        # a large state (many polygons) takes long to write: writing stays under a tenth of the run's time
+        self._gap = max(self.commit_every_s, 10.0 * (self._last_commit - started))
 
     def complete(self) -> None:
         """The final output is committed: the record is no longer needed and is removed."""

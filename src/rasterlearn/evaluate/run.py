@@ -131,40 +131,33 @@ def _valid_state(n: int) -> Callable[[Any], bool]:
     return valid
 
 
-def _fingerprint(
-    m: NameMatching,
-    extent: Window,
-    *,
-    attribute: str | None,
-    layer: str | None,
-    unlabelled: Unlabelled,
-    aoi: Any,
-    all_touched: bool,
-    window_size: int,
-) -> str:
-    """The evaluation's fingerprint: what the counts depend on (the map's resolved classes, the truth's
-    name matching, the AOI's extent...) and the inputs' identities; not the executor (``output_neutral``
-    of :class:`rasterlearn.options.EvaluateOptions`)."""
+def _journal(
+    m: NameMatching, output: str | Path | None, extent: Window, opts: dict[str, Any]
+) -> ReductionRecord:
+    """The evaluation's :class:`ReductionRecord` (beside ``output``; none without one): its state is the
+    summed :class:`WindowCounts`, its fingerprint what the counts depend on (the map's resolved classes,
+    the truth's name matching, the AOI's extent, ``opts``: the options) and the inputs' identities, not the
+    executor (``output_neutral`` of :class:`rasterlearn.options.EvaluateOptions`)."""
     from rasterlearn.options import EvaluateOptions
 
+    aoi = opts["aoi"]
     params = {
+        **opts,
         "classes": [[c.code, c.name] for c in m.schema.classes],
         "ignore_index": m.schema.ignore_index,
         "class_match": m.class_match,
         "truth_names": m.explicit_names,
-        "attribute": attribute,
-        "layer": layer,
-        "unlabelled": unlabelled,
         "aoi": None if aoi is None else str(aoi),
         "extent": [extent.row_off, extent.col_off, extent.height, extent.width],
         "ignore_values": m.ignore_set,
-        "all_touched": all_touched,
-        "window_size": window_size,
     }
     inputs: dict[str, str | Path | None] = {"map": m.map_path, "truth": m.truth}
     if isinstance(aoi, str | Path) and Path(aoi).is_file():
         inputs["aoi"] = aoi
-    return fingerprint(params, neutral=EvaluateOptions.output_neutral, inputs=inputs)
+    key = fingerprint(params, neutral=EvaluateOptions.output_neutral, inputs=inputs)
+    n = len(m.schema.codes)
+    initial = _counts_state(WindowCounts(np.zeros((n, n), dtype="int64")))
+    return ReductionRecord(output, key, initial, valid=_valid_state(n), unit="windows")
 
 
 def evaluate_map(
@@ -248,19 +241,9 @@ def evaluate_map(
         map_path, truth, schema, map_named, class_match, explicit_names, ignore_set, record
     )
     spec, source = _compare_spec(matching, reader, area, attribute, layer, unlabelled, all_touched)
-    key = _fingerprint(
-        matching,
-        extent,
-        attribute=attribute,
-        layer=layer,
-        unlabelled=unlabelled,
-        aoi=aoi,
-        all_touched=all_touched,
-        window_size=window_size,
-    )
-    n = len(schema.codes)
-    initial = _counts_state(WindowCounts(np.zeros((n, n), dtype="int64")))
-    with ReductionRecord(output, key, initial, valid=_valid_state(n), unit="windows") as journal:
+    opts = {"attribute": attribute, "layer": layer, "unlabelled": unlabelled, "aoi": aoi}
+    opts |= {"all_touched": all_touched, "window_size": window_size}
+    with _journal(matching, output, extent, opts) as journal:
         total = _count_windows(
             spec, _windows(reader.grid, window_size, extent), executor or LocalExecutor(), progress, journal
         )
@@ -269,15 +252,8 @@ def evaluate_map(
             source.close()
         metrics = _scene_metrics(total, matching, aoi=aoi, all_touched=all_touched)
         if output is not None:
-            _write_report(
-                metrics,
-                total.cm,
-                schema,
-                Path(output),
-                csv_path,
-                png_path,
-                f"{map_path.name} vs {truth.name}",
-            )
+            title = f"{map_path.name} vs {truth.name}"
+            _write_report(metrics, total.cm, schema, Path(output), csv_path, png_path, title)
         journal.complete()
     return metrics
 
