@@ -448,3 +448,21 @@ def test_vectorize_resumed_anywhere_gives_the_same_polygons(
     vectorize_raster(class_map, out, window_size=16)
     assert out.read_bytes() == full.read_bytes()
     assert not (tmp_path / ".p.geojson.progress.json").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_cancelled_on_dask_resumes_there(
+    class_map: Path, tmp_path: Path, dask_executor: Any, journal_log: list[str]
+) -> None:
+    from rasterlearn.evaluate import evaluate_map
+
+    kw: dict[str, Any] = {"window_size": 16, "executor": dask_executor}
+    expected = evaluate_map(class_map, class_map, output=tmp_path / "full" / "m.json", **kw)
+    out = tmp_path / "m.json"
+    with pytest.raises(JobCancelledError):
+        evaluate_map(class_map, class_map, output=out, progress=_stop_at(5), **kw)
+    assert len(json.loads((tmp_path / ".m.json.progress.json").read_text())["done"]) == 5
+    seen: list[int] = []
+    assert evaluate_map(class_map, class_map, output=out, progress=seen.append, **kw) == expected
+    assert "resume (interrupted run with the same fingerprint, 5 blocks" in journal_log[-1]
+    assert sum(seen) == 40 * 40 and out.read_bytes() == (tmp_path / "full" / "m.json").read_bytes()
