@@ -7,6 +7,7 @@ fingerprints keep their values (they are recorded in outputs, progress records, 
 
 from __future__ import annotations
 
+import json
 import logging
 import typing
 from collections.abc import Iterator
@@ -15,12 +16,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+import rasterio
 from affine import Affine
 from pydantic import BaseModel, ValidationError
 
 from rasterlearn._util import file_identity, stable_hash
+from rasterlearn.engine.executor import LocalExecutor
 from rasterlearn.engine.journal import Decision, decide, fingerprint, input_identity
-from rasterlearn.errors import ConfigError, InputNotFoundError
+from rasterlearn.engine.reduction import ReductionRecord
+from rasterlearn.errors import ConfigError, InputNotFoundError, JobCancelledError
 from rasterlearn.grid import Grid, plan_tiles
 from rasterlearn.io.writer import BlockWriter
 from rasterlearn.options import (
@@ -283,3 +287,182 @@ def test_training_decisions(tmp_path: Path, journal_log: list[str]) -> None:
     assert resume_checkpoint(tmp_path, TrainConfig(lr=0.1), resume=False, overwrite=True) == (last, None)
     assert journal_log[-1].startswith(f"journal {last}: restart (resuming not asked")
     assert not last.exists()
+
+
+# -- reduction records (evaluate, vectorize) ------------------------------------------------------------
+
+
+def _opened(out: Path | None, fp: str, initial: Any, **kw: Any) -> ReductionRecord:
+    """A record as a run finds it (entered: locked and decided; left again: the lock released)."""
+    with ReductionRecord(out, fp, initial, **kw) as rec:
+        return rec
+
+
+def _cancelled(out: Path | None, fp: str, folds: list[tuple[str, Any]], **kw: Any) -> ReductionRecord:
+    """A run that folds ``folds`` and is then cancelled (raised from its progress callback)."""
+    with pytest.raises(JobCancelledError), ReductionRecord(out, fp, None, **kw) as rec:
+        for key, state in folds:
+            rec.mark_done(key, state)
+            if out is not None and kw.get("commit_every_s") == 3600:
+                assert not rec.path.exists()  # type: ignore[union-attr]  # at most every commit_every_s
+        raise JobCancelledError("cancelled")
+    return rec
+
+
+def test_reduction_record_start_cancel_resume_restart_complete(
+    tmp_path: Path, journal_log: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "metrics.json"
+    path = tmp_path / ".metrics.json.progress.json"
+    rec = _cancelled(out, "fp", [("0:0", {"n": 1}), ("0:16", {"n": 3})], commit_every_s=3600)
+    assert rec.decision.action == "start" and rec.path == path
+    assert journal_log[0] == f"journal {out}: start (no record of an earlier run)"
+    assert json.loads(path.read_text()) == {"fingerprint": "fp", "done": ["0:0", "0:16"], "state": {"n": 3}}
+    assert not (tmp_path / ".metrics.json.lock").exists()  # the lock is released
+    with caplog.at_level(logging.INFO, logger="rasterlearn"):
+        again = _opened(out, "fp", {"n": 0}, unit="windows")
+    assert again.decision.action == "resume" and again.state == {"n": 3}
+    assert again.is_done("0:16") and not again.is_done("16:0")
+    assert f"Resuming {out}: 2 windows already done" in caplog.text
+    assert (
+        journal_log[-1]
+        == f"journal {out}: resume (interrupted run with the same fingerprint, 2 blocks committed)"
+    )
+    other = _opened(out, "other", {"n": 0})
+    assert other.decision.action == "restart" and other.state == {"n": 0} and not other.done
+    assert journal_log[-1].startswith(
+        f"journal {out}: restart (parameters changed (fingerprint fp -> other))"
+    )
+    assert _opened(out, "fp", {"n": 0}, resume=False).decision.cause == "not-resuming"
+    with ReductionRecord(out, "fp", {"n": 0}) as rec:
+        rec.mark_done("16:0", {"n": 4})
+        rec.complete()
+    assert not path.exists() and rec.done == {"0:0", "0:16", "16:0"} and rec.state == {"n": 4}
+
+
+def test_reduction_record_commits_every_few_seconds_and_only_with_an_output(tmp_path: Path) -> None:
+    out = tmp_path / "polygons.gpkg"
+    with ReductionRecord(out, "fp", [], commit_every_s=0) as rec:
+        rec.mark_done("a", [["x"]])
+        assert json.loads(rec.path.read_text())["state"] == [["x"]]  # type: ignore[union-attr]
+    memory = _cancelled(None, "fp", [("a", [1])])  # nothing written: no output to keep it beside
+    assert memory.path is None and memory.state == [1] and list(tmp_path.iterdir()) == [rec.path]
+
+
+@pytest.mark.parametrize(
+    "text", ["{not json", '{"fingerprint": "fp"}', '{"fingerprint": "fp", "done": ["a"], "state": -1}']
+)
+def test_a_corrupt_reduction_record_restarts_with_a_warning(
+    text: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, journal_log: list[str]
+) -> None:
+    out = tmp_path / "metrics.json"
+    (tmp_path / ".metrics.json.progress.json").write_text(text)
+    with caplog.at_level(logging.WARNING, logger="rasterlearn"):
+        rec = _opened(out, "fp", {"n": 0}, valid=lambda s: isinstance(s, dict))
+    assert rec.decision == Decision("restart", "progress record unreadable", "unreadable")
+    assert rec.state == {"n": 0} and not rec.done
+    assert "is unreadable; starting" in caplog.text
+    assert journal_log[-1].endswith("(progress record unreadable)")
+
+
+@pytest.fixture
+def class_map(tmp_path: Path) -> Path:
+    from rasterlearn.io.writer import write_array
+
+    rng = np.random.default_rng(3)
+    m = rng.integers(0, 3, (40, 40)).astype("uint8")
+    m[:, 20:] = np.repeat(rng.integers(0, 3, (4, 2)), 10, axis=0).repeat(10, axis=1)  # blocky regions
+    m[0:3] = 255
+    return write_array(
+        tmp_path / "map.tif", m[None], GRID, nodata=255, category_names={0: "a", 1: "b", 2: "c"}
+    )
+
+
+class _Counting(LocalExecutor):
+    """An executor other than the local one (as a dask executor is): counts the windows it is given."""
+
+    def __init__(self) -> None:
+        self.windows = 0
+
+    def map(self, kernel: Any, items: Any, shared: Any = None) -> Any:
+        items = list(items)
+        self.windows += len(items)
+        return super().map(kernel, items, shared)
+
+
+def _stop_at(n: int) -> Any:
+    calls = [0]
+
+    def progress(pixels: int) -> None:
+        calls[0] += 1
+        if calls[0] >= n:
+            raise JobCancelledError("cancelled")
+
+    return progress
+
+
+def test_evaluate_resumes_the_counts_on_any_executor(
+    class_map: Path, tmp_path: Path, journal_log: list[str]
+) -> None:
+    from rasterlearn.evaluate import evaluate_map
+
+    truth = class_map.with_name("truth.tif")
+    with rasterio.open(class_map) as ds:
+        prof, data = ds.profile, ds.read(1)
+    with rasterio.open(truth, "w", **prof) as ds:
+        ds.write(np.where(np.arange(40)[:, None] % 7 == 0, (data + 1) % 3, data).astype("uint8"), 1)
+    kw: dict[str, Any] = {"window_size": 16}
+    expected = evaluate_map(class_map, truth, output=tmp_path / "full.json", **kw)  # 3 x 3 windows
+    out = tmp_path / "m.json"
+    with pytest.raises(JobCancelledError):
+        evaluate_map(class_map, truth, output=out, progress=_stop_at(4), **kw)
+    assert not out.exists() and len(json.loads((tmp_path / ".m.json.progress.json").read_text())["done"]) == 4
+    executor = _Counting()  # the executor is output-neutral: the record is resumed
+    assert evaluate_map(class_map, truth, output=out, executor=executor, **kw) == expected
+    assert executor.windows == 5 and "resume (interrupted" in journal_log[-1]
+    assert out.read_bytes() == (tmp_path / "full.json").read_bytes()
+    assert not (tmp_path / ".m.json.progress.json").exists()
+    # another output-relevant option: the counts start again
+    with pytest.raises(JobCancelledError):
+        evaluate_map(class_map, truth, output=out, progress=_stop_at(2), **kw)
+    executor = _Counting()
+    ignoring = evaluate_map(class_map, truth, output=out, executor=executor, ignore_values=[2], **kw)
+    assert executor.windows == 9 and "restart (parameters changed" in " ".join(journal_log)
+    assert ignoring == evaluate_map(class_map, truth, ignore_values=[2], **kw)
+
+
+@pytest.mark.parametrize("stop", [1, 4, 8])
+def test_vectorize_resumed_anywhere_gives_the_same_polygons(
+    class_map: Path, tmp_path: Path, stop: int
+) -> None:
+    from rasterlearn.vectorize import vectorize_raster
+
+    (tmp_path / "full").mkdir()
+    full = tmp_path / "full" / "p.geojson"  # the same name: GeoJSON records it
+    vectorize_raster(class_map, full, window_size=16)
+    out = tmp_path / "p.geojson"
+    with pytest.raises(JobCancelledError):
+        vectorize_raster(class_map, out, window_size=16, progress=_stop_at(stop))
+    record = json.loads((tmp_path / ".p.geojson.progress.json").read_text())
+    assert len(record["done"]) == stop and record["state"]["seam"]
+    vectorize_raster(class_map, out, window_size=16)
+    assert out.read_bytes() == full.read_bytes()
+    assert not (tmp_path / ".p.geojson.progress.json").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_cancelled_on_dask_resumes_there(
+    class_map: Path, tmp_path: Path, dask_executor: Any, journal_log: list[str]
+) -> None:
+    from rasterlearn.evaluate import evaluate_map
+
+    kw: dict[str, Any] = {"window_size": 16, "executor": dask_executor}
+    expected = evaluate_map(class_map, class_map, output=tmp_path / "full" / "m.json", **kw)
+    out = tmp_path / "m.json"
+    with pytest.raises(JobCancelledError):
+        evaluate_map(class_map, class_map, output=out, progress=_stop_at(5), **kw)
+    assert len(json.loads((tmp_path / ".m.json.progress.json").read_text())["done"]) == 5
+    seen: list[int] = []
+    assert evaluate_map(class_map, class_map, output=out, progress=seen.append, **kw) == expected
+    assert "resume (interrupted run with the same fingerprint, 5 blocks" in journal_log[-1]
+    assert sum(seen) == 40 * 40 and out.read_bytes() == (tmp_path / "full" / "m.json").read_bytes()

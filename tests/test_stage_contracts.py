@@ -12,9 +12,10 @@ vectorize:
 (d) ``--config FILE.yaml`` on each of these commands: ``tests/test_config.py`` (every stage command);
 (e) every raster read runs under the bounded GDAL block cache (:func:`rasterlearn.io.raster.gdal_cache`).
 
-Stages without a journal (evaluate, vectorize) start again after a cancel: (b) checks that they leave
-nothing behind and give the same bytes. The SIGKILL case runs subprocesses: chips in the default suite,
-the others marked slow.
+Evaluate and vectorize reduce windows to one result instead of writing raster blocks: their journal is a
+:class:`~rasterlearn.engine.reduction.ReductionRecord` (the same ``.NAME.progress.json``, holding the
+running state), and (b) checks that the rerun resumed from it and removed it. The SIGKILL case runs
+subprocesses: chips in the default suite, the others marked slow.
 
 Each stage is one :class:`Stage` row: how to build its tiny inputs (32-96 px rasters, a tiny model written by
 the test, no downloads), its command line and its library call. Predict's events through the library are
@@ -181,7 +182,7 @@ class Stage:
     outputs: Callable[[Path], list[Path]] = field(default=lambda out: [out])
     final: Callable[[Path], list[Path]] = field(default=lambda out: [out])  # absent until complete
     aoi: bool = False
-    resume: str | None = "journal"  # how a rerun shows it resumed: journal, session, chips, or None
+    resume: str | None = "journal"  # how a rerun shows it resumed: journal, reduction, session, chips
     total: Callable[[bool], int] | None = None  # the main phase's total (whole raster / AOI)
     patch: Callable[[Any], None] | None = None
     cancel_after: int = 1  # the progress call that cancels
@@ -316,8 +317,10 @@ STAGES: list[Stage] = [
         "evaluate {map} --truth {truth} -o {out}",
         lambda i, out, p: evaluate_map(i["map"], i["truth"], output=out, window_size=16, progress=p),
         out_name="metrics.json",
+        outputs=lambda out: [out, out.with_suffix(".csv"), out.with_suffix(".png")],
+        final=lambda out: [out, out.with_suffix(".csv"), out.with_suffix(".png")],
         aoi=True,
-        resume=None,
+        resume="reduction",
         total=lambda aoi: H * W // (2 if aoi else 1),
         patch=_small_evaluate_windows,
     ),
@@ -327,7 +330,7 @@ STAGES: list[Stage] = [
         "vectorize {map} -o {out} --window-size 16",
         lambda i, out, p: vectorize_raster(i["map"], out, window_size=16, progress=p),
         out_name="polygons.geojson",  # a GeoPackage records its write time: not byte-comparable
-        resume=None,
+        resume="reduction",
         total=lambda aoi: H * W,
     ),
 ]
@@ -432,6 +435,9 @@ def _resumed(stage: Stage, log: str, result: Any) -> None:
     if stage.resume == "journal":
         m = re.search(r"Resuming \S+: (\d+) blocks already written", log)
         assert m and int(m.group(1)) > 0, f"{stage.name}: the rerun did not resume:\n{log[-2000:]}"
+    elif stage.resume == "reduction":
+        m = re.search(r"Resuming \S+: (\d+) windows already done", log)
+        assert m and int(m.group(1)) > 0, f"{stage.name}: the rerun did not resume:\n{log[-2000:]}"
     elif stage.resume == "session":
         m = re.search(r"Resumed session \S+: (\d+) feature strips", log)
         assert m and int(m.group(1)) > 0, f"{stage.name}: the rerun did not resume:\n{log[-2000:]}"
@@ -454,8 +460,8 @@ def test_cancel_leaves_no_final_output_and_the_rerun_resumes_identically(name, t
     assert token.cancelled
     left = sorted(str(p.relative_to(out.parent)) for p in out.parent.rglob("*"))
     assert not any(p.exists() for p in stage.final(out)), f"{name}: a final output after a cancel: {left}"
-    if stage.resume == "journal":
-        journal = out.parent / f".{out.name}.progress.json"
+    journal = out.parent / f".{out.name}.progress.json"
+    if stage.resume in ("journal", "reduction"):
         assert journal.exists(), f"{name}: no journal kept after a cancel: {left}"
         assert json.loads(journal.read_text())["done"], f"{name}: the journal committed no block"
 
@@ -464,6 +470,7 @@ def test_cancel_leaves_no_final_output_and_the_rerun_resumes_identically(name, t
         result = stage.call(inputs, out, None)
     _resumed(stage, caplog.text, result)
     assert _snapshot(stage, out) == expected, f"{name}: the resumed output differs"
+    assert not journal.exists(), f"{name}: the journal outlived the finished output"
 
 
 # ---------------------------------------------------------------------------------------------------------

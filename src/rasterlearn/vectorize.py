@@ -20,10 +20,13 @@ from typing import Any, Literal
 import numpy as np
 
 from rasterlearn.class_maps import class_styles, raster_class_names
+from rasterlearn.engine.journal import fingerprint
+from rasterlearn.engine.reduction import ReductionRecord
 from rasterlearn.errors import InputError
 from rasterlearn.grid import Window
 from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader, gdal_cache
+from rasterlearn.options import VectorizeOptions
 
 __all__ = ["AreaUnit", "class_styles_of_map", "read_class_names", "vectorize_raster"]
 
@@ -56,47 +59,72 @@ def _window_pieces(
     window_size: int,
     skip: set[int],
     progress: Callable[[int], None] | None,
+    record: ReductionRecord,
 ) -> tuple[list[tuple[int, Any]], dict[int, list[Any]]]:
     """Read phase: polygonize each window in global pixel coordinates.
 
+    Each window's polygons are folded into ``record`` (:class:`rasterlearn.engine.reduction.ReductionRecord`:
+    ``complete`` and ``seam`` lists of ``[code, WKB hex]`` in window order) before ``progress`` is told of
+    it; windows it holds from an interrupted run are not read again.
+
     Returns ``(complete, seam)``: ``(code, polygon)`` of the polygons that touch no inner window seam, and
-    per class the pieces that do (to be merged by :func:`_merge_seams`).
+    per class the pieces that do (to be merged by :func:`_merge_seams`), both in window order.
     """
     import shapely
-    from affine import Affine
-    from rasterio.features import shapes
 
     grid = reader.grid
-    dtype = np.dtype(reader.dtype)
-    complete: list[tuple[int, Any]] = []
-    seam: dict[int, list[Any]] = defaultdict(list)
+    state = record.state
     H, W = grid.height, grid.width
     for r0 in range(0, H, window_size):
         for c0 in range(0, W, window_size):
             win = Window(r0, c0, min(window_size, H - r0), min(window_size, W - c0))
-            block = reader.read(win)
-            data = block.data[0]
-            if dtype.kind == "f":
-                data = data.astype("float32")
-            elif dtype.itemsize > 2 or (dtype.kind == "i" and dtype.itemsize > 1):
-                data = data.astype("int32")
-            valid = block.valid
-            if skip:
-                valid = valid & ~np.isin(data, list(skip))
-            if valid.any():
-                tr = Affine.translation(c0, r0)
-                for geom, value in shapes(data, mask=valid, connectivity=4, transform=tr):
-                    poly = shapely.geometry.shape(geom)
-                    minx, miny, maxx, maxy = poly.bounds
-                    touches = (
-                        (minx == c0 and c0 > 0)
-                        or (maxx == win.col_stop and win.col_stop < W)
-                        or (miny == r0 and r0 > 0)
-                        or (maxy == win.row_stop and win.row_stop < H)
-                    )
-                    (seam[int(value)].append(poly) if touches else complete.append((int(value), poly)))
+            key = f"{r0}:{c0}"
+            if not record.is_done(key):
+                complete, seam = _polygonize(reader, win, skip)
+                state["complete"].extend([c, shapely.to_wkb(g, hex=True)] for c, g in complete)
+                state["seam"].extend([c, shapely.to_wkb(g, hex=True)] for c, g in seam)
+                record.mark_done(key, state)
             if progress:
                 progress(win.size)
+    seam_by_class: dict[int, list[Any]] = defaultdict(list)
+    for code, wkb in state["seam"]:
+        seam_by_class[int(code)].append(shapely.from_wkb(wkb))
+    return [(int(c), shapely.from_wkb(wkb)) for c, wkb in state["complete"]], seam_by_class
+
+
+def _polygonize(reader: RasterReader, win: Window, skip: set[int]) -> tuple[list[Any], list[Any]]:
+    """The ``(code, polygon)`` of one window, in global pixel coordinates: those that touch no inner window
+    seam, and those that do."""
+    import shapely
+    from affine import Affine
+    from rasterio.features import shapes
+
+    H, W = reader.grid.height, reader.grid.width
+    dtype = np.dtype(reader.dtype)
+    r0, c0 = win.row_off, win.col_off
+    block = reader.read(win)
+    data = block.data[0]
+    if dtype.kind == "f":
+        data = data.astype("float32")
+    elif dtype.itemsize > 2 or (dtype.kind == "i" and dtype.itemsize > 1):
+        data = data.astype("int32")
+    valid = block.valid
+    if skip:
+        valid = valid & ~np.isin(data, list(skip))
+    complete: list[tuple[int, Any]] = []
+    seam: list[tuple[int, Any]] = []
+    if valid.any():
+        tr = Affine.translation(c0, r0)
+        for geom, value in shapes(data, mask=valid, connectivity=4, transform=tr):
+            poly = shapely.geometry.shape(geom)
+            minx, miny, maxx, maxy = poly.bounds
+            touches = (
+                (minx == c0 and c0 > 0)
+                or (maxx == win.col_stop and win.col_stop < W)
+                or (miny == r0 and r0 > 0)
+                or (maxy == win.row_stop and win.row_stop < H)
+            )
+            (seam if touches else complete).append((int(value), poly))
     return complete, seam
 
 
@@ -204,20 +232,33 @@ def vectorize_raster(
         raise InputError(f"window_size must be at least 2 pixels, got {window_size}")
     names = dict(class_names) if class_names is not None else read_class_names(raster)
     skip = {int(c) for c in (exclude or ())}
-    with RasterReader(raster, [band]) as reader, gdal_cache():  # each window is read once
-        grid = reader.grid
-        if grid.is_geographic and area_unit == "map" and min_area:
-            log.warning("%s is in geographic coordinates: areas and min_area are in square degrees", raster)
-        complete, seam = _window_pieces(reader, window_size, skip, progress)
-    codes, geoms = _merge_seams(complete, seam)
-    gdf = _polygon_table(codes, geoms, grid, names, min_area, area_unit, simplify)
-    log.info("%d polygons from %s (%d classes)", len(gdf), raster, len(set(gdf["class_code"].tolist())))
-    if output is not None:
-        from rasterlearn.io.vector import write_vector
+    params: dict[str, Any] = {"band": band, "exclude": sorted(skip), "window_size": window_size}
+    params |= {"min_area": min_area, "area_unit": area_unit, "simplify": simplify, "names": names}
+    key = fingerprint(params, neutral=VectorizeOptions.output_neutral, inputs={"raster": raster})
+    record = ReductionRecord(output, key, {"complete": [], "seam": []}, valid=_valid_state, unit="windows")
+    with record:  # the output's lock held until the output is written
+        with RasterReader(raster, [band]) as reader, gdal_cache():  # each window is read once
+            grid = reader.grid
+            if grid.is_geographic and area_unit == "map" and min_area:
+                log.warning(
+                    "%s is in geographic coordinates: areas and min_area are in square degrees", raster
+                )
+            complete, seam = _window_pieces(reader, window_size, skip, progress, record)
+        codes, geoms = _merge_seams(complete, seam)
+        gdf = _polygon_table(codes, geoms, grid, names, min_area, area_unit, simplify)
+        log.info("%d polygons from %s (%d classes)", len(gdf), raster, len(set(gdf["class_code"].tolist())))
+        if output is not None:
+            from rasterlearn.io.vector import write_vector
 
-        write_vector(gdf, output)
-        log.info("Wrote %s", output)
+            write_vector(gdf, output)
+            log.info("Wrote %s", output)
+        record.complete()
     return gdf
+
+
+def _valid_state(state: Any) -> bool:
+    """A recorded state holds ``complete`` and ``seam`` lists of ``[code, WKB hex]``."""
+    return all(isinstance(c, int) and isinstance(h, str) for k in ("complete", "seam") for c, h in state[k])
 
 
 def class_styles_of_map(map_path: str | Path) -> dict[int, tuple[str, str]]:

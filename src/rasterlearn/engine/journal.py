@@ -3,7 +3,9 @@
 Every job that can be interrupted and picked up again keeps a record beside its output: the block writer's
 ``.NAME.progress.json`` (fingerprint + committed block keys, :class:`rasterlearn.io.writer.BlockWriter`),
 a pipeline stage's ``stage.json`` (:class:`rasterlearn.pipeline.cache.StageCache`) and a training run's
-``checkpoints/last.ckpt`` (:mod:`rasterlearn.train.resume`). The files differ; what they answer is the same
+``checkpoints/last.ckpt`` (:mod:`rasterlearn.train.resume`); jobs that reduce blocks to one result (evaluate,
+vectorize) keep their running state in the same ``.NAME.progress.json``
+(:class:`rasterlearn.engine.reduction.ReductionRecord`). The files differ; what they answer is the same
 question, and this module answers it once:
 
 * :func:`fingerprint` — SHA-256 of the job's parameters as sorted-key JSON, without the parameters the

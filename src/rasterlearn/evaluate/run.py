@@ -18,6 +18,8 @@ from rasterlearn._util import atomic_write_text
 from rasterlearn.class_maps import map_schema
 from rasterlearn.engine.events import report_total
 from rasterlearn.engine.executor import BlockExecutor, LocalExecutor
+from rasterlearn.engine.journal import fingerprint
+from rasterlearn.engine.reduction import ReductionRecord
 from rasterlearn.errors import EmptyInputError, InputError
 from rasterlearn.evaluate.classes import (
     ClassMatch,
@@ -67,22 +69,95 @@ def _count_windows(
     windows: list[Window],
     executor: BlockExecutor,
     progress: Callable[[int], None] | None,
+    record: ReductionRecord,
 ) -> WindowCounts:
     """Count phase: sum :func:`compare_window`'s counts over ``windows`` (in order) into the scene's
-    confusion matrix and unknown truth, unknown map and non-integer truth pixels."""
+    confusion matrix and unknown truth, unknown map and non-integer truth pixels.
+
+    The sum is folded into ``record`` (:class:`rasterlearn.engine.reduction.ReductionRecord`) window by
+    window: windows it holds from an interrupted run are skipped (counted once, by that run), and each
+    window is recorded before ``progress`` is told of it (a cancel raised from there keeps it)."""
     if not isinstance(executor, LocalExecutor):
         executor.check_readable(spec.map_path)
         if isinstance(spec.truth, RasterTruth):
             executor.check_readable(spec.truth.path)
-    total = WindowCounts(np.zeros((spec.n, spec.n), dtype="int64"))
-    for win, counts in executor.map(compare_window, windows, spec):
+    total = _counts_from_state(record.state, spec.n)
+    todo = []
+    for win in windows:
+        if not record.is_done(_window_key(win)):
+            todo.append(win)
+        elif progress:
+            progress(win.size)
+    for win, counts in executor.map(compare_window, todo, spec):
         total.cm += counts.cm
         total.unknown_truth += counts.unknown_truth
         total.unknown_pred += counts.unknown_pred
         total.non_integer += counts.non_integer
+        record.mark_done(_window_key(win), _counts_state(total))
         if progress:
             progress(win.size)
     return total
+
+
+def _window_key(win: Window) -> str:
+    return f"{win.row_off}:{win.col_off}"
+
+
+def _counts_state(total: WindowCounts) -> dict[str, Any]:
+    """The record's state: the summed :class:`WindowCounts` as JSON data."""
+    return {
+        "cm": total.cm.tolist(),
+        "unknown_truth": int(total.unknown_truth),
+        "unknown_pred": int(total.unknown_pred),
+        "non_integer": int(total.non_integer),
+    }
+
+
+def _counts_from_state(state: dict[str, Any], n: int) -> WindowCounts:
+    return WindowCounts(
+        np.asarray(state["cm"], dtype="int64").reshape(n, n).copy(),
+        unknown_pred=int(state["unknown_pred"]),
+        unknown_truth=int(state["unknown_truth"]),
+        non_integer=int(state["non_integer"]),
+    )
+
+
+def _valid_state(n: int) -> Callable[[Any], bool]:
+    def valid(state: Any) -> bool:
+        cm = np.asarray(state["cm"])
+        ok = cm.shape == (n, n) and cm.dtype.kind in "iu" and bool((cm >= 0).all())
+        return ok and all(isinstance(state[k], int) for k in ("unknown_truth", "unknown_pred", "non_integer"))
+
+    return valid
+
+
+def _journal(
+    m: NameMatching, output: str | Path | None, extent: Window, opts: dict[str, Any]
+) -> ReductionRecord:
+    """The evaluation's :class:`ReductionRecord` (beside ``output``; none without one): its state is the
+    summed :class:`WindowCounts`, its fingerprint what the counts depend on (the map's resolved classes,
+    the truth's name matching, the AOI's extent, ``opts``: the options) and the inputs' identities, not the
+    executor (``output_neutral`` of :class:`rasterlearn.options.EvaluateOptions`)."""
+    from rasterlearn.options import EvaluateOptions
+
+    aoi = opts["aoi"]
+    params = {
+        **opts,
+        "classes": [[c.code, c.name] for c in m.schema.classes],
+        "ignore_index": m.schema.ignore_index,
+        "class_match": m.class_match,
+        "truth_names": m.explicit_names,
+        "aoi": None if aoi is None else str(aoi),
+        "extent": [extent.row_off, extent.col_off, extent.height, extent.width],
+        "ignore_values": m.ignore_set,
+    }
+    inputs: dict[str, str | Path | None] = {"map": m.map_path, "truth": m.truth}
+    if isinstance(aoi, str | Path) and Path(aoi).is_file():
+        inputs["aoi"] = aoi
+    key = fingerprint(params, neutral=EvaluateOptions.output_neutral, inputs=inputs)
+    n = len(m.schema.codes)
+    initial = _counts_state(WindowCounts(np.zeros((n, n), dtype="int64")))
+    return ReductionRecord(output, key, initial, valid=_valid_state(n), unit="windows")
 
 
 def evaluate_map(
@@ -166,17 +241,20 @@ def evaluate_map(
         map_path, truth, schema, map_named, class_match, explicit_names, ignore_set, record
     )
     spec, source = _compare_spec(matching, reader, area, attribute, layer, unlabelled, all_touched)
-    total = _count_windows(
-        spec, _windows(reader.grid, window_size, extent), executor or LocalExecutor(), progress
-    )
-    reader.close()
-    if source is not None:
-        source.close()
-    metrics = _scene_metrics(total, matching, aoi=aoi, all_touched=all_touched)
-    if output is not None:
-        _write_report(
-            metrics, total.cm, schema, Path(output), csv_path, png_path, f"{map_path.name} vs {truth.name}"
+    opts = {"attribute": attribute, "layer": layer, "unlabelled": unlabelled, "aoi": aoi}
+    opts |= {"all_touched": all_touched, "window_size": window_size}
+    with _journal(matching, output, extent, opts) as journal:
+        total = _count_windows(
+            spec, _windows(reader.grid, window_size, extent), executor or LocalExecutor(), progress, journal
         )
+        reader.close()
+        if source is not None:
+            source.close()
+        metrics = _scene_metrics(total, matching, aoi=aoi, all_touched=all_touched)
+        if output is not None:
+            title = f"{map_path.name} vs {truth.name}"
+            _write_report(metrics, total.cm, schema, Path(output), csv_path, png_path, title)
+        journal.complete()
     return metrics
 
 
