@@ -358,3 +358,26 @@ def test_batches_span_tile_rows_with_identical_output(make_raster, tmp_path, mer
     valid_rows = np.r_[0:10, 18:30]
     exp = expected_pool(data, 4)
     np.testing.assert_allclose(outs[1][:, valid_rows], exp[:, valid_rows], rtol=1e-5, atol=1e-4)
+
+
+def test_load_state_reads_wrapped_torch_checkpoints_weights_only(tmp_path):
+    """embed's checkpoints go through the one weight reader: a self-supervised ``teacher`` wrapper and a
+    ``backbone.`` prefix are unwrapped; a file needing unpickling of code is refused with the fix."""
+    from rasterlearn.embed import load_state
+    from rasterlearn.errors import InputNotFoundError, ModelError
+
+    w = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    torch.save({"teacher": {"backbone.blocks.0.weight": w}, "epoch": 3}, tmp_path / "dino.pth")
+    state = load_state(tmp_path / "dino.pth")
+    assert list(state) == ["blocks.0.weight"] and torch.equal(state["blocks.0.weight"], w)
+
+    from argparse import Namespace  # an arbitrary class: unpickling it is refused with weights_only=True
+
+    torch.save({"state_dict": {"w": w}, "hparams": Namespace(lr=0.1)}, tmp_path / "code.pth")
+    with pytest.raises(
+        ModelError, match=r"pickled argparse\.Namespace object\. Convert .* safetensors"
+    ) as err:
+        load_state(tmp_path / "code.pth")
+    assert "\n" not in str(err.value) and "weights_only=False" not in str(err.value)
+    with pytest.raises(InputNotFoundError, match=r"missing\.pth"):
+        load_state(tmp_path / "missing.pth")

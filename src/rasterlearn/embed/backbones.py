@@ -133,44 +133,24 @@ class Backbone(nn.Module):
         return feats
 
 
-def _unwrap_state(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a loaded checkpoint, out of a ``state_dict``/``model``/... wrapper, prefixes dropped."""
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model", "model_state", "module", "teacher"):
-            if key in obj and isinstance(obj[key], dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelError(
-            f"{path} does not hold a state dict of tensors (keys: {list(obj)[:8] if isinstance(obj, dict) else type(obj)})"
-        )
+def load_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` or ``.pth``/``.pt``/``.bin``/``.ckpt`` checkpoint through the one weight reader,
+    :func:`rasterlearn.models.weights.read_state_dict` (``torch.load(weights_only=True)``, wrappers such as
+    ``state_dict``/``model``/``teacher`` unwrapped), and drop a backbone's ``module.``/``model.``/``backbone.``
+    key prefix."""
+    from rasterlearn.models.weights import read_state_dict
+
+    p = Path(path)
+    if not p.exists():
+        raise InputNotFoundError(f"Checkpoint not found: {p}")
     out = {}
-    for k, v in obj.items():
+    for k, v in read_state_dict(p).items():
         for prefix in ("module.", "model.", "backbone."):
             if k.startswith(prefix):
                 k = k[len(prefix) :]
                 break
         out[k] = v
     return out
-
-
-def load_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a ``.safetensors`` or ``.pth``/``.pt``/``.bin`` checkpoint (``torch.load(weights_only=True)``)."""
-    p = Path(path)
-    if not p.exists():
-        raise InputNotFoundError(f"Checkpoint not found: {p}")
-    if p.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
-        return _unwrap_state(load_file(str(p)), p)
-    try:
-        obj = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelError(
-            f"Cannot load {p} with torch.load(weights_only=True): {exc}. Only plain weight files "
-            f"are accepted (no pickled code); convert it to .safetensors."
-        ) from exc
-    return _unwrap_state(obj, p)
 
 
 def _adapt_in_chans(weight: torch.Tensor, in_chans: int) -> torch.Tensor:

@@ -4,6 +4,7 @@ copying matching tensors into a model, and adapting a pretrained first layer to 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read weights from safetensors, a rasterlearn model package folder, or a torch/Lightning checkpoint.
 
     Torch files are read with ``torch.load(weights_only=True)`` (no arbitrary unpickling); a Lightning
-    checkpoint's ``state_dict`` and common wrappers (``model``, ``state_dict``, ``module.`` prefixes) are
-    unwrapped.
+    checkpoint's ``state_dict`` and common wrappers (``model``, ``model_state``, ``module``, ``teacher`` of
+    self-supervised checkpoints) are unwrapped. The one weight reader of training, prediction and
+    :func:`rasterlearn.embed.load_state`.
     """
     p = Path(path)
     if p.is_dir():
@@ -133,16 +135,28 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = torch.load(str(p), map_location="cpu", weights_only=True)
         except Exception as exc:
             raise ModelError(
-                f"Cannot read weights from {p} with torch.load(weights_only=True): {exc}. Convert the "
-                f"checkpoint to safetensors or to a plain state dict."
+                f"Cannot read weights from {p} with torch.load(weights_only=True): {_load_failure(exc)}. "
+                f"Convert the checkpoint to safetensors or to a plain state dict (rasterlearn never "
+                f"unpickles objects from a weights file)."
             ) from exc
-    for key in ("state_dict", "model_state_dict", "model", "module"):
+    for key in ("state_dict", "model_state_dict", "model", "model_state", "module", "teacher"):
         if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
             state = state[key]
             break
     if not isinstance(state, Mapping):
         raise ModelError(f"{p} does not hold a state dict (a mapping of parameter names to tensors)")
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def _load_failure(exc: Exception) -> str:
+    """One line on why ``torch.load(weights_only=True)`` refused a file (torch's own message runs over many
+    lines and suggests loading with ``weights_only=False``, which rasterlearn never does)."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds a pickled {found.group(1)} object"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return re.sub(r"\x1b\[[0-9;]*m", "", first) or type(exc).__name__
 
 
 def transfer_weights(
