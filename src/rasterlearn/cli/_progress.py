@@ -315,3 +315,14 @@ def stage_progress(units: dict[str, str]) -> Iterator[Callable[[str, int], None]
     finally:
         while stack:
             stack.pop().__exit__(None, None, None)
+
+
+@contextmanager
+def raster_progress(job: str, raster: Any) -> Iterator[Callable[[int], None]]:
+    """A phase counting the raster's pixels (the library corrects the total when an AOI clips it)."""
+    from rasterlearn.io.raster import RasterReader
+
+    with RasterReader(raster) as r:
+        total = r.grid.height * r.grid.width
+    with progress_bar(job, total, "px") as advance:
+        yield advance

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 
-from rasterlearn.cli._app import app, console, state
+from rasterlearn.cli._app import app, console
 from rasterlearn.cli._options import (
     AssetsOpt,
     CacheMbOpt,
@@ -26,7 +23,6 @@ from rasterlearn.cli._options import (
     device_option,
     image_option,
     io_threads_option,
-    layer_option,
     memory_mb_option,
     no_resume_option,
     nodata_policy_option,
@@ -36,11 +32,11 @@ from rasterlearn.cli._options import (
     parse_bands,
     stac_option,
 )
-from rasterlearn.cli._progress import progress_bar
+from rasterlearn.cli._progress import progress_bar, raster_progress
 from rasterlearn.cli._scene import asset_names, resolve_raster
 from rasterlearn.engine.executor import open_executor
 from rasterlearn.errors import InputError, OutputError
-from rasterlearn.options import EvaluateOptions, PredictOptions, VectorizeOptions
+from rasterlearn.options import PredictOptions, VectorizeOptions
 from rasterlearn.predict_plan import DEFAULT_MEMORY_MB
 
 # -- predict's options (the shared concepts come from cli/_options.py) ---------------------------------------
@@ -465,7 +461,7 @@ def vectorize_cmd(
     if output.exists() and not overwrite:
         raise InputError(f"{output} exists; pass --overwrite or choose another name")
     codes = [int(c) for c in exclude.split(",") if c.strip()] if exclude else None
-    with _raster_progress("vectorize", raster) as advance:
+    with raster_progress("vectorize", raster) as advance:
         gdf = vectorize_raster(
             raster,
             output,
@@ -486,122 +482,3 @@ def _style_polygons(polygons: Path, class_map: Path) -> None:
     from rasterlearn.vectorize import class_styles_of_map
 
     write_class_style(polygons, class_styles_of_map(class_map))
-
-
-@contextmanager
-def _raster_progress(job: str, raster: Path) -> Iterator[Callable[[int], None]]:
-    """A phase counting the raster's pixels (the library corrects the total when an AOI clips it)."""
-    from rasterlearn.io.raster import RasterReader
-
-    with RasterReader(raster) as r:
-        total = r.grid.height * r.grid.width
-    with progress_bar(job, total, "px") as advance:
-        yield advance
-
-
-@app.command()
-def evaluate(
-    map_path: Annotated[Path, typer.Argument(metavar="MAP", help="Predicted class map.")],
-    truth: Annotated[Path, typer.Option(help="Ground truth: a vector layer or a label raster.")],
-    output: Annotated[Path, output_option("Metrics JSON (CSV and PNG are written beside it).")],
-    attribute: Annotated[
-        str | None, typer.Option(help="Vector truth: the attribute holding the class.")
-    ] = None,
-    layer: Annotated[str | None, layer_option("Vector truth: layer name.")] = None,
-    schema: Annotated[
-        Path | None, typer.Option(help="Class schema (YAML/CSV) when the map has no class names.")
-    ] = None,
-    truth_classes: Annotated[
-        Path | None,
-        typer.Option(
-            help="Names of the truth's class codes (schema YAML/CSV) when they differ from the map's codes: "
-            "truth classes are matched to the map's by name."
-        ),
-    ] = None,
-    truth_names: Annotated[
-        str | None,
-        typer.Option(
-            help="Inline names of the truth's class codes, e.g. '1=developed,2=agriculture' (instead of "
-            "--truth-classes)."
-        ),
-    ] = None,
-    class_match: Annotated[
-        Literal["auto", "name", "code"],
-        typer.Option(
-            help="How truth values meet map classes: 'name', 'code', or 'auto' (by name when truth names are "
-            "given or the truth raster names its classes)."
-        ),
-    ] = "auto",
-    unlabelled: Annotated[
-        Literal["auto", "background", "ignore"],
-        typer.Option(
-            help="Vector truth: pixels outside every polygon are 'background', 'ignore', or 'auto' (background when the "
-            "map has a background class)."
-        ),
-    ] = "auto",
-    aoi: Annotated[str | None, aoi_option("Only pixels inside this vector layer / 'l,b,r,t' extent.")] = None,
-    ignore: Annotated[str | None, typer.Option(help="Comma list of extra truth values to ignore.")] = None,
-    all_touched: Annotated[
-        bool, typer.Option(help="Vector truth: burn every pixel a polygon touches.")
-    ] = False,
-    progress: ProgressOpt = "bar",
-    config: Annotated[Path | None, config_option(EvaluateOptions)] = None,
-    scheduler: SchedulerOpt = None,
-    workers: WorkersOpt = None,
-) -> None:
-    """Compare a predicted map with ground truth over the whole scene: confusion matrix, IoU, F1, kappa."""
-    from rasterlearn.engine.executor import open_executor
-    from rasterlearn.evaluate import evaluate_map, parse_class_names
-    from rasterlearn.labels import ClassSchema
-
-    if truth_classes is not None and truth_names is not None:
-        raise InputError("Give either --truth-classes FILE or --truth-names TEXT, not both")
-    names_of_truth = parse_class_names(truth_names) if truth_names is not None else truth_classes
-    ignore_values = [float(v) for v in ignore.split(",") if v.strip()] if ignore else None
-    with open_executor(scheduler, workers) as ex, _raster_progress("evaluate", map_path) as advance:
-        metrics = evaluate_map(
-            map_path,
-            truth,
-            attribute=attribute,
-            layer=layer,
-            schema=ClassSchema.load(schema) if schema else None,
-            truth_classes=names_of_truth,
-            class_match=class_match,
-            unlabelled=unlabelled,
-            aoi=parse_aoi(aoi),
-            ignore_values=ignore_values,
-            all_touched=all_touched,
-            output=output,
-            progress=advance,
-            executor=ex,
-        )
-    _print_metrics(metrics)
-    console.print(f"Wrote {output} (+ .csv, .png)")
-
-
-def _print_metrics(metrics: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    from rasterlearn.diagnostics import collapse_warnings, headline, log_warnings
-
-    log_warnings(collapse_warnings(metrics, "map"))
-    table = Table(title=headline(metrics))
-    for col in ("class", "code", "IoU", "F1", "precision", "recall", "support"):
-        table.add_column(col, justify="right")
-    for name, m in metrics["per_class"].items():
-        table.add_row(
-            name,
-            str(m["code"]),
-            _f(m["iou"]),
-            _f(m["f1"]),
-            _f(m["precision"]),
-            _f(m["recall"]),
-            f"{m['support']:,}",
-        )
-    console.print(table)
-    if state.get("verbosity", 0) > 0:
-        console.print_json(json.dumps({k: v for k, v in metrics.items() if k != "confusion_matrix"}))
-
-
-def _f(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4f}"
