@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from rasterlearn.cli._app import app, console, state
+from rasterlearn.cli._metrics import print_metrics
 from rasterlearn.cli._options import (
     ProgressOpt,
     SchedulerOpt,
@@ -105,28 +106,9 @@ def evaluate(
 
 
 def _print_metrics(metrics: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    from rasterlearn.diagnostics import collapse_warnings, headline, log_warnings
+    from rasterlearn.diagnostics import collapse_warnings, log_warnings
 
     log_warnings(collapse_warnings(metrics, "map"))
-    table = Table(title=headline(metrics))
-    for col in ("class", "code", "IoU", "F1", "precision", "recall", "support"):
-        table.add_column(col, justify="right")
-    for name, m in metrics["per_class"].items():
-        table.add_row(
-            name,
-            str(m["code"]),
-            _f(m["iou"]),
-            _f(m["f1"]),
-            _f(m["precision"]),
-            _f(m["recall"]),
-            f"{m['support']:,}",
-        )
-    console.print(table)
+    print_metrics(metrics)
     if state.get("verbosity", 0) > 0:
         console.print_json(json.dumps({k: v for k, v in metrics.items() if k != "confusion_matrix"}))
-
-
-def _f(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4f}"

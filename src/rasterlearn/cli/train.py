@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from rasterlearn.cli._app import app, console, state
+from rasterlearn.cli._metrics import fmt, print_metrics
 from rasterlearn.cli._options import (
     LoaderWorkersOpt,
     ProgressOpt,
@@ -202,7 +203,7 @@ def train(
         return
     m = result.metrics
     console.print(f"Model package: {out}/model.json (+ model.safetensors); report: {out}/report.html")
-    _print_metrics(m, f"validation ({cfg.val_split})")
+    print_metrics(m, f"validation ({cfg.val_split})")
 
 
 @app.command("evaluate-model")
@@ -232,7 +233,7 @@ def evaluate_model_cmd(
             device=device,
             progress=advance,
         )
-    _print_metrics(m, split)
+    print_metrics(m, split)
     if output is None:
         typer.echo(json.dumps({k: m[k] for k in ("mean_iou", "overall_accuracy", "kappa")}, indent=2))
     else:
@@ -286,8 +287,8 @@ def compare_cmd(
         table.add_row(
             r["candidate"],
             r["split"],
-            _f(r["mean_iou"]),
-            _f(r["kappa"]),
+            fmt(r["mean_iou"]),
+            fmt(r["kappa"]),
             f"{r['seconds']:.1f}",
             f"{r['model_bytes'] / 2**20:.2f}",
         )
@@ -309,36 +310,3 @@ def models_cmd() -> None:
         s = model_spec(name)
         table.add_row(name, str(s.min_size), str(s.divisor), s.description)
     console.print(table)
-
-
-def _print_metrics(m: dict[str, Any], title: str) -> None:
-    from rich.table import Table
-
-    from rasterlearn.diagnostics import headline
-
-    table = Table(title=f"{title}: {headline(m)}")
-    for col in ("class", "IoU", "F1", "user's acc.", "producer's acc.", "pixels"):
-        table.add_column(col, justify="right")
-    for name, pc in m["per_class"].items():
-        table.add_row(
-            name,
-            _f(pc["iou"]),
-            _f(pc["f1"]),
-            _f(pc["users_accuracy"]),
-            _f(pc["producers_accuracy"]),
-            str(pc["support"]),
-        )
-    console.print(table)
-    comp = (m.get("comparison") or {}).get("table") or (m.get("baseline") or {}).get("table")
-    if comp:
-        side = Table(title="network vs per-pixel random forest baseline")
-        cols = ["split", "model", "mean IoU", "kappa"] + [c for c in comp[0] if c.startswith("IoU ")]
-        for col in cols:
-            side.add_column(col, justify="right")
-        for row in comp:
-            side.add_row(*[v if isinstance(v := row.get(c), str) else _f(v) for c in cols])
-        console.print(side)
-
-
-def _f(v: Any) -> str:
-    return "n/a" if v is None else f"{float(v):.4f}"
