@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import typer
 
@@ -23,9 +23,10 @@ from rasterlearn.cli._app import state
 from rasterlearn.errors import RasterlearnError
 from rasterlearn.options import StageOptions, load_options
 
-__all__ = ["config_extras", "config_option"]
+__all__ = ["config_extras", "config_option", "stage_options"]
 
 _EXTRAS = "rasterlearn.config_extras"
+M = TypeVar("M", bound=StageOptions)
 
 
 def config_option(model: type[StageOptions]) -> Any:
@@ -75,6 +76,31 @@ def apply_options(ctx: typer.Context, options: StageOptions) -> None:
 def config_extras(ctx: typer.Context) -> dict[str, Any]:
     """Keys of the ``--config`` file that have no command-line option (empty without a file)."""
     return dict(ctx.meta.get(_EXTRAS, {}))
+
+
+def stage_options(ctx: typer.Context, model: type[M]) -> M:
+    """The command's parsed parameters (command line, then ``--config``, then defaults) as ``model``: the one
+    value the command hands to the library's stage function (``run_predict(options)``...).
+
+    Parameters are matched to fields by name (``model.cli_names`` for those named otherwise); keys of the
+    ``--config`` file without a command-line option (:func:`config_extras`) are added. A value the model
+    refuses is one :class:`~rasterlearn.errors.ConfigError` line naming the option.
+    """
+    from pydantic import ValidationError
+
+    from rasterlearn.errors import ConfigError
+    from rasterlearn.options import describe_validation_error
+
+    params = ctx.params
+    values: dict[str, Any] = config_extras(ctx)
+    for name, field in model.model_fields.items():
+        cli_name = model.cli_names.get(name) or (name if name in params else field.alias)
+        if cli_name in params:
+            values[field.alias or name] = params[cli_name]
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(f"rasterlearn {model.command}: {describe_validation_error(exc, model)}") from exc
 
 
 def _progress_json_requested() -> bool:
