@@ -253,6 +253,19 @@ def test_cli_compare_and_train_options(synth_chips: Path, tmp_path: Path, capsys
     assert rc == 2 and "ARCH:ENCODER" in " ".join(err.split()) and "Traceback" not in err
 
 
+def test_cli_compare_progress_json_counts_the_candidates(synth_chips: Path, tmp_path: Path, capsys) -> None:
+    from rasterlearn.cli import main
+
+    args = ["compare", str(synth_chips), "--candidates", "rf:bands", "-o", str(tmp_path / "cmp")]
+    rc = main([*args, "--rf-samples", "500", "--progress", "json"])
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    events = [json.loads(ln) for ln in lines]  # stderr holds only JSON lines
+    assert rc == 0 and (tmp_path / "cmp" / "compare.csv").exists()
+    assert events[0]["event"] == "started" and events[-1]["event"] == "finished"
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress[-1]["done"] == progress[-1]["total"] == 1
+
+
 def test_compare_rf_features_uses_an_offline_backbone(synth_chips: Path, tmp_path: Path) -> None:
     res = compare(
         synth_chips,

@@ -190,7 +190,7 @@ def test_every_long_command_takes_progress_json() -> None:
 
     cli = get_command(app)
     long_commands = ["chips", "analyze", "train", "evaluate-model", "predict", "vectorize", "evaluate"]
-    long_commands += ["embed", "reduce", "cluster", "similarity", "classify", "demo", "run"]
+    long_commands += ["embed", "reduce", "cluster", "similarity", "classify", "demo", "run", "compare"]
     for name in long_commands:
         opts = {o for p in cli.commands[name].params for o in p.opts}  # type: ignore[attr-defined]
         assert "--progress" in opts, name

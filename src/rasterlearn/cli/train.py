@@ -260,6 +260,7 @@ def compare_cmd(
         str, typer.Option(help="timm backbone of rf:features (pretrained only when cached).")
     ] = "resnet18.a1_in1k",
     workers: LoaderWorkersOpt = None,
+    progress: ProgressOpt = "bar",
 ) -> None:
     """Train/fit each candidate on the same chips and split; one table (mIoU, IoU per class, kappa, time, size)."""
     from rich.table import Table
