@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from rasterlearn.batch import ScenesResult
     from rasterlearn.predict import PredictResult
 
-__all__ = ["PredictRunResult", "expand_scenes", "kernel_options", "run_predict"]
+__all__ = ["PredictRunResult", "expand_scenes", "kernel_options", "run_predict", "vectorize_map"]
 
 log = logging.getLogger("rasterlearn.predict")
 
