@@ -117,29 +117,35 @@ class JobOptions:
         has one fingerprint. Canonical text where the model holds text (TTA groups expanded, band lists
         and bounds comma-joined); what the model cannot hold (a geometry AOI, a (rows, cols) window) is
         pinned by the resolved ``parameters`` beside it in the fingerprint. The files the job reads and
-        writes are fingerprinted by identity, not here (see :func:`provenance`)."""
-        from rasterlearn.options import PredictOptions
+        writes are fingerprinted by identity, not here (see :func:`rasterlearn.predict_job.provenance`).
+
+        Raises:
+            InputError: a value the options model refuses (named, with what it expects).
+        """
+        from pydantic import ValidationError
+
+        from rasterlearn.errors import InputError
+        from rasterlearn.options import PredictOptions, describe_validation_error
 
         names = set(PredictOptions.model_fields) - {"window", "tta", "aoi", "bands", "probabilities"}
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name in names}
         win = self.window
-        if win is not None and not isinstance(win, int):
+        if isinstance(win, Sequence):  # (rows, cols)
             win = win[0] if len(set(win)) == 1 else None
         aoi = self.aoi
         if aoi is not None and not isinstance(aoi, str | Path):
             is_bounds = isinstance(aoi, Sequence) and len(aoi) == 4
             aoi = ",".join(str(float(v)) for v in aoi) if is_bounds else "geometry/extent"
         tta = parse_tta(self.tta)
-        return PredictOptions.model_validate(
-            {
-                **values,
-                "window": win,
-                "tta": list(tta) or None,
-                "aoi": None if aoi is None else str(aoi),
-                "bands": self.bands
-                if self.bands is None or isinstance(self.bands, str)
-                else list(self.bands),
-                "probabilities": self.probabilities,
-                "no_resume": not self.resume,
-            }
-        )
+        values |= {
+            "window": win,
+            "tta": list(tta) or None,
+            "aoi": None if aoi is None else str(aoi),
+            "bands": self.bands if self.bands is None or isinstance(self.bands, str) else list(self.bands),
+            "probabilities": self.probabilities,
+            "no_resume": not self.resume,
+        }
+        try:
+            return PredictOptions.model_validate(values)
+        except ValidationError as exc:
+            raise InputError(f"predict options: {describe_validation_error(exc, PredictOptions)}") from exc
