@@ -39,15 +39,18 @@ How a map is made:
 * **Nodata.** Windows without a single valid pixel are skipped; output pixels are nodata wherever any
   model band is nodata in the input, or outside the AOI polygon.
 * **Resume.** Progress is committed per output block through :class:`~rasterlearn.io.writer.BlockWriter`
-  with a fingerprint of the job (model weights, raster, the output-changing parameters: window, overlap,
-  blend, TTA, precision, ...; not batch size, memory budget, threads). Killing the process at any point and
+  with a fingerprint of the job: model weights, raster identity, the options as
+  :class:`~rasterlearn.options.PredictOptions` less its ``output_neutral`` fields (batch size, memory budget,
+  threads, device...) and what they resolved to (the ``parameters`` tag: window, stride, bands, precision). Killing the process at any point and
   re-running the same job finishes it and yields a file identical to an uninterrupted run.
 
 The phases live in their own modules: :mod:`rasterlearn.predict_job` (options, model runner, input, plan,
 provenance, writers), :mod:`rasterlearn.predict_stream` (stripes, batches, accumulation, the writer
 thread), :mod:`rasterlearn.predict_blend` (window weights, scores to class map and probabilities),
 :mod:`rasterlearn.predict_plan`, :mod:`rasterlearn.predict_runtime`, :mod:`rasterlearn.predict_chunks` and
-:mod:`rasterlearn.predict_inputs`; :func:`predict_raster` drives them.
+:mod:`rasterlearn.predict_inputs`; :func:`predict_raster` drives them. The stage around it, from one
+:class:`~rasterlearn.options.PredictOptions` (many scenes, STAC items, polygons), is
+:func:`rasterlearn.predict_run.run_predict`, re-exported here.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +69,10 @@ from rasterlearn.io.raster import gdal_cache
 from rasterlearn.io.stack import NodataPolicy
 from rasterlearn.predict_blend import BlendMode, ProbDtype, axis_weights
 from rasterlearn.predict_inputs import as_raster_list, resolve_bands
-from rasterlearn.predict_job import JobOptions, open_job
+from rasterlearn.predict_job import PredictJob, open_job
+from rasterlearn.predict_options import JobOptions
 from rasterlearn.predict_plan import DEFAULT_MEMORY_MB, PREDICT_CACHE_MB
+from rasterlearn.predict_run import PredictRunResult, run_predict
 from rasterlearn.predict_runtime import TTA_CHOICES, Precision, Runtime, parse_tta
 from rasterlearn.predict_stream import run_job
 
@@ -75,11 +80,13 @@ __all__ = [
     "TTA_CHOICES",
     "BlendMode",
     "PredictResult",
+    "PredictRunResult",
     "axis_weights",
     "parse_tta",
     "predict_package",
     "predict_raster",
     "resolve_bands",
+    "run_predict",
 ]
 
 log = logging.getLogger(__name__)
@@ -160,6 +167,12 @@ def predict_raster(
 ) -> PredictResult:
     """Predict a class map (and optionally class probabilities) for a whole raster, block by block.
 
+    The stage API is :func:`rasterlearn.predict_run.run_predict` (one options model, many scenes, STAC
+    items, polygons); this is its kernel for one model already in memory. The keyword options (``overlap``,
+    ``window``, ``tta``, ... ``executor``) are the fields of :class:`rasterlearn.predict_options.JobOptions` and
+    documented there, once; most are fields of :class:`rasterlearn.options.PredictOptions` as well, from
+    which the resume fingerprint is built whichever way the job is called.
+
     Args:
         model: a segmentation ``nn.Module`` mapping (B, bands, n, n) to (B, classes, n, n) logits (binary
             models: one logit channel).
@@ -169,62 +182,8 @@ def predict_raster(
             (see :mod:`rasterlearn.models_temporal`) takes one raster per date, in training order: they are
             read as one stack on the first date's grid (:mod:`rasterlearn.predict_inputs`).
         output: class map path (COG, uint8, or uint16 when a class code exceeds 254; nodata 255/65535).
-        probabilities: optional probability raster path, one band per class (binary: the foreground
-            probability only).
-        overlap: fraction of the model's *chip size* that neighbouring windows share (0 <= overlap < 1):
-            the seam zone keeps the context the model was trained with, whatever the window size.
-        window: inference window side in pixels (or (rows, cols)), a multiple of the network's output
-            stride (32 for smp encoders). Default: chosen from ``memory_mb`` -- the largest window that
-            tiles the extent evenly within the budget, at least the chip size (see
-            :func:`rasterlearn.predict_plan.plan_inference`). Recorded in the outputs' ``parameters`` tag
-            and part of the resume fingerprint.
-        blend: ``hann`` (default), ``center-crop`` or ``none``; probabilities (not logits) are blended.
-        tta: test-time augmentations averaged with the identity (``hflip``, ``vflip``, ``rot90``,
-            ``rot180``, ``rot270`` or ``flips``/``rotations``/``all``).
-        batch_size: windows per model call (may span window rows); default: derived from ``memory_mb``
-            (on CPU one large window per call).
-        aoi: a vector file, shapely geometry (raster CRS) or bounds; pixels outside are nodata.
-        threshold: binary models: foreground when probability >= threshold (default: the package's).
-        prob_dtype: ``uint8`` (probability x 254, nodata 255) or ``float32`` (nodata NaN).
-        bands: raster bands (1-based indexes or descriptions) feeding the model, overriding the matching
-            of the model's band names.
-        nodata: input nodata value to use when the raster declares none.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
-        amp: mixed precision (autocast) on CUDA.
-        precision: ``auto`` (fp16 autocast on CUDA with ``amp``, fp32 on CPU), ``fp32``, or ``bf16`` (CPU:
-            used only when the CPU has native bf16 and a check on the first window agrees with fp32; else
-            fp32 with a logged reason). See :mod:`rasterlearn.predict_runtime`.
-        runtime: ``torch`` (default) or ``onnx``: the network exported to ONNX and run by ONNX Runtime on
-            the CPU (needs ``rasterlearn[onnx]``; probabilities within 1e-4 of torch).
-        threads: torch CPU threads (default: torch's choice).
-        io_threads: reader threads, each with its own dataset handle.
-        blocksize: output block size (COG tiles; flush and resume granularity).
-        memory_mb: working-memory budget (MB on top of the imports) for the model's activations, the
-            batches read ahead and the score accumulator: it sets the default window and batch size, and
-            rasters too wide for it are processed in column stripes.
-        cache_mb: GDAL block cache bound (MB) during the job, the COG conversion of the outputs included
-            (16: a window row reads a few MB of tiles; more cache only holds blocks that are not read again).
-        overwrite: replace existing outputs.
-        resume: continue an interrupted run of the same job (same fingerprint) instead of starting afresh.
-        commit_every_s: minimum seconds between progress commits (0: after every finished block row).
-        model_id: identifies the model in provenance/fingerprint (default: a digest of its weights).
-        allow_resolution_mismatch: predict although the pixel size is more than 25 % off the training
-            ``gsd`` (else an :class:`InputError`); allow_dtype_mismatch: likewise for a raster whose dtype
-            and values are far from the training data's (see :func:`rasterlearn.compat.check_imagery`).
         progress: called with the number of extent pixels finished: after every window row (their scores
             are final; the block rows holding them are committed as they fill), so small runs move early.
-        nodata_policy: multi-date input: ``all-valid`` (nodata in any date is nodata) or ``any-valid``.
-        source: what the outputs record about where the raster came from beyond its path, e.g. a STAC item's
-            id and asset hrefs (:meth:`rasterlearn.io.stac.StacStack.provenance`); stored as tags of the
-            outputs and part of the resume fingerprint.
-        executor: where the windows are read and run through the model (see
-            :mod:`rasterlearn.predict_chunks`): None or a
-            :class:`~rasterlearn.engine.executor.LocalExecutor` run them in this process (reader threads,
-            the model in this thread); a :class:`~rasterlearn.engine.executor.DaskExecutor` on its workers
-            (the raster must be readable from them; the model is sent to each worker once and runs with
-            ``threads`` torch threads, default 1). Blending, writing and the journal stay in this process,
-            so the outputs are byte-identical and a job resumes on either executor; the executor is
-            recorded in the ``inference`` tag, not in the fingerprint.
 
     Returns:
         A :class:`PredictResult` with paths, window counts and throughput.
@@ -234,54 +193,27 @@ def predict_raster(
         ModelError: the model's output does not match its metadata.
         OutputError: an output exists and ``overwrite`` is False.
     """
+    args = locals()  # the keyword options: one per JobOptions field (tests/test_predict_run.py checks it)
+    opts = JobOptions(**{f.name: args[f.name] for f in fields(JobOptions)})
     t0 = time.perf_counter()
-    rasters = as_raster_list(raster)
-    output = Path(output)
-    opts = JobOptions(
-        probabilities=probabilities,
-        overlap=overlap,
-        window=window,
-        blend=blend,
-        tta=tta,
-        batch_size=batch_size,
-        aoi=aoi,
-        threshold=threshold,
-        prob_dtype=prob_dtype,
-        bands=bands,
-        nodata=nodata,
-        device=device,
-        amp=amp,
-        precision=precision,
-        runtime=runtime,
-        threads=threads,
-        io_threads=io_threads,
-        blocksize=blocksize,
-        memory_mb=memory_mb,
-        cache_mb=cache_mb,
-        overwrite=overwrite,
-        resume=resume,
-        commit_every_s=commit_every_s,
-        model_id=model_id,
-        allow_resolution_mismatch=allow_resolution_mismatch,
-        allow_dtype_mismatch=allow_dtype_mismatch,
-        nodata_policy=nodata_policy,
-        source=source,
-        executor=executor,
-    )
-    job = open_job(model, meta, rasters, output, opts, progress)
+    job = open_job(model, meta, as_raster_list(raster), Path(output), opts, progress)
     counts = run_job(job, progress)
-    seconds = time.perf_counter() - t0
+    return _result(job, counts, time.perf_counter() - t0)
+
+
+def _result(job: PredictJob, counts: dict[str, int], seconds: float) -> PredictResult:
+    """The finished job's :class:`PredictResult` (and its log line)."""
     extent_px = job.extent.height * job.extent.width
     log.info(
         "Predicted %s: %d windows run, %d skipped (nodata/outside AOI), %d blocks resumed; %.0f px/s",
-        output,
+        job.output,
         counts["predicted"],
         counts["skipped"],
         counts["resumed"],
         extent_px / max(seconds, 1e-9),
     )
     return PredictResult(
-        output,
+        job.output,
         job.prob_path,
         counts["total"],
         counts["predicted"],

@@ -9,7 +9,9 @@
    imagery checks (:mod:`rasterlearn.predict_inputs`, :func:`rasterlearn.compat.check_imagery`);
 5. :func:`plan_job`: the extent (AOI), the window/batch/stripe plan (:mod:`rasterlearn.predict_plan`), the
    tiling and the window weights (:mod:`rasterlearn.predict_blend`), the bf16 check;
-6. :func:`provenance`: the output-changing parameters, the resume fingerprint and the outputs' tags;
+6. :func:`provenance`: the resume fingerprint (the options model less its output-neutral fields,
+   :meth:`JobOptions.as_options`, plus the resolved ``parameters`` and the inputs' identities) and the
+   outputs' tags;
 7. :func:`open_writers`: the class map and probability :class:`~rasterlearn.io.writer.BlockWriter` (resumed
    when the fingerprint matches).
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,12 +40,12 @@ from rasterlearn.grid import TilePlan, Window, column_stripes, plan_tiles
 from rasterlearn.io.aoi import resolve_aoi
 from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import ImageReader
-from rasterlearn.io.stack import NodataPolicy
-from rasterlearn.predict_blend import PROB_UINT8_MAX, BlendMode, Decoder, ProbDtype, WindowWeights
+from rasterlearn.predict_blend import PROB_UINT8_MAX, Decoder, WindowWeights
 from rasterlearn.predict_chunks import ChunkMasking, is_local
 from rasterlearn.predict_inputs import assumed_nodata, open_input, stack_provenance
+from rasterlearn.predict_options import JobOptions
 from rasterlearn.predict_plan import InferencePlan, activation_bytes_per_px, output_stride, plan_inference
-from rasterlearn.predict_runtime import ModelRunner, Precision, Runtime, parse_tta
+from rasterlearn.predict_runtime import ModelRunner, parse_tta
 
 if TYPE_CHECKING:
     from rasterlearn.io.writer import BlockWriter
@@ -51,41 +53,6 @@ if TYPE_CHECKING:
 __all__ = ["JobOptions", "PredictJob", "open_job"]
 
 log = logging.getLogger("rasterlearn.predict")
-
-
-@dataclass(frozen=True)
-class JobOptions:
-    """The keyword options of :func:`rasterlearn.predict.predict_raster` (documented there)."""
-
-    probabilities: str | Path | None
-    overlap: float
-    window: int | Sequence[int] | None
-    blend: BlendMode
-    tta: str | Sequence[str] | None
-    batch_size: int | None
-    aoi: Any
-    threshold: float | None
-    prob_dtype: ProbDtype
-    bands: Sequence[int | str] | None
-    nodata: float | None
-    device: str
-    amp: bool
-    precision: Precision
-    runtime: Runtime
-    threads: int | None
-    io_threads: int
-    blocksize: int
-    memory_mb: float
-    cache_mb: int
-    overwrite: bool
-    resume: bool
-    commit_every_s: float
-    model_id: str | None
-    allow_resolution_mismatch: bool
-    allow_dtype_mismatch: bool
-    nodata_policy: NodataPolicy
-    source: Mapping[str, Any] | None
-    executor: BlockExecutor | None
 
 
 @dataclass
@@ -381,8 +348,13 @@ def provenance(
     prob_path: Path | None,
     opts: JobOptions,
 ) -> tuple[str, dict[str, Any]]:
-    """The resume fingerprint (raster identity, model, ``parameters``, ...) and the outputs' tags, whose
-    ``inference`` entry holds the output-neutral settings (provenance only, not in the fingerprint)."""
+    """The resume fingerprint and the outputs' tags.
+
+    The fingerprint holds the options model of the job (:meth:`JobOptions.as_options`) less its
+    ``output_neutral`` fields, what those options resolved to (``parameters``: window and stride from
+    ``memory_mb``, band indexes, input nodata, precision...), the identities of the raster(s) and the model
+    and the STAC source. The tags' ``parameters`` and ``inference`` entries are the resolved values and the
+    output-neutral settings (provenance only, not in the fingerprint)."""
     from rasterlearn import __version__
 
     inference = {
@@ -399,9 +371,12 @@ def provenance(
     }
     model_ident = opts.model_id or f"sha256:{_model_digest(runner.model)}"
     source = opts.source
+    options = opts.as_options()
     fp_src = {
         "raster": file_identity(rasters[0]),  # path, size, mtime (URL, size, ETag for HTTP inputs)
         "model": model_ident,
+        # the options model (less its output-neutral fields) and what it resolved to (window, stride, bands...)
+        "options": journal.without(options.model_dump(mode="json"), options.neutral_fields()),
         "params": parameters,
         "prob": str(prob_path),
         "aoi_wkt": None if masking.aoi_geom is None else masking.aoi_geom.wkt,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from rasterlearn.cli._app import app, console
+from rasterlearn.cli._config import stage_options
 from rasterlearn.cli._options import (
     AssetsOpt,
     CacheMbOpt,
@@ -28,16 +29,16 @@ from rasterlearn.cli._options import (
     nodata_policy_option,
     output_option,
     overwrite_option,
-    parse_aoi,
-    parse_bands,
     stac_option,
 )
 from rasterlearn.cli._progress import progress_bar, raster_progress
-from rasterlearn.cli._scene import asset_names, resolve_raster
-from rasterlearn.engine.executor import open_executor
-from rasterlearn.errors import InputError, OutputError
+from rasterlearn.errors import InputError
 from rasterlearn.options import PredictOptions, VectorizeOptions
 from rasterlearn.predict_plan import DEFAULT_MEMORY_MB
+from rasterlearn.predict_run import run_predict
+
+if TYPE_CHECKING:
+    from rasterlearn.batch import ScenesResult
 
 # -- predict's options (the shared concepts come from cli/_options.py) ---------------------------------------
 _ModelDirArg = Annotated[Path, typer.Argument(help="Model package folder (model.json + model.safetensors).")]
@@ -169,6 +170,7 @@ _NodataPolicyOpt = Annotated[
 
 @app.command()
 def predict(
+    ctx: typer.Context,
     model_dir: _ModelDirArg,
     rasters: _RastersArg = None,
     output: Annotated[Path | None, output_option("Class map to write (COG).")] = None,
@@ -210,216 +212,32 @@ def predict(
     assets: AssetsOpt = None,
 ) -> None:
     """Map a raster with a trained model: seamless blended windows, bounded memory, resumable."""
-    opts: dict[str, Any] = {
-        "overlap": overlap,
-        "blend": blend,
-        "tta": tta,
-        "batch_size": batch_size,
-        "aoi": parse_aoi(aoi),
-        "threshold": threshold,
-        "prob_dtype": prob_dtype,
-        "bands": parse_bands(bands),
-        "nodata": nodata,
-        "device": device,
-        "amp": amp,
-        "threads": threads,
-        "io_threads": io_threads,
-        "blocksize": blocksize,
-        "memory_mb": memory_mb,
-        "cache_mb": cache_mb,
-        "window": window,
-        "precision": precision,
-        "runtime": runtime,
-        "allow_resolution_mismatch": allow_resolution_mismatch,
-        "allow_dtype_mismatch": allow_dtype_mismatch,
-        "resume": not no_resume,
-    }
-    scene_kwargs: dict[str, dict[str, Any]] = {}
-    if stac or assets:
-        distributed = scheduler is not None or workers is not None
-        rasters, scene_kwargs = _stac_inputs(
-            stac, assets, bool(rasters or image), out_dir, output, distributed, opts
-        )
-    if out_dir is not None or (rasters is not None and len(rasters) > 1):
-        out_dir = _many_scenes_dir(out_dir, rasters, bool(image), [output, probabilities, vectorize])
-        scenes = list(rasters or []) if scene_kwargs else _expand_scenes(rasters or [])
-        opts_all = {**opts, "scene_kwargs": scene_kwargs} if scene_kwargs else opts
-        _predict_scenes(model_dir, scenes, out_dir, mosaic, overwrite, scheduler, workers, opts_all)
+    options = stage_options(ctx, PredictOptions)
+    # the total (pixels of the extent(s), AOI-clipped) is announced by the library
+    with progress_bar("predict", None, "px") as advance:
+        res = run_predict(options, progress=advance)
+    if res.scenes is not None:
+        _print_scenes(res.scenes)
+        failed = res.failure_message()
+        if failed:
+            raise InputError(failed)
         return
-    images, output = _one_scene_inputs(rasters, image, output)
-    _predict_one(
-        model_dir,
-        images,
-        output,
-        probabilities,
-        vectorize,
-        min_area,
-        overwrite,
-        nodata_policy,
-        opts,
-        (scheduler, workers),
-    )
-
-
-def _many_scenes_dir(
-    out_dir: Path | None, rasters: list[str] | None, image: bool, single_outputs: list[Path | None]
-) -> Path:
-    """The folder of a several-scene run; the options that only name one scene's outputs are refused."""
-    if image or any(p is not None for p in single_outputs):
-        raise InputError(
-            "With several scenes (--out-dir) each map is OUT_DIR/<scene>.tif: drop -o, --probabilities, "
-            "--vectorize and --image"
-        )
-    if out_dir is None:
-        raise InputError(f"{len(rasters or [])} rasters given: name a folder for their maps with --out-dir")
-    return out_dir
-
-
-def _one_scene_inputs(
-    rasters: list[str] | None, image: list[Path] | None, output: Path | None
-) -> tuple[list[str | Path], Path]:
-    """The input(s) of a one-scene run (one raster, or one per date) and its map, checked."""
-    raster = rasters[0] if rasters else None
-    if (raster is None) == (not image):
-        raise InputError("Give the RASTER to map, or one --image per date of a multi-date model (not both)")
-    if output is None:
-        raise InputError("Name the class map to write with -o/--output (or map many scenes with --out-dir)")
-    return (list(image) if image else [str(raster)]), output
-
-
-def _predict_one(
-    model_dir: Path,
-    images: list[str | Path],
-    output: Path,
-    probabilities: Path | None,
-    vectorize: Path | None,
-    min_area: float,
-    overwrite: bool,
-    nodata_policy: str,
-    opts: dict[str, Any],
-    executor_opts: tuple[str | None, int | None] = (None, None),
-) -> None:
-    """One raster (or one multi-date stack) into one map, optionally polygons; with ``executor_opts``
-    (scheduler, workers) its blocks are computed on dask workers, blended and written here."""
-    from rasterlearn.io.paths import check_outputs
-    from rasterlearn.predict import predict_package
-
-    check_outputs([model_dir, *images, output, probabilities], [vectorize])
-    if vectorize is not None and vectorize.exists() and not overwrite:
-        raise InputError(f"{vectorize} exists; pass --overwrite or choose another name")
-    for p in (output, probabilities):  # before a cluster is started for nothing
-        if p is not None and p.exists() and not overwrite:
-            raise OutputError(f"{p} exists; pass --overwrite or choose another name")
-    # the total (pixels of the extent, AOI-clipped) is announced by predict_raster itself
-    with open_executor(*executor_opts) as executor, progress_bar("predict", None, "px") as advance:
-        res = predict_package(
-            model_dir,
-            images if len(images) > 1 else images[0],
-            output,
-            probabilities=probabilities,
-            overwrite=overwrite,
-            progress=advance,
-            nodata_policy=nodata_policy,
-            executor=executor,
-            **opts,
-        )
+    one = res.one
+    assert one is not None
     console.print(
-        f"Wrote {res.map_path}"
-        + (f" and {res.probabilities_path}" if res.probabilities_path else "")
-        + f": {res.windows_predicted} windows predicted, {res.windows_skipped} skipped, "
-        f"{res.blocks_resumed} blocks resumed, {res.pixels_per_second:,.0f} px/s"
+        f"Wrote {one.map_path}"
+        + (f" and {one.probabilities_path}" if one.probabilities_path else "")
+        + f": {one.windows_predicted} windows predicted, {one.windows_skipped} skipped, "
+        f"{one.blocks_resumed} blocks resumed, {one.pixels_per_second:,.0f} px/s"
     )
-    if vectorize is not None:
-        from rasterlearn.class_maps import map_schema
-        from rasterlearn.vectorize import vectorize_raster
-
-        schema = map_schema(output)
-        bg = schema.background if schema is not None and schema.background in schema.codes else None
-        gdf = vectorize_raster(output, vectorize, min_area=min_area, exclude=None if bg is None else [bg])
-        _style_polygons(vectorize, output)
-        console.print(f"Wrote {len(gdf)} polygons to {vectorize}")
+    if res.polygons is not None:
+        console.print(f"Wrote {res.polygon_count} polygons to {res.polygons}")
 
 
-def _stac_inputs(
-    items: list[str] | None,
-    assets: str | None,
-    raster_given: bool,
-    out_dir: Path | None,
-    output: Path | None,
-    distributed: bool,
-    opts: dict[str, Any],
-) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    """The rasters of ``--stac`` items and each one's provenance.
-
-    One item without --out-dir: its stack (in memory, or ``stac/<id>.vrt`` beside the map for dask workers,
-    which cannot see this process) with its provenance in ``opts["source"]``. Several: one VRT each under
-    OUT_DIR/stac and the provenance per scene. ``--assets`` without ``--stac``, or ``--stac`` with RASTER or
-    ``--image`` (``raster_given``), is refused."""
-    from rasterlearn.io.stac import stac_scenes
-
-    if not items:
-        raise InputError("--assets needs --stac ITEM.json (the STAC item whose assets to stack)")
-    if raster_given:
-        raise InputError("Give the RASTER(s) to map or --stac ITEM.json, not both")
-
-    if out_dir is None and len(items) == 1:
-        dest = output.parent / "stac" if distributed and output is not None else None
-        path, opts["source"] = resolve_raster(None, items[0], assets, dest_dir=dest)
-        return [path], {}
-    if out_dir is None:
-        raise InputError(f"{len(items)} STAC items given: name a folder for their maps with --out-dir")
-    stacks = stac_scenes(items, asset_names(assets), out_dir / "stac")
-    return [st.path for st in stacks], {st.path: {"source": st.provenance()} for st in stacks}
-
-
-def _expand_scenes(items: list[str]) -> list[str]:
-    """Paths as given, globs expanded (sorted), and ``.txt`` files read as one path per line."""
-    import glob
-
-    out: list[str] = []
-    for item in items:
-        if item.lower().endswith(".txt") and Path(item).is_file():
-            base = Path(item).parent
-            for line in Path(item).read_text().splitlines():
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    out.append(line if "://" in line or line.startswith("/") else str(base / line))
-        elif any(ch in item for ch in "*?[") and "://" not in item:
-            found = sorted(glob.glob(item))
-            if not found:
-                raise InputError(f"No raster matches {item!r}")
-            out.extend(found)
-        else:
-            out.append(item)
-    return out
-
-
-def _predict_scenes(
-    model_dir: Path,
-    rasters: list[str],
-    out_dir: Path,
-    mosaic: bool,
-    overwrite: bool,
-    scheduler: str | None,
-    workers: int | None,
-    opts: dict[str, Any],
-) -> None:
+def _print_scenes(res: ScenesResult) -> None:
+    """The many-scene summary: one row per scene, then where the status file and the mosaic are."""
     from rich.table import Table
 
-    from rasterlearn.batch import predict_scenes
-
-    # the total is announced by predict_scenes once it has counted the scenes still to map
-    with open_executor(scheduler, workers) as ex, progress_bar("predict", None, "px") as advance:
-        res = predict_scenes(
-            model_dir,
-            rasters,
-            out_dir,
-            executor=ex,
-            mosaic=mosaic,
-            overwrite=overwrite,
-            progress=advance,
-            **opts,
-        )
     table = Table(title=f"{len(res.scenes)} scene(s)")
     for col in ("scene", "status", "map", "seconds", "note"):
         table.add_column(col)
@@ -430,12 +248,6 @@ def _predict_scenes(
         f"Status of every scene in {res.summary_path}"
         + (f"; mosaic {res.mosaic_path}" if res.mosaic_path else "")
     )
-    if res.failed:
-        raise InputError(
-            f"{len(res.failed)} of {len(res.scenes)} scene(s) failed: "
-            + "; ".join(f"{s.raster}: {s.error}" for s in res.failed)
-            + ". The others were mapped; rerun the same command after fixing them (finished maps are skipped)"
-        )
 
 
 @app.command("vectorize")

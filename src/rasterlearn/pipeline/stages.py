@@ -13,7 +13,7 @@ from rasterlearn.engine.journal import Decision, input_identity, without
 from rasterlearn.errors import ConfigError
 from rasterlearn.options import ChipsOptions, EmbedOptions, EvaluateOptions, PredictOptions
 from rasterlearn.pipeline.cache import StageCache, StageRecord, canonical_hash
-from rasterlearn.pipeline.config import RunConfig, _resolve
+from rasterlearn.pipeline.config import PredictSection, RunConfig, _resolve
 from rasterlearn.pipeline.scenes import ResolvedScene, resolve_scenes
 
 # one logger for the whole package, as before the split (log lines and --progress json name it)
@@ -253,7 +253,7 @@ class _Stages:
 
         def body(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             from rasterlearn.models import load_metadata
-            from rasterlearn.predict import predict_package
+            from rasterlearn.predict_run import run_predict
 
             package = Path(train.outputs["package"])
             meta = load_metadata(package)
@@ -266,25 +266,9 @@ class _Stages:
                 if map_path.exists() and (prob_path is None or prob_path.exists()):
                     log.info("Map of %s already complete: %s", s.id, map_path)
                 else:
-                    res = predict_package(
-                        package,
-                        s.image,
-                        map_path,
-                        probabilities=prob_path,
-                        overlap=p.overlap,
-                        blend=p.blend,
-                        tta=p.tta,
-                        batch_size=p.batch_size,
-                        threshold=p.threshold,
-                        prob_dtype=p.prob_dtype,
-                        device=p.device,
-                        blocksize=p.blocksize,
-                        memory_mb=p.memory_mb,
-                        window=p.window,
-                        overwrite=False,
-                        resume=True,
-                        progress=self.cb("predict"),
-                    )
+                    options = _predict_options(p, package, s.image, map_path, prob_path)
+                    res = run_predict(options, progress=self.cb("predict")).one
+                    assert res is not None
                     summary[f"{s.id}_px_per_s"] = round(res.pixels_per_second, 1)
                     summary[f"{s.id}_blocks_resumed"] = res.blocks_resumed
                 outputs["maps"][s.id] = str(map_path)
@@ -489,6 +473,39 @@ class _Stages:
             return outputs, summary
 
         return self.stage("features", params, body)
+
+
+# the keys of the run YAML's predict section that are PredictOptions fields under the same name; the others
+# are the pipeline's own (enabled, scenes; probabilities as a yes/no; vectorize, min_area, simplify and
+# exclude of its vectorize step, which keeps its own exclude/simplify rules)
+_PREDICT_KEYS = (
+    "overlap",
+    "blend",
+    "tta",
+    "batch_size",
+    "prob_dtype",
+    "threshold",
+    "device",
+    "blocksize",
+    "memory_mb",
+    "window",
+)
+
+
+def _predict_options(
+    p: PredictSection, package: Path, image: Path | str, map_path: Path, prob_path: Path | None
+) -> PredictOptions:
+    """The :class:`~rasterlearn.options.PredictOptions` of one scene of the predict stage: the section's
+    keys (:data:`_PREDICT_KEYS`) plus the package, the scene and its outputs; an interrupted map resumes."""
+    return PredictOptions.model_validate(
+        {
+            **p.model_dump(include=set(_PREDICT_KEYS)),
+            "model": package,
+            "raster": [str(image)],
+            "output": map_path,
+            "probabilities": prob_path,
+        }
+    )
 
 
 def _token(rec: StageRecord) -> str:
