@@ -8,18 +8,19 @@ shown in ``--help`` (``show_default``). Former spellings (``--out`` of the comma
 ``chips``, ``embed --extent``/``--extent-crs``/``--read-threads``, ``train --workers``/``--scheduler``) still
 parse, hidden from ``--help``, through one mechanism: :func:`former_spellings` on the command.
 
-Also here: the parsers of the values these options share (:func:`parse_aoi`, :func:`parse_bands`).
+Also here: the parsers of the values these options share (:func:`parse_aoi`, the library's :func:`rasterlearn.io.aoi.parse_aoi`;
+:func:`parse_bands`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from rasterlearn.cli._config import config_option
 from rasterlearn.cli._progress import ProgressOpt
+from rasterlearn.io.aoi import parse_aoi  # the library's parser, re-exported for the commands
 
 __all__ = [
     "FOLDER_OUTPUT",
@@ -229,19 +230,6 @@ workers everywhere else (train and compare still accept it as their former spell
 
 
 # -- parsers of the shared values ----------------------------------------------------------------------------
-def parse_aoi(aoi: str | None) -> Any:
-    """``--aoi``: four comma-separated numbers are bounds (a tuple), anything else a vector file path."""
-    if aoi is None:
-        return None
-    parts = aoi.split(",")
-    if len(parts) == 4:
-        try:
-            return tuple(float(p) for p in parts)
-        except ValueError:
-            pass
-    return Path(aoi)
-
-
 def parse_bands(bands: str | None) -> list[int | str] | None:
     """``--bands 4,3,2`` or ``--bands red,nir``: 1-based indexes as ints, descriptions as strings."""
     if not bands:
