@@ -88,3 +88,19 @@ def test_errors():
         resolve_aoi("/nonexistent/aoi.gpkg", GRID)
     with pytest.raises(NoOverlapError):
         resolve_aoi(Polygon(), GRID)
+
+
+def test_parse_aoi_reads_bounds_wkt_and_paths() -> None:
+    from pathlib import Path
+
+    from rasterlearn.io.aoi import parse_aoi
+
+    assert parse_aoi(None) is None
+    assert parse_aoi("1,2,3,4.5") == (1.0, 2.0, 3.0, 4.5)
+    assert parse_aoi("area.gpkg") == Path("area.gpkg")
+    region = box(500_000.25, 4_000_000.0, 500_320.0, 4_000_640.0).union(box(500_400, 4e6, 500_410, 4_000_010))
+    parsed = parse_aoi(str(region))
+    assert parsed.equals_exact(region, 0) and str(parsed) == str(region)  # round trip: same record text
+    assert parse_aoi(" polygon ((0 0, 1 0, 1 1, 0 0))").area == 0.5
+    with pytest.raises(InputError, match="not valid WKT"):
+        parse_aoi("POLYGON ((0 0, 1")

@@ -48,7 +48,6 @@ __all__ = [
     "describe_validation_error",
     "load_options",
     "option_keys",
-    "parse_aoi",
     "parse_bands",
 ]
 
@@ -91,20 +90,6 @@ CommaList = Annotated[str | None, BeforeValidator(_comma_join)]
 """A comma-separated list on the command line; a string or a YAML list in a file."""
 Extent = Annotated[str | None, BeforeValidator(_comma_join)]
 """An area of interest: a vector file, or ``left,bottom,right,top`` (a YAML list of four numbers)."""
-
-
-def parse_aoi(aoi: str | None) -> Any:
-    """An :data:`Extent` option as the stages take it: four comma-separated numbers are bounds (a tuple),
-    anything else a vector file path."""
-    if aoi is None:
-        return None
-    parts = aoi.split(",")
-    if len(parts) == 4:
-        try:
-            return tuple(float(p) for p in parts)
-        except ValueError:
-            pass
-    return Path(aoi)
 
 
 def parse_bands(bands: str | None) -> list[int | str] | None:

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rasterlearn.errors import InputError, OutputError
-from rasterlearn.options import PredictOptions, parse_aoi, parse_bands
+from rasterlearn.io.aoi import parse_aoi
+from rasterlearn.options import PredictOptions, parse_bands
 
 if TYPE_CHECKING:
     from rasterlearn.batch import ScenesResult

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +29,16 @@ from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader, gdal_cache
 from rasterlearn.options import VectorizeOptions
 
-__all__ = ["AreaUnit", "class_styles_of_map", "read_class_names", "vectorize_raster"]
+__all__ = [
+    "AreaUnit",
+    "VectorizeResult",
+    "class_styles_of_map",
+    "read_class_names",
+    "run_vectorize",
+    "style_polygons",
+    "vectorize_fingerprint",
+    "vectorize_raster",
+]
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +215,7 @@ def vectorize_raster(
     window_size: int = 2048,
     class_names: dict[int, str] | None = None,
     progress: Callable[[int], None] | None = None,
+    options: VectorizeOptions | None = None,
 ) -> Any:
     """Polygonize a class map into one polygon per connected region (4-connectivity, holes kept).
 
@@ -220,6 +231,10 @@ def vectorize_raster(
         window_size: pixels per processing window (memory bound).
         class_names: ``{code: name}``; default: read from the map (see :func:`read_class_names`).
         progress: called with the number of pixels processed.
+        options: the stage options this call carries out (:func:`run_vectorize` passes its own): with the
+            values resolved here they make the resume fingerprint of the ``.NAME.progress.json`` record
+            beside ``output`` (:func:`vectorize_fingerprint`). Default: these keywords as
+            :class:`~rasterlearn.options.VectorizeOptions`.
 
     Returns:
         A GeoDataFrame with ``class_code``, ``class_name``, ``area`` (map units²), ``pixels`` and the
@@ -232,9 +247,10 @@ def vectorize_raster(
         raise InputError(f"window_size must be at least 2 pixels, got {window_size}")
     names = dict(class_names) if class_names is not None else read_class_names(raster)
     skip = {int(c) for c in (exclude or ())}
-    params: dict[str, Any] = {"band": band, "exclude": sorted(skip), "window_size": window_size}
-    params |= {"min_area": min_area, "area_unit": area_unit, "simplify": simplify, "names": names}
-    key = fingerprint(params, neutral=VectorizeOptions.output_neutral, inputs={"raster": raster})
+    if options is None:
+        options = _keyword_options(raster, output, min_area, area_unit, simplify, skip, window_size)
+    resolved = {"band": band, "exclude": sorted(skip), "window_size": window_size, "names": names}
+    key = vectorize_fingerprint(options, resolved, raster)
     record = ReductionRecord(output, key, {"complete": [], "seam": []}, valid=_valid_state, unit="windows")
     with record:  # the output's lock held until the output is written
         with RasterReader(raster, [band]) as reader, gdal_cache():  # each window is read once
@@ -261,6 +277,111 @@ def _valid_state(state: Any) -> bool:
     return all(isinstance(c, int) and isinstance(h, str) for k in ("complete", "seam") for c, h in state[k])
 
 
+def vectorize_fingerprint(options: VectorizeOptions, resolved: dict[str, Any], raster: str | Path) -> str:
+    """What a vectorization's polygons depend on: ``options`` (less their ``output_neutral`` fields) plus the
+    values resolved from them (``resolved``: the band, the class codes left out, the window size, the class
+    names) and the identity of ``raster``."""
+    params = {**options.model_dump(mode="json"), "resolved": resolved}
+    return fingerprint(params, neutral=options.neutral_fields(), inputs={"raster": raster})
+
+
+def _keyword_options(
+    raster: str | Path,
+    output: str | Path | None,
+    min_area: float,
+    area_unit: AreaUnit,
+    simplify: float | None,
+    exclude: set[int],
+    window_size: int,
+) -> VectorizeOptions:
+    """:func:`vectorize_raster`'s keywords as the stage's options (a direct call has none of its own)."""
+    values: dict[str, Any] = {
+        "raster": raster,
+        "output": output,
+        "min_area": min_area,
+        "area_unit": area_unit,
+    }
+    values |= {"simplify": simplify, "exclude": sorted(exclude) or None, "window_size": window_size}
+    return VectorizeOptions.model_validate(values)
+
+
 def class_styles_of_map(map_path: str | Path) -> dict[int, tuple[str, str]]:
     """Code -> (name, '#rrggbb') of a class map (:func:`rasterlearn.class_maps.class_styles`)."""
     return class_styles(map_path)
+
+
+def style_polygons(polygons: str | Path, class_map: str | Path) -> None:
+    """Store the class map's names and colours as the default QGIS style of ``polygons`` when it is a
+    GeoPackage (:func:`rasterlearn.io.qgis_style.write_class_style`), so it opens categorized by class and not
+    with the raster style ``MAP.qml`` of the same stem; other formats are left as they are."""
+    from rasterlearn.io.qgis_style import write_class_style
+
+    write_class_style(polygons, class_styles_of_map(class_map))
+
+
+@dataclass(frozen=True)
+class VectorizeResult:
+    """What :func:`run_vectorize` wrote: ``output`` and its ``polygons`` (the GeoDataFrame of
+    :func:`vectorize_raster`)."""
+
+    output: Path
+    polygons: Any
+
+    @property
+    def count(self) -> int:
+        """Number of polygons written."""
+        return len(self.polygons)
+
+
+def run_vectorize(
+    options: VectorizeOptions, *, progress: Callable[[int], None] | None = None
+) -> VectorizeResult:
+    """Polygonize a class map as ``options`` say (``rasterlearn vectorize``): refuse an existing output
+    without ``overwrite``, announce the map's pixels to ``progress``
+    (:func:`~rasterlearn.engine.events.report_total`), :func:`vectorize_raster` with the options (which make
+    its resume fingerprint), then :func:`style_polygons` (a GeoPackage opens in QGIS with the map's classes).
+
+    Args:
+        options: the stage's options; ``raster`` and ``output`` are required.
+        progress: called with the number of pixels polygonized, between windows (after each window's
+            polygons are recorded, so a cancellation raised from it resumes).
+
+    Raises:
+        InputError: no raster or output, an existing output without ``overwrite``, ``exclude`` not a comma
+            list of integers; and :func:`vectorize_raster`'s errors.
+    """
+    from rasterlearn.engine.events import report_total
+
+    if options.raster is None or options.output is None:
+        raise InputError("vectorize: name the class map (raster) and the polygons to write (output)")
+    output = options.output
+    if output.exists() and not options.overwrite:
+        raise InputError(f"{output} exists; pass --overwrite or choose another name")
+    exclude = _exclude_codes(options.exclude)
+    with RasterReader(options.raster) as reader:
+        report_total(progress, reader.grid.height * reader.grid.width)
+    gdf = vectorize_raster(
+        options.raster,
+        output,
+        min_area=options.min_area,
+        area_unit=options.area_unit,
+        simplify=options.simplify,
+        exclude=exclude,
+        window_size=options.window_size,
+        progress=progress,
+        options=options,
+    )
+    style_polygons(output, options.raster)
+    return VectorizeResult(output, gdf)
+
+
+def _exclude_codes(text: str | None) -> list[int] | None:
+    """``exclude``: a comma list of class codes (``0,255``) as integers."""
+    if not text:
+        return None
+    try:
+        return [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise InputError(
+            f"exclude: {text!r} is not a comma list of class codes; give whole numbers, e.g. 0,255"
+        ) from None

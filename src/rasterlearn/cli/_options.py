@@ -8,7 +8,7 @@ shown in ``--help`` (``show_default``). Former spellings (``--out`` of the comma
 ``chips``, ``embed --extent``/``--extent-crs``/``--read-threads``, ``train --workers``/``--scheduler``) still
 parse, hidden from ``--help``, through one mechanism: :func:`former_spellings` on the command.
 
-Also here (from :mod:`rasterlearn.options`): the parsers of the values these options share (:func:`parse_aoi`,
+Also here (from the library): the parsers of the values these options share (:func:`rasterlearn.io.aoi.parse_aoi`,
 :func:`parse_bands`).
 """
 
@@ -20,7 +20,8 @@ import typer
 
 from rasterlearn.cli._config import config_option
 from rasterlearn.cli._progress import ProgressOpt
-from rasterlearn.options import parse_aoi, parse_bands  # the parsers of the shared values
+from rasterlearn.io.aoi import parse_aoi  # the parsers of the shared values, re-exported for the commands
+from rasterlearn.options import parse_bands
 
 __all__ = [
     "FOLDER_OUTPUT",

@@ -20,7 +20,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from typing import IO, Annotated, Any, Literal
 
 import click
@@ -38,7 +38,15 @@ from rasterlearn.engine.events import (
     Progress,
 )
 
-__all__ = ["ProgressMode", "ProgressOpt", "current_monitor", "end_job", "progress_bar", "stage_progress"]
+__all__ = [
+    "ProgressMode",
+    "ProgressOpt",
+    "announced_progress",
+    "current_monitor",
+    "end_job",
+    "progress_bar",
+    "stage_progress",
+]
 
 ProgressMode = Literal["bar", "json", "none"]
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
@@ -317,12 +325,30 @@ def stage_progress(units: dict[str, str]) -> Iterator[Callable[[str, int], None]
             stack.pop().__exit__(None, None, None)
 
 
-@contextmanager
-def raster_progress(job: str, raster: Any) -> Iterator[Callable[[int], None]]:
-    """A phase counting the raster's pixels (the library corrects the total when an AOI clips it)."""
-    from rasterlearn.io.raster import RasterReader
+class _AnnouncedPhase:
+    """A ``progress(n)`` callback whose phase opens when the library announces the total
+    (:func:`rasterlearn.engine.events.report_total`), so the bar and the ``started`` event carry it."""
 
-    with RasterReader(raster) as r:
-        total = r.grid.height * r.grid.width
-    with progress_bar(job, total, "px") as advance:
-        yield advance
+    def __init__(self, stack: ExitStack, job: str, unit: str) -> None:
+        self.stack, self.job, self.unit = stack, job, unit
+        self.phase: PhaseProgress | None = None
+
+    def set_total(self, total: int) -> None:
+        if self.phase is None:
+            self.phase = self.stack.enter_context(progress_bar(self.job, total, self.unit))
+        else:
+            self.phase.set_total(total)
+
+    def __call__(self, n: float = 1, total: float | None = None) -> None:
+        if self.phase is None:
+            self.phase = self.stack.enter_context(progress_bar(self.job, total, self.unit))
+        self.phase(n, total)
+
+
+@contextmanager
+def announced_progress(job: str, unit: str = "") -> Iterator[Callable[[int], None]]:
+    """A phase of the running job opened at the library's first word: the total it announces (a stage
+    function's :func:`~rasterlearn.engine.events.report_total`) or its first count. Nothing is shown when the
+    library fails before either."""
+    with ExitStack() as stack:
+        yield _AnnouncedPhase(stack, job, unit)

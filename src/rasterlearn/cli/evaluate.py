@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from rasterlearn.cli._app import app, console, state
+from rasterlearn.cli._config import stage_options
 from rasterlearn.cli._metrics import print_metrics
 from rasterlearn.cli._options import (
     ProgressOpt,
@@ -18,15 +19,14 @@ from rasterlearn.cli._options import (
     config_option,
     layer_option,
     output_option,
-    parse_aoi,
 )
-from rasterlearn.cli._progress import raster_progress
-from rasterlearn.errors import InputError
+from rasterlearn.cli._progress import announced_progress
 from rasterlearn.options import EvaluateOptions
 
 
 @app.command()
 def evaluate(
+    ctx: typer.Context,
     map_path: Annotated[Path, typer.Argument(metavar="MAP", help="Predicted class map.")],
     truth: Annotated[Path, typer.Option(help="Ground truth: a vector layer or a label raster.")],
     output: Annotated[Path, output_option("Metrics JSON (CSV and PNG are written beside it).")],
@@ -76,33 +76,13 @@ def evaluate(
     workers: WorkersOpt = None,
 ) -> None:
     """Compare a predicted map with ground truth over the whole scene: confusion matrix, IoU, F1, kappa."""
-    from rasterlearn.engine.executor import open_executor
-    from rasterlearn.evaluate import evaluate_map, parse_class_names
-    from rasterlearn.labels import ClassSchema
+    from rasterlearn import evaluate as stage
 
-    if truth_classes is not None and truth_names is not None:
-        raise InputError("Give either --truth-classes FILE or --truth-names TEXT, not both")
-    names_of_truth = parse_class_names(truth_names) if truth_names is not None else truth_classes
-    ignore_values = [float(v) for v in ignore.split(",") if v.strip()] if ignore else None
-    with open_executor(scheduler, workers) as ex, raster_progress("evaluate", map_path) as advance:
-        metrics = evaluate_map(
-            map_path,
-            truth,
-            attribute=attribute,
-            layer=layer,
-            schema=ClassSchema.load(schema) if schema else None,
-            truth_classes=names_of_truth,
-            class_match=class_match,
-            unlabelled=unlabelled,
-            aoi=parse_aoi(aoi),
-            ignore_values=ignore_values,
-            all_touched=all_touched,
-            output=output,
-            progress=advance,
-            executor=ex,
-        )
-    _print_metrics(metrics)
-    console.print(f"Wrote {output} (+ .csv, .png)")
+    options = stage_options(ctx, EvaluateOptions)
+    with announced_progress("evaluate", "px") as advance:
+        res = stage.run_evaluate(options, progress=advance)
+    _print_metrics(res.metrics)
+    console.print(f"Wrote {res.output} (+ .csv, .png)")
 
 
 def _print_metrics(metrics: dict[str, Any]) -> None:

@@ -31,7 +31,7 @@ from rasterlearn.cli._options import (
     overwrite_option,
     stac_option,
 )
-from rasterlearn.cli._progress import progress_bar, raster_progress
+from rasterlearn.cli._progress import announced_progress, progress_bar
 from rasterlearn.errors import InputError
 from rasterlearn.options import PredictOptions, VectorizeOptions
 from rasterlearn.predict_plan import DEFAULT_MEMORY_MB
@@ -252,6 +252,7 @@ def _print_scenes(res: ScenesResult) -> None:
 
 @app.command("vectorize")
 def vectorize_cmd(
+    ctx: typer.Context,
     raster: Annotated[Path, typer.Argument(help="Class map (single band, integer codes).")],
     output: Annotated[Path, output_option("Polygons to write (.gpkg, .geojson, .fgb).")],
     min_area: Annotated[float, typer.Option(help="Drop polygons smaller than this (see --area-unit).")] = 0.0,
@@ -268,29 +269,16 @@ def vectorize_cmd(
     config: Annotated[Path | None, config_option(VectorizeOptions)] = None,
 ) -> None:
     """Turn a class map into polygons (class code, name, area), window by window with seams merged."""
-    from rasterlearn.vectorize import vectorize_raster
+    from rasterlearn import vectorize as stage
 
-    if output.exists() and not overwrite:
-        raise InputError(f"{output} exists; pass --overwrite or choose another name")
-    codes = [int(c) for c in exclude.split(",") if c.strip()] if exclude else None
-    with raster_progress("vectorize", raster) as advance:
-        gdf = vectorize_raster(
-            raster,
-            output,
-            min_area=min_area,
-            area_unit=area_unit,
-            simplify=simplify,
-            exclude=codes,
-            window_size=window_size,
-            progress=advance,
-        )
-    _style_polygons(output, raster)
-    console.print(f"Wrote {len(gdf)} polygons to {output}")
+    options = stage_options(ctx, VectorizeOptions)
+    with announced_progress("vectorize", "px") as advance:
+        res = stage.run_vectorize(options, progress=advance)
+    console.print(f"Wrote {res.count} polygons to {res.output}")
 
 
 def _style_polygons(polygons: Path, class_map: Path) -> None:
-    """Polygons in a GeoPackage open categorized with the map's colours (not with MAP.qml beside them)."""
-    from rasterlearn.io.qgis_style import write_class_style
-    from rasterlearn.vectorize import class_styles_of_map
+    """Polygons in a GeoPackage open categorized with the map's colours (:func:`rasterlearn.vectorize.style_polygons`)."""
+    from rasterlearn.vectorize import style_polygons
 
-    write_class_style(polygons, class_styles_of_map(class_map))
+    style_polygons(polygons, class_map)

@@ -10,7 +10,9 @@ written as JSON, a CSV table and a confusion-matrix PNG.
 
 The package follows the phases: :mod:`.classes` (truth class names, matching them to the map's),
 :mod:`.truth` (the truth on the map's grid), :mod:`.run` (:func:`evaluate_map`: options, the map's classes,
-counting windows with :mod:`rasterlearn.evaluate_kernel`, metrics, the report).
+counting windows with :mod:`rasterlearn.evaluate_kernel`, metrics, the report); :mod:`.stage` is the stage
+API, :func:`run_evaluate` of an :class:`~rasterlearn.options.EvaluateOptions` (what the CLI command and the
+run YAML call).
 """
 
 from __future__ import annotations
@@ -24,16 +26,20 @@ from rasterlearn.evaluate.classes import (
     parse_class_names,
     resolve_class_names,
 )
-from rasterlearn.evaluate.run import evaluate_map
+from rasterlearn.evaluate.run import evaluate_map, evaluation_fingerprint
+from rasterlearn.evaluate.stage import EvaluateResult, run_evaluate
 
 __all__ = [
     "ClassMatch",
+    "EvaluateResult",
     "TruthClasses",
     "Unlabelled",
     "evaluate_map",
+    "evaluation_fingerprint",
     "map_schema",
     "match_class_names",
     "parse_class_names",
     "raster_class_names",
     "resolve_class_names",
+    "run_evaluate",
 ]

@@ -37,6 +37,7 @@ from rasterlearn.io.raster import RasterReader, gdal_cache
 from rasterlearn.label_grid import RasterOnGrid
 from rasterlearn.labels import ClassInfo, ClassSchema, default_color
 from rasterlearn.metrics import metrics_from_confusion, metrics_table
+from rasterlearn.options import EvaluateOptions
 
 log = logging.getLogger("rasterlearn.evaluate")  # one logger for the package, as before the split
 
@@ -132,32 +133,66 @@ def _valid_state(n: int) -> Callable[[Any], bool]:
 
 
 def _journal(
-    m: NameMatching, output: str | Path | None, extent: Window, opts: dict[str, Any]
+    m: NameMatching,
+    options: EvaluateOptions,
+    output: str | Path | None,
+    extent: Window,
+    window_size: int,
+    aoi: Any,
 ) -> ReductionRecord:
     """The evaluation's :class:`ReductionRecord` (beside ``output``; none without one): its state is the
-    summed :class:`WindowCounts`, its fingerprint what the counts depend on (the map's resolved classes,
-    the truth's name matching, the AOI's extent, ``opts``: the options) and the inputs' identities, not the
-    executor (``output_neutral`` of :class:`rasterlearn.options.EvaluateOptions`)."""
-    from rasterlearn.options import EvaluateOptions
+    summed :class:`WindowCounts`, its fingerprint :func:`evaluation_fingerprint`."""
+    key = evaluation_fingerprint(options, m, extent, window_size, aoi)
+    n = len(m.schema.codes)
+    initial = _counts_state(WindowCounts(np.zeros((n, n), dtype="int64")))
+    return ReductionRecord(output, key, initial, valid=_valid_state(n), unit="windows")
 
-    aoi = opts["aoi"]
-    params = {
-        **opts,
+
+def evaluation_fingerprint(
+    options: EvaluateOptions, m: NameMatching, extent: Window, window_size: int, aoi: Any = None
+) -> str:
+    """What an evaluation's counts depend on: ``options`` (less their ``output_neutral`` fields: the
+    executor) plus the values resolved from them (the map's classes, the truth's name matching, the AOI's
+    extent, the ignore values, the window size) and the identities of the map, the truth and ``aoi`` when it is
+    a file."""
+    resolved = {
         "classes": [[c.code, c.name] for c in m.schema.classes],
         "ignore_index": m.schema.ignore_index,
+        "background": m.schema.background,
         "class_match": m.class_match,
         "truth_names": m.explicit_names,
-        "aoi": None if aoi is None else str(aoi),
         "extent": [extent.row_off, extent.col_off, extent.height, extent.width],
         "ignore_values": m.ignore_set,
+        "window_size": window_size,
     }
     inputs: dict[str, str | Path | None] = {"map": m.map_path, "truth": m.truth}
     if isinstance(aoi, str | Path) and Path(aoi).is_file():
         inputs["aoi"] = aoi
-    key = fingerprint(params, neutral=EvaluateOptions.output_neutral, inputs=inputs)
-    n = len(m.schema.codes)
-    initial = _counts_state(WindowCounts(np.zeros((n, n), dtype="int64")))
-    return ReductionRecord(output, key, initial, valid=_valid_state(n), unit="windows")
+    params = {**options.model_dump(mode="json"), "resolved": resolved}
+    return fingerprint(params, neutral=options.neutral_fields(), inputs=inputs)
+
+
+def _keyword_options(
+    map_path: Path,
+    truth: Path,
+    output: str | Path | None,
+    attribute: str | None,
+    layer: str | None,
+    class_match: ClassMatch,
+    unlabelled: Unlabelled,
+    aoi: Any,
+    ignore_values: Sequence[float] | None,
+    all_touched: bool,
+) -> EvaluateOptions:
+    """:func:`evaluate_map`'s keywords as the stage's options (a direct call has none of its own); objects
+    with no text form in the options (a schema, truth names, an AOI geometry) enter the fingerprint
+    through their resolved values, an AOI geometry also as its text."""
+    values: dict[str, Any] = {"map": map_path, "truth": truth, "output": output, "attribute": attribute}
+    values["layer"] = layer
+    values |= {"class_match": class_match, "unlabelled": unlabelled, "all_touched": all_touched}
+    values["aoi"] = None if aoi is None else aoi if isinstance(aoi, list | tuple) else str(aoi)
+    values["ignore"] = None if ignore_values is None else [float(v) for v in ignore_values]
+    return EvaluateOptions.model_validate(values)
 
 
 def evaluate_map(
@@ -179,6 +214,7 @@ def evaluate_map(
     png_path: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
     executor: BlockExecutor | None = None,
+    options: EvaluateOptions | None = None,
 ) -> dict[str, Any]:
     """Compare a class map with ground truth over the whole scene.
 
@@ -213,6 +249,8 @@ def evaluate_map(
             (:func:`rasterlearn.engine.executor.open_executor`) runs them on its workers, which read the
             map and a truth raster themselves (they must be readable there). The counts are summed here in
             window order: the report is the same.
+        options: the stage options carried out (:func:`~rasterlearn.evaluate.run_evaluate` passes its own; default:
+            these keywords): with resolved values, the resume fingerprint (:func:`evaluation_fingerprint`).
 
     Truth rasters of any dtype are accepted; float rasters must hold whole-number codes (other values are
     counted and skipped). A truth raster with the map's shape and transform but a differently described
@@ -241,9 +279,10 @@ def evaluate_map(
         map_path, truth, schema, map_named, class_match, explicit_names, ignore_set, record
     )
     spec, source = _compare_spec(matching, reader, area, attribute, layer, unlabelled, all_touched)
-    opts = {"attribute": attribute, "layer": layer, "unlabelled": unlabelled, "aoi": aoi}
-    opts |= {"all_touched": all_touched, "window_size": window_size}
-    with _journal(matching, output, extent, opts) as journal:
+    if options is None:  # a direct call: its keywords as the stage's options
+        kw = (attribute, layer, class_match, unlabelled, aoi, ignore_values, all_touched)
+        options = _keyword_options(map_path, truth, output, *kw)
+    with _journal(matching, options, output, extent, window_size, aoi) as journal:
         total = _count_windows(
             spec, _windows(reader.grid, window_size, extent), executor or LocalExecutor(), progress, journal
         )

@@ -9,6 +9,9 @@ accepted forms into an :class:`AOI` on a given :class:`~rasterlearn.grid.Grid`:
 * a **shapely geometry**, taken to be in the grid's CRS;
 * **bounds** ``(left, bottom, right, top)`` in the grid's CRS.
 
+:func:`parse_aoi` reads an AOI given as text (a command's ``--aoi``, a stage options model's ``aoi``): bounds
+``left,bottom,right,top``, polygon WKT, or a vector file.
+
 The AOI's ``window`` is the part of the grid covering the AOI's bounding box (snapped outwards to whole
 pixels, clipped to the grid); ``geometry`` is the polygon to mask by, or ``None`` when the window itself is
 the AOI (bounds, or a rectangle lying on pixel edges). :meth:`AOI.mask` gives the pixels of any window
@@ -31,7 +34,7 @@ from rasterlearn.grid import Grid, Window
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
 
-__all__ = ["AOI", "aoi_mask", "resolve_aoi"]
+__all__ = ["AOI", "aoi_mask", "parse_aoi", "resolve_aoi"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,39 @@ class AOI:
         if inter is not None:
             out[inter.relative_to(window).slices()] = True
         return out
+
+
+_WKT_POLYGONS = ("POLYGON", "MULTIPOLYGON")
+
+
+def parse_aoi(aoi: str | None) -> Any:
+    """An AOI option's text (``--aoi``, a stage options model's ``aoi``) as :func:`resolve_aoi` takes it: four
+    comma-separated numbers are bounds (a tuple), ``POLYGON``/``MULTIPOLYGON`` WKT text a shapely geometry
+    (in the raster's CRS, as ``str(geometry)`` writes it), anything else a vector file path; ``None`` stays
+    ``None``.
+
+    Raises:
+        InputError: text starting like WKT that is not valid WKT.
+    """
+    if aoi is None:
+        return None
+    if aoi.lstrip().upper().startswith(_WKT_POLYGONS):
+        import shapely
+
+        try:
+            return shapely.from_wkt(aoi)
+        except shapely.errors.GEOSException as exc:
+            raise InputError(
+                f"AOI {aoi[:60]!r}: not valid WKT ({exc}); give a polygon as WKT text in the raster's CRS, "
+                "a vector file or left,bottom,right,top"
+            ) from None
+    parts = aoi.split(",")
+    if len(parts) == 4:
+        try:
+            return tuple(float(p) for p in parts)
+        except ValueError:
+            pass
+    return Path(aoi)
 
 
 def _geometry_of(aoi: Any, grid: Grid) -> BaseGeometry | None:

@@ -311,10 +311,7 @@ class _Stages:
         }
 
         def body(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-            from rasterlearn.models import load_metadata
-
             package = Path(train.outputs["package"])
-            meta = load_metadata(package)
             dataset = Path(chips.outputs["dataset"])
             outputs: dict[str, Any] = {"maps": {}}
             summary: dict[str, Any] = {}
@@ -336,22 +333,10 @@ class _Stages:
                 aoi, region = self._region(s, dataset)
                 if aoi is False:
                     continue
-                from rasterlearn.evaluate import evaluate_map
+                from rasterlearn.evaluate import run_evaluate
 
                 out_json = folder / f"{sid}.json"
-                truth = s.labels or s.label_raster
-                assert truth is not None
-                m = evaluate_map(
-                    map_path,
-                    truth,
-                    attribute=s.attribute if s.labels is not None else None,
-                    layer=s.layer,
-                    schema=meta.class_schema,
-                    unlabelled=e.unlabelled,
-                    aoi=aoi,
-                    all_touched=e.all_touched,
-                    output=out_json,
-                )
+                m = run_evaluate(self.evaluate_options(s, Path(map_path), aoi, out_json)).metrics
                 outputs["maps"][sid] = {"metrics": str(out_json), "region": region}
                 summary[f"{sid}_mean_iou"] = m.get("mean_iou")
                 summary[f"{sid}_overall_accuracy"] = m.get("overall_accuracy")
@@ -368,6 +353,20 @@ class _Stages:
             return outputs, summary
 
         return self.stage("evaluate", params, body)
+
+    def evaluate_options(self, s: ResolvedScene, map_path: Path, aoi: Any, output: Path) -> EvaluateOptions:
+        """The options evaluating scene ``s``'s map, from the run's ``evaluate`` section (``unlabelled``,
+        ``all_touched``) and the scene (its labels with their attribute and layer, or its label raster).
+        The map's classes are its own: predict's ``classes`` tag, the model's schema. ``aoi`` is the
+        evaluation region (a geometry, given as WKT) or ``None``."""
+        e = self.cfg.evaluate
+        truth = s.labels or s.label_raster
+        assert truth is not None
+        values: dict[str, Any] = {"map": map_path, "truth": truth, "output": output, "layer": s.layer}
+        values["attribute"] = s.attribute if s.labels is not None else None
+        values |= {"unlabelled": e.unlabelled, "all_touched": e.all_touched}
+        values["aoi"] = None if aoi is None else aoi.wkt
+        return EvaluateOptions.model_validate(values)
 
     def _region(self, s: ResolvedScene, dataset: Path) -> tuple[Any, str]:
         """The evaluation region of a scene: whole (held out), its tst chips, or whole (with a warning)."""
