@@ -173,3 +173,69 @@ def test_reader_masks_are_the_policy_over_what_gdal_reads(kind, assumed, tmp_pat
             assert not valid[ds.read(ds.count, window=rw) == 0].any()
         elif kind == "internal-mask":
             assert not valid[ds.dataset_mask(window=rw) == 0].any()
+
+
+# -- warped reads (a stack's resampled date, a truth raster on the map grid) take the same policy ---------------
+
+
+def _warped_pair(tmp_path: Path, nodata: float | None) -> tuple[Path, Path]:
+    """A 30 x 40 px reference date and a coarser (20 m) float date over part of it, with NaN and -inf."""
+    ref = rasterio.Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 4_000_000.0)
+    rng = np.random.default_rng(11)
+    a = rng.normal(size=(2, 30, 40)).astype("float32")
+    b = rng.normal(size=(2, 12, 12)).astype("float32")
+    b[0, 2:4, 5] = np.nan
+    b[1, 7, 1] = -np.inf
+    if nodata is not None:
+        b[:, 9, 9:11] = nodata
+    pa = _write(tmp_path / "a.tif", a, transform=ref, nodata=nodata)
+    pb = _write(tmp_path / "b.tif", b, transform=ref @ rasterio.Affine(2, 0, 7, 0, 2, 3), nodata=nodata)
+    return pa, pb
+
+
+def _former_warped_mask(vrt, indexes, rw, alpha: int | None) -> np.ndarray:
+    """What io/stack.py and label_grid.py computed inline before they called block_validity."""
+    part = vrt.read(indexes, window=rw)
+    if alpha is not None:
+        ok = np.broadcast_to(vrt.read(alpha, window=rw) > 0, part.shape).copy()
+    else:
+        ok = vrt.read_masks(indexes, window=rw) > 0
+    if part.dtype.kind == "f":
+        ok &= np.isfinite(part)
+    return ok
+
+
+@pytest.mark.parametrize("nodata", [None, -5.0])
+def test_warped_stack_date_masks_are_unchanged(nodata, tmp_path) -> None:
+    from rasterlearn.io.stack import StackReader
+
+    pa, pb = _warped_pair(tmp_path, nodata)
+    with StackReader([pa, pb]) as s:
+        warped = s._dates[1]
+        assert s.resampled and (warped._alpha is None) == (nodata is not None)
+        block = s.read(Window(-3, -2, 36, 46), band_masks=True)
+        rw = rasterio.windows.Window(0, 0, 40, 30)
+        former = _former_warped_mask(warped._vrt, warped.band_indexes, rw, warped._alpha)
+    assert block.band_valid is not None
+    got = block.band_valid[2:, 3:33, 2:42]
+    np.testing.assert_array_equal(got, former)
+    assert not block.band_valid[2:, :3].any() and not block.band_valid[2:, :, :2].any()  # outside the grid
+    assert 0 < got.sum() < got.size and got[0].sum() != got[1].sum()  # footprint, NaN and -inf per band
+
+
+@pytest.mark.parametrize("nodata", [None, -5.0])
+def test_warped_truth_masks_are_unchanged(nodata, tmp_path) -> None:
+    from rasterlearn.label_grid import RasterOnGrid
+
+    pa, pb = _warped_pair(tmp_path, nodata)
+    with RasterReader(pa) as r:
+        grid = r.grid
+    src = RasterOnGrid(pb, grid, band=1)
+    try:
+        assert src._vrt is not None
+        _, valid = src.read(Window(0, 0, 30, 40))
+        former = _former_warped_mask(src._vrt, 1, rasterio.windows.Window(0, 0, 40, 30), None)
+    finally:
+        src.close()
+    np.testing.assert_array_equal(valid, former)
+    assert 0 < valid.sum() < valid.size and not valid[7:9, 17].any()  # NaN

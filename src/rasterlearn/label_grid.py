@@ -29,6 +29,7 @@ import numpy as np
 from rasterlearn.errors import CRSError, InputError
 from rasterlearn.grid import Grid, Window, plan_tiles
 from rasterlearn.io.raster import RasterReader
+from rasterlearn.io.validity import block_validity
 from rasterlearn.labels import ClassSchema, UnknownPolicy, crs_name, values_to_codes
 
 __all__ = ["Alignment", "GridRelation", "LabelRaster", "RasterOnGrid", "relate_grids"]
@@ -182,9 +183,9 @@ class RasterOnGrid:
             sub = inner.relative_to(window)
             rw = RioWindow(inner.col_off, inner.row_off, inner.width, inner.height)
             part = self._vrt.read(1, window=rw)
-            pvalid = self._vrt.read_masks(1, window=rw) > 0
-            if np.issubdtype(part.dtype, np.floating):
-                pvalid &= np.isfinite(part)
+            masks = self._vrt.read_masks(1, window=rw)
+            # the warped VRT's mask (its nodata or alpha) and NaN/inf, as the one policy combines them
+            pvalid, _ = block_validity(part[np.newaxis], [None], gdal_masks=masks[np.newaxis])
             data[sub.slices()] = part
             valid[sub.slices()] = pvalid
         return data, valid
