@@ -224,7 +224,7 @@ def test_warped_stack_date_masks_are_unchanged(nodata, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("nodata", [None, -5.0])
-def test_warped_truth_masks_are_unchanged(nodata, tmp_path) -> None:
+def test_warped_truth_masks_are_the_vrt_mask_or_alpha_and_finite(nodata, tmp_path) -> None:
     from rasterlearn.label_grid import RasterOnGrid
 
     pa, pb = _warped_pair(tmp_path, nodata)
@@ -234,8 +234,31 @@ def test_warped_truth_masks_are_unchanged(nodata, tmp_path) -> None:
     try:
         assert src._vrt is not None
         _, valid = src.read(Window(0, 0, 30, 40))
-        former = _former_warped_mask(src._vrt, 1, rasterio.windows.Window(0, 0, 40, 30), None)
+        alpha = None if nodata is not None else src._vrt.count
+        former = _former_warped_mask(src._vrt, 1, rasterio.windows.Window(0, 0, 40, 30), alpha)
     finally:
         src.close()
     np.testing.assert_array_equal(valid, former)
     assert 0 < valid.sum() < valid.size and not valid[7:9, 17].any()  # NaN
+
+
+@pytest.mark.parametrize("nodata", [None, 0])
+def test_warped_truth_reads_its_band_and_nothing_outside_the_source(nodata, tmp_path) -> None:
+    """A 2-band raster without nodata: GDAL does not take the warped VRT's alpha band (its 3rd) as the mask,
+    so pixels outside the source read as valid zeros unless the alpha is read; band 2 must be band 2."""
+    from rasterlearn.grid import Grid
+    from rasterlearn.io.writer import write_array
+    from rasterlearn.label_grid import RasterOnGrid
+
+    t = np.stack([np.ones((15, 15), "uint8"), np.full((15, 15), 2, "uint8")])
+    coarse = Grid(15, 15, rasterio.Affine(20.0, 0.0, 500_100.0, 0.0, -20.0, 4_000_000.0), "EPSG:32633")
+    path = write_array(tmp_path / "two_bands.tif", t, coarse, nodata=nodata)
+    grid = Grid(30, 40, rasterio.Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 4_000_000.0), "EPSG:32633")
+    src = RasterOnGrid(path, grid, band=2)
+    try:
+        assert src.relation.resampled
+        data, valid = src.read(Window(0, 0, 30, 40))
+    finally:
+        src.close()
+    assert not valid[:, :10].any() and valid[:, 10:].all()  # the source covers the map's columns 10..39
+    assert set(np.unique(data[valid])) == {2}
