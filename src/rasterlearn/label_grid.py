@@ -29,6 +29,7 @@ import numpy as np
 from rasterlearn.errors import CRSError, InputError
 from rasterlearn.grid import Grid, Window, plan_tiles
 from rasterlearn.io.raster import RasterReader
+from rasterlearn.io.validity import block_validity
 from rasterlearn.labels import ClassSchema, UnknownPolicy, crs_name, values_to_codes
 
 __all__ = ["Alignment", "GridRelation", "LabelRaster", "RasterOnGrid", "relate_grids"]
@@ -139,6 +140,7 @@ class RasterOnGrid:
         self.reader = RasterReader(path, [band])
         self.relation = relate_grids(self.reader.grid, grid, src_name, dst_name)
         self._vrt: Any = None
+        self._alpha: int | None = None  # the warped VRT's alpha band, when the source declares no nodata
         if self.relation.resampled:
             lg = self.reader.grid
             if grid.crs is None or lg.crs is None:
@@ -162,6 +164,9 @@ class RasterOnGrid:
                 resampling=Resampling.nearest,
                 **kw,
             )
+            # the VRT warps every band of the source: read the added alpha band itself, since GDAL takes it
+            # as the mask only in its own layouts (gray + alpha, RGB + alpha)
+            self._alpha = None if nd is not None else int(self._vrt.count)
 
     @property
     def nodata(self) -> float | None:
@@ -181,10 +186,15 @@ class RasterOnGrid:
         if inner is not None:
             sub = inner.relative_to(window)
             rw = RioWindow(inner.col_off, inner.row_off, inner.width, inner.height)
-            part = self._vrt.read(1, window=rw)
-            pvalid = self._vrt.read_masks(1, window=rw) > 0
-            if np.issubdtype(part.dtype, np.floating):
-                pvalid &= np.isfinite(part)
+            band = self.reader.band_indexes[0]  # the VRT holds every band of the source
+            part = self._vrt.read(band, window=rw)
+            # the warped VRT's nodata mask or alpha band, and NaN/inf, as the one policy combines them
+            if self._alpha is not None:
+                alpha = self._vrt.read(self._alpha, window=rw)
+                pvalid, _ = block_validity(part[np.newaxis], [None], alpha=alpha[np.newaxis])
+            else:
+                masks = self._vrt.read_masks(band, window=rw)
+                pvalid, _ = block_validity(part[np.newaxis], [None], gdal_masks=masks[np.newaxis])
             data[sub.slices()] = part
             valid[sub.slices()] = pvalid
         return data, valid

@@ -10,7 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rasterlearn.io.raster import BandStats, RasterBlock, RasterReader, band_statistics, open_raster
+    from rasterlearn.io.band_stats import BandStats, band_statistics
+    from rasterlearn.io.raster import RasterBlock, RasterReader, open_raster
     from rasterlearn.io.vector import check_overlap, read_vector, write_vector
     from rasterlearn.io.writer import BlockWriter, write_array
 
@@ -28,10 +29,10 @@ __all__ = [
 ]
 
 _HOME = {
-    "BandStats": "raster",
+    "BandStats": "band_stats",
     "RasterBlock": "raster",
     "RasterReader": "raster",
-    "band_statistics": "raster",
+    "band_statistics": "band_stats",
     "open_raster": "raster",
     "check_overlap": "vector",
     "read_vector": "vector",

@@ -5,6 +5,11 @@ windows that may extend past the raster (boundless: the outside is filled and ma
 returns the data in the file's own dtype (never rescaled) and a validity mask that honours declared
 nodata, NaN/inf, alpha bands and per-dataset masks.
 
+The other phases live in their own modules, whose public names are re-exported here: band selection and
+description in :mod:`rasterlearn.io.bands`, the validity policy in :mod:`rasterlearn.io.validity`, the
+bounded GDAL block cache in :mod:`rasterlearn.io.gdal_env`, band statistics in
+:mod:`rasterlearn.io.band_stats`.
+
 Threading: a GDAL dataset handle must not be shared between threads. Open one :class:`RasterReader` per
 worker thread or process (opening is cheap); :meth:`RasterReader.reopen` gives a new handle on the same
 file and band selection.
@@ -12,27 +17,31 @@ file and band selection.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import logging
 import math
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import rasterio
 import rasterio.errors
-from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.enums import ColorInterp
 from rasterio.windows import Window as RioWindow
 
 from rasterlearn.errors import InputError, InputNotFoundError, ReadError
 from rasterlearn.grid import Grid, Window
+from rasterlearn.io.band_stats import BandStats, band_statistics
+from rasterlearn.io.bands import BandInfo, BandSelector, describe_bands, describe_raster, resolve_bands
+from rasterlearn.io.gdal_env import GDAL_CACHE_MB, gdal_cache
 from rasterlearn.io.remote import apply_cloud_defaults, gdal_path, is_remote, is_virtual
+from rasterlearn.io.validity import apply_assumed_nodata, block_validity, mask_sources
 
 __all__ = [
+    "GDAL_CACHE_MB",
     "BandInfo",
+    "BandSelector",
     "BandStats",
     "ImageReader",
     "RasterBlock",
@@ -51,26 +60,6 @@ try:  # GDAL errors rasterio raises without wrapping them (private module, hence
     _GDAL_ERRORS: tuple[type[Exception], ...] = (rasterio.errors.RasterioError, CPLE_BaseError)
 except ImportError:  # pragma: no cover
     _GDAL_ERRORS = (rasterio.errors.RasterioError,)
-
-BandSelector = int | str
-
-
-@dataclass(frozen=True, slots=True)
-class BandInfo:
-    """One band of a raster: 1-based ``index`` in the file, ``dtype``, ``description``, ``nodata``."""
-
-    index: int
-    dtype: str
-    description: str | None
-    nodata: float | None
-    color_interp: str
-    block_shape: tuple[int, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["block_shape"] = list(self.block_shape)
-        d["nodata"] = _json_number(self.nodata)
-        return d
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,42 +80,8 @@ class RasterBlock:
         return bool(self.valid.any())
 
 
-def _json_number(value: float | None) -> float | str | None:
-    if value is None:
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        return "nan"
-    return float(value)
-
-
 def _rio(window: Window) -> RioWindow:
     return RioWindow(window.col_off, window.row_off, window.width, window.height)
-
-
-GDAL_CACHE_MB = 64
-"""GDAL block-cache bound (MB) of a streaming pass when the caller sets none."""
-_CACHE_BOUND: contextvars.ContextVar[int | None] = contextvars.ContextVar("gdal_cache_mb", default=None)
-
-
-@contextlib.contextmanager
-def gdal_cache(mb: int | None = None) -> Iterator[None]:
-    """Bound GDAL's block cache to ``mb`` megabytes while the block runs (restored afterwards).
-
-    GDAL's default (5 % of RAM) keeps decoded blocks of everything read, so a windowed pass over a large
-    raster grows by the raster's size; stages that stream a raster once bound it here. ``None``: the bound
-    of an enclosing ``gdal_cache`` (a job's ``cache_mb`` also holds for the writer's COG conversion inside
-    it), else :data:`GDAL_CACHE_MB`.
-    """
-    if mb is None:
-        mb = _CACHE_BOUND.get() or GDAL_CACHE_MB
-    token = _CACHE_BOUND.set(int(mb))
-    try:
-        # rasterio hands an integer GDAL_CACHEMAX to GDALSetCacheMax64, which counts bytes (GDAL's "values
-        # below 100000 are megabytes" rule only applies to the config string): give it bytes
-        with rasterio.Env(GDAL_CACHEMAX=int(mb) * 2**20):
-            yield
-    finally:
-        _CACHE_BOUND.reset(token)
 
 
 def _open_error(path: str, exc: Exception) -> str:
@@ -172,18 +127,6 @@ class ImageReader(Protocol):
     ) -> RasterBlock: ...
     def reopen(self) -> ImageReader: ...
     def close(self) -> None: ...
-
-
-def apply_assumed_nodata(valid: np.ndarray, data: np.ndarray, nodata: float | None) -> np.ndarray:
-    """``valid`` without the pixels where any band of ``data`` (bands, rows, cols) equals ``nodata``.
-
-    The user's nodata value (``--nodata``, a model package's ``input_nodata``) for a raster that declares
-    none: a pixel is invalid where any selected band holds it, as with a declared nodata. ``None``: ``valid``
-    unchanged. Returns a new array.
-    """
-    if nodata is None:
-        return valid
-    return valid & np.all(data != np.asarray(nodata).astype(data.dtype), axis=0)
 
 
 def open_raster(path: str | Path, bands: Sequence[BandSelector] | None = None) -> RasterReader:
@@ -246,8 +189,8 @@ class RasterReader:
         self._requested = None if bands is None else list(bands)
         self.grid = Grid(ds.height, ds.width, ds.transform, ds.crs.to_wkt() if ds.crs else None)
         self._alpha = [i + 1 for i, ci in enumerate(ds.colorinterp) if ci == ColorInterp.alpha]
-        self.band_indexes: list[int] = self._resolve_bands(bands)
-        self._all_bands = self._describe_bands()
+        self.band_indexes: list[int] = resolve_bands(ds, self.path, bands, self._alpha)
+        self._all_bands = describe_bands(ds)
         self.bands: list[BandInfo] = [self._all_bands[i - 1] for i in self.band_indexes]
         self._fill = self._default_fill()
         self._user_nodata = nodata
@@ -257,25 +200,9 @@ class RasterReader:
                 log.info("%s declares its nodata; the nodata value %s given is not used", self.path, nodata)
             else:
                 self.assumed_nodata = float(nodata)
-        flags = [ds.mask_flag_enums[i - 1] for i in self.band_indexes]
-        # A mask that GDAL derives from the data alone (nodata value or all-valid) is computed here from the
-        # array we already read; alpha bands and per-dataset masks are read from GDAL.
-        self._gdal_mask = any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags) or any(
-            not f for f in flags
-        )
-        alpha_as_data = [i for i in self.band_indexes if i in self._alpha]
-        # GDAL takes an alpha band as the mask only in its own layouts (gray + alpha, RGB + alpha); any other
-        # band flagged alpha (e.g. the 5th of RGBN + alpha) is left out of the data above, so it must
-        # still mark validity: read it here
-        self._alpha_mask = (
-            []
-            if alpha_as_data or any(MaskFlags.alpha in f for f in flags)
-            else [i for i in self._alpha if i not in self.band_indexes]
-        )
+        self._masks = mask_sources(ds.mask_flag_enums, self.band_indexes, self._alpha)
+        alpha_as_data = list(self._masks.alpha_as_data)
         if alpha_as_data:
-            # The caller chose a band GDAL flags as alpha as *data* (a 4-band uint8 RGBN GeoTIFF written with
-            # default options looks like RGBA): then it is not a mask, and validity comes from nodata alone.
-            self._gdal_mask = any(MaskFlags.per_dataset in f and MaskFlags.alpha not in f for f in flags)
             log.info(
                 "%s: band(s) %s are flagged as alpha but were selected as data; they are not used as a "
                 "validity mask",
@@ -291,53 +218,6 @@ class RasterReader:
             )
 
     # -- description ----------------------------------------------------------------------------
-    def _resolve_bands(self, bands: Sequence[BandSelector] | None) -> list[int]:
-        ds = self._ds
-        if bands is None:
-            chosen = [i for i in range(1, ds.count + 1) if i not in self._alpha]
-            return chosen or list(range(1, ds.count + 1))
-        if len(bands) == 0:
-            raise InputError(f"Empty band selection for {self.path}: name at least one band")
-        out: list[int] = []
-        descriptions = list(ds.descriptions)
-        for b in bands:
-            if isinstance(b, str) and b.strip().lstrip("-").isdigit():
-                b = int(b)
-            if isinstance(b, int | np.integer):
-                if not 1 <= int(b) <= ds.count:
-                    raise InputError(
-                        f"Band {b} does not exist in {self.path}, which has bands 1..{ds.count} "
-                        f"(band indexes are 1-based)"
-                    )
-                out.append(int(b))
-            else:
-                matches = [
-                    i + 1 for i, d in enumerate(descriptions) if d is not None and d.lower() == str(b).lower()
-                ]
-                if not matches:
-                    listed = ", ".join(f"{i + 1}={d!r}" for i, d in enumerate(descriptions))
-                    raise InputError(
-                        f"No band described as {b!r} in {self.path}. Its bands are: {listed}. "
-                        f"Select by description or by 1-based index."
-                    )
-                out.append(matches[0])
-        return out
-
-    def _describe_bands(self) -> list[BandInfo]:
-        ds = self._ds
-        nodatavals = ds.nodatavals
-        return [
-            BandInfo(
-                index=i + 1,
-                dtype=ds.dtypes[i],
-                description=ds.descriptions[i],
-                nodata=None if nodatavals[i] is None else float(nodatavals[i]),
-                color_interp=ds.colorinterp[i].name,
-                block_shape=(int(ds.block_shapes[i][0]), int(ds.block_shapes[i][1])),
-            )
-            for i in range(ds.count)
-        ]
-
     def _default_fill(self) -> float:
         nd = self.bands[0].nodata
         if nd is not None:
@@ -377,35 +257,9 @@ class RasterReader:
         return list(self._alpha)
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-friendly description: grid, CRS, resolution, bands, nodata, block layout, driver."""
-        ds = self._ds
-        crs = self.grid.crs
-        return {
-            "path": self.path,
-            "driver": ds.driver,
-            "width": ds.width,
-            "height": ds.height,
-            "count": ds.count,
-            "crs": None if crs is None else crs.to_wkt(),
-            "crs_name": None if crs is None else crs.name,
-            "epsg": self.grid.epsg,
-            "crs_units": None if crs is None else (crs.axis_info[0].unit_name if crs.axis_info else None),
-            "is_geographic": self.grid.is_geographic,
-            "transform": [float(v) for v in tuple(ds.transform)[:6]],
-            "res": list(self.grid.res),
-            "bounds": list(self.grid.bounds),
-            "nodata": _json_number(ds.nodata),
-            "dtypes": sorted(set(ds.dtypes)),
-            "block_shapes": [list(s) for s in sorted(set(ds.block_shapes))],
-            "tiled": bool(ds.block_shapes and ds.block_shapes[0][1] < ds.width),  # strips span the full width
-            "interleave": None if ds.interleaving is None else ds.interleaving.name.lower(),
-            "compression": None if ds.compression is None else ds.compression.name.lower(),
-            "overviews": ds.overviews(1) if ds.count else [],
-            "mask_flags": [[f.name for f in flags] for flags in ds.mask_flag_enums],
-            "alpha_bands": self._alpha,
-            "bands": [b.to_dict() for b in self._all_bands],
-            "tags": ds.tags(),
-        }
+        """A JSON-friendly description: grid, CRS, resolution, bands, nodata, block layout, driver
+        (:func:`~rasterlearn.io.bands.describe_raster`)."""
+        return describe_raster(self._ds, self.path, self.grid, self._alpha, self._all_bands)
 
     # -- reading ----------------------------------------------------------------------------------
     def read(
@@ -462,60 +316,25 @@ class RasterReader:
     def _validity(
         self, data: np.ndarray, window: Window, band_masks: bool
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Pixel validity (all bands valid) and, when asked, per-band validity of data read at ``window``."""
-        valid, per_band = self._declared_validity(data, window, band_masks)
-        if self.assumed_nodata is None:
-            return valid, per_band
-        if per_band is not None:
-            per_band &= data != np.asarray(self.assumed_nodata).astype(data.dtype)
-        return apply_assumed_nodata(valid, data, self.assumed_nodata), per_band
-
-    def _declared_validity(
-        self, data: np.ndarray, window: Window, band_masks: bool
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        valid, per_band = self._data_validity(data, window, band_masks)
-        if self._alpha_mask:
-            try:
-                alpha = self._ds.read(self._alpha_mask, window=_rio(window))
-            except _GDAL_ERRORS as exc:
-                raise self._read_error(window, exc) from exc
-            opaque = (alpha > 0).all(axis=0)
-            valid = valid & opaque
-            if per_band is not None:
-                per_band &= opaque
-        return valid, per_band
-
-    def _data_validity(
-        self, data: np.ndarray, window: Window, band_masks: bool
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        floating = np.issubdtype(data.dtype, np.floating)
-        if self._gdal_mask:
-            try:
-                per_band = self._ds.read_masks(self.band_indexes, window=_rio(window)) > 0
-            except _GDAL_ERRORS as exc:
-                raise self._read_error(window, exc) from exc
-            if floating:
-                per_band &= np.isfinite(data)
-            return np.asarray(per_band.all(axis=0)), (per_band if band_masks else None)
-        if band_masks:
-            per_band = np.ones(data.shape, dtype=bool)
-            for k in range(data.shape[0]):
-                per_band[k] = self._band_valid(data[k], k, floating)
-            return np.asarray(per_band.all(axis=0)), per_band
-        # one pass per band straight into the pixel mask: no (bands, rows, cols) temporary
-        valid = self._band_valid(data[0], 0, floating)
-        for k in range(1, data.shape[0]):
-            valid &= self._band_valid(data[k], k, floating)
-        return valid, None
-
-    def _band_valid(self, band: np.ndarray, k: int, floating: bool) -> np.ndarray:
-        nd = self.bands[k].nodata
-        if nd is not None and not math.isnan(nd):
-            valid = band != np.asarray(nd).astype(band.dtype)
-            if floating:
-                valid &= np.isfinite(band)
-            return valid
-        return np.isfinite(band) if floating else np.ones(band.shape, dtype=bool)
+        """Pixel validity (all bands valid) and, when asked, per-band validity of data read at ``window``:
+        GDAL's masks and the alpha bands are read here when the mask plan needs them, then
+        :func:`~rasterlearn.io.validity.block_validity` applies the policy."""
+        gdal_masks = alpha = None
+        try:
+            if self._masks.gdal_mask:
+                gdal_masks = self._ds.read_masks(self.band_indexes, window=_rio(window))
+            if self._masks.alpha_mask:
+                alpha = self._ds.read(list(self._masks.alpha_mask), window=_rio(window))
+        except _GDAL_ERRORS as exc:
+            raise self._read_error(window, exc) from exc
+        return block_validity(
+            data,
+            [b.nodata for b in self.bands],
+            gdal_masks=gdal_masks,
+            alpha=alpha,
+            assumed_nodata=self.assumed_nodata,
+            band_masks=band_masks,
+        )
 
     def read_valid(self, window: Window | None = None) -> np.ndarray:
         """Only the validity mask of a window."""
@@ -550,98 +369,3 @@ def _cast_fill(fill: float, dtype: np.dtype) -> Any:
         return 0
     info = np.iinfo(dtype)
     return int(min(max(fill, info.min), info.max))
-
-
-# -- statistics ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BandStats:
-    """Nodata-aware statistics of one band, estimated from a random sample of valid pixels."""
-
-    band: str
-    count: int
-    mean: float
-    std: float
-    min: float
-    max: float
-    p2: float
-    p98: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def band_statistics(
-    reader: ImageReader,
-    *,
-    sample_size: int = 200_000,
-    window_size: int = 256,
-    max_windows: int = 64,
-    seed: int = 0,
-    windows: Sequence[Window] | None = None,
-) -> list[BandStats]:
-    """Per-band statistics from a bounded random sample of valid pixels (fixed seed, reproducible).
-
-    Reads at most ``max_windows`` windows of ``window_size`` pixels (or the given ``windows``), never the
-    whole raster; keeps at most ``sample_size`` valid values per band. Validity is per band.
-
-    Raises:
-        EmptyInputError: no valid pixel was found in the sampled windows.
-    """
-    from rasterlearn.errors import EmptyInputError
-
-    rng = np.random.default_rng(seed)
-    grid = reader.grid
-    if windows is None:
-        windows = _sample_windows(grid, window_size, max_windows, rng)
-    per_window = max(1, sample_size // max(1, len(windows)))
-    samples: list[list[np.ndarray]] = [[] for _ in range(reader.count)]
-    for win in windows:
-        with gdal_cache():  # sampled windows are read once
-            block = reader.read(win, band_masks=True)
-        assert block.band_valid is not None
-        for k in range(reader.count):
-            vals = block.data[k][block.band_valid[k]]
-            if vals.size > per_window:
-                vals = rng.choice(vals, per_window, replace=False)
-            samples[k].append(vals.astype("float64"))
-    out: list[BandStats] = []
-    for k, name in enumerate(reader.band_names):
-        vals = np.concatenate(samples[k]) if samples[k] else np.empty(0)
-        if vals.size == 0:
-            raise EmptyInputError(
-                f"No valid pixels found in band {name!r} of {reader.path} (nodata="
-                f"{reader.bands[k].nodata}). Check the nodata value or the band selection."
-            )
-        p2, p98 = np.percentile(vals, [2, 98])
-        out.append(
-            BandStats(
-                name,
-                int(vals.size),
-                float(vals.mean()),
-                float(vals.std()),
-                float(vals.min()),
-                float(vals.max()),
-                float(p2),
-                float(p98),
-            )
-        )
-    return out
-
-
-def _sample_windows(grid: Grid, size: int, max_windows: int, rng: np.random.Generator) -> list[Window]:
-    """Non-overlapping random windows on a regular lattice (all of them when the raster is small)."""
-    rows = max(1, math.ceil(grid.height / size))
-    cols = max(1, math.ceil(grid.width / size))
-    cells = rows * cols
-    pick = (
-        np.arange(cells) if cells <= max_windows else np.sort(rng.choice(cells, max_windows, replace=False))
-    )
-    out = []
-    for cell in pick:
-        r, c = divmod(int(cell), cols)
-        win = Window(r * size, c * size, size, size).clip(grid.height, grid.width)
-        if not win.is_empty:
-            out.append(win)
-    return out

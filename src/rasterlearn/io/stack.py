@@ -28,6 +28,7 @@ import numpy as np
 from rasterlearn.errors import CRSError, InputError
 from rasterlearn.grid import Grid, Window
 from rasterlearn.io.raster import BandInfo, BandSelector, RasterBlock, RasterReader, _cast_fill
+from rasterlearn.io.validity import block_validity
 
 __all__ = [
     "NODATA_POLICIES",
@@ -103,12 +104,15 @@ class _WarpedDate:
             rs, cs = inner.relative_to(window).slices()
             rw = RioWindow(inner.col_off, inner.row_off, inner.width, inner.height)
             part = self._vrt.read(self.band_indexes, window=rw, out_dtype=dtype)
+            # the one policy over what the warped VRT provides: its alpha band (no declared nodata) or its
+            # nodata masks, and NaN/inf in float data
+            no_nodata = [None] * nb
             if self._alpha is not None:
-                ok = np.broadcast_to(self._vrt.read(self._alpha, window=rw) > 0, part.shape).copy()
+                alpha = self._vrt.read(self._alpha, window=rw)[np.newaxis]
+                _, ok = block_validity(part, no_nodata, alpha=alpha, band_masks=True)
             else:
-                ok = self._vrt.read_masks(self.band_indexes, window=rw) > 0
-            if dtype.kind == "f":
-                ok &= np.isfinite(part)
+                masks = self._vrt.read_masks(self.band_indexes, window=rw)
+                _, ok = block_validity(part, no_nodata, gdal_masks=masks, band_masks=True)
             data[:, rs, cs] = part
             per_band[:, rs, cs] = ok
         return RasterBlock(window, data, np.asarray(per_band.all(axis=0)), per_band if band_masks else None)
