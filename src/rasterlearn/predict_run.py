@@ -195,16 +195,23 @@ def _predict_one(
 
 def vectorize_map(class_map: Path, polygons: Path, min_area: float = 0.0) -> int:
     """``predict --vectorize``: the map's classes as polygons, the background class left out, styled with
-    the map's class colours (a GeoPackage opens categorized in QGIS); returns the number of polygons."""
+    the map's class colours (:func:`rasterlearn.vectorize.run_vectorize`, whose polygons a GeoPackage opens
+    categorized in QGIS); returns the number of polygons. An existing ``polygons`` file was refused (or
+    allowed by ``overwrite``) before the map was predicted."""
     from rasterlearn.class_maps import map_schema
-    from rasterlearn.io.qgis_style import write_class_style
-    from rasterlearn.vectorize import class_styles_of_map, vectorize_raster
+    from rasterlearn.options import VectorizeOptions
+    from rasterlearn.vectorize import run_vectorize
 
     schema = map_schema(class_map)
     bg = schema.background if schema is not None and schema.background in schema.codes else None
-    gdf = vectorize_raster(class_map, polygons, min_area=min_area, exclude=None if bg is None else [bg])
-    write_class_style(polygons, class_styles_of_map(class_map))
-    return len(gdf)
+    options = VectorizeOptions(
+        raster=class_map,
+        output=polygons,
+        min_area=min_area,
+        exclude=None if bg is None else str(bg),
+        overwrite=True,
+    )
+    return run_vectorize(options).count
 
 
 def _stac_inputs(

@@ -275,10 +275,3 @@ def vectorize_cmd(
     with announced_progress("vectorize", "px") as advance:
         res = stage.run_vectorize(options, progress=advance)
     console.print(f"Wrote {res.count} polygons to {res.output}")
-
-
-def _style_polygons(polygons: Path, class_map: Path) -> None:
-    """Polygons in a GeoPackage open categorized with the map's colours (:func:`rasterlearn.vectorize.style_polygons`)."""
-    from rasterlearn.vectorize import style_polygons
-
-    style_polygons(polygons, class_map)
