@@ -13,7 +13,6 @@ Also here: the parsers of the values these options share (:func:`parse_aoi`, :fu
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -230,16 +229,11 @@ workers everywhere else (train and compare still accept it as their former spell
 
 # -- parsers of the shared values ----------------------------------------------------------------------------
 def parse_aoi(aoi: str | None) -> Any:
-    """``--aoi``: four comma-separated numbers are bounds (a tuple), anything else a vector file path."""
-    if aoi is None:
-        return None
-    parts = aoi.split(",")
-    if len(parts) == 4:
-        try:
-            return tuple(float(p) for p in parts)
-        except ValueError:
-            pass
-    return Path(aoi)
+    """``--aoi``: four comma-separated numbers are bounds (a tuple), anything else a vector file path
+    (:func:`rasterlearn.io.aoi.parse_aoi`)."""
+    from rasterlearn.io.aoi import parse_aoi as parse
+
+    return parse(aoi)
 
 
 def parse_bands(bands: str | None) -> list[int | str] | None:

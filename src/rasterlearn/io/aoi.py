@@ -31,7 +31,7 @@ from rasterlearn.grid import Grid, Window
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
 
-__all__ = ["AOI", "aoi_mask", "resolve_aoi"]
+__all__ = ["AOI", "aoi_mask", "parse_aoi", "resolve_aoi"]
 
 log = logging.getLogger(__name__)
 
@@ -143,3 +143,17 @@ def aoi_mask(geometry: BaseGeometry, grid: Grid, window: Window) -> np.ndarray:
     return geometry_mask(
         [geometry], out_shape=window.shape, transform=grid.window_transform(window), invert=True
     )
+
+
+def parse_aoi(aoi: str | None) -> tuple[float, ...] | Path | None:
+    """An AOI given as text (``--aoi``, an options model's ``aoi``): four comma-separated numbers are bounds
+    ``(left, bottom, right, top)``, anything else the path of a vector file; ``None``: none."""
+    if aoi is None:
+        return None
+    parts = aoi.split(",")
+    if len(parts) == 4:
+        try:
+            return tuple(float(p) for p in parts)
+        except ValueError:
+            pass
+    return Path(aoi)
