@@ -1,9 +1,12 @@
 """Every option either changes the journal fingerprint or is declared output-neutral, once.
 
-Predict and embed build their fingerprints from the parameters they record (``parameters`` tag; the embed
-session's ``parameters.json``). These tests hold those records and the options models' ``output_neutral``
-declarations together: an option added to a model fails here until it is declared neutral or recorded, so
-a changed option can never resume a partial output computed with the old value.
+Predict builds its fingerprint from the parameters it records (``parameters`` tag): the table below holds that
+record and the options model's ``output_neutral`` declaration together, so an option added to the model fails
+here until it is declared neutral or recorded. Embed's session is hashed from its options model itself (less
+the output-neutral fields, with the inputs' resolved values): the tests below check that every other field is
+in the session's ``parameters.json`` on a real run, and that changing any one of them (and no neutral one)
+changes the session (``tests/test_embed_stage.py``), so a changed option can never resume a partial output
+computed with the old value.
 """
 
 from __future__ import annotations
@@ -46,33 +49,17 @@ PREDICT_RECORDED = {
     "mosaic": "written after the scenes",
 }
 
-# EmbedOptions field -> key of the embed session's parameters (its identity and resume fingerprint)
-EMBED_RECORDED = {
-    "raster": "input",
-    "model": "model",
-    "checkpoint": "checkpoint",
-    "no_pretrained": "pretrained",
-    "seed": "seed",
-    "model_kwargs": "model_kwargs",
-    "size": "size",
-    "stride": "stride",
-    "input_size": "input_size",
-    "layer": "layer",
-    "bands": "bands",
-    "normalization": "normalization",
-    "value_scale": "value_scale",
-    "merge": "merge",
-    "storage": "storage",
-    "min_valid": "min_valid_fraction",
-    "aoi": "extent",
-    "aoi_crs": "extent_crs",
-    "target_crs": "target_crs",
-    "resolution": "resolution",
-    "resampling": "resampling",
-    "stac": "source",
-    "assets": "source",
-    "output": None,  # where the features are written, not what they are
+# EmbedOptions fields the session records resolved (the rest as given): what each one resolves to
+EMBED_RESOLVED = {
+    "raster": "the input's identity (path, size, modification time)",
+    "bands": "the band indexes",
+    "checkpoint": "the file's SHA-256 and size",
+    "model_kwargs": "the parsed mapping",
+    "aoi": "the extent: a window, a vector file's identity or bounds",
+    "stac": "the STAC item's provenance",
+    "assets": "the assets stacked",
 }
+EMBED_ADDED = {"format", "weights_sha256"}  # the session's format, the digest of the weights used
 
 
 def test_every_predict_option_is_recorded_or_declared_neutral() -> None:
@@ -85,11 +72,11 @@ def test_every_predict_option_is_recorded_or_declared_neutral() -> None:
     )
 
 
-def test_every_embed_option_is_recorded_or_declared_neutral() -> None:
+def test_embed_resolves_only_options_that_are_fingerprinted() -> None:
     fields = set(EmbedOptions.model_fields)
     neutral = EmbedOptions.neutral_fields()
-    assert not (neutral & set(EMBED_RECORDED)), "an option is both neutral and fingerprinted"
-    assert fields - neutral == set(EMBED_RECORDED), sorted(fields - neutral ^ set(EMBED_RECORDED))
+    assert set(EMBED_RESOLVED) <= fields - neutral, sorted(set(EMBED_RESOLVED) - (fields - neutral))
+    assert neutral <= fields, sorted(neutral - fields)
 
 
 def test_predict_records_every_parameter_the_table_names(make_raster, tmp_path) -> None:
@@ -110,24 +97,46 @@ def test_predict_records_every_parameter_the_table_names(make_raster, tmp_path) 
     assert wanted <= set(recorded), sorted(wanted - set(recorded))
 
 
-def test_embed_session_records_every_parameter_the_table_names(make_raster, tmp_path) -> None:
-    from rasterlearn.embed import embed
+def test_embed_session_records_every_option_but_the_neutral_ones(make_raster, tmp_path) -> None:
+    from rasterlearn.embed import run_embed
+    from rasterlearn.embed.session import SESSION_FORMAT
 
     src = make_raster(np.random.default_rng(0).integers(0, 255, (3, 64, 64)).astype("uint8"))
-    res = embed(
-        src,
-        "resnet18",
-        output=tmp_path / "f.tif",
-        size=32,
-        pretrained=False,
-        layer=1,
-        cache_dir=tmp_path / "s",
+    opts = EmbedOptions.model_validate(
+        {
+            "raster": str(src),
+            "model": "resnet18",
+            "output": tmp_path / "f.tif",
+            "size": 32,
+            "no_pretrained": True,
+            "layer": 1,
+            "bands": "3,1",
+            "aoi": "500000,3999000,502000,4000000",
+            "cache_dir": tmp_path / "s",
+        }
     )
-    params_file = res.session / "parameters.json"
-    recorded = json.loads(params_file.read_text())
-    wanted = {v for v in EMBED_RECORDED.values() if v is not None} - {
-        "seed",
-        "source",
-    }  # seed: random weights
-    assert wanted <= set(recorded), sorted(wanted - set(recorded))
+    res = run_embed(opts)
+    recorded = json.loads((res.session / "parameters.json").read_text())
+    fields = set(EmbedOptions.model_fields)
+    assert set(recorded) == (fields - EmbedOptions.neutral_fields()) | EMBED_ADDED | {"session"}
+    assert recorded["session"] == res.session_id == res.session.name
+    assert (
+        recorded["format"] == SESSION_FORMAT
+        and recorded["weights_sha256"] == res.parameters["weights_sha256"]
+    )
+    # resolved values, not the options' text
+    assert (
+        recorded["raster"]["path"] == str(src.resolve()) and recorded["raster"]["size"] == src.stat().st_size
+    )
+    assert recorded["bands"] == [3, 1]
+    assert recorded["aoi"] == [500000, 3999000, 502000, 4000000]
+    assert recorded["model_kwargs"] == {} and recorded["checkpoint"] is None and recorded["stac"] is None
+    # as given
+    assert (recorded["size"], recorded["layer"], recorded["no_pretrained"], recorded["seed"]) == (
+        32,
+        1,
+        True,
+        0,
+    )
+    assert recorded["stride"] == 32  # the stride the tiles were cut at (default: size)
     assert res.path.exists()
