@@ -247,3 +247,21 @@ def test_run_embed_announces_the_tiles_and_reports_every_one(image, tmp_path) ->
     assert phase.done == phase.total == 1
     params = json.loads((res.session / "parameters.json").read_text())
     assert params["aoi"] == [500000, 3999680, 500320, 4000000]
+
+
+def test_the_pipeline_features_stage_runs_the_embed_stage(image, tmp_path) -> None:
+    from rasterlearn.pipeline import run_pipeline
+
+    features = {"enabled": True, "model": "resnet18", "pretrained": False, "size": 32, "layer": 1}
+    features |= {"bands": [3, 1], "model_kwargs": {"drop_rate": 0.0}, "device": "cpu"}
+    features |= {"pca_components": 0, "clusters": 0}
+    cfg = {"name": "f", "out": str(tmp_path / "run"), "scenes": [{"image": str(image), "id": "s"}]}
+    cfg |= {"features": features, "report": {"enabled": False}}
+    res = run_pipeline(cfg, stages=["features"])
+    feat = Path(res.stages["features"].outputs["s"]["features"])
+    opts = {"raster": str(image), "output": tmp_path / "api.tif", "cache_dir": tmp_path / "c", **FAST}
+    api = run_embed(_options(**opts, bands="3,1", model_kwargs='{"drop_rate": 0.0}'))
+    assert feat.read_bytes() == api.path.read_bytes()
+    assert res.stages["features"].summary["s_weights_sha256"] == api.parameters["weights_sha256"]
+    (session,) = (tmp_path / "run" / "features" / "embed_sessions").glob("*/parameters.json")
+    assert session.parent.name == api.session_id  # the same job: the same session
