@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from rasterlearn.embed.backbones import Backbone
 from rasterlearn.engine.executor import BlockExecutor
 from rasterlearn.errors import ConfigError, OutputError
 from rasterlearn.grid import Bounds, Window
 from rasterlearn.io.paths import check_outputs
-from rasterlearn.options import EmbedOptions
+from rasterlearn.options import EmbedOptions, describe_validation_error
 
 MergeMode = Literal["average", "first", "center"]
 NormMode = Literal["image", "model", "none"]
@@ -130,7 +132,10 @@ class EmbedRequest:
         values["raster"] = str(self.raster)
         values["bands"] = None if self.bands is None else list(self.bands)
         values["model_kwargs"] = self.model_kwargs or None
-        return EmbedOptions.model_validate(values)
+        try:
+            return EmbedOptions.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(f"embed: {describe_validation_error(exc, EmbedOptions)}") from exc
 
     @property
     def out_path(self) -> Path | None:
