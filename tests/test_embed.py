@@ -146,10 +146,18 @@ def test_feature_layout_rules():
 
 
 def test_session_hash_canonical():
-    a = session_hash({"b": 1, "a": [1.0, 2], "c": {"y": 0.1 + 0.2, "x": None}})
-    b = session_hash({"a": [1.0, 2], "c": {"x": None, "y": 0.3}, "b": 1})
+    # the job journal's canonical fingerprint: key order, 2.0 == 2 and paths as text do not matter
+    from rasterlearn.engine.journal import fingerprint
+
+    a = session_hash({"b": 1, "a": [1.0, 2], "c": {"y": 0.3, "x": None}, "p": Path("/d/f.tif")})
+    b = session_hash({"a": [1, 2], "c": {"x": None, "y": 0.3}, "b": 1.0, "p": "/d/f.tif"})
     assert a == b and len(a) == 16
+    assert a == fingerprint(
+        {"a": [1, 2], "b": 1, "c": {"x": None, "y": 0.3}, "p": "/d/f.tif"}, normalize=True
+    )
     assert session_hash({"a": 1}) != session_hash({"a": 2})
+    # floats are hashed as given (they come from the options as typed), no longer rounded to 10 digits
+    assert session_hash({"y": 0.1 + 0.2}) != session_hash({"y": 0.3})
 
 
 def test_recommended_models_are_timm_names():

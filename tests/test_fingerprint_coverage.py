@@ -2,11 +2,12 @@
 
 Predict's fingerprint holds its options model (:class:`~rasterlearn.options.PredictOptions`, built from the
 values the job runs with by :meth:`rasterlearn.predict_options.JobOptions.as_options`) less the
-output-neutral fields, plus what the options resolved to (the ``parameters`` tag) and the identities of the files. Embed
-builds its fingerprint from the parameters it records (the embed session's ``parameters.json``). These
-tests hold the models' ``output_neutral`` declarations and the fingerprints together: an option added to a
-model fails here until it is declared neutral or reaches the fingerprint, so a changed option can never
-resume a partial output computed with the old value.
+output-neutral fields, plus what the options resolved to (the ``parameters`` tag) and the identities of the
+files. Embed's session is hashed from its options model itself (less the output-neutral fields, with the
+inputs' resolved values): the tests below check that every other field is in the session's
+``parameters.json`` on a real run (and ``tests/test_embed_stage.py`` that changing any one of them, and no
+neutral one, changes the session). An option added to a model fails here until it is declared neutral or
+reaches the fingerprint, so a changed option can never resume a partial output computed with the old value.
 """
 
 from __future__ import annotations
@@ -72,32 +73,17 @@ def _job_options(**changes: object) -> object:
 
 
 # EmbedOptions field -> key of the embed session's parameters (its identity and resume fingerprint)
-EMBED_RECORDED = {
-    "raster": "input",
-    "model": "model",
-    "checkpoint": "checkpoint",
-    "no_pretrained": "pretrained",
-    "seed": "seed",
-    "model_kwargs": "model_kwargs",
-    "size": "size",
-    "stride": "stride",
-    "input_size": "input_size",
-    "layer": "layer",
-    "bands": "bands",
-    "normalization": "normalization",
-    "value_scale": "value_scale",
-    "merge": "merge",
-    "storage": "storage",
-    "min_valid": "min_valid_fraction",
-    "aoi": "extent",
-    "aoi_crs": "extent_crs",
-    "target_crs": "target_crs",
-    "resolution": "resolution",
-    "resampling": "resampling",
-    "stac": "source",
-    "assets": "source",
-    "output": None,  # where the features are written, not what they are
+# EmbedOptions fields the session records resolved (the rest as given): what each one resolves to
+EMBED_RESOLVED = {
+    "raster": "the input's identity (path, size, modification time)",
+    "bands": "the band indexes",
+    "checkpoint": "the file's SHA-256 and size",
+    "model_kwargs": "the parsed mapping",
+    "aoi": "the extent: a window, a vector file's identity or bounds",
+    "stac": "the STAC item's provenance",
+    "assets": "the assets stacked",
 }
+EMBED_ADDED = {"format", "weights_sha256"}  # the session's format, the digest of the weights used
 
 
 def test_every_predict_option_is_fingerprinted_or_declared_neutral() -> None:
@@ -125,13 +111,6 @@ def test_each_output_changing_predict_option_changes_the_fingerprinted_options()
     assert part(**neutral, device="cpu", overwrite=True) == base
 
 
-def test_every_embed_option_is_recorded_or_declared_neutral() -> None:
-    fields = set(EmbedOptions.model_fields)
-    neutral = EmbedOptions.neutral_fields()
-    assert not (neutral & set(EMBED_RECORDED)), "an option is both neutral and fingerprinted"
-    assert fields - neutral == set(EMBED_RECORDED), sorted(fields - neutral ^ set(EMBED_RECORDED))
-
-
 def test_predict_records_the_resolved_parameters(make_raster, tmp_path) -> None:
     import rasterio
 
@@ -148,24 +127,53 @@ def test_predict_records_the_resolved_parameters(make_raster, tmp_path) -> None:
     assert set(PREDICT_RESOLVED) <= set(recorded), sorted(set(PREDICT_RESOLVED) - set(recorded))
 
 
-def test_embed_session_records_every_parameter_the_table_names(make_raster, tmp_path) -> None:
-    from rasterlearn.embed import embed
+def test_embed_resolves_only_options_that_are_fingerprinted() -> None:
+    fields = set(EmbedOptions.model_fields)
+    neutral = EmbedOptions.neutral_fields()
+    assert set(EMBED_RESOLVED) <= fields - neutral, sorted(set(EMBED_RESOLVED) - (fields - neutral))
+    assert neutral <= fields, sorted(neutral - fields)
+
+
+def test_embed_session_records_every_option_but_the_neutral_ones(make_raster, tmp_path) -> None:
+    from rasterlearn.embed import run_embed
+    from rasterlearn.embed.session import SESSION_FORMAT
 
     src = make_raster(np.random.default_rng(0).integers(0, 255, (3, 64, 64)).astype("uint8"))
-    res = embed(
-        src,
-        "resnet18",
-        output=tmp_path / "f.tif",
-        size=32,
-        pretrained=False,
-        layer=1,
-        cache_dir=tmp_path / "s",
+    opts = EmbedOptions.model_validate(
+        {
+            "raster": str(src),
+            "model": "resnet18",
+            "output": tmp_path / "f.tif",
+            "size": 32,
+            "no_pretrained": True,
+            "layer": 1,
+            "bands": "3,1",
+            "aoi": "500000,3999000,502000,4000000",
+            "cache_dir": tmp_path / "s",
+        }
     )
-    params_file = res.session / "parameters.json"
-    recorded = json.loads(params_file.read_text())
-    wanted = {v for v in EMBED_RECORDED.values() if v is not None} - {
-        "seed",
-        "source",
-    }  # seed: random weights
-    assert wanted <= set(recorded), sorted(wanted - set(recorded))
+    res = run_embed(opts)
+    recorded = json.loads((res.session / "parameters.json").read_text())
+    fields = set(EmbedOptions.model_fields)
+    assert set(recorded) == (fields - EmbedOptions.neutral_fields()) | EMBED_ADDED | {"session"}
+    assert recorded["session"] == res.session_id == res.session.name
+    assert (
+        recorded["format"] == SESSION_FORMAT
+        and recorded["weights_sha256"] == res.parameters["weights_sha256"]
+    )
+    # resolved values, not the options' text
+    assert (
+        recorded["raster"]["path"] == str(src.resolve()) and recorded["raster"]["size"] == src.stat().st_size
+    )
+    assert recorded["bands"] == [3, 1]
+    assert recorded["aoi"] == [500000, 3999000, 502000, 4000000]
+    assert recorded["model_kwargs"] == {} and recorded["checkpoint"] is None and recorded["stac"] is None
+    # as given
+    assert (recorded["size"], recorded["layer"], recorded["no_pretrained"], recorded["seed"]) == (
+        32,
+        1,
+        True,
+        0,
+    )
+    assert recorded["stride"] == 32  # the stride the tiles were cut at (default: size)
     assert res.path.exists()

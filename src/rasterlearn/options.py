@@ -263,6 +263,7 @@ class EmbedOptions(StageOptions):
             "workers",
             "no_resume",
             "cache_dir",
+            "output",  # where the finished features are moved; the session lives in cache_dir
         }
     )
 

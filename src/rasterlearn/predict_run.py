@@ -204,12 +204,14 @@ def vectorize_map(class_map: Path, polygons: Path, min_area: float = 0.0) -> int
 
     schema = map_schema(class_map)
     bg = schema.background if schema is not None and schema.background in schema.codes else None
-    options = VectorizeOptions(
-        raster=class_map,
-        output=polygons,
-        min_area=min_area,
-        exclude=None if bg is None else str(bg),
-        overwrite=True,
+    options = VectorizeOptions.model_validate(
+        {
+            "raster": class_map,
+            "output": polygons,
+            "min_area": min_area,
+            "exclude": None if bg is None else str(bg),
+            "overwrite": True,
+        }
     )
     return run_vectorize(options).count
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from rasterlearn.cli._app import app, console
+from rasterlearn.cli._config import stage_options
 from rasterlearn.cli._options import (
     AoiCrsOpt,
     AssetsOpt,
@@ -31,11 +32,9 @@ from rasterlearn.cli._options import (
     memory_mb_option,
     no_resume_option,
     output_option,
-    parse_aoi,
     seed_option,
 )
 from rasterlearn.cli._progress import progress_bar
-from rasterlearn.cli._scene import resolve_raster
 from rasterlearn.engine.executor import open_executor
 from rasterlearn.options import (
     ClassifyOptions,
@@ -159,6 +158,7 @@ _EmbedMemoryOpt = Annotated[
     "embed", context_settings=former_spellings(extent="aoi", extent_crs="aoi-crs", read_threads="io-threads")
 )
 def embed_cmd(
+    ctx: typer.Context,
     model: _EmbedModelOpt,
     output: OutOpt,
     raster: _EmbedRasterArg = None,
@@ -200,74 +200,16 @@ def embed_cmd(
 
     With --workers N or --scheduler ADDRESS the tiles are read and encoded on dask workers (the raster and
     the checkpoint must be readable there); the features are the same as without."""
-    from rasterlearn.embed import embed
-    from rasterlearn.features._io import parse_kwargs
+    from rasterlearn.embed import run_embed
 
-    distributed = scheduler is not None or workers is not None
-    path, source, total = _embed_input(raster, stac, assets, output, distributed, size, stride)
-    with open_executor(scheduler, workers) as executor, progress_bar("embed", total, "tiles") as advance:
-        res = embed(
-            path,
-            model,
-            output=output,
-            checkpoint=checkpoint,
-            pretrained=not no_pretrained,
-            seed=seed,
-            model_kwargs=parse_kwargs(model_kwargs, "model") or None,
-            bands=_bands(bands),
-            size=size,
-            stride=stride,
-            input_size=input_size,
-            layer=layer,
-            normalization=normalization,
-            value_scale=value_scale,
-            merge=merge,
-            storage=storage,
-            min_valid_fraction=min_valid,
-            extent=parse_aoi(aoi or None),
-            extent_crs=aoi_crs,
-            target_crs=target_crs,
-            resolution=resolution,
-            resampling=resampling,
-            device=device,
-            batch_size=batch_size,
-            workers=io_threads,
-            pause_s=pause,
-            cache_dir=cache_dir,
-            memory_mb=memory_mb,
-            cache_mb=cache_mb,
-            resume=not no_resume,
-            progress=advance,
-            executor=executor,
-            provenance=source or None,
-        )
+    options = stage_options(ctx, EmbedOptions)
+    with progress_bar("embed", None, "tiles") as advance:
+        res = run_embed(options, progress=advance)
     g = res.grid
     console.print(
         f"Wrote {res.path}: {g.width}x{g.height} feature pixels x {res.dim} features "
         f"(pixel {g.res[0]:g} x {g.res[1]:g}); session {res.session}"
     )
-
-
-def _embed_input(
-    raster: str | None,
-    stac: str | None,
-    assets: str | None,
-    output: Path,
-    distributed: bool,
-    size: int,
-    stride: int | None,
-) -> tuple[str, dict[str, Any], int]:
-    """The raster embed reads (RASTER or a STAC item's stack), its provenance and its number of tiles.
-
-    A STAC item's stack is held in memory, or written beside the output where dask workers can open it."""
-    from rasterlearn.grid import plan_tiles
-    from rasterlearn.io.raster import RasterReader
-
-    stac_dir = output.parent / "stac" if distributed else None
-    path, source = resolve_raster(raster, stac, assets, dest_dir=stac_dir)
-    with RasterReader(path) as r:
-        total = len(plan_tiles(r.grid, size, stride or size))
-    return path, source, total
 
 
 @app.command("embed-models")

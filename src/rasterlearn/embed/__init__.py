@@ -15,7 +15,8 @@ only the feature rows touched by the tile rows in flight are held, finished stri
 stripes planned by :func:`rasterlearn.grid.plan_column_stripes`, as ``predict`` does. Tiles without a valid
 pixel never reach the model.
 
-Sessions: every parameter that changes the result is canonicalized and hashed; the run lives in
+Sessions: the options that change the result (the options model less its output-neutral fields, with the
+inputs' resolved values and the weights' digest) are hashed by the job journal's fingerprint; the run lives in
 ``<cache_dir>/<hash>/`` with ``parameters.json`` and the writer's partial/progress files, and
 ``<cache_dir>/index.json`` lists the sessions. A killed run started again with the same parameters resumes
 from the last committed strip.
@@ -24,8 +25,9 @@ The package follows the job's phases: :mod:`~rasterlearn.embed.backbones` (recom
 extractors, weights), :mod:`~rasterlearn.embed.request` (the checked arguments),
 :mod:`~rasterlearn.embed.layout` (feature-grid geometry and the job's plan), :mod:`~rasterlearn.embed.session`
 (parameters, hash, index), :mod:`~rasterlearn.embed.source` (reading and normalization),
-:mod:`~rasterlearn.embed.output` (tags, writer, storage) and :mod:`~rasterlearn.embed.job` (:func:`embed`
-as named phases).
+:mod:`~rasterlearn.embed.output` (tags, writer, storage), :mod:`~rasterlearn.embed.job` (:func:`embed`
+as named phases) and :mod:`~rasterlearn.embed.stage` (:func:`run_embed`: the stage's API, taking its options
+model :class:`rasterlearn.options.EmbedOptions`).
 """
 
 from rasterlearn.embed.backbones import (
@@ -40,6 +42,7 @@ from rasterlearn.embed.job import EmbedResult, embed
 from rasterlearn.embed.layout import FeatureLayout, feature_layout
 from rasterlearn.embed.request import DeviceName, MergeMode, NormMode, Storage
 from rasterlearn.embed.session import SESSION_FORMAT, list_sessions, session_hash
+from rasterlearn.embed.stage import embed_arguments, run_embed
 
 __all__ = [
     "RECOMMENDED_MODELS",
@@ -53,10 +56,12 @@ __all__ = [
     "NormMode",
     "Storage",
     "embed",
+    "embed_arguments",
     "feature_layout",
     "iter_recommended",
     "list_sessions",
     "load_backbone",
     "load_state",
+    "run_embed",
     "session_hash",
 ]

@@ -37,7 +37,6 @@ from rasterlearn.embed.layout import (
 from rasterlearn.embed.output import _feature_tags, _finish_output, _open_writer
 from rasterlearn.embed.request import DeviceName, EmbedRequest, MergeMode, NormMode, Storage
 from rasterlearn.embed.session import (
-    _canonical,
     _completed_record,
     _session_parameters,
     _update_index,
@@ -47,6 +46,7 @@ from rasterlearn.embed.session import (
 from rasterlearn.embed.source import _input_normalization, _WarpedSource
 from rasterlearn.embed_stream import StreamJob, StreamStats, encoder, run_stripes
 from rasterlearn.engine.executor import BlockExecutor, LocalExecutor
+from rasterlearn.engine.journal import canonical
 from rasterlearn.errors import ModelError
 from rasterlearn.grid import Bounds, Grid, Window
 from rasterlearn.io.raster import RasterReader, gdal_cache
@@ -162,11 +162,11 @@ def _open_session(req: EmbedRequest, inputs: _Inputs) -> _Session:
     """Phase *session*: hash the parameters, create the session folder with ``parameters.json`` and mark
     the session running in the index."""
     cache = req.cache
-    params = _session_parameters(req, inputs.band_indexes, inputs.digest, inputs.random_weights)
+    params = _session_parameters(req, inputs.band_indexes, inputs.digest)
     sid = session_hash(params)
     folder = cache / sid
     folder.mkdir(parents=True, exist_ok=True)
-    _write_json(folder / "parameters.json", {"session": sid, **_canonical(params)})
+    _write_json(folder / "parameters.json", {"session": sid, **canonical(params)})
     final = req.out_path if req.out_path is not None else folder / "features.tif"
     _update_index(
         cache,

@@ -1,4 +1,9 @@
-"""The arguments of one :func:`rasterlearn.embed.embed` call, checked, as one value the job's phases share."""
+"""The arguments of one :func:`rasterlearn.embed.embed` call, checked, as one value the job's phases share.
+
+Also the one map between :class:`rasterlearn.options.EmbedOptions` (the stage's options: CLI, ``--config``
+YAML, :func:`rasterlearn.embed.run_embed`) and ``embed``'s keywords: :func:`kernel_name` (an option's keyword)
+and :meth:`EmbedRequest.options` (the options a call amounts to, what its session is hashed from).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from rasterlearn.embed.backbones import Backbone
 from rasterlearn.engine.executor import BlockExecutor
 from rasterlearn.errors import ConfigError, OutputError
 from rasterlearn.grid import Bounds, Window
 from rasterlearn.io.paths import check_outputs
+from rasterlearn.options import EmbedOptions, describe_validation_error
 
 MergeMode = Literal["average", "first", "center"]
 NormMode = Literal["image", "model", "none"]
 Storage = Literal["float32", "float16", "uint16"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"] | str
+
+RENAMED = {
+    "min_valid": "min_valid_fraction",
+    "aoi": "extent",
+    "aoi_crs": "extent_crs",
+    "io_threads": "workers",
+    "pause": "pause_s",
+}
+"""EmbedOptions fields whose :func:`~rasterlearn.embed.embed` keyword has another name."""
+NEGATED = {"no_pretrained": "pretrained", "no_resume": "resume"}
+"""EmbedOptions flags whose keyword is their negation."""
+STAGE_ONLY = frozenset({"stac", "assets", "scheduler", "workers"})
+"""EmbedOptions fields :func:`~rasterlearn.embed.run_embed` resolves before ``embed``: the STAC item into the
+raster read and its ``provenance``, the dask options into the ``executor``."""
+
+
+def kernel_name(field: str) -> str:
+    """The :func:`~rasterlearn.embed.embed` keyword of EmbedOptions ``field`` (not for :data:`STAGE_ONLY`)."""
+    return NEGATED.get(field) or RENAMED.get(field, field)
 
 
 @dataclass(frozen=True)
@@ -86,6 +113,29 @@ class EmbedRequest:
         if out_path is not None and not out_path.parent.exists():
             raise OutputError(f"Output folder {out_path.parent} does not exist; create it first")
         return req
+
+    def options(self) -> EmbedOptions:
+        """The stage options this call amounts to (its session is hashed from them, less the output-neutral
+        ones, with the inputs' resolved values: :func:`rasterlearn.embed.session._session_parameters`).
+
+        Every field but :data:`STAGE_ONLY` is read from its keyword (:func:`kernel_name`); bands and
+        ``model_kwargs`` as given (lists and mappings, which the options hold as text). The options of
+        :func:`~rasterlearn.embed.run_embed` come back the same (tested). ``aoi`` stays ``None``: an extent
+        may be a :class:`~rasterlearn.grid.Window`, which has no text form; the session records it resolved.
+        """
+        values: dict[str, Any] = {}
+        for name in EmbedOptions.model_fields:
+            if name in STAGE_ONLY or name == "aoi":
+                continue
+            value = getattr(self, kernel_name(name))
+            values[name] = (not value) if name in NEGATED else value
+        values["raster"] = str(self.raster)
+        values["bands"] = None if self.bands is None else list(self.bands)
+        values["model_kwargs"] = self.model_kwargs or None
+        try:
+            return EmbedOptions.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(f"embed: {describe_validation_error(exc, EmbedOptions)}") from exc
 
     @property
     def out_path(self) -> Path | None:

@@ -1,49 +1,36 @@
 """Sessions of :func:`rasterlearn.embed.embed`: the parameters that change the result, their hash, and the index.
 
-Every parameter that changes the result is canonicalized and hashed (:func:`session_hash`); the run lives in
-``<cache_dir>/<hash>/`` with ``parameters.json``, the writer's partial/progress files and, once complete,
-``result.json``; ``<cache_dir>/index.json`` lists the sessions (:func:`list_sessions`).
+A session is identified by the stage's options (:class:`rasterlearn.options.EmbedOptions`, as the call
+amounts to: :meth:`rasterlearn.embed.request.EmbedRequest.options`) less the options it declares
+output-neutral, with the values they resolved to where the text does not pin the result: the input's
+identity, the band indexes, the checkpoint's content hash, the parsed model arguments, the extent, the STAC
+item's provenance; plus the digest of the weights used (:func:`_session_parameters`). They are hashed by the
+job journal's canonical fingerprint (:func:`session_hash`); the run lives in ``<cache_dir>/<hash>/`` with
+``parameters.json``, the writer's partial/progress files and, once complete, ``result.json``;
+``<cache_dir>/index.json`` lists the sessions (:func:`list_sessions`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from pathlib import Path
 from typing import Any
 
-from rasterlearn._util import atomic_write_json, file_identity, file_sha256
+from rasterlearn._util import atomic_write_json, file_sha256
 from rasterlearn.embed.request import EmbedRequest
+from rasterlearn.engine.journal import fingerprint, input_identity, without
 from rasterlearn.grid import Window
 
-SESSION_FORMAT = "rasterlearn-embed/1"
-
-
-def _file_identity(path: str | Path, content_hash: bool = False) -> dict[str, Any]:
-    """Path/size/mtime of an input, or (``content_hash``) its SHA-256 and size, e.g. for checkpoints."""
-    if content_hash:
-        return {"sha256": file_sha256(path), "size": Path(path).stat().st_size}
-    return file_identity(path)
-
-
-def _canonical(value: Any) -> Any:
-    """``value`` with sorted keys, floats to 10 significant digits and paths as text (what is hashed)."""
-    if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
-    if isinstance(value, float):
-        return float(f"{value:.10g}")
-    if isinstance(value, Path):
-        return str(value)
-    return value
+SESSION_FORMAT = "rasterlearn-embed/2"
+"""Format of the session parameters (2: the options model's fields, hashed by the journal's fingerprint)."""
 
 
 def session_hash(parameters: dict[str, Any]) -> str:
-    """A short stable hash of canonicalized parameters (sorted keys, normalized floats)."""
-    text = json.dumps(_canonical(parameters), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """A short stable hash of parameters: the journal's canonical fingerprint
+    (:func:`rasterlearn.engine.journal.fingerprint` with ``normalize=True``: sorted keys, paths as text,
+    ``2.0 == 2``), 16 hex digits."""
+    return fingerprint(parameters, normalize=True)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -74,45 +61,43 @@ def list_sessions(cache_dir: str | Path) -> dict[str, dict[str, Any]]:
     return dict(json.loads(p.read_text(encoding="utf-8")).get("sessions", {}))
 
 
-def _session_parameters(
-    req: EmbedRequest, band_indexes: list[int], digest: str, random_weights: bool
-) -> dict[str, Any]:
-    """The parameters that change the features: the session's identity (hashed, and ``parameters.json``)."""
-    checkpoint, extent, provenance = req.checkpoint, req.extent, req.provenance
-    return {
-        "format": SESSION_FORMAT,
-        "input": _file_identity(req.raster),
+def _extent_identity(extent: Any) -> Any:
+    """What an extent resolves to in a session: a window as a tuple, a vector file by identity, bounds."""
+    if isinstance(extent, Window):
+        return extent.to_tuple()
+    if isinstance(extent, str | Path):
+        return input_identity(extent)
+    return None if extent is None else list(extent)
+
+
+def _session_parameters(req: EmbedRequest, band_indexes: list[int], digest: str) -> dict[str, Any]:
+    """The session's identity (hashed, and ``parameters.json``): the options the call amounts to, less the
+    output-neutral ones, each field under its own name, with these values resolved in place of the text:
+
+    ``raster`` the input's identity (path, size, modification time), ``bands`` the band indexes,
+    ``checkpoint`` the file's SHA-256 and size (not its path), ``model_kwargs`` the parsed mapping, ``aoi``
+    the extent (a window, a vector file's identity or bounds), ``stac`` the item's provenance (id, assets,
+    hrefs) and ``assets`` the assets stacked. Added: the ``format`` and the digest of the weights used
+    (``weights_sha256``, which also pins the pretrained weights and the seed of random ones).
+    """
+    options = req.options()
+    params = without(options.model_dump(mode="json"), options.neutral_fields())
+    provenance = dict(req.provenance) if req.provenance else None
+    checkpoint = req.checkpoint
+    resolved = {
+        "raster": input_identity(req.raster),
         "bands": band_indexes,
-        "model": req.model,
-        "checkpoint": None if checkpoint is None else _file_identity(checkpoint, content_hash=True),
-        "pretrained": bool(req.pretrained and checkpoint is None),
+        "checkpoint": None
+        if checkpoint is None
+        else {"sha256": file_sha256(checkpoint), "size": Path(checkpoint).stat().st_size},
         "model_kwargs": req.model_kwargs or {},
-        "weights_sha256": digest,
-        **({"seed": req.seed} if random_weights else {}),
-        "layer": req.layer,
-        "size": req.size,
-        "stride": req.stride,
-        "input_size": req.input_size,
-        "normalization": req.normalization,
-        "value_scale": req.value_scale,
-        "merge": req.merge,
-        "storage": req.storage,
-        "min_valid_fraction": req.min_valid_fraction,
-        "extent": (
-            extent.to_tuple()
-            if isinstance(extent, Window)
-            else (
-                _file_identity(extent)
-                if isinstance(extent, str | Path)
-                else (list(extent) if extent is not None else None)
-            )
-        ),
-        "extent_crs": req.extent_crs,
-        "target_crs": req.target_crs,
-        "resolution": req.resolution,
-        "resampling": req.resampling if req.reprojected else None,
-        **({"source": dict(provenance)} if provenance else {}),
+        "aoi": _extent_identity(req.extent),
+        "stac": provenance,
+        "assets": None if provenance is None else provenance.get("stac_assets"),
     }
+    unknown = set(resolved) - set(params)
+    assert not unknown, f"resolved values of fields that are not fingerprinted: {sorted(unknown)}"
+    return {"format": SESSION_FORMAT, **params, **resolved, "weights_sha256": digest}
 
 
 def _completed_record(record_path: Path, sid: str, final: Path) -> dict[str, Any] | None:

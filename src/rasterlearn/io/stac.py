@@ -28,11 +28,11 @@ from affine import Affine
 from rasterio.io import MemoryFile
 
 from rasterlearn._util import atomic_write_text
-from rasterlearn.errors import InputError, InputNotFoundError
+from rasterlearn.errors import ConfigError, InputError, InputNotFoundError
 from rasterlearn.io.remote import apply_cloud_defaults, gdal_path, is_remote
 from rasterlearn.io.vrt import VrtBand, VrtSource, dst_rect, vrt_xml
 
-__all__ = ["StacStack", "stac_scenes", "stac_stack"]
+__all__ = ["StacStack", "asset_names", "resolve_source", "stac_scenes", "stac_stack"]
 
 log = logging.getLogger(__name__)
 
@@ -282,3 +282,34 @@ def stac_scenes(
         seen[it.id] = str(item)
         stacks.append(stac_stack(item, assets, resampling=resampling, dest=Path(dest_dir) / f"{it.id}.vrt"))
     return stacks
+
+
+def asset_names(assets: str | None) -> list[str]:
+    """A comma list of asset names (``B04,B03,B02``) as a list."""
+    return [a.strip() for a in (assets or "").split(",") if a.strip()]
+
+
+def resolve_source(
+    raster: str | Path | None, stac: str | None, assets: str | None, dest_dir: Path | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The raster a stage reads, given as a path, URL or /vsi path (``raster``) or as a STAC item's assets
+    (``stac``, ``assets``), and what its output records about it (:meth:`StacStack.provenance`; empty for a
+    plain raster).
+
+    A STAC item's stack is held in memory, or written as ``DEST_DIR/<item id>.vrt`` when ``dest_dir`` is
+    given (for dask workers, which cannot see this process's memory).
+
+    Raises:
+        ConfigError: neither or both of ``raster`` and ``stac``, or ``assets`` without ``stac``.
+    """
+    if stac is None:
+        if assets:
+            raise ConfigError("--assets needs --stac ITEM.json (the STAC item whose assets to stack)")
+        if raster is None:
+            raise ConfigError("Give a RASTER to read (a file, URL or /vsi... path) or --stac ITEM.json")
+        return str(raster), {}
+    if raster is not None:
+        raise ConfigError(f"Give either RASTER ({raster}) or --stac {stac}, not both")
+    names = asset_names(assets)
+    st = stac_stack(stac, names) if dest_dir is None else stac_scenes([stac], names, dest_dir)[0]
+    return st.path, st.provenance()

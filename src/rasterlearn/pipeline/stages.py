@@ -13,7 +13,7 @@ from rasterlearn.engine.journal import Decision, input_identity, without
 from rasterlearn.errors import ConfigError
 from rasterlearn.options import ChipsOptions, EmbedOptions, EvaluateOptions, PredictOptions
 from rasterlearn.pipeline.cache import StageCache, StageRecord, canonical_hash
-from rasterlearn.pipeline.config import PredictSection, RunConfig, _resolve
+from rasterlearn.pipeline.config import FeaturesSection, PredictSection, RunConfig, _resolve
 from rasterlearn.pipeline.scenes import ResolvedScene, resolve_scenes
 
 # one logger for the whole package, as before the split (log lines and --progress json name it)
@@ -413,7 +413,7 @@ class _Stages:
         params = {"scenes": [{"id": s.id, "image": input_identity(s.image)} for s in scenes], "features": fj}
 
         def body(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-            from rasterlearn.embed import embed
+            from rasterlearn.embed import run_embed
             from rasterlearn.features.cluster import cluster_raster
             from rasterlearn.features.reduce import reduce_raster
             from rasterlearn.features.similarity import similarity_raster
@@ -427,26 +427,8 @@ class _Stages:
                 o: dict[str, Any] = {}
                 feat = folder / f"{s.id}_features.tif"
                 if not feat.exists():
-                    res = embed(
-                        s.image,
-                        f.model,
-                        output=feat,
-                        checkpoint=_resolve(self.cfg, f.checkpoint),
-                        pretrained=f.pretrained,
-                        seed=f.seed,
-                        model_kwargs=f.model_kwargs or None,
-                        bands=f.bands,
-                        size=f.size,
-                        stride=f.stride,
-                        input_size=f.input_size,
-                        layer=f.layer,
-                        normalization=f.normalization,
-                        storage=f.storage,
-                        device=f.device,
-                        batch_size=f.batch_size,
-                        cache_dir=folder / "embed_sessions",
-                        progress=self.cb("features"),
-                    )
+                    opts = _embed_options(f, s, feat, _resolve(self.cfg, f.checkpoint), folder)
+                    res = run_embed(opts, progress=self.cb("features"))
                     summary[f"{s.id}_dim"] = res.dim
                     summary[f"{s.id}_weights_sha256"] = res.parameters.get("weights_sha256")
                 o["features"] = str(feat)
@@ -503,6 +485,35 @@ def _predict_options(
             "raster": [str(image)],
             "output": map_path,
             "probabilities": prob_path,
+        }
+    )
+
+
+def _embed_options(
+    f: FeaturesSection, scene: ResolvedScene, output: Path, checkpoint: str | Path | None, folder: Path
+) -> EmbedOptions:
+    """The embed options of the run's ``features`` section for one scene: the section's keys mapped to the
+    stage's fields in this one place (``pretrained`` is ``no_pretrained`` negated; the rest keep their
+    names), the scene's image as the raster, sessions in the stage folder."""
+    return EmbedOptions.model_validate(
+        {
+            "raster": str(scene.image),
+            "model": f.model,
+            "output": output,
+            "checkpoint": checkpoint,
+            "no_pretrained": not f.pretrained,
+            "seed": f.seed,
+            "model_kwargs": f.model_kwargs or None,
+            "bands": f.bands,
+            "size": f.size,
+            "stride": f.stride,
+            "input_size": f.input_size,
+            "layer": f.layer,
+            "normalization": f.normalization,
+            "storage": f.storage,
+            "device": f.device,
+            "batch_size": f.batch_size,
+            "cache_dir": folder / "embed_sessions",
         }
     )
 
