@@ -310,6 +310,7 @@ class ReduceOptions(_FeatureOptions):
     """Options of ``rasterlearn reduce``."""
 
     command: ClassVar[str] = "reduce"
+    output_neutral: ClassVar[frozenset[str]] = _FeatureOptions.output_neutral | {"trust_model"}
 
     method: str = Field("pca", description="pca, incremental_pca, truncated_svd, fast_ica, umap, ...")
     components: int = Field(3, description="output bands")
@@ -348,12 +349,14 @@ class SimilarityOptions(_FeatureOptions):
     max_per_feature: int = Field(1000, description="cap of pixels per polygon")
     standardize: bool = Field(False, description="z-score bands before comparing")
     layer: str | None = Field(None, description="vector layer name")
+    seed: int = Field(0, description="random seed of the reference sampling (file only)")
 
 
 class ClassifyOptions(_FeatureOptions):
     """Options of ``rasterlearn classify``."""
 
     command: ClassVar[str] = "classify"
+    output_neutral: ClassVar[frozenset[str]] = _FeatureOptions.output_neutral | {"trust_model"}
     cli_names: ClassVar[dict[str, str]] = {"metrics": "metrics_out"}
 
     labels: Path | None = Field(None, description="labelled points/polygons (any CRS)")
