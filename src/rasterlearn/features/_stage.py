@@ -99,7 +99,9 @@ def call_options(model: type[M], values: Mapping[str, Any]) -> tuple[M, dict[str
                 raise
             for key in bad & set(data):
                 value = data.pop(key)
-                rest[key] = value if isinstance(value, int | float | str | bool) else type(value).__name__
+                rest[key] = (
+                    value if value is None or isinstance(value, int | float | str) else type(value).__name__
+                )
     raise AssertionError("unreachable")  # pragma: no cover
 
 
