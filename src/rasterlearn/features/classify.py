@@ -314,29 +314,11 @@ def classify_raster(
     new_model = model_dir is not None and not model_dir.exists()
     job, unheld = call_options(
         ClassifyOptions,
-        {
-            "raster": raster,
-            "output": output,
-            "labels": labels,
-            "attribute": attribute,
-            "method": method,
-            "params": params,
-            "task": task,
-            "cv": cv,
-            "folds": folds,
-            "block_size": block_size,
-            "fold_column": fold_column,
-            "test_labels": test_labels,
-            "rate": rate,
-            "max_per_feature": max_per_feature,
-            "layer": layer,
-            "bands": bands,
-            "seed": seed,
-            "model": model,
-            "model_out": model_out,
-            "metrics": metrics_out,
-            "trust_model": trust_model,
-        },
+        {"raster": raster, "output": output, "labels": labels, "attribute": attribute, "method": method}
+        | {"params": params, "task": task, "cv": cv, "folds": folds, "block_size": block_size, "layer": layer}
+        | {"fold_column": fold_column, "test_labels": test_labels, "rate": rate, "bands": bands, "seed": seed}
+        | {"max_per_feature": max_per_feature, "model": model, "model_out": model_out, "metrics": metrics_out}
+        | {"trust_model": trust_model},
     )
     metrics: dict[str, Any] = {}
     metrics_path: Path | None = None
@@ -351,12 +333,11 @@ def classify_raster(
                 labels, attribute, method, params, task, cv, folds, block_size, fold_column, test_labels
             )
             sampling = _Sampling(layer, rate, max_per_feature, seed)
-            fc, metrics, cv_type = training.fit(reader, sampling, standardize)
-            model_path = fc.save(model_dir or default_model_dir(output))
-            metrics["model"] = str(model_path)
             metrics_path = Path(metrics_out) if metrics_out else metrics_path_for(output)
-            atomic_write_json(metrics_path, metrics, default=str)
-            _log_validation(metrics, cv_type)
+            folder = model_dir or default_model_dir(output)
+            fc, metrics, model_path = training.fit_and_save(
+                reader, sampling, standardize, folder, metrics_path
+            )
         spec, predict = _map_spec(fc, raster, model_path, output)
         write_map(
             reader,
@@ -364,10 +345,7 @@ def classify_raster(
             predict,
             job=job,
             resolved={**unheld, "standardize": standardize, "model": fc.fingerprint()},
-            inputs={
-                "model": model_identity(model),
-                **input_files(labels=labels, test_labels=test_labels),
-            },
+            inputs={"model": model_identity(model), **input_files(labels=labels, test_labels=test_labels)},
             blocksize=blocksize,
             resume=resume,
             discard_on_error=[model_path] if new_model else [],
@@ -474,6 +452,18 @@ class _Training:
     block_size: float | None
     fold_column: str | None
     test_labels: Any
+
+    def fit_and_save(
+        self, reader: RasterReader, sampling: _Sampling, standardize: bool, folder: Path, metrics_path: Path
+    ) -> tuple[FittedClassifier, dict[str, Any], Path]:
+        """Train (:meth:`fit`), save the model in ``folder`` and the metrics (with the model's path) in
+        ``metrics_path``; the model, the metrics and the model's folder."""
+        fc, metrics, cv_type = self.fit(reader, sampling, standardize)
+        model_path = fc.save(folder)
+        metrics["model"] = str(model_path)
+        atomic_write_json(metrics_path, metrics, default=str)
+        _log_validation(metrics, cv_type)
+        return fc, metrics, model_path
 
     def fit(
         self, reader: RasterReader, sampling: _Sampling, standardize: bool

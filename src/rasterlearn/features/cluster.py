@@ -275,19 +275,9 @@ def cluster_raster(
         raise ConfigError(f"the number of clusters (--clusters) must be at least 1, got {clusters}")
     job, unheld = call_options(
         ClusterOptions,
-        {
-            "raster": raster,
-            "output": output,
-            "method": method,
-            "clusters": clusters,
-            "params": params,
-            "no_standardize": not standardize,
-            "bands": bands,
-            "sample_size": sample_size,
-            "seed": seed,
-            "model": model,
-            "model_out": model_out,
-        },
+        {"raster": raster, "output": output, "method": method, "clusters": clusters, "params": params}
+        | {"no_standardize": not standardize, "bands": bands, "sample_size": sample_size, "seed": seed}
+        | {"model": model, "model_out": model_out},
     )
     with RasterReader(raster, bands) as reader:
         if model is not None:

@@ -283,20 +283,9 @@ def reduce_raster(
     new_model = model_dir is not None and not model_dir.exists()
     job, unheld = call_options(
         ReduceOptions,
-        {
-            "raster": raster,
-            "output": output,
-            "method": method,
-            "components": components,
-            "params": params,
-            "no_standardize": not standardize,
-            "bands": bands,
-            "sample_size": sample_size,
-            "seed": seed,
-            "model": model,
-            "model_out": model_out,
-            "trust_model": trust_model,
-        },
+        {"raster": raster, "output": output, "method": method, "components": components, "params": params}
+        | {"no_standardize": not standardize, "bands": bands, "sample_size": sample_size, "seed": seed}
+        | {"model": model, "model_out": model_out, "trust_model": trust_model},
     )
     with RasterReader(raster, bands) as reader:
         if model is not None:

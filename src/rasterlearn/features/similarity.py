@@ -89,18 +89,9 @@ def similarity_raster(
     check_outputs([raster, references], [output])
     job, unheld = call_options(
         SimilarityOptions,
-        {
-            "raster": raster,
-            "references": references,
-            "output": output,
-            "mode": mode,
-            "rate": rate,
-            "max_per_feature": max_per_feature,
-            "standardize": standardize,
-            "layer": layer,
-            "bands": bands,
-            "seed": seed,
-        },
+        {"raster": raster, "references": references, "output": output, "mode": mode, "rate": rate}
+        | {"max_per_feature": max_per_feature, "standardize": standardize, "layer": layer, "bands": bands}
+        | {"seed": seed},
     )
     with RasterReader(raster, bands) as reader:
         vs = sample_vector(
