@@ -136,7 +136,7 @@ def similarity_raster(
             fn,
             job=job,
             resolved={**unheld, "references": journal.fingerprint({}, std.mean, std.scale, refs)},
-            inputs={"references": input_files(references=references)["references"]},
+            inputs=input_files(references=references),
             blocksize=blocksize,
             resume=True,  # an interrupted map with the same references continues
             discard_on_error=[],
