@@ -139,3 +139,4 @@ def test_parse_bands_indexes_and_descriptions() -> None:
     assert parse_bands(None) is None and parse_bands("") is None
     assert parse_bands("4, 3,2") == [4, 3, 2]
     assert parse_bands("red,nir,,8") == ["red", "nir", 8]
+    assert parse_bands("-1, 2") == [-1, 2]  # an index the reader refuses by name, not a band description

@@ -93,10 +93,13 @@ Extent = Annotated[str | None, BeforeValidator(_comma_join)]
 
 
 def parse_bands(bands: str | None) -> list[int | str] | None:
-    """A ``bands`` option (``4,3,2`` or ``red,nir``): 1-based indexes as ints, descriptions as strings."""
+    """A ``bands`` option (``4,3,2`` or ``red,nir``), the one parser of every stage: whole numbers are 1-based
+    indexes (``-1`` too, so the reader refuses it as an index), other items band descriptions; empty items
+    are skipped; ``None`` or ``""``: all bands."""
     if not bands:
         return None
-    return [int(b) if b.strip().isdigit() else b.strip() for b in bands.split(",") if b.strip()]
+    items = [b.strip() for b in bands.split(",") if b.strip()]
+    return [int(b) if b.lstrip("-").isdigit() else b for b in items]
 
 
 class StageOptions(BaseModel):
@@ -319,6 +322,7 @@ class ReduceOptions(_FeatureOptions):
     """Options of ``rasterlearn reduce``."""
 
     command: ClassVar[str] = "reduce"
+    output_neutral: ClassVar[frozenset[str]] = _FeatureOptions.output_neutral | {"trust_model"}
 
     method: str = Field("pca", description="pca, incremental_pca, truncated_svd, fast_ica, umap, ...")
     components: int = Field(3, description="output bands")
@@ -357,12 +361,14 @@ class SimilarityOptions(_FeatureOptions):
     max_per_feature: int = Field(1000, description="cap of pixels per polygon")
     standardize: bool = Field(False, description="z-score bands before comparing")
     layer: str | None = Field(None, description="vector layer name")
+    seed: int = Field(0, description="random seed of the reference sampling (file only)")
 
 
 class ClassifyOptions(_FeatureOptions):
     """Options of ``rasterlearn classify``."""
 
     command: ClassVar[str] = "classify"
+    output_neutral: ClassVar[frozenset[str]] = _FeatureOptions.output_neutral | {"trust_model"}
     cli_names: ClassVar[dict[str, str]] = {"metrics": "metrics_out"}
 
     labels: Path | None = Field(None, description="labelled points/polygons (any CRS)")

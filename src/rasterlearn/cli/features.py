@@ -35,7 +35,6 @@ from rasterlearn.cli._options import (
     seed_option,
 )
 from rasterlearn.cli._progress import progress_bar
-from rasterlearn.engine.executor import open_executor
 from rasterlearn.options import (
     ClassifyOptions,
     ClusterOptions,
@@ -43,19 +42,6 @@ from rasterlearn.options import (
     ReduceOptions,
     SimilarityOptions,
 )
-
-
-def _bands(value: str | None) -> list[int | str] | None:
-    """``--bands`` of the feature commands, parsed as they always were: unlike :func:`parse_bands`, ``-1``
-    is an int and empty items are kept (they fail as unknown band names)."""
-    if not value:
-        return None
-    out: list[int | str] = []
-    for part in value.split(","):
-        p = part.strip()
-        out.append(int(p) if p.lstrip("-").isdigit() else p)
-    return out
-
 
 # -- options of several feature commands ----------------------------------------------------------------------
 BandsOpt = Annotated[str | None, bands_option("Bands by 1-based index or description, e.g. '4,3,2'.")]
@@ -230,16 +216,9 @@ def embed_models_cmd() -> None:
     console.print(table)
 
 
-def _blocks(raster: str, bands: str | None, blocksize: int) -> int:
-    from rasterlearn.features._io import block_windows, window_size_for
-    from rasterlearn.io.raster import RasterReader
-
-    with RasterReader(raster, _bands(bands)) as r:
-        return len(block_windows(r.grid, window_size_for(r.count, blocksize)))
-
-
 @app.command("reduce")
 def reduce_cmd(
+    ctx: typer.Context,
     raster: FeatureRasterArg,
     output: OutOpt,
     method: Annotated[
@@ -271,28 +250,12 @@ def reduce_cmd(
     trust_model: TrustModelOpt = False,
 ) -> None:
     """Reduce a raster's bands (PCA by default), fitted on a sample, applied block by block."""
-    from rasterlearn.features.reduce import reduce_raster
+    from rasterlearn.features import feature_blocks
+    from rasterlearn.features.reduce import run_reduce
 
-    with (
-        open_executor(scheduler, workers) as executor,
-        progress_bar("reduce", _blocks(raster, bands, 512), "blocks") as advance,
-    ):
-        res = reduce_raster(
-            raster,
-            output,
-            method=method,
-            components=components,
-            params=params,
-            standardize=not no_standardize,
-            bands=_bands(bands),
-            sample_size=sample_size,
-            seed=seed,
-            model=model,
-            model_out=model_out,
-            trust_model=trust_model,
-            progress=advance,
-            executor=executor,
-        )
+    options = stage_options(ctx, ReduceOptions)
+    with progress_bar("reduce", feature_blocks(options), "blocks") as advance:
+        res = run_reduce(options, progress=advance)
     evr = res.explained_variance_ratio
     extra = f"; explained variance {', '.join(f'{v:.3f}' for v in evr)} (total {sum(evr):.3f})" if evr else ""
     console.print(f"Wrote {res.path}; model {res.model_path}{extra}")
@@ -300,6 +263,7 @@ def reduce_cmd(
 
 @app.command("cluster")
 def cluster_cmd(
+    ctx: typer.Context,
     raster: FeatureRasterArg,
     output: OutOpt,
     method: Annotated[
@@ -328,33 +292,19 @@ def cluster_cmd(
     workers: WorkersOpt = None,
 ) -> None:
     """Cluster a raster into a class map (1..K, 0 = nodata) with colour table; sizes in OUT.clusters.json."""
-    from rasterlearn.features.cluster import cluster_raster
+    from rasterlearn.features import feature_blocks
+    from rasterlearn.features.cluster import run_cluster
 
-    with (
-        open_executor(scheduler, workers) as executor,
-        progress_bar("cluster", _blocks(raster, bands, 512), "blocks") as advance,
-    ):
-        res = cluster_raster(
-            raster,
-            output,
-            method=method,
-            clusters=clusters,
-            params=params,
-            standardize=not no_standardize,
-            bands=_bands(bands),
-            sample_size=sample_size,
-            seed=seed,
-            model=model,
-            model_out=model_out,
-            progress=advance,
-            executor=executor,
-        )
+    options = stage_options(ctx, ClusterOptions)
+    with progress_bar("cluster", feature_blocks(options), "blocks") as advance:
+        res = run_cluster(options, progress=advance)
     sizes = ", ".join(f"{k}: {v}" for k, v in res.sizes.items())
     console.print(f"Wrote {res.path} ({res.clusters.k} clusters; pixels {sizes}); report {res.report_path}")
 
 
 @app.command("similarity")
 def similarity_cmd(
+    ctx: typer.Context,
     raster: FeatureRasterArg,
     references: Annotated[
         Path, typer.Option("--references", "-r", help="Reference points/polygons (any CRS).")
@@ -377,30 +327,18 @@ def similarity_cmd(
     workers: WorkersOpt = None,
 ) -> None:
     """Cosine similarity of every pixel to reference features (float32, NaN nodata)."""
-    from rasterlearn.features.similarity import similarity_raster
+    from rasterlearn.features import feature_blocks
+    from rasterlearn.features.similarity import run_similarity
 
-    with (
-        open_executor(scheduler, workers) as executor,
-        progress_bar("similarity", _blocks(raster, bands, 512), "blocks") as advance,
-    ):
-        res = similarity_raster(
-            raster,
-            references,
-            output,
-            mode=mode,
-            rate=rate,
-            max_per_feature=max_per_feature,
-            standardize=standardize,
-            layer=layer,
-            bands=_bands(bands),
-            progress=advance,
-            executor=executor,
-        )
+    options = stage_options(ctx, SimilarityOptions)
+    with progress_bar("similarity", feature_blocks(options), "blocks") as advance:
+        res = run_similarity(options, progress=advance)
     console.print(f"Wrote {res.path} (references: {res.n_pixels} pixels from {res.n_features} features)")
 
 
 @app.command("classify")
 def classify_cmd(
+    ctx: typer.Context,
     raster: FeatureRasterArg,
     output: OutOpt,
     labels: Annotated[Path | None, labels_option("Labelled points/polygons (any CRS).")] = None,
@@ -451,37 +389,12 @@ def classify_cmd(
     trust_model: TrustModelOpt = False,
 ) -> None:
     """Train a classifier/regressor on labelled features, validate it (spatial k-fold), and map the raster."""
-    from rasterlearn.features.classify import classify_raster
+    from rasterlearn.features import feature_blocks
+    from rasterlearn.features.classify import run_classify
 
-    with (
-        open_executor(scheduler, workers) as executor,
-        progress_bar("classify", _blocks(raster, bands, 512), "blocks") as advance,
-    ):
-        res = classify_raster(
-            raster,
-            labels,
-            output,
-            attribute=attribute,
-            method=method,
-            params=params,
-            task=task,
-            cv=cv,
-            folds=folds,
-            block_size=block_size,
-            fold_column=fold_column,
-            test_labels=test_labels,
-            rate=rate,
-            max_per_feature=max_per_feature,
-            layer=layer,
-            bands=_bands(bands),
-            seed=seed,
-            model=model,
-            model_out=model_out,
-            metrics_out=metrics_out,
-            trust_model=trust_model,
-            progress=advance,
-            executor=executor,
-        )
+    options = stage_options(ctx, ClassifyOptions)
+    with progress_bar("classify", feature_blocks(options), "blocks") as advance:
+        res = run_classify(options, progress=advance)
     _print_classify(res)
 
 

@@ -27,25 +27,11 @@ from rasterlearn.embed.request import NEGATED, STAGE_ONLY, kernel_name
 from rasterlearn.engine.events import report_total
 from rasterlearn.engine.executor import open_executor
 from rasterlearn.errors import ConfigError
-from rasterlearn.options import EmbedOptions
+from rasterlearn.options import EmbedOptions, parse_bands
 
-__all__ = ["embed_arguments", "parse_band_list", "run_embed"]
+__all__ = ["embed_arguments", "run_embed"]
 
 log = logging.getLogger("rasterlearn.embed")
-
-
-def parse_band_list(value: str | None) -> list[int | str] | None:
-    """Bands given as text (``4,3,2``, ``red,nir``): 1-based indexes as ints, descriptions as text.
-
-    Parsed as the feature commands always did: ``-1`` is an int and empty items are kept (they fail as
-    unknown band names); ``None`` or ``""``: all bands."""
-    if not value:
-        return None
-    out: list[int | str] = []
-    for part in value.split(","):
-        p = part.strip()
-        out.append(int(p) if p.lstrip("-").isdigit() else p)
-    return out
 
 
 def embed_arguments(options: EmbedOptions) -> dict[str, Any]:
@@ -66,7 +52,7 @@ def embed_arguments(options: EmbedOptions) -> dict[str, Any]:
             continue
         value = getattr(options, name)
         kw[kernel_name(name)] = (not value) if name in NEGATED else value
-    kw["bands"] = parse_band_list(options.bands)
+    kw["bands"] = parse_bands(options.bands)
     kw["model_kwargs"] = parse_kwargs(options.model_kwargs, "model") or None
     kw["extent"] = parse_aoi(options.aoi or None)
     return kw

@@ -21,7 +21,7 @@ import logging
 import pickle
 import re
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 
 from rasterlearn._util import atomic_write, atomic_write_json, file_sha256, json_default
-from rasterlearn.engine import journal
 from rasterlearn.engine.executor import BlockExecutor, LocalExecutor, worker_cache
 from rasterlearn.errors import ConfigError, InputError, InputNotFoundError, ModelError, RasterlearnError
+from rasterlearn.features._stage import job_fingerprint
 from rasterlearn.grid import Grid, Window
 from rasterlearn.io.raster import RasterReader, gdal_cache
 from rasterlearn.io.writer import BlockWriter
+from rasterlearn.options import StageOptions
 
 __all__ = [
     "MODEL_FORMAT",
@@ -235,7 +236,9 @@ def write_map(
     spec: MapSpec,
     fn: Callable[[np.ndarray], np.ndarray],
     *,
-    fingerprint: str,
+    job: StageOptions,
+    resolved: Mapping[str, Any],
+    inputs: Mapping[str, str | Path | None],
     blocksize: int,
     resume: bool,
     discard_on_error: Sequence[Path],
@@ -246,6 +249,10 @@ def write_map(
 ) -> bool:
     """The write phase of a feature stage: a resumable :class:`BlockWriter` for ``spec`` on the reader's grid,
     filled by :func:`apply_by_window` with ``fn``.
+
+    The writer's fingerprint (:func:`~rasterlearn.features._stage.job_fingerprint`) is the stage's options
+    ``job`` less its output-neutral fields, the ``resolved`` values (the fitted model's digest...) with the
+    band indexes read, the block and window sizes, and the identities of the raster and the other ``inputs``.
 
     ``on_open`` runs once the writer holds the output (e.g. saving a freshly fitted model, which the writer
     removes again when the run fails: ``discard_on_error``). Returns whether the writer resumed blocks of an
@@ -261,8 +268,15 @@ def write_map(
         band_descriptions=spec.band_descriptions,
         blocksize=blocksize,
         resume=resume,
-        fingerprint=journal.fingerprint(
-            {"model": fingerprint, "bands": list(reader.band_indexes)}, inputs={"raster": reader.path}
+        fingerprint=job_fingerprint(
+            job,
+            {
+                **resolved,
+                "bands": list(reader.band_indexes),
+                "blocksize": blocksize,
+                "window": window_size_for(reader.count, blocksize),
+            },
+            {"raster": reader.path, **inputs},
         ),
         discard_on_error=discard_on_error,
         **spec.style,

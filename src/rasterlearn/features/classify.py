@@ -35,7 +35,8 @@ import numpy as np
 from rasterlearn._util import atomic_write_json
 from rasterlearn.class_maps import class_map_style
 from rasterlearn.engine import journal
-from rasterlearn.engine.executor import BlockExecutor
+from rasterlearn.engine.events import report_total
+from rasterlearn.engine.executor import BlockExecutor, open_executor
 from rasterlearn.errors import ConfigError, InputError
 from rasterlearn.features._io import (
     MapSpec,
@@ -49,6 +50,13 @@ from rasterlearn.features._io import (
     save_model_folder,
     write_map,
 )
+from rasterlearn.features._stage import (
+    call_options,
+    feature_blocks,
+    input_files,
+    model_identity,
+    required,
+)
 from rasterlearn.features.sampling import VectorSample, sample_vector
 from rasterlearn.features.validation import (
     CVMode,
@@ -61,6 +69,7 @@ from rasterlearn.features.validation import (
 from rasterlearn.io.paths import check_outputs, output_lock
 from rasterlearn.io.raster import RasterReader
 from rasterlearn.labels import ClassInfo, ClassSchema, default_color
+from rasterlearn.options import ClassifyOptions, parse_bands
 
 __all__ = [
     "ESTIMATORS",
@@ -70,6 +79,7 @@ __all__ = [
     "label_schema",
     "make_folds",
     "regression_metrics",
+    "run_classify",
 ]
 
 log = logging.getLogger(__name__)
@@ -301,6 +311,14 @@ def classify_raster(
         [output, model_dir, None if model is not None else (metrics_out or metrics_path_for(output))],
     )
     new_model = model_dir is not None and not model_dir.exists()
+    job, unheld = call_options(
+        ClassifyOptions,
+        {"raster": raster, "output": output, "labels": labels, "attribute": attribute, "method": method}
+        | {"params": params, "task": task, "cv": cv, "folds": folds, "block_size": block_size, "layer": layer}
+        | {"fold_column": fold_column, "test_labels": test_labels, "rate": rate, "bands": bands, "seed": seed}
+        | {"max_per_feature": max_per_feature, "model": model, "model_out": model_out, "metrics": metrics_out}
+        | {"trust_model": trust_model},
+    )
     metrics: dict[str, Any] = {}
     metrics_path: Path | None = None
     # the output's lock first: a second run into the same output refuses before it touches the model folder
@@ -314,18 +332,19 @@ def classify_raster(
                 labels, attribute, method, params, task, cv, folds, block_size, fold_column, test_labels
             )
             sampling = _Sampling(layer, rate, max_per_feature, seed)
-            fc, metrics, cv_type = training.fit(reader, sampling, standardize)
-            model_path = fc.save(model_dir or default_model_dir(output))
-            metrics["model"] = str(model_path)
             metrics_path = Path(metrics_out) if metrics_out else metrics_path_for(output)
-            atomic_write_json(metrics_path, metrics, default=str)
-            _log_validation(metrics, cv_type)
+            folder = model_dir or default_model_dir(output)
+            fc, metrics, model_path = training.fit_and_save(
+                reader, sampling, standardize, folder, metrics_path
+            )
         spec, predict = _map_spec(fc, raster, model_path, output)
         write_map(
             reader,
             spec,
             predict,
-            fingerprint=fc.fingerprint(),
+            job=job,
+            resolved={**unheld, "standardize": standardize, "model": fc.fingerprint()},
+            inputs={"model": model_identity(model), **input_files(labels=labels, test_labels=test_labels)},
             blocksize=blocksize,
             resume=resume,
             discard_on_error=[model_path] if new_model else [],
@@ -333,6 +352,59 @@ def classify_raster(
             executor=executor,
         )
     return ClassifyResult(output, metrics_path, Path(model_path), metrics, fc)
+
+
+def run_classify(
+    options: ClassifyOptions, *, progress: Callable[[int], None] | None = None
+) -> ClassifyResult:
+    """``rasterlearn classify`` as one call: train on ``options.labels`` (or apply ``options.model``),
+    validate, and map ``options.raster`` into ``options.output``; the metrics go to ``options.metrics``
+    (default ``OUT.metrics.json``) and are in the result.
+
+    Parses the option texts (``bands``, JSON ``params``), computes the blocks on the executor of
+    ``options.scheduler``/``options.workers``, announces the number of blocks to ``progress`` and calls
+    :func:`classify_raster`. ``progress(n)`` is called after each committed block (cancellation raises from
+    it; a rerun resumes).
+
+    Example::
+
+        from rasterlearn.features import run_classify
+        from rasterlearn.options import ClassifyOptions
+
+        res = run_classify(
+            ClassifyOptions(raster="features.tif", labels="pts.gpkg", attribute="class", output="map.tif")
+        )
+        print(res.metrics.get("overall_accuracy"))
+    """
+    raster, output = required(options, "raster", "output")
+    bands = parse_bands(options.bands)
+    with open_executor(options.scheduler, options.workers) as executor:
+        report_total(progress, feature_blocks(options))
+        return classify_raster(
+            raster,
+            options.labels,
+            output,
+            attribute=options.attribute,
+            method=options.method,
+            params=options.params,
+            task=options.task,
+            cv=options.cv,
+            folds=options.folds,
+            block_size=options.block_size,
+            fold_column=options.fold_column,
+            test_labels=options.test_labels,
+            rate=options.rate,
+            max_per_feature=options.max_per_feature,
+            layer=options.layer,
+            bands=bands,
+            seed=options.seed,
+            model=options.model,
+            model_out=options.model_out,
+            metrics_out=options.metrics,
+            trust_model=options.trust_model,
+            progress=progress,
+            executor=executor,
+        )
 
 
 @dataclass(frozen=True)
@@ -379,6 +451,18 @@ class _Training:
     block_size: float | None
     fold_column: str | None
     test_labels: Any
+
+    def fit_and_save(
+        self, reader: RasterReader, sampling: _Sampling, standardize: bool, folder: Path, metrics_path: Path
+    ) -> tuple[FittedClassifier, dict[str, Any], Path]:
+        """Train (:meth:`fit`), save the model in ``folder`` and the metrics (with the model's path) in
+        ``metrics_path``; the model, the metrics and the model's folder."""
+        fc, metrics, cv_type = self.fit(reader, sampling, standardize)
+        model_path = fc.save(folder)
+        metrics["model"] = str(model_path)
+        atomic_write_json(metrics_path, metrics, default=str)
+        _log_validation(metrics, cv_type)
+        return fc, metrics, model_path
 
     def fit(
         self, reader: RasterReader, sampling: _Sampling, standardize: bool

@@ -21,7 +21,8 @@ import numpy as np
 from rasterlearn._util import atomic_write_json
 from rasterlearn.class_maps import class_map_style
 from rasterlearn.engine import journal
-from rasterlearn.engine.executor import BlockExecutor
+from rasterlearn.engine.events import report_total
+from rasterlearn.engine.executor import BlockExecutor, open_executor
 from rasterlearn.errors import ConfigError, EmptyInputError, InputError
 from rasterlearn.features._io import (
     MapSpec,
@@ -38,10 +39,17 @@ from rasterlearn.features._io import (
     save_model_folder,
     write_map,
 )
+from rasterlearn.features._stage import (
+    call_options,
+    feature_blocks,
+    model_identity,
+    required,
+)
 from rasterlearn.features.sampling import sample_pixels
 from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader
 from rasterlearn.labels import ClassInfo, ClassSchema, default_color
+from rasterlearn.options import ClusterOptions, parse_bands
 
 __all__ = [
     "CLUSTERERS",
@@ -50,6 +58,7 @@ __all__ = [
     "cluster_raster",
     "fit_clusters",
     "nearest_centre",
+    "run_cluster",
 ]
 
 log = logging.getLogger(__name__)
@@ -263,6 +272,12 @@ def cluster_raster(
     new_model = model_dir is not None and not model_dir.exists()
     if model is None and clusters is not None and clusters < 1:
         raise ConfigError(f"the number of clusters (--clusters) must be at least 1, got {clusters}")
+    job, unheld = call_options(
+        ClusterOptions,
+        {"raster": raster, "output": output, "method": method, "clusters": clusters, "params": params}
+        | {"no_standardize": not standardize, "bands": bands, "sample_size": sample_size, "seed": seed}
+        | {"model": model, "model_out": model_out},
+    )
     with RasterReader(raster, bands) as reader:
         if model is not None:
             fc = FittedClusters.load(model)
@@ -285,7 +300,9 @@ def cluster_raster(
             reader,
             _map_spec(fc, raster, model_path, output),
             lambda X: fc.predict(X)[:, None],
-            fingerprint=fc.fingerprint(),
+            job=job,
+            resolved={**unheld, "model": fc.fingerprint()},
+            inputs={"model": model_identity(model)},
             blocksize=blocksize,
             resume=resume,
             discard_on_error=[model_path] if new_model else [],
@@ -300,6 +317,43 @@ def cluster_raster(
     _write_report(report, fc, sizes, model_path)
     log.info("Cluster sizes (pixels): %s", ", ".join(f"{k}: {v}" for k, v in sizes.items()))
     return ClusterResult(output, Path(model_path), report, fc, sizes)
+
+
+def run_cluster(options: ClusterOptions, *, progress: Callable[[int], None] | None = None) -> ClusterResult:
+    """``rasterlearn cluster`` as one call: cluster ``options.raster`` into the class map ``options.output``.
+
+    Parses the option texts (``bands``, JSON ``params``), computes the blocks on the executor of
+    ``options.scheduler``/``options.workers``, announces the number of blocks to ``progress`` and calls
+    :func:`cluster_raster` (fit on a sample, or apply ``options.model``); also writes ``OUT.clusters.json``.
+    ``progress(n)`` is called after each committed block (cancellation raises from it; a rerun resumes).
+
+    Example::
+
+        from rasterlearn.features import run_cluster
+        from rasterlearn.options import ClusterOptions
+
+        res = run_cluster(ClusterOptions(raster="features.tif", output="clusters.tif", clusters=6))
+        print(res.sizes)
+    """
+    raster, output = required(options, "raster", "output")
+    bands = parse_bands(options.bands)
+    with open_executor(options.scheduler, options.workers) as executor:
+        report_total(progress, feature_blocks(options))
+        return cluster_raster(
+            raster,
+            output,
+            method=options.method,
+            clusters=options.clusters,
+            params=options.params,
+            standardize=not options.no_standardize,
+            bands=bands,
+            sample_size=options.sample_size,
+            seed=options.seed,
+            model=options.model,
+            model_out=options.model_out,
+            progress=progress,
+            executor=executor,
+        )
 
 
 class _PixelCounts:

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 
 from rasterlearn.engine import journal
-from rasterlearn.engine.executor import BlockExecutor
+from rasterlearn.engine.events import report_total
+from rasterlearn.engine.executor import BlockExecutor, open_executor
 from rasterlearn.errors import ConfigError, InputError
 from rasterlearn.features._io import (
     MapSpec,
     Standardizer,
-    block_windows,
     check_model_bands,
     default_model_dir,
     estimator_errors,
@@ -34,14 +34,21 @@ from rasterlearn.features._io import (
     parse_kwargs,
     resolve_estimator,
     save_model_folder,
-    window_size_for,
     write_map,
 )
+from rasterlearn.features._stage import (
+    call_options,
+    feature_blocks,
+    model_identity,
+    required,
+)
+from rasterlearn.features._stage import count_blocks as _count_blocks
 from rasterlearn.features.sampling import sample_pixels
 from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader
+from rasterlearn.options import ReduceOptions, parse_bands
 
-__all__ = ["REDUCERS", "FittedReducer", "ReduceResult", "fit_reducer", "reduce_raster"]
+__all__ = ["REDUCERS", "FittedReducer", "ReduceResult", "fit_reducer", "reduce_raster", "run_reduce"]
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +280,12 @@ def reduce_raster(
     model_dir = model_dir_for(output, model, model_out)
     check_outputs([raster, model], [output, model_dir])
     new_model = model_dir is not None and not model_dir.exists()
+    job, unheld = call_options(
+        ReduceOptions,
+        {"raster": raster, "output": output, "method": method, "components": components, "params": params}
+        | {"no_standardize": not standardize, "bands": bands, "sample_size": sample_size, "seed": seed}
+        | {"model": model, "model_out": model_out, "trust_model": trust_model},
+    )
     with RasterReader(raster, bands) as reader:
         if model is not None:
             red = FittedReducer.load(model, trust=trust_model)
@@ -308,7 +321,9 @@ def reduce_raster(
             reader,
             spec,
             red.transform,
-            fingerprint=red.fingerprint(),
+            job=job,
+            resolved={**unheld, "model": red.fingerprint()},
+            inputs={"model": model_identity(model)},
             blocksize=blocksize,
             resume=resume,
             discard_on_error=[model_path] if new_model else [],
@@ -322,5 +337,42 @@ def reduce_raster(
 
 def count_blocks(raster: str | Path, blocksize: int = 512) -> int:
     """Number of blocks a stage will process (for progress bars)."""
-    with RasterReader(raster) as r:
-        return len(block_windows(r.grid, window_size_for(r.count, blocksize)))
+    return _count_blocks(raster, None, blocksize)
+
+
+def run_reduce(options: ReduceOptions, *, progress: Callable[[int], None] | None = None) -> ReduceResult:
+    """``rasterlearn reduce`` as one call: reduce ``options.raster``'s bands into ``options.output``.
+
+    Parses the option texts (``bands``, JSON ``params``), computes the blocks on the executor of
+    ``options.scheduler``/``options.workers``, announces the number of blocks to ``progress`` and calls
+    :func:`reduce_raster` (fit on a sample, or apply ``options.model``). ``progress(n)`` is called after each
+    committed block (cancellation raises from it; a rerun resumes).
+
+    Example::
+
+        from rasterlearn.features import run_reduce
+        from rasterlearn.options import ReduceOptions
+
+        res = run_reduce(ReduceOptions(raster="features.tif", output="pca.tif", components=3))
+        print(res.path, res.explained_variance_ratio)
+    """
+    raster, output = required(options, "raster", "output")
+    bands = parse_bands(options.bands)
+    with open_executor(options.scheduler, options.workers) as executor:
+        report_total(progress, feature_blocks(options))
+        return reduce_raster(
+            raster,
+            output,
+            method=options.method,
+            components=options.components,
+            params=options.params,
+            standardize=not options.no_standardize,
+            bands=bands,
+            sample_size=options.sample_size,
+            seed=options.seed,
+            model=options.model,
+            model_out=options.model_out,
+            trust_model=options.trust_model,
+            progress=progress,
+            executor=executor,
+        )

@@ -16,16 +16,23 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rasterlearn._util import stable_hash
-from rasterlearn.engine.executor import BlockExecutor
+from rasterlearn.engine import journal
+from rasterlearn.engine.events import report_total
+from rasterlearn.engine.executor import BlockExecutor, open_executor
 from rasterlearn.errors import ConfigError
-from rasterlearn.features._io import Standardizer, apply_by_window
+from rasterlearn.features._io import MapSpec, Standardizer, write_map
+from rasterlearn.features._stage import (
+    call_options,
+    feature_blocks,
+    input_files,
+    required,
+)
 from rasterlearn.features.sampling import sample_pixels, sample_vector
 from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader
-from rasterlearn.io.writer import BlockWriter
+from rasterlearn.options import SimilarityOptions, parse_bands
 
-__all__ = ["SimilarityResult", "cosine_similarity", "similarity_raster"]
+__all__ = ["SimilarityResult", "cosine_similarity", "run_similarity", "similarity_raster"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +86,12 @@ def similarity_raster(
         raise ConfigError(f"mode must be 'mean' or 'max', got {mode!r}")
     output = Path(output)
     check_outputs([raster, references], [output])
+    job, unheld = call_options(
+        SimilarityOptions,
+        {"raster": raster, "references": references, "output": output, "mode": mode, "rate": rate}
+        | {"max_per_feature": max_per_feature, "standardize": standardize, "layer": layer, "bands": bands}
+        | {"seed": seed},
+    )
     with RasterReader(raster, bands) as reader:
         vs = sample_vector(
             reader, references, layer=layer, rate=rate, max_per_feature=max_per_feature, seed=seed
@@ -116,26 +129,54 @@ def similarity_raster(
             "rasterlearn_reference_features": vs.n_features,
             "rasterlearn_standardize": standardize,
         }
-        with BlockWriter(
-            output,
-            reader.grid,
-            1,
-            "float32",
-            nodata=float("nan"),
-            tags=tags,
-            band_descriptions=["cosine_similarity"],
+        write_map(
+            reader,
+            MapSpec(output, "float32", float("nan"), tags, ["cosine_similarity"]),
+            fn,
+            job=job,
+            resolved={**unheld, "references": journal.fingerprint({}, std.mean, std.scale, refs)},
+            inputs=input_files(references=references),
             blocksize=blocksize,
             resume=True,  # an interrupted map with the same references continues
-            fingerprint=stable_hash({"mode": mode, "bands": reader.band_names}, std.mean, std.scale, refs),
-        ) as writer:
-            apply_by_window(
-                reader,
-                writer,
-                fn,
-                nodata=float("nan"),
-                out_dtype="float32",
-                blocksize=blocksize,
-                progress=progress,
-                executor=executor,
-            )
+            discard_on_error=[],
+            progress=progress,
+            executor=executor,
+        )
     return SimilarityResult(output, refs, len(vs), vs.n_features)
+
+
+def run_similarity(
+    options: SimilarityOptions, *, progress: Callable[[int], None] | None = None
+) -> SimilarityResult:
+    """``rasterlearn similarity`` as one call: the cosine-similarity map of ``options.raster`` to the
+    features of ``options.references``, written to ``options.output``.
+
+    Parses ``bands``, computes the blocks on the executor of ``options.scheduler``/``options.workers``,
+    announces the number of blocks to ``progress`` and calls :func:`similarity_raster`. ``progress(n)`` is
+    called after each committed block (cancellation raises from it; a rerun resumes).
+
+    Example::
+
+        from rasterlearn.features import run_similarity
+        from rasterlearn.options import SimilarityOptions
+
+        res = run_similarity(SimilarityOptions(raster="features.tif", references="pts.gpkg", output="sim.tif"))
+    """
+    raster, references, output = required(options, "raster", "references", "output")
+    bands = parse_bands(options.bands)
+    with open_executor(options.scheduler, options.workers) as executor:
+        report_total(progress, feature_blocks(options))
+        return similarity_raster(
+            raster,
+            references,
+            output,
+            mode=options.mode,
+            bands=bands,
+            layer=options.layer,
+            rate=options.rate,
+            max_per_feature=options.max_per_feature,
+            standardize=options.standardize,
+            seed=options.seed,
+            progress=progress,
+            executor=executor,
+        )

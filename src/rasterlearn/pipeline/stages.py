@@ -11,7 +11,15 @@ from typing import Any
 
 from rasterlearn.engine.journal import Decision, input_identity, without
 from rasterlearn.errors import ConfigError
-from rasterlearn.options import ChipsOptions, EmbedOptions, EvaluateOptions, PredictOptions
+from rasterlearn.options import (
+    ChipsOptions,
+    ClusterOptions,
+    EmbedOptions,
+    EvaluateOptions,
+    PredictOptions,
+    ReduceOptions,
+    SimilarityOptions,
+)
 from rasterlearn.pipeline.cache import StageCache, StageRecord, canonical_hash
 from rasterlearn.pipeline.config import FeaturesSection, PredictSection, RunConfig, _resolve
 from rasterlearn.pipeline.scenes import ResolvedScene, resolve_scenes
@@ -414,9 +422,7 @@ class _Stages:
 
         def body(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             from rasterlearn.embed import run_embed
-            from rasterlearn.features.cluster import cluster_raster
-            from rasterlearn.features.reduce import reduce_raster
-            from rasterlearn.features.similarity import similarity_raster
+            from rasterlearn.features import run_cluster, run_reduce, run_similarity
 
             outputs: dict[str, Any] = {}
             summary: dict[str, Any] = {
@@ -432,24 +438,21 @@ class _Stages:
                     summary[f"{s.id}_dim"] = res.dim
                     summary[f"{s.id}_weights_sha256"] = res.parameters.get("weights_sha256")
                 o["features"] = str(feat)
-                if f.pca_components:
-                    pca = folder / f"{s.id}_pca.tif"
-                    if not pca.exists():
-                        r = reduce_raster(feat, pca, method="pca", components=f.pca_components, seed=f.seed)
-                        ev = r.explained_variance_ratio
+                pca_job, clu_job, sim_job = _analysis_options(f, feat, folder / s.id, refs)
+                if pca_job is not None and pca_job.output is not None:
+                    if not pca_job.output.exists():
+                        ev = run_reduce(pca_job).explained_variance_ratio
                         if ev:
                             summary[f"{s.id}_pca_explained"] = round(float(sum(ev)), 4)
-                    o["pca"] = str(pca)
-                if f.clusters:
-                    clu = folder / f"{s.id}_clusters.tif"
-                    if not clu.exists():
-                        cluster_raster(feat, clu, method="kmeans", clusters=f.clusters, seed=f.seed)
-                    o["clusters"] = str(clu)
-                if refs is not None:
-                    sim = folder / f"{s.id}_similarity.tif"
-                    if not sim.exists():
-                        similarity_raster(feat, refs, sim, mode=f.similarity_mode, seed=f.seed)
-                    o["similarity"] = str(sim)
+                    o["pca"] = str(pca_job.output)
+                if clu_job is not None and clu_job.output is not None:
+                    if not clu_job.output.exists():
+                        run_cluster(clu_job)
+                    o["clusters"] = str(clu_job.output)
+                if sim_job is not None and sim_job.output is not None:
+                    if not sim_job.output.exists():
+                        run_similarity(sim_job)
+                    o["similarity"] = str(sim_job.output)
                 outputs[s.id] = o
             return outputs, summary
 
@@ -516,6 +519,33 @@ def _embed_options(
             "cache_dir": folder / "embed_sessions",
         }
     )
+
+
+def _analysis_options(
+    f: FeaturesSection, features: Path, prefix: Path, references: Path | None
+) -> tuple[ReduceOptions | None, ClusterOptions | None, SimilarityOptions | None]:
+    """The ``features`` section's analysis steps on one scene's feature raster as the stages' options (the
+    section's keys mapped to the models' fields here only): PCA to ``PREFIX_pca.tif`` (``pca_components``,
+    0: none), k-means to ``PREFIX_clusters.tif`` (``clusters``, 0: none) and the similarity map to
+    ``PREFIX_similarity.tif`` (with ``references``), all seeded with ``seed``."""
+    raster, name, seed = str(features), prefix.name, f.seed
+    pca = clu = sim = None
+    if f.pca_components:
+        pca = ReduceOptions.model_validate(
+            {"raster": raster, "output": prefix.with_name(f"{name}_pca.tif"), "method": "pca"}
+            | {"components": f.pca_components, "seed": seed}
+        )
+    if f.clusters:
+        clu = ClusterOptions.model_validate(
+            {"raster": raster, "output": prefix.with_name(f"{name}_clusters.tif"), "method": "kmeans"}
+            | {"clusters": f.clusters, "seed": seed}
+        )
+    if references is not None:
+        sim = SimilarityOptions.model_validate(
+            {"raster": raster, "output": prefix.with_name(f"{name}_similarity.tif"), "references": references}
+            | {"mode": f.similarity_mode, "seed": seed}
+        )
+    return pca, clu, sim
 
 
 def _token(rec: StageRecord) -> str:
