@@ -146,6 +146,20 @@ def _comma_items(value: Any) -> Any:
     return items or None
 
 
+def _proportions(value: Any) -> Any:
+    """``"1:5,2:10"`` (class code: minimum percent, the command line's form) as a mapping; empty is ``None``."""
+    if not isinstance(value, str):
+        return value
+    items: dict[str, str] = {}
+    for part in value.split(","):
+        if part.strip():
+            code, sep, percent = part.partition(":")
+            if not sep:
+                raise ValueError(f"class proportion {part.strip()!r} must be 'code:percent', e.g. '1:5,2:10'")
+            items[code.strip()] = percent.strip()
+    return items or None
+
+
 Files = Annotated[list[Path], BeforeValidator(_files)]
 """Input files (chips): a YAML list or one file; none is an empty list."""
 CommaItems = Annotated[list[int | str] | None, BeforeValidator(_comma_items)]
@@ -194,7 +208,9 @@ class ChipsOptions(StageOptions):
     block_size: int | None = Field(None, gt=0, description="spatial split block size (default: 4 x size)")
     min_annotated: float = Field(0.0, ge=0.0, le=100.0, description="min percent of labelled pixels per chip")
     max_nodata: float = Field(100.0, ge=0.0, le=100.0, description="max percent of nodata pixels per chip")
-    class_proportion: dict[int, float] | str | None = Field(None, description="min percent per class")
+    class_proportion: Annotated[dict[int, float] | None, BeforeValidator(_proportions)] = Field(
+        None, description="min percent per class"
+    )
     seed: int = Field(0, description="random seed of splits and statistics")
     compress: Literal["deflate", "lzw", "zstd", "none"] = Field("deflate", description="chip compression")
     stats_sample: int = Field(200_000, gt=0, description="pixels sampled for band statistics (file only)")
