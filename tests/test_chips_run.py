@@ -81,7 +81,9 @@ def test_progress_counts_both_phases_and_phases_get_one_callback_each(inputs, tm
 
     events: list[Any] = []
     monitor = Monitor("chips", events.append, min_interval=0.0)
-    again = run_chips(ChipsOptions(**base, output=tmp_path / "b"), phases=monitor.phase)
+    both: list[int] = []
+    again = run_chips(ChipsOptions(**base, output=tmp_path / "b"), phases=monitor.phase, progress=both.append)
+    assert sum(both) == 3 * 4 + again.written  # still counted when phases are given too
     assert [(p.name, p.total, p.done) for p in monitor.phases] == [
         ("scanning windows", 12, 12),
         ("writing chips", again.written, again.written),

@@ -4,7 +4,8 @@ chips stage."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 from rasterlearn.chips.finish import ChipResult
 from rasterlearn.chips.job import ChipJob
@@ -17,9 +18,10 @@ from rasterlearn.options import ChipsOptions
 
 __all__ = ["PhaseStart", "chip_job", "option_scenes", "run_chips"]
 
-PhaseStart = Callable[[str, int, str], Progress]
-"""Opens a progress phase ``(name, total, unit)`` and returns its ``progress(n)`` callback, e.g.
-:meth:`rasterlearn.engine.events.Monitor.phase`."""
+PhaseStart = Callable[[str, int, str], Progress | AbstractContextManager[Progress]]
+"""Opens a progress phase ``(name, total, unit)`` and returns its ``progress(n)`` callback (e.g.
+:meth:`rasterlearn.engine.events.Monitor.phase`), or a context manager giving it that is closed when the
+phase ends (the CLI's progress bars)."""
 
 SCAN_PHASE = ("scanning windows", "windows")
 WRITE_PHASE = ("writing chips", "chips")
@@ -50,8 +52,9 @@ def run_chips(
             dataset folder ``output`` and the chips' parameters (see :func:`make_chips`).
         progress: called with the number of windows scanned, then of chips written; its total (windows,
             then windows + chips) is announced with :func:`~rasterlearn.engine.events.report_total`.
-        phases: instead of ``progress``, one callback per phase (``scanning windows`` in windows, then
-            ``writing chips`` in chips), each opened with its total (e.g. ``Monitor(...).phase``).
+        phases: opens one callback per phase (``scanning windows`` in windows, then ``writing chips`` in
+            chips) with its total (:data:`PhaseStart`, e.g. ``Monitor(...).phase``); ``progress`` still
+            counts both phases when given too.
         scenes: scenes already resolved by the caller (the run pipeline's, with their own ids, attributes
             and splits), instead of the options' inputs.
         schema: a class schema object (the run YAML's inline classes), instead of ``options.schema``.
@@ -66,21 +69,37 @@ def run_chips(
     """
     job = chip_job(options, scenes=scenes, schema=schema)
     job.prepare()
-    job.scan(_phase(progress, phases, SCAN_PHASE, job.n_windows, job.n_windows))
+    with _phase(progress, phases, SCAN_PHASE, job.n_windows, job.n_windows) as advance:
+        job.scan(advance)
     job.split()
-    job.write(_phase(progress, phases, WRITE_PHASE, job.n_to_write, job.n_windows + job.n_to_write))
+    with _phase(progress, phases, WRITE_PHASE, job.n_to_write, job.n_windows + job.n_to_write) as advance:
+        job.write(advance)
     return job.finish()
 
 
+@contextmanager
 def _phase(
     progress: Progress | None, phases: PhaseStart | None, phase: tuple[str, str], total: int, counted: int
-) -> Progress | None:
-    """One phase's callback: opened by ``phases`` with its ``total``, else ``progress`` told the work it
-    counts up to by the end of this phase (``counted``)."""
-    if phases is not None:
-        return phases(phase[0], total, phase[1])
+) -> Iterator[Progress | None]:
+    """One phase's callback: opened by ``phases`` with its ``total`` and closed when the phase ends (also
+    counting into ``progress`` when both are given), else ``progress`` told the work it counts up to by the
+    end of this phase (``counted``)."""
     report_total(progress, counted)
-    return progress
+    if phases is None:
+        yield progress
+        return
+    opened = phases(phase[0], total, phase[1])
+    with opened if isinstance(opened, AbstractContextManager) else nullcontext(opened) as advance:
+        if progress is None:
+            yield advance
+            return
+        both = progress
+
+        def count(n: int = 1) -> None:
+            advance(n)
+            both(n)
+
+        yield count
 
 
 def chip_job(

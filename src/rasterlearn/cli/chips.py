@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -181,13 +179,7 @@ def chips(
     from rasterlearn.chips import run_chips
 
     options = stage_options(ctx, ChipsOptions)
-    with ExitStack() as bars:
-
-        def phase(name: str, total: int, unit: str) -> Callable[[int], None]:
-            bars.close()  # the previous phase's bar ends where the next one starts
-            return bars.enter_context(progress_bar(name, total=total, unit=unit))
-
-        result = run_chips(options, phases=phase)
+    result = run_chips(options, phases=progress_bar)  # one bar per phase: scanning windows, writing chips
     _print_summary(result)
 
 
