@@ -169,11 +169,11 @@ CommaInts = Annotated[list[int] | None, BeforeValidator(_comma_items)]
 
 
 class ChipsOptions(StageOptions):
-    """Options of ``rasterlearn chips`` (the command line reads its defaults from here)."""
+    """Options of ``rasterlearn chips`` and of :func:`rasterlearn.chips.run_chips` (the command line reads its
+    defaults from here). The fields from ``size`` on are in the order ``dataset.json`` records them."""
 
     command: ClassVar[str] = "chips"
     output_neutral: ClassVar[frozenset[str]] = frozenset({"overwrite", "cache_mb"})
-    # the field order from ``size`` on is the order of the parameters recorded in dataset.json
 
     raster: Files = Field(default_factory=list, description="image rasters, paired with labels")
     image: Files = Field(default_factory=list, description="one raster per date of one scene")
