@@ -32,7 +32,9 @@ from tests.test_regression_digests import raster_digest
 
 COMMANDS = typer.main.get_command(app).commands  # type: ignore[attr-defined]
 FRONT_END = {"config", "progress"}  # how a run is shown or configured, not what it computes
-FILE_ONLY = {"chips": {"stats_sample"}}  # options a file may set that have no command-line flag
+FILE_ONLY = {
+    "chips": {"stats_sample", "stats_windows", "cache_mb"}
+}  # options a file may set that have no CLI flag
 FILE_ONLY["similarity"] = {"seed"}  # the run YAML's features.seed (the command line samples with 0)
 T = Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 4_000_000.0)
 

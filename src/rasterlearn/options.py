@@ -139,34 +139,75 @@ _WORKERS = "Compute blocks on a dask LocalCluster of N worker processes started 
 _MEMORY = "GDAL block cache bound during the job (MB)."
 
 
+def _files(value: Any) -> Any:
+    """Input files: none given (``None``, the command line's default) is an empty list; one file a list of one."""
+    return [] if value is None else _as_list(value)
+
+
+def _comma_items(value: Any) -> Any:
+    """A list of values, each of which may be a comma list (``--bands 4,3 --bands 2``), or one comma list; empty
+    is ``None``."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        return value
+    items: list[Any] = []
+    for item in value:
+        items += [v.strip() for v in item.split(",") if v.strip()] if isinstance(item, str) else [item]
+    return items or None
+
+
+def _proportions(value: Any) -> Any:
+    """``"1:5,2:10"`` (class code: minimum percent, the command line's form) as a mapping; empty is ``None``."""
+    if not isinstance(value, str):
+        return value
+    items: dict[str, str] = {}
+    for part in value.split(","):
+        if part.strip():
+            code, sep, percent = part.partition(":")
+            if not sep:
+                raise ValueError(f"class proportion {part.strip()!r} must be 'code:percent', e.g. '1:5,2:10'")
+            items[code.strip()] = percent.strip()
+    return items or None
+
+
+Files = Annotated[list[Path], BeforeValidator(_files)]
+"""Input files (chips): a YAML list or one file; none is an empty list."""
+CommaItems = Annotated[list[int | str] | None, BeforeValidator(_comma_items)]
+"""Bands (chips): a YAML list or comma lists, each value an index or a name."""
+CommaInts = Annotated[list[int] | None, BeforeValidator(_comma_items)]
+"""Class codes (chips): a YAML list or a comma list."""
+
+
 class ChipsOptions(StageOptions):
-    """Options of ``rasterlearn chips`` (the command line reads its defaults from here)."""
+    """Options of ``rasterlearn chips`` and of :func:`rasterlearn.chips.run_chips` (the command line reads its
+    defaults from here). The fields from ``size`` on are in the order ``dataset.json`` records them."""
 
     command: ClassVar[str] = "chips"
     output_neutral: ClassVar[frozenset[str]] = frozenset({"overwrite", "cache_mb"})
 
-    raster: list[Path] = Field(default_factory=list, description="image rasters, paired with labels")
-    image: list[Path] = Field(default_factory=list, description="one raster per date of one scene")
+    raster: Files = Field(default_factory=list, description="image rasters, paired with labels")
+    image: Files = Field(default_factory=list, description="one raster per date of one scene")
     nodata_policy: Literal["all-valid", "any-valid"] = Field(
         "all-valid", description="multi-date scenes: all-valid or any-valid"
     )
-    labels: list[Path] = Field(default_factory=list, description="vector labels for each raster")
-    label_raster: list[Path] = Field(default_factory=list, description="pre-rasterized label rasters")
+    labels: Files = Field(default_factory=list, description="vector labels for each raster")
+    label_raster: Files = Field(default_factory=list, description="pre-rasterized label rasters")
     scenes: Path | None = Field(None, description="scenes CSV instead of raster/labels")
     output: Path | None = Field(
         None, validation_alias=AliasChoices("output", "out"), description="dataset folder to write"
     )
+    size: int = Field(256, gt=0, description="chip size in pixels")
+    stride: int | None = Field(None, gt=0, description="step between chips (default: size)")
+    bands: CommaItems = Field(None, description="bands by 1-based index or description")
     attribute: str | None = Field(None, description="class attribute of the labels")
     burn_value: int = Field(1, description="class code burned when there is no attribute")
     layer: str | None = Field(None, description="vector layer name")
-    size: int = Field(256, gt=0, description="chip size in pixels")
-    stride: int | None = Field(None, gt=0, description="step between chips (default: size)")
-    bands: list[int | str] | None = Field(None, description="bands by 1-based index or description")
     schema_file: Path | None = Field(None, alias="schema", description="class schema YAML or colormap CSV")
     ignore_index: int | None = Field(None, ge=0, description="ignore code in masks (default: 255)")
     all_touched: bool = Field(False, description="burn every pixel a geometry touches")
     overlap: Literal["last", "priority"] = Field("last", description="overlapping features: last or priority")
-    priority: list[int] | None = Field(None, description="class codes from highest to lowest priority")
+    priority: CommaInts = Field(None, description="class codes from highest to lowest priority")
     label_areas: str | None = Field(None, description="label only inside: features, extent or a polygon file")
     unknown_classes: Literal["error", "ignore"] = Field("error", description="label values not in the schema")
     label_band: int = Field(1, ge=1, description="band of label rasters")
@@ -178,11 +219,17 @@ class ChipsOptions(StageOptions):
     block_size: int | None = Field(None, gt=0, description="spatial split block size (default: 4 x size)")
     min_annotated: float = Field(0.0, ge=0.0, le=100.0, description="min percent of labelled pixels per chip")
     max_nodata: float = Field(100.0, ge=0.0, le=100.0, description="max percent of nodata pixels per chip")
-    class_proportion: dict[int, float] | str | None = Field(None, description="min percent per class")
+    class_proportion: Annotated[dict[int, float] | None, BeforeValidator(_proportions)] = Field(
+        None, description="min percent per class"
+    )
     seed: int = Field(0, description="random seed of splits and statistics")
     compress: Literal["deflate", "lzw", "zstd", "none"] = Field("deflate", description="chip compression")
     stats_sample: int = Field(200_000, gt=0, description="pixels sampled for band statistics (file only)")
+    stats_windows: int = Field(
+        256, gt=0, description="trn windows per scene sampled for statistics (file only)"
+    )
     overwrite: bool = Field(False, description="replace an existing dataset")
+    cache_mb: int = Field(64, gt=0, description=_MEMORY + " (file only)")
 
 
 class PredictOptions(StageOptions):

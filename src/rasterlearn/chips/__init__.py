@@ -1,5 +1,9 @@
 """Training chips from rasters and labels: planning, filters, leakage-safe splits, manifest, statistics.
 
+The stage function is :func:`run_chips` over :class:`rasterlearn.options.ChipsOptions` (the options of
+``rasterlearn chips`` and its ``--config`` YAML); :func:`make_chips` is its keyword form over :class:`Scene`
+objects, :class:`ChipJob` the job in explicit phases.
+
 A chip dataset is a folder (format ``rasterlearn-chips/1``)::
 
     DIR/images/<chip_id>.tif   image chip: selected bands, source dtype and nodata, window georeference
@@ -29,7 +33,9 @@ from rasterlearn.chips.finish import combine_stats as combine_stats
 from rasterlearn.chips.job import ChipJob, make_chips
 from rasterlearn.chips.options import DROP_REASONS as DROP_REASONS
 from rasterlearn.chips.options import FORMAT, SPLITS, Compression, SplitMethod, parse_class_proportion
+from rasterlearn.chips.options import ChipSettings as ChipSettings
 from rasterlearn.chips.options import Progress as Progress
+from rasterlearn.chips.run import PhaseStart, chip_job, option_scenes, run_chips
 from rasterlearn.chips.scenes import Scene, read_scenes_csv
 from rasterlearn.chips.scenes import normalize_split as normalize_split
 from rasterlearn.chips.sources import load_label_areas, load_vector_labels
@@ -44,15 +50,19 @@ __all__ = [
     "ChipResult",
     "Compression",
     "LabelRaster",
+    "PhaseStart",
     "Scene",
     "SplitMethod",
     "apply_filters",
     "block_split",
+    "chip_job",
     "load_label_areas",
     "load_vector_labels",
     "make_chips",
+    "option_scenes",
     "parse_class_proportion",
     "random_split",
     "read_scenes_csv",
+    "run_chips",
     "stratified_split",
 ]

@@ -48,7 +48,7 @@ class _FinishPhase(_JobState):
     @_unlock_on_error
     def finish(self) -> ChipResult:
         assert self.plan is not None and self.schema is not None and self.candidates is not None
-        o, schema = self.opts, self.schema
+        o, schema = self.options, self.schema
         px_cols = [f"px_{c}" for c in schema.codes]
         cols = [
             "chip_id",
@@ -73,7 +73,7 @@ class _FinishPhase(_JobState):
         manifest = self.plan[cols].copy()
         _atomic_csv(self.out / "manifest.csv", manifest)
         _atomic_csv(self.out / "candidates.csv", self.candidates)
-        with gdal_cache(o["cache_mb"]):
+        with gdal_cache(o.cache_mb):
             stats = self._statistics(manifest)
         ref = self.states[0]
         crs = ref.grid.crs
@@ -87,12 +87,12 @@ class _FinishPhase(_JobState):
             )
         counts = manifest["split"].value_counts()
         scenes = self._scene_records(manifest)
-        dataset = {
+        dataset: dict[str, Any] = {
             "format": FORMAT,
             "params": self.params,
             "params_hash": self.params_hash,
-            "chip_size": o["size"],
-            "stride": o["stride"],
+            "chip_size": o.size,
+            "stride": self.settings.stride,
             "bands": ref.bands,
             "band_indexes": ref.band_indexes,
             "timesteps": ref.scene.timesteps,
@@ -115,9 +115,9 @@ class _FinishPhase(_JobState):
             "candidates": len(self.candidates),
             "edge": "pad",
             "filters": {
-                "min_annotated": o["min_annotated"],
-                "max_nodata": o["max_nodata"],
-                "class_proportion": {str(k): v for k, v in o["class_proportion"].items()},
+                "min_annotated": o.min_annotated,
+                "max_nodata": o.max_nodata,
+                "class_proportion": {str(k): v for k, v in self.settings.class_proportion.items()},
             },
         }
         atomic_write_json(self.out / "dataset.json", dataset, default=json_default)
@@ -155,19 +155,19 @@ class _FinishPhase(_JobState):
 
     def _statistics(self, manifest: pd.DataFrame) -> list[BandStats]:
         """Nodata-aware band statistics over the trn chips' valid pixels (sampled windows, seeded)."""
-        o = self.opts
+        o = self.options
         chosen = manifest[manifest["split"] == "trn"]
         if chosen.empty:
             log.warning("No trn chips: band statistics are computed on all chips")
             chosen = manifest
-        rng = np.random.default_rng(o["seed"])
+        rng = np.random.default_rng(o.seed)
         parts: list[list[BandStats]] = []
         for st in self.states:
             rows = chosen[chosen["scene"] == st.id]
             if rows.empty:
                 continue
-            if len(rows) > o["stats_windows"]:
-                rows = rows.iloc[np.sort(rng.choice(len(rows), o["stats_windows"], replace=False))]
+            if len(rows) > o.stats_windows:
+                rows = rows.iloc[np.sort(rng.choice(len(rows), o.stats_windows, replace=False))]
             wins = []
             for r in rows.itertuples(index=False):
                 w = Window(int(r.row_off), int(r.col_off), int(r.height), int(r.width)).clip(*st.grid.shape)
@@ -176,7 +176,7 @@ class _FinishPhase(_JobState):
             with st.scene.open(st.band_indexes) as reader:
                 try:
                     parts.append(
-                        band_statistics(reader, sample_size=o["stats_sample"], windows=wins, seed=o["seed"])
+                        band_statistics(reader, sample_size=o.stats_sample, windows=wins, seed=o.seed)
                     )
                 except EmptyInputError:
                     log.warning("%s: no valid pixel in its trn chips for statistics", st.id)

@@ -10,29 +10,30 @@ from typing import Any
 
 from rasterlearn._util import atomic_write_json, file_identity
 from rasterlearn.chips.finish import ChipResult, _FinishPhase
-from rasterlearn.chips.options import FORMAT, Compression, Progress, SplitMethod
+from rasterlearn.chips.options import FORMAT, Compression, Progress, SplitMethod, keyword_options
 from rasterlearn.chips.scan import _ScanPhases
 from rasterlearn.chips.scenes import Scene, _unique_ids
 from rasterlearn.chips.split import _SplitPhase
 from rasterlearn.chips.state import _SceneState, _unlock_on_error
 from rasterlearn.chips.store import _PARAMS_FILE, _file_identity, _resolve_out
-from rasterlearn.engine.journal import fingerprint, without
+from rasterlearn.engine.journal import fingerprint
 from rasterlearn.errors import InputError, InputNotFoundError
 from rasterlearn.grid import plan_tiles
 from rasterlearn.io.paths import acquire_lock
 from rasterlearn.label_grid import LabelRaster
 from rasterlearn.labels import ClassSchema, LabelAreasMode, OverlapRule, UnknownPolicy, crs_name, infer_schema
-from rasterlearn.options import ChipsOptions
 
 # one logger for the whole stage, as before the split (log lines and --progress json name it)
 log = logging.getLogger("rasterlearn.chips")
 
 
 class ChipJob(_ScanPhases, _SplitPhase, _FinishPhase):
-    """A chips job in explicit phases, so callers (the CLI, notebooks) can show progress per phase.
+    """A chips job in explicit phases, so callers can show progress per phase: ``ChipJob(scenes, options,
+    schema=None)`` for :class:`~rasterlearn.options.ChipsOptions` (its ``output`` is the dataset folder) and a
+    class schema object when the options name no schema file.
 
-    ``make_chips`` runs ``prepare() -> scan() -> split() -> write() -> finish()`` (:meth:`run`); see its
-    arguments.
+    :func:`run_chips` (the stage function) and ``make_chips`` (its keyword form) run ``prepare() -> scan() ->
+    split() -> write() -> finish()`` (:meth:`run`); see their arguments.
     """
 
     def run(self, progress: Progress | None = None) -> ChipResult:
@@ -49,7 +50,7 @@ class ChipJob(_ScanPhases, _SplitPhase, _FinishPhase):
         """Check the inputs, fix the class schema and the output folder; takes the folder's lock (released by
         :meth:`finish`, or taken over as stale once this process ends)."""
         acquire_lock(self.requested_out)
-        o = self.opts
+        o = self.options
         ids = _unique_ids(self.scenes)
         for s, sid in zip(self.scenes, ids, strict=True):
             s.id = sid
@@ -68,7 +69,7 @@ class ChipJob(_ScanPhases, _SplitPhase, _FinishPhase):
                     f"Scene {s.image} has {s.timesteps} date(s) but {self.scenes[0].image} has "
                     f"{self.scenes[0].timesteps}; every scene of a dataset must have the same dates count"
                 )
-            with s.open(o["bands"]) as r:
+            with s.open(self.settings.bands) as r:
                 st = _SceneState(
                     s,
                     s.id or s.image.stem,
@@ -77,7 +78,7 @@ class ChipJob(_ScanPhases, _SplitPhase, _FinishPhase):
                     r.band_indexes,
                     r.dtype,
                     r.nodata,
-                    len(plan_tiles(r.grid, o["size"], o["stride"], edge="pad")),
+                    len(plan_tiles(r.grid, o.size, self.settings.stride, edge="pad")),
                 )
             if first_bands is None:
                 first_bands = st.bands
@@ -91,7 +92,7 @@ class ChipJob(_ScanPhases, _SplitPhase, _FinishPhase):
         schema = self._schema()
         self.schema = schema
         self._make_params()
-        self.out = _resolve_out(self.requested_out, self.params_hash, o["overwrite"])
+        self.out = _resolve_out(self.requested_out, self.params_hash, o.overwrite)
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "images").mkdir(exist_ok=True)
         (self.out / "masks").mkdir(exist_ok=True)
@@ -111,11 +112,11 @@ class ChipJob(_ScanPhases, _SplitPhase, _FinishPhase):
 
     def _schema(self) -> ClassSchema:
         """The given class schema (with the ignore code asked for), else one inferred from the label values."""
-        o = self.opts
+        o = self.options
         values: list[Any] = []
-        sparse = o["label_areas"] == "features"
+        sparse = self.settings.label_areas == "features"
         # label values for schema inference (vectors are read again per scene at scan time)
-        given = o["schema"]
+        given = self.given_schema
         if given is None:
             for st in self.states:
                 src = self._open_labels(st, None)
@@ -126,22 +127,22 @@ class ChipJob(_ScanPhases, _SplitPhase, _FinishPhase):
                         src.close()
             if any(st.scene.label_raster is not None for st in self.states) and not sparse:
                 schema = infer_schema(
-                    values, background=0 if 0 in values else None, ignore_index=o["ignore_index"]
+                    values, background=0 if 0 in values else None, ignore_index=o.ignore_index
                 )
             elif all(self._attribute(st) is None for st in self.states) and len(set(values)) == 1:
                 v = int(values[0])
-                base = ClassSchema.binary(ignore_index=o["ignore_index"] or 255) if v == 1 else None
-                schema = base or infer_schema(values, sparse=sparse, ignore_index=o["ignore_index"])
+                base = ClassSchema.binary(ignore_index=o.ignore_index or 255) if v == 1 else None
+                schema = base or infer_schema(values, sparse=sparse, ignore_index=o.ignore_index)
             else:
-                schema = infer_schema(values, sparse=sparse, ignore_index=o["ignore_index"])
+                schema = infer_schema(values, sparse=sparse, ignore_index=o.ignore_index)
         else:
             schema = given
-            if o["ignore_index"] is not None and o["ignore_index"] != schema.ignore_index:
-                schema = replace(schema, ignore_index=int(o["ignore_index"]))
+            if o.ignore_index is not None and o.ignore_index != schema.ignore_index:
+                schema = replace(schema, ignore_index=int(o.ignore_index))
         return schema
 
     def _check_grid(self, st: _SceneState) -> None:
-        g, size = st.grid, self.opts["size"]
+        g, size = st.grid, self.options.size
         if g.height < size or g.width < size:
             log.warning(
                 "%s is %dx%d px, smaller than one %d px chip: its chips are padded with nodata/ignore",
@@ -163,13 +164,10 @@ class ChipJob(_ScanPhases, _SplitPhase, _FinishPhase):
             log.warning("%s has a rotated/sheared transform; chips keep it", st.scene.image)
 
     def _make_params(self) -> None:
+        """The dataset's parameters and their hash (its fingerprint: a dataset of the same hash is resumed):
+        the options less the output-neutral ones, resolved (:meth:`ChipSettings.record`), with the scenes'
+        file identities and the class schema's content."""
         assert self.schema is not None
-        o = self.opts
-        # the schema is hashed as its content (below); the output-neutral options are declared once
-        opts = without(o, ChipsOptions.neutral_fields() | {"schema"})
-        la = o["label_areas"]
-        if la is not None and la not in ("features", "extent"):
-            opts["label_areas"] = _file_identity(Path(la))
         self.params = {
             "format": FORMAT,
             "scenes": [
@@ -193,7 +191,7 @@ class ChipJob(_ScanPhases, _SplitPhase, _FinishPhase):
                 }
                 for st in self.states
             ],
-            **opts,
+            **self.settings.record(self.options),
             "schema": self.schema.to_dict(),
         }
         self.params_hash = fingerprint(self.params)
@@ -266,8 +264,7 @@ def make_chips(
     Raises:
         InputError and subclasses for bad inputs (see :mod:`rasterlearn.errors`), OutputError.
     """
-    return ChipJob(
-        scenes,
+    options, given = keyword_options(
         out,
         size=size,
         stride=stride,
@@ -296,4 +293,5 @@ def make_chips(
         stats_windows=stats_windows,
         overwrite=overwrite,
         cache_mb=cache_mb,
-    ).run(progress)
+    )
+    return ChipJob(scenes, options, schema=given).run(progress)

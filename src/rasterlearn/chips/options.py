@@ -1,13 +1,19 @@
-"""Chips options: names, defaults and their checks; the dataset format and split names."""
+"""Chips options: the options model as a job's settings (resolved, checked across fields) and as the
+parameters a dataset records; the dataset format and split names."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
+from rasterlearn._util import file_identity
 from rasterlearn.errors import ConfigError, InputNotFoundError
 from rasterlearn.labels import ClassSchema
+from rasterlearn.options import ChipsOptions, describe_validation_error
 
 FORMAT = "rasterlearn-chips/1"
 SPLITS = ("trn", "val", "tst")
@@ -45,93 +51,100 @@ def parse_class_proportion(value: str | Mapping[Any, Any] | None) -> dict[int, f
     return out
 
 
-_DEFAULTS: dict[str, Any] = {
-    "size": 256,
-    "stride": None,
-    "bands": None,
-    "attribute": None,
-    "burn_value": 1,
-    "layer": None,
-    "schema": None,
-    "ignore_index": None,
-    "all_touched": False,
-    "overlap": "last",
-    "priority": None,
-    "label_areas": None,
-    "unknown": "error",
-    "label_band": 1,
-    "split_method": "auto",
-    "val": 0.15,
-    "test": 0.15,
-    "block_size": None,
-    "min_annotated": 0.0,
-    "max_nodata": 100.0,
-    "class_proportion": None,
-    "seed": 0,
-    "compress": "deflate",
-    "stats_sample": 200_000,
-    "stats_windows": 256,
-    "overwrite": False,
-    "cache_mb": 64,
-}
+# -- the options model (rasterlearn.options.ChipsOptions) as a job's settings and its recorded parameters ------
+KEYWORD_NAMES = {"unknown": "unknown_classes"}
+"""``make_chips`` keywords that the options model names otherwise."""
+RESOLVED_FIELDS = frozenset(
+    {"raster", "image", "nodata_policy", "labels", "label_raster", "scenes", "output", "schema_file"}
+)
+"""Fields recorded as what they resolve to rather than as given: the scenes (their files' identities, dates
+and splits under ``scenes``), the dataset folder (it holds the record) and the class schema (its content)."""
+RECORD_NAMES = {"unknown_classes": "unknown"}
+"""Fields recorded under another name in ``dataset.json``'s ``params`` (their name before the options model;
+renaming them would change every dataset's parameters hash)."""
 
 
-def _check_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = set(options) - set(_DEFAULTS)
-    if unknown:
-        raise ConfigError(f"Unknown chips options {sorted(unknown)}; valid: {', '.join(sorted(_DEFAULTS))}")
-    o = {**_DEFAULTS, **{k: v for k, v in options.items() if v is not None or k in ("stride",)}}
-    o["size"] = int(o["size"])
-    o["stride"] = int(o["stride"]) if o["stride"] is not None else o["size"]
-    if o["size"] <= 0 or o["stride"] <= 0:
-        raise ConfigError(
-            f"chip size and stride must be positive, got size={o['size']}, stride={o['stride']}"
-        )
-    if o["stride"] > o["size"]:
-        raise ConfigError(
-            f"stride ({o['stride']}) is larger than the chip size ({o['size']}): pixels between chips "
-            f"would never be used; use a stride <= {o['size']}"
-        )
-    if o["bands"] is not None:
-        o["bands"] = [
-            int(b) if isinstance(b, int) or str(b).strip().isdigit() else str(b) for b in o["bands"]
-        ]
-    if isinstance(o["schema"], str | Path):
-        o["schema"] = ClassSchema.load(o["schema"])
-    elif isinstance(o["schema"], Mapping):
-        o["schema"] = ClassSchema.from_dict(o["schema"])
-    choices = {
-        "overlap": ("last", "priority"),
-        "unknown": ("error", "ignore"),
-        "split_method": ("auto", "blocks", "random", "stratified", "scene"),
-        "compress": ("deflate", "lzw", "zstd", "none"),
-    }
-    for key, allowed in choices.items():
-        if o[key] not in allowed:
-            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {o[key]!r}")
-    la = o["label_areas"]
-    if la is not None and la not in ("features", "extent"):
-        if not Path(str(la)).exists():
-            raise InputNotFoundError(
-                f"label_areas {la!r} is neither 'features', 'extent' nor an existing polygon file"
+def validate_options(values: Mapping[str, Any], where: str = "chips options") -> ChipsOptions:
+    """``values`` as :class:`ChipsOptions`; a refused value is one :class:`ConfigError` line naming it."""
+    try:
+        return ChipsOptions.model_validate(dict(values))
+    except ValidationError as exc:
+        raise ConfigError(f"Invalid {where}: {describe_validation_error(exc, ChipsOptions)}") from exc
+
+
+def keyword_options(out: str | Path, **keywords: Any) -> tuple[ChipsOptions, ClassSchema | None]:
+    """:func:`rasterlearn.chips.make_chips`'s keywords as :class:`ChipsOptions` (``None`` = the default), and
+    a class schema given as a :class:`ClassSchema` or a mapping (the model takes a file)."""
+    values = {KEYWORD_NAMES.get(k, k): v for k, v in keywords.items() if v is not None}
+    given: ClassSchema | None = None
+    schema = values.pop("schema", None)
+    if isinstance(schema, ClassSchema):
+        given = schema
+    elif isinstance(schema, Mapping):
+        given = ClassSchema.from_dict(schema)
+    elif schema is not None:
+        values["schema"] = schema
+    if isinstance(values.get("label_areas"), Path):
+        values["label_areas"] = str(values["label_areas"])
+    return validate_options({**values, "output": out}), given
+
+
+@dataclass(frozen=True)
+class ChipSettings:
+    """What a job's :class:`ChipsOptions` leave open, resolved and checked across fields."""
+
+    stride: int
+    """The step between chips (the chip size when the options give none)."""
+    bands: list[int | str] | None
+    """Band indexes as numbers (``"4"`` is band 4), names as text."""
+    label_areas: str | None
+    """``features``, ``extent``, an absolute polygon file path, or ``None``."""
+    class_proportion: dict[int, float]
+    """Class code -> minimum percent of a chip's labelled pixels."""
+
+    @classmethod
+    def resolve(cls, o: ChipsOptions) -> ChipSettings:
+        stride = o.size if o.stride is None else o.stride
+        if stride > o.size:
+            raise ConfigError(
+                f"stride ({stride}) is larger than the chip size ({o.size}): pixels between chips "
+                f"would never be used; use a stride <= {o.size}"
             )
-        o["label_areas"] = str(Path(str(la)).resolve())
-    for key in ("val", "test"):
-        o[key] = float(o[key])
-        if not 0.0 <= o[key] < 1.0:
-            raise ConfigError(f"{key} fraction must be in [0, 1), got {o[key]}")
-    if o["val"] + o["test"] >= 1.0:
-        raise ConfigError(
-            f"val ({o['val']}) + test ({o['test']}) leave no training chips; keep their sum below 1"
+        if o.val + o.test >= 1.0:
+            raise ConfigError(
+                f"val ({o.val}) + test ({o.test}) leave no training chips; keep their sum below 1"
+            )
+        bands = None
+        if o.bands is not None:
+            bands = [int(b) if isinstance(b, int) or str(b).strip().isdigit() else str(b) for b in o.bands]
+        la = o.label_areas
+        if la is not None and la not in ("features", "extent"):
+            if not Path(la).exists():
+                raise InputNotFoundError(
+                    f"label_areas {la!r} is neither 'features', 'extent' nor an existing polygon file"
+                )
+            la = str(Path(la).resolve())
+        return cls(stride, bands, la, parse_class_proportion(o.class_proportion))
+
+    def schema(self, o: ChipsOptions, given: ClassSchema | None = None) -> ClassSchema | None:
+        """The class schema asked for: ``given`` (an object), the options' schema file, or ``None`` (inferred)."""
+        if given is not None and o.schema_file is not None:
+            raise ConfigError(
+                f"A class schema is given twice (an object and the file {o.schema_file}); give one of them"
+            )
+        return ClassSchema.load(o.schema_file) if o.schema_file is not None else given
+
+    def record(self, o: ChipsOptions) -> dict[str, Any]:
+        """The options part of a chip dataset's parameters (``dataset.json``'s ``params``, the source of its
+        fingerprint): every field of ``o`` but the output-neutral ones (:meth:`ChipsOptions.neutral_fields`)
+        and :data:`RESOLVED_FIELDS`, with the values resolved here; a label-areas file as its identity."""
+        dump = o.model_dump(mode="json", exclude=set(o.neutral_fields() | RESOLVED_FIELDS))
+        record = {RECORD_NAMES.get(k, k): v for k, v in dump.items()}
+        la = self.label_areas
+        record.update(
+            stride=self.stride,
+            bands=self.bands,
+            class_proportion=self.class_proportion,
+            label_areas=la if la in (None, "features", "extent") else file_identity(la),
         )
-    for key in ("min_annotated", "max_nodata"):
-        o[key] = float(o[key])
-        if not 0.0 <= o[key] <= 100.0:
-            raise ConfigError(f"{key} is a percent in 0..100, got {o[key]}")
-    o["class_proportion"] = parse_class_proportion(o["class_proportion"])
-    if o["priority"] is not None:
-        o["priority"] = [int(p) for p in o["priority"]]
-    if o["block_size"] is not None:
-        o["block_size"] = int(o["block_size"])
-    o["seed"] = int(o["seed"])
-    return o
+        return record

@@ -30,7 +30,7 @@ class _ScanPhases(_JobState):
     @_unlock_on_error
     def scan(self, progress: Progress | None = None) -> pd.DataFrame:
         """Read every planned window, rasterize its labels and count pixels (cached per scene)."""
-        with gdal_cache(self.opts["cache_mb"]):
+        with gdal_cache(self.options.cache_mb):
             return self._scan_all(progress)
 
     def _scan_all(self, progress: Progress | None) -> pd.DataFrame:
@@ -48,13 +48,13 @@ class _ScanPhases(_JobState):
                 _atomic_csv(cache, df)
             frames.append(df)
         table = pd.concat(frames, ignore_index=True)
-        o = self.opts
+        o = self.options
         table["reason"] = apply_filters(
             table,
             self.schema,
-            min_annotated=o["min_annotated"],
-            max_nodata=o["max_nodata"],
-            class_proportion=o["class_proportion"],
+            min_annotated=o.min_annotated,
+            max_nodata=o.max_nodata,
+            class_proportion=self.settings.class_proportion,
         )
         self.candidates = table
         return table
@@ -62,7 +62,7 @@ class _ScanPhases(_JobState):
     def _scan_scene(self, st: _SceneState, progress: Progress | None) -> pd.DataFrame:
         schema = self.schema
         assert schema is not None
-        o = self.opts
+        o = self.options
         codes = schema.codes
         rows = []
         labels = self._open_labels(st, schema)
@@ -72,7 +72,7 @@ class _ScanPhases(_JobState):
         cmap = _colormap(schema)
         try:
             with st.scene.open(st.band_indexes) as reader:
-                for win in plan_tiles(st.grid, o["size"], o["stride"], edge="pad"):
+                for win in plan_tiles(st.grid, o.size, self.settings.stride, edge="pad"):
                     block = reader.read(win)
                     mask = apply_validity(labels.mask(win), block.valid, schema.ignore_index)
                     row = _window_row(st, win, mask, block.valid, schema, codes)
@@ -82,9 +82,9 @@ class _ScanPhases(_JobState):
                     reason = apply_filters(
                         pd.DataFrame([row]),
                         schema,
-                        min_annotated=o["min_annotated"],
-                        max_nodata=o["max_nodata"],
-                        class_proportion=o["class_proportion"],
+                        min_annotated=o.min_annotated,
+                        max_nodata=o.max_nodata,
+                        class_proportion=self.settings.class_proportion,
                     )
                     if reason.iloc[0] == "":
                         chip_id = _chip_id(st.id, win.row_off, win.col_off)
@@ -112,7 +112,7 @@ class _ScanPhases(_JobState):
     ) -> None:
         """Write one chip's image, then its mask (each atomically). Chip files do not depend on the split."""
         assert self.schema is not None
-        o, schema = self.opts, self.schema
+        o, schema = self.options, self.schema
         transform = st.grid.window_transform(win)
         tags = {
             "RASTERLEARN_SCENE": st.id,
@@ -125,7 +125,7 @@ class _ScanPhases(_JobState):
             crs=crs,
             nodata=nodata,
             descriptions=st.bands,
-            compress=o["compress"],
+            compress=o.compress,
             tags=tags,
             valid=block.valid if nodata is None and not block.valid.all() else None,
         )
@@ -137,7 +137,7 @@ class _ScanPhases(_JobState):
             nodata=schema.ignore_index,
             descriptions=["class"],
             colormap=cmap,
-            compress=o["compress"],
+            compress=o.compress,
             tags=tags,
         )
 
@@ -152,7 +152,7 @@ class _ScanPhases(_JobState):
 
         Chips passing the filters are already written during :meth:`scan` (one read per window); this
         phase completes what an earlier, interrupted run left (scan results reused from ``.scan/``)."""
-        with gdal_cache(self.opts["cache_mb"]):
+        with gdal_cache(self.options.cache_mb):
             return self._write_all(progress)
 
     def _chip_done(self, chip_id: str) -> bool:

@@ -209,7 +209,7 @@ class _SplitPhase(_JobState):
     def split(self) -> pd.DataFrame:
         """Assign kept chips to trn/val/tst (removing chips the split drops); returns the chip plan."""
         assert self.candidates is not None and self.schema is not None
-        o = self.opts
+        o = self.options
         table = self.candidates
         for r in DROP_REASONS[:-1]:
             self.dropped[r] = int((table["reason"] == r).sum())
@@ -220,7 +220,7 @@ class _SplitPhase(_JobState):
                 f"Relax --min-annotated/--max-nodata/--class-proportion, or check that the labels "
                 f"cover the raster."
             )
-        fractions = {"trn": 1.0 - o["val"] - o["test"], "val": o["val"], "tst": o["test"]}
+        fractions = {"trn": 1.0 - o.val - o.test, "val": o.val, "tst": o.test}
         method = self._assign_splits(kept, fractions)
         straddle = kept["split"] == "straddle"
         self.dropped["straddle"] = int(straddle.sum())
@@ -272,12 +272,12 @@ class _SplitPhase(_JobState):
     def _assign_splits(self, kept: pd.DataFrame, fractions: Mapping[str, float]) -> str:
         """Write each kept chip's split (or ``straddle``) into ``kept["split"]``; returns the method used."""
         assert self.schema is not None
-        o = self.opts
-        method = o["split_method"]
+        o = self.options
+        method = o.split_method
         if method == "auto":
             method = "scene" if all(st.scene.split for st in self.states) else "blocks"
         self.split_method = method
-        overlapping = o["stride"] < o["size"]
+        overlapping = self.settings.stride < o.size
         if method == "scene":
             missing = [st.scene.image.name for st in self.states if not st.scene.split]
             if missing:
@@ -292,9 +292,9 @@ class _SplitPhase(_JobState):
             kept["split"] = self._block_split(kept, fractions)
         elif method in ("random", "stratified"):
             if method == "random":
-                kept["split"] = random_split(len(kept), fractions, o["seed"])
+                kept["split"] = random_split(len(kept), fractions, o.seed)
             else:
-                kept["split"] = stratified_split(_strata(kept, self.schema), fractions, o["seed"])
+                kept["split"] = stratified_split(_strata(kept, self.schema), fractions, o.seed)
             if overlapping:
                 self.leaky = True
                 log.warning(
@@ -302,8 +302,8 @@ class _SplitPhase(_JobState):
                     "share pixels, so validation scores will be optimistic. Use --split-method blocks for a "
                     "leakage-safe split.",
                     method,
-                    o["stride"],
-                    o["size"],
+                    self.settings.stride,
+                    o.size,
                 )
         else:  # pragma: no cover - checked in _check_options
             raise ConfigError(f"unknown split method {method!r}")
@@ -313,35 +313,35 @@ class _SplitPhase(_JobState):
         return ", ".join(f"{k} {v}" for k, v in self.dropped.items() if v) or "none dropped"
 
     def _block_split(self, kept: pd.DataFrame, fractions: Mapping[str, float]) -> np.ndarray:
-        o = self.opts
-        if o["block_size"]:
-            return self._block_split_at(kept, fractions, int(o["block_size"]))
+        o = self.options
+        if o.block_size:
+            return self._block_split_at(kept, fractions, int(o.block_size))
         # default block size: the largest of 4, 3, 2 chip sizes whose split gives every requested split a
         # share of at least half its target (small scenes have few large blocks); logged and recorded
         wanted = {s: f for s, f in fractions.items() if f > 0}
         splits = np.empty(0)
         for factor in (4, 3, 2):
-            splits = self._block_split_at(kept, fractions, factor * o["size"])
+            splits = self._block_split_at(kept, fractions, factor * o.size)
             kept_splits = splits[splits != "straddle"]
             n = max(1, len(kept_splits))
             if all((kept_splits == s).sum() / n >= 0.5 * f for s, f in wanted.items()):
                 break
-        if self._block_info["block_size_px"] != 4 * o["size"]:
+        if self._block_info["block_size_px"] != 4 * o.size:
             log.info(
                 "Split blocks of %d px (not the default %d): larger blocks could not give every split its share "
                 "of chips in these scenes",
                 self._block_info["block_size_px"],
-                4 * o["size"],
+                4 * o.size,
             )
         return splits
 
     def _block_split_at(
         self, kept: pd.DataFrame, fractions: Mapping[str, float], block_px: int
     ) -> np.ndarray:
-        o = self.opts
+        o = self.options
         ref = self.states[0].grid
-        if block_px < o["size"]:
-            raise ConfigError(f"block_size ({block_px} px) must be at least the chip size ({o['size']} px)")
+        if block_px < o.size:
+            raise ConfigError(f"block_size ({block_px} px) must be at least the chip size ({o.size} px)")
         if any_rotated([st.grid for st in self.states]):
             return self._pixel_block_split(kept, fractions, block_px)
         bw, bh = block_px * ref.res[0], block_px * ref.res[1]
@@ -357,7 +357,7 @@ class _SplitPhase(_JobState):
         # block size is a multiple of the stride; y runs downwards like rows
         x0, y0 = ref.transform.c, ref.transform.f
         local = np.column_stack([bounds[:, 0] - x0, y0 - bounds[:, 3], bounds[:, 2] - x0, y0 - bounds[:, 1]])
-        splits, blocks = block_split(local, (bw, bh), fractions, o["seed"])
+        splits, blocks = block_split(local, (bw, bh), fractions, o.seed)
         self._block_info = {
             "block_size_px": block_px,
             "block_size_crs": [bw, bh],
@@ -376,11 +376,11 @@ class _SplitPhase(_JobState):
             kept["scene"].tolist(),
             kept["row_off"].to_numpy(),
             kept["col_off"].to_numpy(),
-            int(self.opts["size"]),
+            int(self.options.size),
             {st.id: st.grid for st in self.states},
             ref,
         )
-        splits, blocks = block_split(local, (float(block_px), float(block_px)), fractions, self.opts["seed"])
+        splits, blocks = block_split(local, (float(block_px), float(block_px)), fractions, self.options.seed)
         self._block_info = {
             "block_size_px": block_px,
             "block_size_crs": [block_px * ref.res[0], block_px * ref.res[1]],

@@ -10,14 +10,15 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from rasterlearn.chips.options import DROP_REASONS, _check_options
+from rasterlearn.chips.options import DROP_REASONS, ChipSettings
 from rasterlearn.chips.scenes import Scene
 from rasterlearn.chips.sources import load_label_areas, load_vector_labels
-from rasterlearn.errors import InputError
+from rasterlearn.errors import ConfigError, InputError
 from rasterlearn.grid import Grid
 from rasterlearn.io.paths import check_outputs, release_lock
 from rasterlearn.label_grid import LabelRaster
 from rasterlearn.labels import ClassSchema, VectorLabels
+from rasterlearn.options import ChipsOptions
 
 
 @dataclass
@@ -54,14 +55,20 @@ def _unlock_on_error(method: _Phase) -> _Phase:
 class _JobState:
     """The state of a :class:`rasterlearn.chips.ChipJob` that its phases share."""
 
-    def __init__(self, scenes: Sequence[Scene], out: str | Path, **options: Any) -> None:
+    def __init__(
+        self, scenes: Sequence[Scene], options: ChipsOptions, *, schema: ClassSchema | None = None
+    ) -> None:
         if not scenes:
             raise InputError("No scenes: give --raster/--labels pairs or a --scenes CSV")
+        if options.output is None:
+            raise ConfigError("Give the dataset folder with -o/--output DIR")
         self.scenes = list(scenes)
-        self.requested_out = Path(out)
+        self.options = options
+        self.requested_out = Path(options.output)
         inputs = [p for s in self.scenes for p in (s.image, s.labels, s.label_raster, *s.later_images)]
-        check_outputs([*inputs, options.get("label_areas"), options.get("schema")], [self.requested_out])
-        self.opts = _check_options(options)
+        check_outputs([*inputs, options.label_areas, options.schema_file], [self.requested_out])
+        self.settings = ChipSettings.resolve(options)
+        self.given_schema = self.settings.schema(options, schema)
         self.out = self.requested_out
         self.schema: ClassSchema | None = None
         self.states: list[_SceneState] = []
@@ -79,17 +86,17 @@ class _JobState:
         self._fresh: set[str] = set()  # chips written by this run
 
     def _attribute(self, st: _SceneState) -> str | None:
-        return st.scene.attribute or self.opts["attribute"]
+        return st.scene.attribute or self.options.attribute
 
     @property
     def n_windows(self) -> int:
         return sum(st.windows for st in self.states)
 
     def _open_labels(self, st: _SceneState, schema: ClassSchema | None) -> VectorLabels | LabelRaster:
-        o, s = self.opts, st.scene
+        o, s = self.options, st.scene
         src: VectorLabels | LabelRaster
         if s.label_raster is not None:
-            src = LabelRaster(s.label_raster, st.grid, band=o["label_band"], unknown=o["unknown"])
+            src = LabelRaster(s.label_raster, st.grid, band=o.label_band, unknown=o.unknown_classes)
             st.labels_note = src.note
             st.extra["label_alignment"] = src.alignment
         else:
@@ -101,21 +108,21 @@ class _JobState:
                 return vec
             attribute = self._attribute(st)
             gdf = load_vector_labels(
-                s.labels, st.grid, attribute=attribute, layer=s.layer or o["layer"], raster=str(s.image)
+                s.labels, st.grid, attribute=attribute, layer=s.layer or o.layer, raster=str(s.image)
             )
-            areas: Any = o["label_areas"]
+            areas: Any = self.settings.label_areas
             if areas is not None and areas not in ("features", "extent"):
                 areas = load_label_areas(areas, st.grid)
             src = VectorLabels(
                 gdf,
                 st.grid,
                 attribute=attribute,
-                burn_value=o["burn_value"],
-                all_touched=o["all_touched"],
-                overlap=o["overlap"],
-                priority=o["priority"],
+                burn_value=o.burn_value,
+                all_touched=o.all_touched,
+                overlap=o.overlap,
+                priority=o.priority,
                 label_areas=areas,
-                unknown=o["unknown"],
+                unknown=o.unknown_classes,
                 source=str(s.labels),
             )
             st.extra["features"] = len(src)

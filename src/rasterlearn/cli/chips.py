@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rasterlearn.cli._app import app, console
-from rasterlearn.cli._config import config_extras
+from rasterlearn.cli._config import stage_options
 from rasterlearn.cli._options import (
     FOLDER_OUTPUT,
     LayerOpt,
@@ -28,9 +28,6 @@ from rasterlearn.cli._options import (
 from rasterlearn.cli._progress import progress_bar
 from rasterlearn.errors import ConfigError, InputError, InputNotFoundError
 from rasterlearn.options import ChipsOptions, describe_validation_error
-
-if TYPE_CHECKING:
-    from rasterlearn.chips import ChipJob
 
 ChipsConfig = ChipsOptions  # the former name of the chips options model (rasterlearn.options)
 _DEFAULT: dict[str, Any] = ChipsOptions.model_validate({}).model_dump(
@@ -59,66 +56,6 @@ def _load_config(path: Path | None, cli: dict[str, Any], model: type[BaseModel])
     except ValidationError as exc:
         msgs = describe_validation_error(exc, model)
         raise ConfigError(f"Invalid options{f' in {path}' if path else ''}: {msgs}") from exc
-
-
-def _split_list(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [v.strip() for item in values for v in item.split(",") if v.strip()]
-
-
-def _scenes(cfg: ChipsOptions) -> list[Any]:
-    from rasterlearn.chips import Scene, read_scenes_csv
-
-    if cfg.image:
-        return [_stack_scene(cfg)]
-    if cfg.scenes is not None:
-        if cfg.raster or cfg.labels or cfg.label_raster:
-            raise ConfigError("Give either --scenes CSV or --raster with --labels/--label-raster, not both")
-        return read_scenes_csv(cfg.scenes)
-    if not cfg.raster:
-        raise ConfigError("No input: give --raster R with --labels V (or --label-raster L), or --scenes CSV")
-    labels = cfg.labels or cfg.label_raster
-    if cfg.labels and cfg.label_raster:
-        raise ConfigError("Give --labels or --label-raster, not both (use a scenes CSV to mix them)")
-    if not labels:
-        raise ConfigError("Every --raster needs labels: add --labels V (vector) or --label-raster L")
-    if len(labels) == 1:
-        labels = labels * len(cfg.raster)  # one label file for every raster (e.g. a city-wide layer)
-    if len(labels) != len(cfg.raster):
-        raise ConfigError(
-            f"{len(cfg.raster)} --raster but {len(labels)} label inputs: give them in pairs, or one "
-            f"label file for all rasters"
-        )
-    if cfg.labels:
-        return [Scene(image=r, labels=v) for r, v in zip(cfg.raster, labels, strict=True)]
-    return [Scene(image=r, label_raster=v) for r, v in zip(cfg.raster, labels, strict=True)]
-
-
-def _stack_scene(cfg: ChipsOptions) -> Any:
-    """One multi-date scene from ``--image A --image B ...`` and one label input."""
-    from rasterlearn.chips import Scene
-
-    if cfg.raster or cfg.scenes is not None:
-        raise ConfigError("Give --image (once per date of one scene) or --raster/--scenes, not both")
-    if len(cfg.image) < 2:
-        raise ConfigError(
-            "--image is given once per date: give at least two (--image A.tif --image B.tif); for a "
-            "single image use --raster"
-        )
-    labels = cfg.labels or cfg.label_raster
-    if len(labels) != 1 or (cfg.labels and cfg.label_raster):
-        raise ConfigError(
-            f"A multi-date scene (--image ...) takes exactly one label input (--labels V or --label-raster "
-            f"L); got {len(cfg.labels) + len(cfg.label_raster)}"
-        )
-    return Scene(
-        image=cfg.image[0],
-        labels=labels[0] if cfg.labels else None,
-        label_raster=labels[0] if cfg.label_raster else None,
-        later_images=list(cfg.image[1:]),
-        nodata_policy=cfg.nodata_policy,
-    )
 
 
 # -- chips' options (the shared concepts come from cli/_options.py) ------------------------------------------
@@ -239,88 +176,11 @@ def chips(
     progress: ProgressOpt = "bar",
 ) -> None:
     """Cut rasters and labels into GeoTIFF chips with masks, a manifest and dataset.json (resumable)."""
-    cli = {
-        "raster": raster,
-        "image": image,
-        "nodata_policy": nodata_policy,
-        "labels": labels,
-        "label_raster": label_raster,
-        "scenes": scenes,
-        "output": output,
-        "attribute": attribute,
-        "burn_value": burn_value,
-        "layer": layer,
-        "size": size,
-        "stride": stride,
-        "bands": _split_list(bands),
-        "schema": schema,
-        "ignore_index": ignore_index,
-        "all_touched": all_touched,
-        "overlap": overlap,
-        "label_areas": label_areas,
-        "unknown_classes": unknown_classes,
-        "priority": [int(p) for p in _split_list([priority]) or []] if priority else None,
-        "label_band": label_band,
-        "split_method": split_method,
-        "val": val,
-        "test": test,
-        "block_size": block_size,
-        "min_annotated": min_annotated,
-        "max_nodata": max_nodata,
-        "class_proportion": class_proportion,
-        "seed": seed,
-        "compress": compress,
-        "overwrite": overwrite,
-        **config_extras(ctx),
-    }
-    cfg: ChipsOptions = _load_config(None, cli, ChipsOptions)
-    job = _chip_job(cfg)
-    job.prepare()
-    with progress_bar("scanning windows", total=job.n_windows, unit="windows") as advance:
-        job.scan(advance)
-    job.split()
-    with progress_bar("writing chips", total=job.n_to_write, unit="chips") as advance:
-        job.write(advance)
-    result = job.finish()
+    from rasterlearn.chips import run_chips
+
+    options = stage_options(ctx, ChipsOptions)
+    result = run_chips(options, phases=progress_bar)  # one bar per phase: scanning windows, writing chips
     _print_summary(result)
-
-
-def _chip_job(cfg: ChipsOptions) -> ChipJob:
-    """The library's chip job for the validated options (scenes, output folder and parameters)."""
-    from rasterlearn.chips import ChipJob
-
-    if cfg.output is None:
-        raise ConfigError("Give the dataset folder with -o/--output DIR")
-    job = ChipJob(
-        _scenes(cfg),
-        cfg.output,
-        size=cfg.size,
-        stride=cfg.stride,
-        bands=cfg.bands,
-        attribute=cfg.attribute,
-        burn_value=cfg.burn_value,
-        layer=cfg.layer,
-        schema=cfg.schema_file,
-        ignore_index=cfg.ignore_index,
-        all_touched=cfg.all_touched,
-        overlap=cfg.overlap,
-        priority=cfg.priority,
-        label_areas=cfg.label_areas,
-        unknown=cfg.unknown_classes,
-        label_band=cfg.label_band,
-        split_method=cfg.split_method,
-        val=cfg.val,
-        test=cfg.test,
-        block_size=cfg.block_size,
-        min_annotated=cfg.min_annotated,
-        max_nodata=cfg.max_nodata,
-        class_proportion=cfg.class_proportion,
-        seed=cfg.seed,
-        compress=cfg.compress,
-        stats_sample=cfg.stats_sample,
-        overwrite=cfg.overwrite,
-    )
-    return job
 
 
 def _print_summary(result: Any) -> None:

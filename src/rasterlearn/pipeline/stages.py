@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rasterlearn.engine.journal import Decision, input_identity, without
 from rasterlearn.errors import ConfigError
@@ -24,12 +24,17 @@ from rasterlearn.pipeline.cache import StageCache, StageRecord, canonical_hash
 from rasterlearn.pipeline.config import FeaturesSection, PredictSection, RunConfig, _resolve
 from rasterlearn.pipeline.scenes import ResolvedScene, resolve_scenes
 
+if TYPE_CHECKING:
+    from rasterlearn.labels import ClassSchema
+
 # one logger for the whole package, as before the split (log lines and --progress json name it)
 log = logging.getLogger("rasterlearn.pipeline")
 
 
 STAGES = ("chips", "train", "predict", "evaluate", "features")
 Progress = Callable[[str, int], None]
+_CHIPS_KEYS = {"unknown": "unknown_classes"}
+"""Keys of the run YAML's ``chips`` section named otherwise in :class:`ChipsOptions`."""
 
 
 class _Stages:
@@ -128,16 +133,36 @@ class _Stages:
             )
         return scenes
 
-    def schema_arg(self) -> Any:
-        c = self.cfg.classes
-        if c.file is not None:
-            return _resolve(self.cfg, c.file)
-        d = c.schema_dict()
-        if d is not None:
-            from rasterlearn.labels import ClassSchema
+    def inline_schema(self) -> ClassSchema | None:
+        """The class schema of the run YAML's inline classes (``classes.classes``), else ``None``."""
+        d = self.cfg.classes.schema_dict()
+        if self.cfg.classes.file is not None or d is None:
+            return None
+        from rasterlearn.labels import ClassSchema as Schema
 
-            return ClassSchema.from_dict(d)
-        return None
+        return Schema.from_dict(d)
+
+    def chips_options(self, output: Path) -> ChipsOptions:
+        """The run YAML's ``chips`` and ``classes`` sections as the chips stage's options: the one place where
+        their keys meet the options model's (``unknown`` is ``unknown_classes``; the classes' ``file``,
+        ``attribute``, ``burn_value`` and ``ignore_index`` apply to every scene; files are resolved beside the
+        run YAML). The scenes and an inline class list go to :func:`rasterlearn.chips.run_chips` as objects."""
+        from rasterlearn.chips.options import validate_options
+
+        ch, c = self.cfg.chips, self.cfg.classes
+        values = {_CHIPS_KEYS.get(k, k): v for k, v in ch.model_dump().items()}
+        label_areas = ch.label_areas
+        if label_areas not in (None, "features", "extent"):
+            label_areas = str(_resolve(self.cfg, label_areas))
+        values |= {
+            "label_areas": label_areas,
+            "attribute": c.attribute,
+            "burn_value": c.burn_value,
+            "ignore_index": c.ignore_index,
+            "schema": _resolve(self.cfg, c.file),
+            "output": output,
+        }
+        return validate_options(values, "chips options of the run")
 
     def run_chips(self) -> StageRecord:
         scenes = self.chip_scenes()
@@ -150,36 +175,12 @@ class _Stages:
         }
 
         def body(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-            from rasterlearn.chips import make_chips
+            from rasterlearn.chips import run_chips
 
-            ch = self.cfg.chips
-            label_areas = ch.label_areas
-            if label_areas not in (None, "features", "extent"):
-                label_areas = str(_resolve(self.cfg, label_areas))
-            res = make_chips(
-                [s.to_chips_scene() for s in scenes],
-                folder / "dataset",
-                size=ch.size,
-                stride=ch.stride,
-                bands=ch.bands,
-                attribute=c.attribute,
-                burn_value=c.burn_value,
-                schema=self.schema_arg(),
-                ignore_index=c.ignore_index,
-                all_touched=ch.all_touched,
-                overlap=ch.overlap,
-                priority=ch.priority,
-                label_areas=label_areas,
-                unknown=ch.unknown,
-                split_method=ch.split_method,
-                val=ch.val,
-                test=ch.test,
-                block_size=ch.block_size,
-                min_annotated=ch.min_annotated,
-                max_nodata=ch.max_nodata,
-                class_proportion=ch.class_proportion,
-                seed=ch.seed,
-                compress=ch.compress,
+            res = run_chips(
+                self.chips_options(folder / "dataset"),
+                scenes=[s.to_chips_scene() for s in scenes],
+                schema=self.inline_schema(),
                 progress=self.cb("chips"),
             )
             summary = {
