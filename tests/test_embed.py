@@ -319,6 +319,28 @@ def test_reprojected_reading(make_raster, tmp_path):
     assert np.nanmin(arr) >= 1.0 and np.nanmax(arr) <= 2.0
 
 
+def test_reprojected_reading_without_nodata_leaves_outside_the_footprint_invalid(make_raster, tmp_path):
+    """A source that declares no nodata: the warped area outside its footprint is nodata, not zeros."""
+    data = np.random.default_rng(0).uniform(1, 2, (1, 64, 64)).astype("float32")
+    path = make_raster(data, nodata=None)
+    res = embed(
+        path,
+        "pool",
+        backbone=pool_backbone(1),
+        size=16,
+        normalization="none",
+        output=tmp_path / "f.tif",
+        device="cpu",
+        target_crs="EPSG:32632",
+        resolution=20.0,
+        min_valid_fraction=1.0,
+    )
+    arr, _, crs, _ = read(res.path)
+    assert crs.to_epsg() == 32632
+    assert np.isnan(arr).any()  # the rotated grid's corners lie outside the source
+    assert np.nanmin(arr) >= 1.0 and np.nanmax(arr) <= 2.0  # no zeros from outside the footprint averaged in
+
+
 class CountingPool(PoolNet):
     """PoolNet that records the batch size of every forward pass."""
 

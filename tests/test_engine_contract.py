@@ -162,6 +162,9 @@ def _validity_case(case: str, tmp_path: Path) -> tuple[Path, float | None]:
     if case == "internal-mask":
         data[:, bad] = 0  # the masked pixels hold an ordinary value: only the mask says they are invalid
         return _write(path, data, mask=np.where(bad, 0, 255).astype("uint8")), None
+    if case == "nodata-and-mask":
+        # a declared nodata that the masked pixels do not hold: only the internal mask says they are invalid
+        return _write(path, data, nodata=0, mask=np.where(bad, 0, 255).astype("uint8")), None
     if case == "nan":
         f = data.astype("float32")
         f[0, bad] = np.nan  # one band is enough
@@ -184,7 +187,7 @@ def _expected_invalid(case: str) -> np.ndarray:
     return bad
 
 
-VALIDITY_CASES = ["alpha", "internal-mask", "nan", "declared-nodata", "user-nodata"]
+VALIDITY_CASES = ["alpha", "internal-mask", "nodata-and-mask", "nan", "declared-nodata", "user-nodata"]
 
 
 @pytest.mark.parametrize("case", VALIDITY_CASES)

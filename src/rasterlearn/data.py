@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import Dataset, Sampler
 
 from rasterlearn.errors import ConfigError, EmptyInputError, InputError, InputNotFoundError, ReadError
+from rasterlearn.io.validity import block_validity
 from rasterlearn.labels import ClassSchema
 from rasterlearn.normalize import Normalization, NormalizationMethod
 
@@ -361,18 +362,6 @@ def default_workers(accelerator: Literal["cpu", "gpu"] = "cpu", cpus: int | None
     return 0 if n <= 4 else min(4, (n - 1) // 4)
 
 
-def _equals_nodata(data: np.ndarray, nodata: float) -> np.ndarray:
-    """Pixels equal to ``nodata`` (NaN nodata matches NaN), as GDAL's nodata mask marks them."""
-    if math.isnan(nodata):
-        return np.isnan(data) if np.issubdtype(data.dtype, np.floating) else np.zeros(data.shape, bool)
-    if np.issubdtype(data.dtype, np.integer):
-        info = np.iinfo(data.dtype)
-        if not (info.min <= nodata <= info.max) or nodata != int(nodata):
-            return np.zeros(data.shape, bool)
-        return data == data.dtype.type(int(nodata))
-    return data == data.dtype.type(nodata)
-
-
 class ChipDataset(Dataset):
     """Chips of one split of a chip folder.
 
@@ -515,20 +504,18 @@ class ChipDataset(Dataset):
                 idx = list(range(1, ds.count + 1)) if self.bands is None else [b + 1 for b in self.bands]
                 data = ds.read(idx)
                 flags = [ds.mask_flag_enums[i - 1] for i in idx]
-                valid: np.ndarray
-                if all(f == [MaskFlags.all_valid] for f in flags):
-                    valid = np.ones(data.shape[1:], dtype=bool)
-                elif ds.nodata is not None and all(f == [MaskFlags.nodata] for f in flags):
-                    # GDAL's nodata mask, without a second pass through GDAL (read_masks)
-                    valid = np.logical_not(_equals_nodata(data, ds.nodata).any(axis=0))
-                else:  # internal/external mask or alpha band
-                    valid = (ds.read_masks(idx) > 0).all(axis=0)
+                # the one validity policy (io.validity): declared nodata and NaN/inf from the values, or
+                # GDAL's masks where the chip carries one (an internal mask, an alpha band)
+                from_values = all(f in ([MaskFlags.all_valid], [MaskFlags.nodata]) for f in flags)
+                valid, _ = block_validity(
+                    data,
+                    [ds.nodatavals[i - 1] for i in idx],
+                    gdal_masks=None if from_values else ds.read_masks(idx),
+                )
             with rasterio.open(mask_path) as ds:
                 codes = ds.read(1)
         except rasterio.errors.RasterioIOError as exc:
             raise ReadError(f"Cannot read chip {row['chip_id']} ({img_path} / {mask_path}): {exc}") from exc
-        if np.issubdtype(data.dtype, np.floating):
-            valid &= np.isfinite(data).all(axis=0)
         if data.shape[1:] != codes.shape:
             raise InputError(
                 f"chip {row['chip_id']}: image {data.shape[1:]} and mask {codes.shape} sizes differ"

@@ -16,6 +16,7 @@ from rasterlearn.chips.state import _JobState, _SceneState, _unlock_on_error
 from rasterlearn.chips.store import _atomic_csv, _chip_id, _colormap, _write_tif
 from rasterlearn.grid import Window, plan_tiles
 from rasterlearn.io.raster import gdal_cache
+from rasterlearn.io.validity import block_validity
 from rasterlearn.label_grid import LabelRaster
 from rasterlearn.labels import ClassSchema, apply_validity
 
@@ -127,7 +128,7 @@ class _ScanPhases(_JobState):
             descriptions=st.bands,
             compress=o.compress,
             tags=tags,
-            valid=block.valid if nodata is None and not block.valid.all() else None,
+            valid=chip_mask(block.data, block.valid, nodata),
         )
         _write_tif(
             self.out / "masks" / f"{chip_id}.tif",
@@ -232,3 +233,16 @@ def _window_row(
         row[f"px_{c}"] = int(counts[c])
     row["px_ignore"] = ignore
     return row
+
+
+def chip_mask(data: np.ndarray, valid: np.ndarray, nodata: float | None) -> np.ndarray | None:
+    """The internal mask a chip image is written with, so that reading the chip gives back the reader's
+    validity ``valid``: none when every pixel is valid, or when the chip's ``nodata`` (with NaN/inf) already
+    says exactly which pixels are invalid; else ``valid`` itself (a mask, an alpha band or another band's
+    nodata made those pixels invalid, and GDAL's mask of the chip then holds them all)."""
+    if valid.all():
+        return None
+    if nodata is None:
+        return valid
+    implied, _ = block_validity(data, [nodata] * data.shape[0])
+    return None if np.array_equal(implied, valid) else valid

@@ -53,8 +53,7 @@ class _WarpedSource:
                 width=width,
                 height=height,
                 resampling=rs,
-                src_nodata=src.nodata,
-                nodata=src.nodata,
+                **_outside_footprint(src),
             ) as vrt:
                 rasterio.shutil.copy(vrt, dst, driver="VRT")
         log.info(
@@ -66,6 +65,17 @@ class _WarpedSource:
             dst,
         )
         return dst
+
+
+def _outside_footprint(src: Any) -> dict[str, Any]:
+    """How the warped VRT marks the pixels outside the source's footprint invalid: its declared nodata; an
+    alpha band added by the warper when it declares none (otherwise they read as valid zeros); the source's
+    own alpha band, warped with it, when it has one."""
+    from rasterio.enums import ColorInterp
+
+    if src.nodata is not None:
+        return {"src_nodata": src.nodata, "nodata": src.nodata}
+    return {} if ColorInterp.alpha in src.colorinterp else {"add_alpha": True}
 
 
 def _input_normalization(
