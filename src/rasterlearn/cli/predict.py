@@ -1,4 +1,4 @@
-"""``rasterlearn predict``, ``rasterlearn vectorize`` and ``rasterlearn evaluate``."""
+"""``rasterlearn predict`` and ``rasterlearn vectorize`` (``evaluate`` is in ``cli/evaluate.py``)."""
 
 from __future__ import annotations
 

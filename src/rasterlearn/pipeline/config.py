@@ -73,7 +73,8 @@ class ClassesSection(_Section):
 
 
 class ChipsSection(_Section):
-    """Options of :func:`rasterlearn.chips.make_chips`."""
+    """The run YAML's chips section: mapped onto :class:`rasterlearn.options.ChipsOptions` for
+    :func:`rasterlearn.chips.run_chips` in one place (``_Stages.chips_options``)."""
 
     size: int = Field(256, gt=0)
     stride: int | None = Field(None, gt=0)
