@@ -93,7 +93,7 @@ def test_progress_counts_both_phases_and_phases_get_one_callback_each(inputs, tm
 
 def test_run_chips_refuses_missing_or_doubled_inputs(inputs, tmp_path) -> None:
     raster, labels = inputs["raster"], inputs["labels"]
-    with pytest.raises(ConfigError, match="-o/--output"):
+    with pytest.raises(ConfigError, match=r"rasterlearn chips: output not given.*'output:'"):
         run_chips(ChipsOptions(raster=[raster], labels=[labels]))
     with pytest.raises(ConfigError, match="No input"):
         run_chips(ChipsOptions(output=tmp_path / "o"))

@@ -121,6 +121,19 @@ class StageOptions(BaseModel):
         """:attr:`output_neutral`: the options left out of this stage's fingerprint."""
         return cls.output_neutral
 
+    def require(self, *names: str) -> list[Any]:
+        """The values of the fields ``names``; one that is not given is a :class:`ConfigError` naming it and
+        saying where to give it (the command line, the ``--config`` file, the Python model)."""
+        missing = [n for n in names if getattr(self, n) is None]
+        if missing:
+            field = type(self).model_fields[missing[0]]
+            key = field.alias or missing[0]
+            raise ConfigError(
+                f"rasterlearn {self.command}: {', '.join(missing)} not given; pass it on the command line or as "
+                f"'{key}:' in the --config file (Python: {type(self).__name__}({key}=...))"
+            )
+        return [getattr(self, n) for n in names]
+
     def fingerprint(self, **inputs: str | Path | None) -> str:
         """The journal's fingerprint of these options (less :meth:`neutral_fields`), with the identities
         of ``inputs`` (role -> file) when given."""

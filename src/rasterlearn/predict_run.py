@@ -111,8 +111,7 @@ def run_predict(options: PredictOptions, *, progress: Progress | None = None) ->
         OutputError: an output exists and ``overwrite`` is False.
         ConfigError: ``scheduler`` and ``workers`` both given, or the dask extra missing.
     """
-    if options.model is None:
-        raise InputError("Name the model package folder to predict with (MODEL, or 'model:' in --config)")
+    options.require("model")
     kwargs = kernel_options(options)
     rasters = options.raster
     scene_kwargs: dict[str, dict[str, Any]] = {}

@@ -215,7 +215,6 @@ def vectorize_raster(
     window_size: int = 2048,
     class_names: dict[int, str] | None = None,
     progress: Callable[[int], None] | None = None,
-    options: VectorizeOptions | None = None,
 ) -> Any:
     """Polygonize a class map into one polygon per connected region (4-connectivity, holes kept).
 
@@ -231,10 +230,6 @@ def vectorize_raster(
         window_size: pixels per processing window (memory bound).
         class_names: ``{code: name}``; default: read from the map (see :func:`read_class_names`).
         progress: called with the number of pixels processed.
-        options: the stage options this call carries out (:func:`run_vectorize` passes its own): with the
-            values resolved here they make the resume fingerprint of the ``.NAME.progress.json`` record
-            beside ``output`` (:func:`vectorize_fingerprint`). Default: these keywords as
-            :class:`~rasterlearn.options.VectorizeOptions`.
 
     Returns:
         A GeoDataFrame with ``class_code``, ``class_name``, ``area`` (map units²), ``pixels`` and the
@@ -247,8 +242,9 @@ def vectorize_raster(
         raise InputError(f"window_size must be at least 2 pixels, got {window_size}")
     names = dict(class_names) if class_names is not None else read_class_names(raster)
     skip = {int(c) for c in (exclude or ())}
-    if options is None:
-        options = _keyword_options(raster, output, min_area, area_unit, simplify, skip, window_size)
+    # the resume fingerprint: these keywords as the stage's options (the same whether run_vectorize or a
+    # direct call made them) with the values resolved here, for the .NAME.progress.json record
+    options = _keyword_options(raster, output, min_area, area_unit, simplify, skip, window_size)
     resolved = {"band": band, "exclude": sorted(skip), "window_size": window_size, "names": names}
     key = vectorize_fingerprint(options, resolved, raster)
     record = ReductionRecord(output, key, {"complete": [], "seam": []}, valid=_valid_state, unit="windows")
@@ -352,16 +348,14 @@ def run_vectorize(
     """
     from rasterlearn.engine.events import report_total
 
-    if options.raster is None or options.output is None:
-        raise InputError("vectorize: name the class map (raster) and the polygons to write (output)")
-    output = options.output
+    raster, output = options.require("raster", "output")
     if output.exists() and not options.overwrite:
         raise InputError(f"{output} exists; pass --overwrite or choose another name")
     exclude = _exclude_codes(options.exclude)
-    with RasterReader(options.raster) as reader:
+    with RasterReader(raster) as reader:
         report_total(progress, reader.grid.height * reader.grid.width)
     gdf = vectorize_raster(
-        options.raster,
+        raster,
         output,
         min_area=options.min_area,
         area_unit=options.area_unit,
@@ -369,9 +363,8 @@ def run_vectorize(
         exclude=exclude,
         window_size=options.window_size,
         progress=progress,
-        options=options,
     )
-    style_polygons(output, options.raster)
+    style_polygons(output, raster)
     return VectorizeResult(output, gdf)
 
 

@@ -107,8 +107,7 @@ def chip_job(
 ) -> ChipJob:
     """The :class:`ChipJob` of ``options`` (not started): its scenes (:func:`option_scenes`, or ``scenes``)
     and output folder checked."""
-    if options.output is None:
-        raise ConfigError("Give the dataset folder with -o/--output DIR")
+    options.require("output")
     if scenes is None:
         scenes = option_scenes(options)
     elif options.raster or options.image or options.labels or options.label_raster or options.scenes:

@@ -214,7 +214,6 @@ def evaluate_map(
     png_path: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
     executor: BlockExecutor | None = None,
-    options: EvaluateOptions | None = None,
 ) -> dict[str, Any]:
     """Compare a class map with ground truth over the whole scene.
 
@@ -249,8 +248,6 @@ def evaluate_map(
             (:func:`rasterlearn.engine.executor.open_executor`) runs them on its workers, which read the
             map and a truth raster themselves (they must be readable there). The counts are summed here in
             window order: the report is the same.
-        options: the stage options carried out (:func:`~rasterlearn.evaluate.run_evaluate` passes its own; default:
-            these keywords): with resolved values, the resume fingerprint (:func:`evaluation_fingerprint`).
 
     Truth rasters of any dtype are accepted; float rasters must hold whole-number codes (other values are
     counted and skipped). A truth raster with the map's shape and transform but a differently described
@@ -279,9 +276,10 @@ def evaluate_map(
         map_path, truth, schema, map_named, class_match, explicit_names, ignore_set, record
     )
     spec, source = _compare_spec(matching, reader, area, attribute, layer, unlabelled, all_touched)
-    if options is None:  # a direct call: its keywords as the stage's options
-        kw = (attribute, layer, class_match, unlabelled, aoi, ignore_values, all_touched)
-        options = _keyword_options(map_path, truth, output, *kw)
+    # the resume fingerprint: these keywords as the stage's options (the same whether run_evaluate or a
+    # direct call made them) with the resolved classes, extent and window size
+    kw = (attribute, layer, class_match, unlabelled, aoi, ignore_values, all_touched)
+    options = _keyword_options(map_path, truth, output, *kw)
     with _journal(matching, options, output, extent, window_size, aoi) as journal:
         total = _count_windows(
             spec, _windows(reader.grid, window_size, extent), executor or LocalExecutor(), progress, journal

@@ -64,11 +64,7 @@ def run_evaluate(
         InputError: a missing map or truth, both ``truth_classes`` and ``truth_names``, an ignore value that
             is not a number; and :func:`~rasterlearn.evaluate.evaluate_map`'s errors.
     """
-    if options.map is None or options.truth is None:
-        missing = "map" if options.map is None else "truth"
-        raise InputError(
-            f"evaluate: no {missing} given; name the class map (map) and the ground truth (truth)"
-        )
+    map_path, truth = options.require("map", "truth")
     if options.truth_classes is not None and options.truth_names is not None:
         raise InputError("Give either --truth-classes FILE or --truth-names TEXT, not both")
     truth_classes = (
@@ -76,13 +72,13 @@ def run_evaluate(
     )
     ignore_values = _ignore_values(options.ignore)
     schema = ClassSchema.load(options.schema_) if options.schema_ else None
-    with RasterReader(options.map) as reader:
+    with RasterReader(map_path) as reader:
         pixels = reader.grid.height * reader.grid.width
     with open_executor(options.scheduler, options.workers) as executor:
         report_total(progress, pixels)  # the whole map; evaluate_map corrects it when an AOI clips it
         metrics = evaluate_map(
-            options.map,
-            options.truth,
+            map_path,
+            truth,
             attribute=options.attribute,
             layer=options.layer,
             schema=schema,
@@ -95,7 +91,6 @@ def run_evaluate(
             output=options.output,
             progress=progress,
             executor=executor,
-            options=options,
         )
     out = options.output
     if out is None:

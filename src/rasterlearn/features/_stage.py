@@ -1,5 +1,5 @@
 """What the feature stages' ``run_*`` functions and kernels share: the options model of a call, its journal
-fingerprint, the option texts parsed (``bands``), required options and the progress total.
+fingerprint, the option texts parsed (``bands``) and the progress total.
 
 The fingerprint of a feature map's resumable write (:func:`job_fingerprint`) is the stage's options model
 (:mod:`rasterlearn.options`) less its ``output_neutral`` fields, plus the values resolved while running that the
@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from rasterlearn.engine import journal
-from rasterlearn.errors import ConfigError
 from rasterlearn.options import StageOptions, parse_bands
 
 __all__ = [
@@ -28,22 +27,9 @@ __all__ = [
     "input_files",
     "job_fingerprint",
     "model_identity",
-    "required",
 ]
 
 M = TypeVar("M", bound=StageOptions)
-
-
-def required(options: StageOptions, *names: str) -> list[Any]:
-    """The values of ``names`` in ``options``; a missing one is a :class:`ConfigError` naming it."""
-    missing = [n for n in names if getattr(options, n) is None]
-    if missing:
-        keys = ", ".join(missing)
-        raise ConfigError(
-            f"rasterlearn {options.command}: {keys} not given; pass it on the command line or as "
-            f"'{missing[0]}:' in the --config file (Python: {type(options).__name__}({missing[0]}=...))"
-        )
-    return [getattr(options, n) for n in names]
 
 
 def count_blocks(raster: str | Path, bands: Sequence[int | str] | None = None, blocksize: int = 512) -> int:
@@ -59,7 +45,7 @@ def count_blocks(raster: str | Path, bands: Sequence[int | str] | None = None, b
 def feature_blocks(options: StageOptions) -> int:
     """The progress total of a feature stage's ``options`` (reduce, cluster, similarity, classify): the
     blocks its map is computed in (see :func:`count_blocks`)."""
-    (raster,) = required(options, "raster")
+    (raster,) = options.require("raster")
     return count_blocks(raster, parse_bands(getattr(options, "bands", None)))
 
 

@@ -55,7 +55,6 @@ from rasterlearn.features._stage import (
     feature_blocks,
     input_files,
     model_identity,
-    required,
 )
 from rasterlearn.features.sampling import VectorSample, sample_vector
 from rasterlearn.features.validation import (
@@ -376,7 +375,7 @@ def run_classify(
         )
         print(res.metrics.get("overall_accuracy"))
     """
-    raster, output = required(options, "raster", "output")
+    raster, output = options.require("raster", "output")
     bands = parse_bands(options.bands)
     with open_executor(options.scheduler, options.workers) as executor:
         report_total(progress, feature_blocks(options))

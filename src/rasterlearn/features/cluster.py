@@ -43,7 +43,6 @@ from rasterlearn.features._stage import (
     call_options,
     feature_blocks,
     model_identity,
-    required,
 )
 from rasterlearn.features.sampling import sample_pixels
 from rasterlearn.io.paths import check_outputs
@@ -335,7 +334,7 @@ def run_cluster(options: ClusterOptions, *, progress: Callable[[int], None] | No
         res = run_cluster(ClusterOptions(raster="features.tif", output="clusters.tif", clusters=6))
         print(res.sizes)
     """
-    raster, output = required(options, "raster", "output")
+    raster, output = options.require("raster", "output")
     bands = parse_bands(options.bands)
     with open_executor(options.scheduler, options.workers) as executor:
         report_total(progress, feature_blocks(options))

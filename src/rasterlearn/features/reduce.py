@@ -40,7 +40,6 @@ from rasterlearn.features._stage import (
     call_options,
     feature_blocks,
     model_identity,
-    required,
 )
 from rasterlearn.features._stage import count_blocks as _count_blocks
 from rasterlearn.features.sampling import sample_pixels
@@ -356,7 +355,7 @@ def run_reduce(options: ReduceOptions, *, progress: Callable[[int], None] | None
         res = run_reduce(ReduceOptions(raster="features.tif", output="pca.tif", components=3))
         print(res.path, res.explained_variance_ratio)
     """
-    raster, output = required(options, "raster", "output")
+    raster, output = options.require("raster", "output")
     bands = parse_bands(options.bands)
     with open_executor(options.scheduler, options.workers) as executor:
         report_total(progress, feature_blocks(options))

@@ -25,7 +25,6 @@ from rasterlearn.features._stage import (
     call_options,
     feature_blocks,
     input_files,
-    required,
 )
 from rasterlearn.features.sampling import sample_pixels, sample_vector
 from rasterlearn.io.paths import check_outputs
@@ -162,7 +161,7 @@ def run_similarity(
 
         res = run_similarity(SimilarityOptions(raster="features.tif", references="pts.gpkg", output="sim.tif"))
     """
-    raster, references, output = required(options, "raster", "references", "output")
+    raster, references, output = options.require("raster", "references", "output")
     bands = parse_bands(options.bands)
     with open_executor(options.scheduler, options.workers) as executor:
         report_total(progress, feature_blocks(options))
