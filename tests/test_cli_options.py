@@ -140,3 +140,16 @@ def test_parse_bands_indexes_and_descriptions() -> None:
     assert parse_bands("4, 3,2") == [4, 3, 2]
     assert parse_bands("red,nir,,8") == ["red", "nir", 8]
     assert parse_bands("-1, 2") == [-1, 2]  # an index the reader refuses by name, not a band description
+
+
+def test_parse_numbers_one_comma_list_parser() -> None:
+    from rasterlearn.errors import InputError
+    from rasterlearn.options import parse_numbers
+
+    assert parse_numbers(None, "ignore", float) is None and parse_numbers("", "ignore", float) is None
+    assert parse_numbers("0, 255,", "ignore", float) == [0.0, 255.0]
+    assert parse_numbers("0,3", "exclude", int) == [0, 3]
+    with pytest.raises(
+        InputError, match=r"^exclude: '0,1\.5' is not a comma list of class codes; give e\.g\. 0,255$"
+    ):
+        parse_numbers("0,1.5", "exclude", int, "class codes")

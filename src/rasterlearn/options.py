@@ -24,14 +24,16 @@ The training options are :class:`rasterlearn.train.TrainConfig` (``rasterlearn t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from rasterlearn.errors import ConfigError, InputNotFoundError
+from rasterlearn.errors import ConfigError, InputError, InputNotFoundError
 from rasterlearn.predict_plan import DEFAULT_MEMORY_MB
+
+N = TypeVar("N", int, float)
 
 __all__ = [
     "STAGE_OPTIONS",
@@ -49,6 +51,7 @@ __all__ = [
     "load_options",
     "option_keys",
     "parse_bands",
+    "parse_numbers",
 ]
 
 
@@ -100,6 +103,19 @@ def parse_bands(bands: str | None) -> list[int | str] | None:
         return None
     items = [b.strip() for b in bands.split(",") if b.strip()]
     return [int(b) if b.lstrip("-").isdigit() else b for b in items]
+
+
+def parse_numbers(
+    text: str | None, key: str, kind: Callable[[str], N], what: str = "numbers", example: str = "0,255"
+) -> list[N] | None:
+    """A comma list of numbers (``ignore: 0,255``, ``exclude: 0``) as ``kind`` (``int`` or ``float``); empty
+    items are skipped; ``None`` or ``""``: none. Anything else is one :class:`InputError` naming ``key``."""
+    if not text:
+        return None
+    try:
+        return [kind(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{key}: {text!r} is not a comma list of {what}; give e.g. {example}") from None
 
 
 class StageOptions(BaseModel):

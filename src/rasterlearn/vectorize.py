@@ -27,7 +27,7 @@ from rasterlearn.errors import InputError
 from rasterlearn.grid import Window
 from rasterlearn.io.paths import check_outputs
 from rasterlearn.io.raster import RasterReader, gdal_cache
-from rasterlearn.options import VectorizeOptions
+from rasterlearn.options import VectorizeOptions, parse_numbers
 
 __all__ = [
     "AreaUnit",
@@ -351,7 +351,7 @@ def run_vectorize(
     raster, output = options.require("raster", "output")
     if output.exists() and not options.overwrite:
         raise InputError(f"{output} exists; pass --overwrite or choose another name")
-    exclude = _exclude_codes(options.exclude)
+    exclude = parse_numbers(options.exclude, "exclude", int, "class codes", "0,255")
     with RasterReader(raster) as reader:
         report_total(progress, reader.grid.height * reader.grid.width)
     gdf = vectorize_raster(
@@ -366,15 +366,3 @@ def run_vectorize(
     )
     style_polygons(output, raster)
     return VectorizeResult(output, gdf)
-
-
-def _exclude_codes(text: str | None) -> list[int] | None:
-    """``exclude``: a comma list of class codes (``0,255``) as integers."""
-    if not text:
-        return None
-    try:
-        return [int(c) for c in text.split(",") if c.strip()]
-    except ValueError:
-        raise InputError(
-            f"exclude: {text!r} is not a comma list of class codes; give whole numbers, e.g. 0,255"
-        ) from None

@@ -26,8 +26,8 @@ from rasterlearn.cli._options import (
     seed_option,
 )
 from rasterlearn.cli._progress import progress_bar
-from rasterlearn.errors import ConfigError, InputError, InputNotFoundError
-from rasterlearn.options import ChipsOptions, describe_validation_error
+from rasterlearn.errors import ConfigError, InputNotFoundError
+from rasterlearn.options import ChipsOptions, describe_validation_error, parse_numbers
 
 ChipsConfig = ChipsOptions  # the former name of the chips options model (rasterlearn.options)
 _DEFAULT: dict[str, Any] = ChipsOptions.model_validate({}).model_dump(
@@ -243,20 +243,12 @@ def analyze(
 
     from rasterlearn.analysis import analyze_dataset
 
-    def floats(text: str | None) -> list[float] | None:
-        if not text:
-            return None
-        try:
-            return [float(v) for v in text.split(",") if v.strip()]
-        except ValueError as exc:
-            raise InputError(f"expected comma-separated percents, got {text!r}") from exc
-
     cli = {
         "dataset": dataset,
         "out": out,
         "min_keep": min_keep,
-        "annotated": floats(annotated),
-        "proportion": floats(proportion),
+        "annotated": parse_numbers(annotated, "--annotated", float, "percents", "0,5,10,20"),
+        "proportion": parse_numbers(proportion, "--proportion", float, "percents", "0,5,10"),
         "plot": False if no_plot else None,
         "top": top,
     }

@@ -22,7 +22,7 @@ from rasterlearn.evaluate.run import evaluate_map
 from rasterlearn.io.aoi import parse_aoi
 from rasterlearn.io.raster import RasterReader
 from rasterlearn.labels import ClassSchema
-from rasterlearn.options import EvaluateOptions
+from rasterlearn.options import EvaluateOptions, parse_numbers
 
 __all__ = ["EvaluateResult", "run_evaluate"]
 
@@ -70,7 +70,7 @@ def run_evaluate(
     truth_classes = (
         parse_class_names(options.truth_names) if options.truth_names is not None else options.truth_classes
     )
-    ignore_values = _ignore_values(options.ignore)
+    ignore_values = parse_numbers(options.ignore, "ignore", float)
     schema = ClassSchema.load(options.schema_) if options.schema_ else None
     with RasterReader(map_path) as reader:
         pixels = reader.grid.height * reader.grid.width
@@ -96,15 +96,3 @@ def run_evaluate(
     if out is None:
         return EvaluateResult(metrics, None, None, None)
     return EvaluateResult(metrics, out, out.with_suffix(".csv"), out.with_suffix(".png"))
-
-
-def _ignore_values(text: str | None) -> list[float] | None:
-    """``ignore``: a comma list of truth values (``0,255``) as numbers."""
-    if not text:
-        return None
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InputError(
-            f"ignore: {text!r} is not a comma list of numbers; give the truth values to ignore, e.g. 0,255"
-        ) from None
